@@ -1,0 +1,222 @@
+//! The table of every config Strom knows, with Kafka's names, types, defaults and documentation.
+//! Broker configs and topic configs live in one table so that DescribeConfigs, `strom server --help`,
+//! validation and the topic→broker synonym chain all read the same facts.
+
+/// Kafka's config types, numbered as DescribeConfigs v3+ reports them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConfigType {
+    Boolean = 1,
+    String = 2,
+    Int = 3,
+    Long = 5,
+    Double = 6,
+    List = 7,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scope {
+    Broker,
+    Topic,
+}
+
+#[derive(Debug)]
+pub struct ConfigDef {
+    pub name: &'static str,
+    pub scope: Scope,
+    pub config_type: ConfigType,
+    /// Default as Kafka prints it; `None` is Kafka's null.
+    pub default: Option<&'static str>,
+    /// For topic configs: the broker config that supplies the default (Kafka's synonym).
+    pub broker_synonym: Option<&'static str>,
+    pub doc: &'static str,
+    /// Read-only at runtime (needs a restart), as Kafka marks it in DescribeConfigs.
+    pub read_only: bool,
+}
+
+const fn broker(name: &'static str, t: ConfigType, default: Option<&'static str>, doc: &'static str) -> ConfigDef {
+    ConfigDef { name, scope: Scope::Broker, config_type: t, default, broker_synonym: None, doc, read_only: true }
+}
+
+const fn topic(
+    name: &'static str,
+    t: ConfigType,
+    default: Option<&'static str>,
+    synonym: &'static str,
+    doc: &'static str,
+) -> ConfigDef {
+    ConfigDef { name, scope: Scope::Topic, config_type: t, default, broker_synonym: Some(synonym), doc, read_only: false }
+}
+
+use ConfigType::*;
+
+pub const LONG_MAX: &str = "9223372036854775807";
+
+pub static CONFIG_DEFS: &[ConfigDef] = &[
+    // ---- broker: identity and network
+    broker("node.id", Int, Some("1"), "The node id of this broker."),
+    broker("broker.rack", String, None, "Rack of the broker, reported in metadata."),
+    broker(
+        "listeners",
+        List,
+        Some("PLAINTEXT://127.0.0.1:9092"),
+        "Comma-separated listeners, NAME://host:port. Each name maps to a protocol (listener.security.protocol.map).",
+    ),
+    broker(
+        "advertised.listeners",
+        List,
+        None,
+        "Listeners to publish to clients in Metadata, if different from `listeners`.",
+    ),
+    broker(
+        "listener.security.protocol.map",
+        List,
+        Some("PLAINTEXT:PLAINTEXT"),
+        "Map of listener names to security protocols. Only PLAINTEXT is served so far.",
+    ),
+    broker("socket.request.max.bytes", Int, Some("104857600"), "The maximum size of a request; bigger frames close the connection."),
+    broker("log.dirs", String, Some("./strom-data"), "The directory where the log data and metadata are kept."),
+    broker("num.partitions", Int, Some("1"), "Default number of partitions for auto-created and default-sized topics."),
+    broker("default.replication.factor", Int, Some("1"), "Default replication factor for auto-created topics."),
+    broker("auto.create.topics.enable", Boolean, Some("true"), "Create a topic when a client asks for its metadata."),
+    broker("delete.topic.enable", Boolean, Some("true"), "Allow topics to be deleted through DeleteTopics."),
+    broker("message.max.bytes", Int, Some("1048588"), "Largest record batch size allowed (broker default of max.message.bytes)."),
+    broker("log.segment.bytes", Int, Some("1073741824"), "Maximum size of a single log segment file."),
+    broker("log.roll.ms", Long, None, "Maximum time before a new segment is rolled; if unset log.roll.hours is used."),
+    broker("log.roll.hours", Int, Some("168"), "Maximum time in hours before a new segment is rolled."),
+    broker("log.retention.ms", Long, None, "Time to keep a segment before deleting it; if unset log.retention.minutes is used. -1 keeps forever."),
+    broker("log.retention.minutes", Int, None, "Retention in minutes; if unset log.retention.hours is used."),
+    broker("log.retention.hours", Int, Some("168"), "Retention in hours."),
+    broker("log.retention.bytes", Long, Some("-1"), "Maximum size of a partition before old segments are deleted. -1 is unlimited."),
+    broker("log.retention.check.interval.ms", Long, Some("300000"), "How often retention is checked."),
+    broker("log.index.interval.bytes", Int, Some("4096"), "Bytes of log between offset index entries."),
+    broker("log.flush.interval.messages", Long, Some(LONG_MAX), "Messages accumulated on a partition before it is fsynced."),
+    broker("log.flush.interval.ms", Long, None, "Maximum time data waits in the page cache before an fsync; if unset, never (acks=all still fsyncs)."),
+    broker("log.message.timestamp.type", String, Some("CreateTime"), "CreateTime or LogAppendTime."),
+    broker(
+        "log.message.timestamp.before.max.ms",
+        Long,
+        Some(LONG_MAX),
+        "Allowed age of a record's timestamp versus the broker's clock (CreateTime only).",
+    ),
+    broker(
+        "log.message.timestamp.after.max.ms",
+        Long,
+        Some("3600000"),
+        "Allowed lead of a record's timestamp over the broker's clock (CreateTime only).",
+    ),
+    broker("log.cleanup.policy", List, Some("delete"), "Default cleanup policy. Only `delete` is served so far."),
+    broker("min.insync.replicas", Int, Some("1"), "Minimum in-sync replicas for an acks=all write."),
+    broker("compression.type", String, Some("producer"), "Broker compression; only `producer` (keep the producer's codec) is served."),
+    broker("unclean.leader.election.enable", Boolean, Some("false"), "Allow out-of-sync replicas to become leader."),
+    broker("log.cleaner.delete.retention.ms", Long, Some("86400000"), "How long tombstones are kept on compacted topics."),
+    broker("log.cleaner.min.compaction.lag.ms", Long, Some("0"), "Minimum time a record stays uncompacted."),
+    broker("log.cleaner.max.compaction.lag.ms", Long, Some(LONG_MAX), "Maximum time a record stays uncompacted."),
+    broker("log.cleaner.min.cleanable.ratio", Double, Some("0.5"), "Dirty ratio above which a log is cleaned."),
+    broker("log.segment.delete.delay.ms", Long, Some("60000"), "Delay before a deleted segment's file is removed."),
+    broker("log.roll.jitter.ms", Long, None, "Jitter subtracted from the roll time."),
+    broker("log.preallocate", Boolean, Some("false"), "Preallocate segment files."),
+    broker("log.local.retention.ms", Long, Some("-2"), "Local retention for tiered storage (-2: use retention.ms)."),
+    broker("log.local.retention.bytes", Long, Some("-2"), "Local retention bytes for tiered storage (-2: use retention.bytes)."),
+    // ---- topic configs, each with its broker synonym
+    topic("cleanup.policy", List, Some("delete"), "log.cleanup.policy", "`delete` (compaction arrives with the log cleaner)."),
+    topic("compression.type", String, Some("producer"), "compression.type", "Only `producer` is served: batches are stored as produced."),
+    topic("delete.retention.ms", Long, Some("86400000"), "log.cleaner.delete.retention.ms", "How long tombstones are kept on compacted topics."),
+    topic("file.delete.delay.ms", Long, Some("60000"), "log.segment.delete.delay.ms", "Delay before a deleted segment's file is removed."),
+    topic("flush.messages", Long, Some(LONG_MAX), "log.flush.interval.messages", "Messages accumulated before the partition is fsynced."),
+    topic("flush.ms", Long, Some(LONG_MAX), "log.flush.interval.ms", "Maximum time before the partition is fsynced."),
+    topic("index.interval.bytes", Int, Some("4096"), "log.index.interval.bytes", "Bytes of log between offset index entries."),
+    topic("local.retention.bytes", Long, Some("-2"), "log.local.retention.bytes", "Tiered storage local retention bytes (not used)."),
+    topic("local.retention.ms", Long, Some("-2"), "log.local.retention.ms", "Tiered storage local retention ms (not used)."),
+    topic("max.compaction.lag.ms", Long, Some(LONG_MAX), "log.cleaner.max.compaction.lag.ms", "Maximum time a record stays uncompacted."),
+    topic("max.message.bytes", Int, Some("1048588"), "message.max.bytes", "Largest record batch size allowed for this topic."),
+    topic(
+        "message.timestamp.after.max.ms",
+        Long,
+        Some("3600000"),
+        "log.message.timestamp.after.max.ms",
+        "Allowed lead of a record timestamp over the broker clock.",
+    ),
+    topic(
+        "message.timestamp.before.max.ms",
+        Long,
+        Some(LONG_MAX),
+        "log.message.timestamp.before.max.ms",
+        "Allowed age of a record timestamp versus the broker clock.",
+    ),
+    topic("message.timestamp.type", String, Some("CreateTime"), "log.message.timestamp.type", "CreateTime or LogAppendTime."),
+    topic("min.cleanable.dirty.ratio", Double, Some("0.5"), "log.cleaner.min.cleanable.ratio", "Dirty ratio above which a log is cleaned."),
+    topic("min.compaction.lag.ms", Long, Some("0"), "log.cleaner.min.compaction.lag.ms", "Minimum time a record stays uncompacted."),
+    topic("min.insync.replicas", Int, Some("1"), "min.insync.replicas", "Minimum in-sync replicas for an acks=all write."),
+    topic("preallocate", Boolean, Some("false"), "log.preallocate", "Preallocate segment files."),
+    topic("retention.bytes", Long, Some("-1"), "log.retention.bytes", "Maximum partition size before old segments are deleted."),
+    topic("retention.ms", Long, Some("604800000"), "log.retention.ms", "Time to keep a segment before deleting it; -1 keeps forever."),
+    topic("segment.bytes", Int, Some("1073741824"), "log.segment.bytes", "Maximum size of a segment file."),
+    topic("segment.jitter.ms", Long, Some("0"), "log.roll.jitter.ms", "Jitter subtracted from segment.ms."),
+    topic("segment.ms", Long, Some("604800000"), "log.roll.ms", "Time after which a segment is rolled even if not full."),
+    topic(
+        "unclean.leader.election.enable",
+        Boolean,
+        Some("false"),
+        "unclean.leader.election.enable",
+        "Allow out-of-sync replicas to become leader.",
+    ),
+];
+
+/// Kafka broker keys Strom accepts in a server.properties but does not use (they tune parts of Kafka that Strom
+/// does not have, such as thread pools or ZooKeeper). They are reported at start, not silently applied.
+pub static IGNORED_KAFKA_KEYS: &[&str] = &[
+    "process.roles",
+    "controller.quorum.voters",
+    "controller.quorum.bootstrap.servers",
+    "controller.listener.names",
+    "inter.broker.listener.name",
+    "num.network.threads",
+    "num.io.threads",
+    "num.recovery.threads.per.data.dir",
+    "socket.send.buffer.bytes",
+    "socket.receive.buffer.bytes",
+    "offsets.topic.replication.factor",
+    "transaction.state.log.replication.factor",
+    "transaction.state.log.min.isr",
+    "group.initial.rebalance.delay.ms",
+    "share.coordinator.state.topic.replication.factor",
+    "share.coordinator.state.topic.min.isr",
+    "zookeeper.connect",
+    "zookeeper.connection.timeout.ms",
+    "log.dir",
+];
+
+pub fn find(name: &str) -> Option<&'static ConfigDef> {
+    CONFIG_DEFS.iter().find(|d| d.name == name)
+}
+
+pub fn topic_def(name: &str) -> Option<&'static ConfigDef> {
+    CONFIG_DEFS.iter().find(|d| d.name == name && d.scope == Scope::Topic)
+}
+
+pub fn broker_def(name: &str) -> Option<&'static ConfigDef> {
+    CONFIG_DEFS.iter().find(|d| d.name == name && d.scope == Scope::Broker)
+}
+
+pub fn topic_defs() -> impl Iterator<Item = &'static ConfigDef> {
+    CONFIG_DEFS.iter().filter(|d| d.scope == Scope::Topic)
+}
+
+pub fn broker_defs() -> impl Iterator<Item = &'static ConfigDef> {
+    CONFIG_DEFS.iter().filter(|d| d.scope == Scope::Broker)
+}
+
+/// Checks that `value` parses as the config's type; returns a message for INVALID_CONFIG otherwise.
+pub fn validate_value(def: &ConfigDef, value: &str) -> Result<(), std::string::String> {
+    let bad = |what: &str| Err(format!("Invalid value {value} for configuration {}: {what}", def.name));
+    match def.config_type {
+        Boolean => match value.trim().to_ascii_lowercase().as_str() {
+            "true" | "false" => Ok(()),
+            _ => bad("Expected value to be either true or false"),
+        },
+        Int => value.trim().parse::<i32>().map(|_| ()).or_else(|_| bad("Not a number of type INT")),
+        Long => value.trim().parse::<i64>().map(|_| ()).or_else(|_| bad("Not a number of type LONG")),
+        Double => value.trim().parse::<f64>().map(|_| ()).or_else(|_| bad("Not a number of type DOUBLE")),
+        String | List => Ok(()),
+    }
+}

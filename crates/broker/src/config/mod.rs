@@ -1,0 +1,218 @@
+//! Typed broker and topic configuration with Kafka's names, defaults, validation and sources.
+
+pub mod defs;
+mod listener;
+mod topic;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+pub use listener::{ListenerConfig, SecurityProtocol};
+pub use topic::{describe_topic_config, validate_topic_configs, DescribedConfig, TopicConfig};
+
+use defs::{broker_def, find, validate_value, IGNORED_KAFKA_KEYS};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("unknown config key `{0}` (not a Kafka broker config Strom knows; see `strom server --help`)")]
+    UnknownKey(String),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("cannot read {path}: {source}")]
+    Io { path: String, source: std::io::Error },
+}
+
+/// Broker configuration: the statically set values (properties file, then `--override`s) plus the
+/// typed fields the broker uses. DescribeConfigs reports every known key with its source.
+#[derive(Debug, Clone)]
+pub struct BrokerConfig {
+    static_values: BTreeMap<String, String>,
+    pub node_id: i32,
+    pub rack: Option<String>,
+    pub listeners: Vec<ListenerConfig>,
+    pub advertised_listeners: Vec<ListenerConfig>,
+    pub log_dir: PathBuf,
+    pub num_partitions: i32,
+    pub default_replication_factor: i16,
+    pub auto_create_topics_enable: bool,
+    pub delete_topic_enable: bool,
+    pub socket_request_max_bytes: usize,
+    pub retention_check_interval_ms: u64,
+    /// Keys that Kafka knows but Strom ignores; reported at start.
+    pub ignored_keys: Vec<String>,
+}
+
+impl Default for BrokerConfig {
+    fn default() -> Self {
+        Self::from_values(BTreeMap::new()).expect("defaults are valid")
+    }
+}
+
+impl BrokerConfig {
+    /// Parses a Kafka-style `server.properties` text (`key=value`, `#` comments, `\` continuations are not used by
+    /// Kafka's sample files and are not supported).
+    pub fn parse_properties(text: &str) -> Result<BTreeMap<String, String>, ConfigError> {
+        let mut out = BTreeMap::new();
+        for (n, line) in text.lines().enumerate() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') || line.starts_with('!') {
+                continue;
+            }
+            let (k, v) = line
+                .split_once(['=', ':'])
+                .ok_or_else(|| ConfigError::Invalid(format!("line {}: expected key=value, got `{line}`", n + 1)))?;
+            out.insert(k.trim().to_string(), v.trim().to_string());
+        }
+        Ok(out)
+    }
+
+    /// Builds the config from a properties file (optional) and `key=value` overrides applied on top.
+    pub fn load(file: Option<&std::path::Path>, overrides: &[String]) -> Result<Self, ConfigError> {
+        let mut values = match file {
+            Some(p) => {
+                let text = std::fs::read_to_string(p)
+                    .map_err(|e| ConfigError::Io { path: p.display().to_string(), source: e })?;
+                Self::parse_properties(&text)?
+            }
+            None => BTreeMap::new(),
+        };
+        for o in overrides {
+            let (k, v) = o
+                .split_once('=')
+                .ok_or_else(|| ConfigError::Invalid(format!("--override expects key=value, got `{o}`")))?;
+            values.insert(k.trim().to_string(), v.trim().to_string());
+        }
+        Self::from_values(values)
+    }
+
+    pub fn from_values(mut values: BTreeMap<String, String>) -> Result<Self, ConfigError> {
+        let mut ignored = Vec::new();
+        // Kafka's `log.dir` (singular) is the fallback for `log.dirs`.
+        if let Some(dir) = values.get("log.dir").cloned() {
+            values.entry("log.dirs".into()).or_insert(dir);
+        }
+        for (k, v) in &values {
+            if IGNORED_KAFKA_KEYS.contains(&k.as_str()) {
+                ignored.push(k.clone());
+                continue;
+            }
+            let def = broker_def(k).ok_or_else(|| ConfigError::UnknownKey(k.clone()))?;
+            validate_value(def, v).map_err(ConfigError::Invalid)?;
+        }
+        let get = |k: &str| -> Option<String> {
+            values.get(k).cloned().or_else(|| find(k).and_then(|d| d.default.map(str::to_string)))
+        };
+        let int = |k: &str| -> i64 { get(k).and_then(|v| v.trim().parse().ok()).unwrap_or(0) };
+        let boolean = |k: &str| get(k).map(|v| v.eq_ignore_ascii_case("true")).unwrap_or(false);
+
+        let protocol_map = get("listener.security.protocol.map").unwrap_or_default();
+        let listeners = ListenerConfig::parse_list(&get("listeners").unwrap_or_default(), &protocol_map)
+            .map_err(ConfigError::Invalid)?;
+        if listeners.is_empty() {
+            return Err(ConfigError::Invalid("`listeners` must name at least one listener".into()));
+        }
+        let advertised_listeners = match get("advertised.listeners") {
+            Some(a) => ListenerConfig::parse_list(&a, &protocol_map).map_err(ConfigError::Invalid)?,
+            None => listeners.clone(),
+        };
+        for l in &advertised_listeners {
+            if !listeners.iter().any(|x| x.name == l.name) {
+                return Err(ConfigError::Invalid(format!(
+                    "advertised listener {} has no matching entry in `listeners`",
+                    l.name
+                )));
+            }
+        }
+        let num_partitions = int("num.partitions") as i32;
+        if num_partitions < 1 {
+            return Err(ConfigError::Invalid("num.partitions must be at least 1".into()));
+        }
+        let socket_request_max_bytes = int("socket.request.max.bytes");
+        if socket_request_max_bytes < 1 {
+            return Err(ConfigError::Invalid("socket.request.max.bytes must be at least 1".into()));
+        }
+        let cfg = BrokerConfig {
+            node_id: int("node.id") as i32,
+            rack: get("broker.rack"),
+            listeners,
+            advertised_listeners,
+            log_dir: PathBuf::from(get("log.dirs").unwrap_or_else(|| "./strom-data".into())),
+            num_partitions,
+            default_replication_factor: int("default.replication.factor") as i16,
+            auto_create_topics_enable: boolean("auto.create.topics.enable"),
+            delete_topic_enable: boolean("delete.topic.enable"),
+            socket_request_max_bytes: socket_request_max_bytes as usize,
+            retention_check_interval_ms: int("log.retention.check.interval.ms").max(1) as u64,
+            ignored_keys: ignored,
+            static_values: values,
+        };
+        // The topic defaults must themselves be valid topic configs.
+        validate_topic_configs(&cfg, &BTreeMap::new()).map_err(ConfigError::Invalid)?;
+        Ok(cfg)
+    }
+
+    /// The value set statically (file or override) for a broker key, if any.
+    pub fn static_value(&self, key: &str) -> Option<&str> {
+        self.static_values.get(key).map(String::as_str)
+    }
+
+    /// The effective broker value and its source for DescribeConfigs.
+    pub fn broker_value(&self, key: &str) -> (Option<String>, ConfigSource) {
+        match self.static_value(key) {
+            Some(v) => (Some(v.to_string()), ConfigSource::StaticBroker),
+            None => (find(key).and_then(|d| d.default.map(str::to_string)), ConfigSource::Default),
+        }
+    }
+}
+
+/// Where a config value comes from, numbered as DescribeConfigs reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConfigSource {
+    DynamicTopic = 1,
+    StaticBroker = 4,
+    Default = 5,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_match_kafka() {
+        let c = BrokerConfig::default();
+        assert_eq!(c.listeners[0].port, 9092);
+        assert_eq!(c.listeners[0].host, "127.0.0.1");
+        assert_eq!(c.num_partitions, 1);
+        assert!(c.auto_create_topics_enable);
+        assert_eq!(c.socket_request_max_bytes, 104857600);
+        assert_eq!(c.log_dir, PathBuf::from("./strom-data"));
+    }
+
+    #[test]
+    fn properties_and_overrides() {
+        let props = "# a comment\nnum.partitions=3\nlog.dirs = /tmp/x\nnum.network.threads=3\n";
+        let values = BrokerConfig::parse_properties(props).unwrap();
+        let mut c = BrokerConfig::from_values(values.clone()).unwrap();
+        assert_eq!(c.num_partitions, 3);
+        assert_eq!(c.ignored_keys, vec!["num.network.threads".to_string()]);
+        let mut v2 = values;
+        v2.insert("num.partitions".into(), "5".into());
+        c = BrokerConfig::from_values(v2).unwrap();
+        assert_eq!(c.num_partitions, 5);
+        assert_eq!(c.broker_value("num.partitions"), (Some("5".into()), ConfigSource::StaticBroker));
+        assert_eq!(c.broker_value("log.segment.bytes").1, ConfigSource::Default);
+    }
+
+    #[test]
+    fn rejects_unknown_and_malformed() {
+        let mut v = BTreeMap::new();
+        v.insert("num.partitionz".to_string(), "3".to_string());
+        assert!(matches!(BrokerConfig::from_values(v), Err(ConfigError::UnknownKey(_))));
+        let mut v = BTreeMap::new();
+        v.insert("num.partitions".to_string(), "three".to_string());
+        assert!(matches!(BrokerConfig::from_values(v), Err(ConfigError::Invalid(_))));
+        let mut v = BTreeMap::new();
+        v.insert("num.partitions".to_string(), "0".to_string());
+        assert!(BrokerConfig::from_values(v).is_err());
+    }
+}

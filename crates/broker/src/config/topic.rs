@@ -1,0 +1,190 @@
+//! Effective topic configuration: per-topic overrides over the broker's defaults (Kafka's synonym chain).
+
+use std::collections::BTreeMap;
+
+use strom_log::{LogConfig, TimestampType};
+
+use super::defs::{self, topic_def, validate_value, ConfigDef, LONG_MAX};
+use super::{BrokerConfig, ConfigSource};
+
+/// One described config entry: value, source, and the synonym chain (most specific first).
+#[derive(Clone, Debug)]
+pub struct DescribedConfig {
+    pub def: &'static ConfigDef,
+    pub value: Option<String>,
+    pub source: ConfigSource,
+    pub synonyms: Vec<(String, Option<String>, ConfigSource)>,
+}
+
+/// The typed settings a partition runs with.
+#[derive(Clone, Debug)]
+pub struct TopicConfig {
+    pub log: LogConfig,
+    pub flush_messages: i64,
+    pub flush_ms: i64,
+    pub min_insync_replicas: i32,
+    pub timestamp_before_max_ms: i64,
+    pub timestamp_after_max_ms: i64,
+}
+
+/// The broker-level value behind a topic config, derived the way Kafka derives it
+/// (e.g. `retention.ms` from `log.retention.ms`, else minutes, else hours).
+fn broker_default(broker: &BrokerConfig, def: &ConfigDef) -> (Option<String>, ConfigSource, &'static str) {
+    let synonym = def.broker_synonym.unwrap_or(def.name);
+    let scaled = |key: &str, factor: i64| -> Option<String> {
+        broker.static_value(key).and_then(|v| v.trim().parse::<i64>().ok()).map(|n| (n * factor).to_string())
+    };
+    let derived: Option<(String, &'static str)> = match def.name {
+        "retention.ms" => broker
+            .static_value("log.retention.ms")
+            .map(|v| (v.to_string(), "log.retention.ms"))
+            .or_else(|| scaled("log.retention.minutes", 60_000).map(|v| (v, "log.retention.minutes")))
+            .or_else(|| scaled("log.retention.hours", 3_600_000).map(|v| (v, "log.retention.hours"))),
+        "segment.ms" => broker
+            .static_value("log.roll.ms")
+            .map(|v| (v.to_string(), "log.roll.ms"))
+            .or_else(|| scaled("log.roll.hours", 3_600_000).map(|v| (v, "log.roll.hours"))),
+        _ => broker.static_value(synonym).map(|v| (v.to_string(), synonym)),
+    };
+    match derived {
+        Some((v, name)) => (Some(v), ConfigSource::StaticBroker, name),
+        None => (def.default.map(str::to_string), ConfigSource::Default, synonym),
+    }
+}
+
+/// Describes every topic config (or one) with value, source and synonyms.
+pub fn describe_topic_config(
+    broker: &BrokerConfig,
+    overrides: &BTreeMap<String, String>,
+    def: &'static ConfigDef,
+) -> DescribedConfig {
+    let mut synonyms = Vec::new();
+    if let Some(v) = overrides.get(def.name) {
+        synonyms.push((def.name.to_string(), Some(v.clone()), ConfigSource::DynamicTopic));
+    }
+    let (bval, bsource, bname) = broker_default(broker, def);
+    if bsource == ConfigSource::StaticBroker {
+        synonyms.push((bname.to_string(), bval.clone(), bsource));
+    }
+    synonyms.push((def.broker_synonym.unwrap_or(def.name).to_string(), def.default.map(str::to_string), ConfigSource::Default));
+    let (value, source) = match overrides.get(def.name) {
+        Some(v) => (Some(v.clone()), ConfigSource::DynamicTopic),
+        None => (bval, bsource),
+    };
+    DescribedConfig { def, value, source, synonyms }
+}
+
+impl TopicConfig {
+    pub fn resolve(broker: &BrokerConfig, overrides: &BTreeMap<String, String>) -> TopicConfig {
+        let value = |name: &str| -> String {
+            let def = topic_def(name).expect("known topic config");
+            describe_topic_config(broker, overrides, def).value.unwrap_or_else(|| LONG_MAX.to_string())
+        };
+        let long = |name: &str| value(name).trim().parse::<i64>().unwrap_or(i64::MAX);
+        let log = LogConfig {
+            segment_bytes: long("segment.bytes").max(1) as u64,
+            segment_ms: long("segment.ms"),
+            retention_ms: long("retention.ms"),
+            retention_bytes: long("retention.bytes"),
+            index_interval_bytes: long("index.interval.bytes").clamp(0, u32::MAX as i64) as u32,
+            max_message_bytes: long("max.message.bytes").clamp(0, u32::MAX as i64) as u32,
+            message_timestamp_type: if value("message.timestamp.type") == "LogAppendTime" {
+                TimestampType::LogAppendTime
+            } else {
+                TimestampType::CreateTime
+            },
+        };
+        TopicConfig {
+            log,
+            flush_messages: long("flush.messages"),
+            flush_ms: long("flush.ms"),
+            min_insync_replicas: long("min.insync.replicas") as i32,
+            timestamp_before_max_ms: long("message.timestamp.before.max.ms"),
+            timestamp_after_max_ms: long("message.timestamp.after.max.ms"),
+        }
+    }
+}
+
+/// Validates topic config overrides as Kafka does for CreateTopics/AlterConfigs; the error text goes back to the
+/// client with INVALID_CONFIG.
+pub fn validate_topic_configs(broker: &BrokerConfig, overrides: &BTreeMap<String, String>) -> Result<(), String> {
+    for (k, v) in overrides {
+        let def = topic_def(k).ok_or_else(|| format!("Unknown topic config name: {k}"))?;
+        validate_value(def, v)?;
+    }
+    // Check the effective values, so bad broker defaults are caught too.
+    for def in defs::topic_defs() {
+        let d = describe_topic_config(broker, overrides, def);
+        let v = d.value.unwrap_or_default();
+        let num = || v.trim().parse::<i64>().unwrap_or(0);
+        let bad = |why: &str| Err(format!("Invalid value {v} for configuration {}: {why}", def.name));
+        match def.name {
+            "cleanup.policy" => {
+                for p in v.split(',').map(str::trim) {
+                    match p {
+                        "delete" => {}
+                        "compact" => return bad("log compaction is not supported by this Strom version yet"),
+                        _ => return bad("String must be one of: compact, delete"),
+                    }
+                }
+            }
+            "compression.type" if v != "producer" => {
+                return bad("only `producer` is supported: Strom stores batches as the producer compressed them")
+            }
+            "message.timestamp.type" if v != "CreateTime" && v != "LogAppendTime" => {
+                return bad("String must be one of: CreateTime, LogAppendTime")
+            }
+            "segment.bytes" if num() < 14 => return bad("Value must be at least 14"),
+            "max.message.bytes" | "index.interval.bytes" | "segment.ms" | "flush.messages" | "flush.ms"
+                if num() < if def.name == "flush.messages" || def.name == "segment.ms" { 1 } else { 0 } =>
+            {
+                return bad("Value is out of range")
+            }
+            "min.insync.replicas" if num() < 1 => return bad("Value must be at least 1"),
+            "retention.ms" | "retention.bytes" if num() < -1 => return bad("Value must be at least -1"),
+            "message.timestamp.before.max.ms" | "message.timestamp.after.max.ms" if num() < 0 => {
+                return bad("Value must be at least 0")
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn overrides(kv: &[(&str, &str)]) -> BTreeMap<String, String> {
+        kv.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn synonym_chain_and_sources() {
+        let mut values = BTreeMap::new();
+        values.insert("log.retention.hours".to_string(), "1".to_string());
+        let broker = BrokerConfig::from_values(values).unwrap();
+        let def = topic_def("retention.ms").unwrap();
+        let d = describe_topic_config(&broker, &BTreeMap::new(), def);
+        assert_eq!(d.value.as_deref(), Some("3600000"));
+        assert_eq!(d.source, ConfigSource::StaticBroker);
+        let d = describe_topic_config(&broker, &overrides(&[("retention.ms", "5")]), def);
+        assert_eq!(d.value.as_deref(), Some("5"));
+        assert_eq!(d.source, ConfigSource::DynamicTopic);
+        assert_eq!(d.synonyms.len(), 3);
+        let t = TopicConfig::resolve(&broker, &overrides(&[("segment.bytes", "1000")]));
+        assert_eq!(t.log.segment_bytes, 1000);
+        assert_eq!(t.log.retention_ms, 3_600_000);
+    }
+
+    #[test]
+    fn validation() {
+        let b = BrokerConfig::default();
+        assert!(validate_topic_configs(&b, &overrides(&[("retention.ms", "100")])).is_ok());
+        assert!(validate_topic_configs(&b, &overrides(&[("nope", "1")])).is_err());
+        assert!(validate_topic_configs(&b, &overrides(&[("retention.ms", "abc")])).is_err());
+        assert!(validate_topic_configs(&b, &overrides(&[("cleanup.policy", "bogus")])).is_err());
+        assert!(validate_topic_configs(&b, &overrides(&[("segment.bytes", "1")])).is_err());
+        assert!(validate_topic_configs(&b, &overrides(&[("message.timestamp.type", "LogAppendTime")])).is_ok());
+    }
+}

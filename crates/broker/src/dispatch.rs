@@ -1,0 +1,183 @@
+//! Request dispatch: API key and version → handler. The table of served APIs lives here, and ApiVersions is
+//! generated from it, so the broker never advertises a version it does not handle.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use kafka_protocol::messages::*;
+use kafka_protocol::protocol::{Decodable, Encodable};
+use tokio::task::JoinHandle;
+
+use crate::broker::Broker;
+use crate::config::ListenerConfig;
+use crate::handlers;
+
+/// Every API the broker serves, with the versions it serves. The floors are Kafka 4.x's; the ceilings are what
+/// the handlers fill in correctly (the kafka-protocol crate is generated from Kafka 4.1's specs).
+pub const SUPPORTED_APIS: &[(ApiKey, i16, i16)] = &[
+    (ApiKey::Produce, 3, 13),
+    (ApiKey::Fetch, 4, 18),
+    (ApiKey::ListOffsets, 1, 10),
+    (ApiKey::Metadata, 0, 13),
+    (ApiKey::ApiVersions, 0, 4),
+    (ApiKey::CreateTopics, 2, 7),
+    (ApiKey::DeleteTopics, 1, 6),
+    (ApiKey::DescribeConfigs, 1, 4),
+    (ApiKey::CreatePartitions, 0, 3),
+    (ApiKey::DescribeCluster, 0, 2),
+];
+
+pub fn supported_range(key: ApiKey) -> Option<(i16, i16)> {
+    SUPPORTED_APIS.iter().find(|(k, _, _)| *k == key).map(|(_, min, max)| (*min, *max))
+}
+
+/// What a connection knows about itself; handlers get it with every request.
+pub struct ConnectionContext {
+    pub broker: Arc<Broker>,
+    /// The advertised address of the listener this connection came in on (what Metadata returns).
+    pub advertised: Arc<ListenerConfig>,
+    pub peer: SocketAddr,
+}
+
+/// A response, ready now or computed by a task; `None` means no response on the wire (acks=0 produce).
+pub enum Reply {
+    Ready(Option<Bytes>),
+    Deferred(JoinHandle<Option<Bytes>>),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DispatchError {
+    #[error("unknown api key {0}")]
+    UnknownApiKey(i16),
+    #[error("unsupported version {version} of {key:?}")]
+    UnsupportedVersion { key: ApiKey, version: i16 },
+    #[error("malformed request ({key:?} v{version}): {error}")]
+    Malformed { key: ApiKey, version: i16, error: anyhow::Error },
+    #[error("cannot encode response to {key:?} v{version}: {error}")]
+    Encode { key: ApiKey, version: i16, error: anyhow::Error },
+}
+
+/// Decodes the header, checks the version, runs the handler. Errors close the connection, as Kafka does for
+/// requests it cannot parse.
+pub async fn dispatch(ctx: &Arc<ConnectionContext>, frame: Bytes) -> Result<Reply, DispatchError> {
+    let mut peek = &frame[..];
+    let raw_key = peek.get_i16();
+    let version = peek.get_i16();
+    let correlation_id = peek.get_i32();
+    let key = ApiKey::try_from(raw_key).map_err(|_| DispatchError::UnknownApiKey(raw_key))?;
+    let Some((min, max)) = supported_range(key) else {
+        return Err(DispatchError::UnknownApiKey(raw_key));
+    };
+    if version < min || version > max {
+        if key == ApiKey::ApiVersions {
+            // KIP-511: answer with v0 and UNSUPPORTED_VERSION so the client can retry with a version we know.
+            let resp = handlers::api_versions::unsupported_version_response();
+            return encode(key, 0, correlation_id, &resp).map(|b| Reply::Ready(Some(b)));
+        }
+        return Err(DispatchError::UnsupportedVersion { key, version });
+    }
+    let mut body = frame.clone();
+    let header = RequestHeader::decode(&mut body, key.request_header_version(version))
+        .map_err(|error| DispatchError::Malformed { key, version, error })?;
+    let client_id = header.client_id.as_ref().map(|c| c.to_string()).unwrap_or_default();
+    tracing::trace!(peer = %ctx.peer, ?key, version, correlation_id, client_id, "request");
+
+    macro_rules! decode {
+        ($t:ty) => {
+            <$t>::decode(&mut body, version).map_err(|error| DispatchError::Malformed { key, version, error })?
+        };
+    }
+    macro_rules! ready {
+        ($resp:expr) => {
+            Reply::Ready(Some(encode(key, version, correlation_id, &$resp)?))
+        };
+    }
+    let reply = match key {
+        ApiKey::ApiVersions => {
+            let req = decode!(ApiVersionsRequest);
+            ready!(handlers::api_versions::handle(ctx, version, req))
+        }
+        ApiKey::Metadata => {
+            let req = decode!(MetadataRequest);
+            ready!(handlers::metadata::handle(ctx, version, req).await)
+        }
+        ApiKey::Produce => {
+            let req = decode!(ProduceRequest);
+            match handlers::produce::handle(ctx, version, req).await {
+                Respond::Now(resp) => ready!(resp),
+                Respond::Nothing => Reply::Ready(None),
+                Respond::Later(fut) => Reply::Deferred(tokio::spawn(async move {
+                    let resp = fut.await;
+                    encode_or_log(key, version, correlation_id, &resp)
+                })),
+            }
+        }
+        ApiKey::Fetch => {
+            let req = decode!(FetchRequest);
+            let ctx = ctx.clone();
+            Reply::Deferred(tokio::spawn(async move {
+                let resp = handlers::fetch::handle(&ctx, version, req).await;
+                encode_or_log(key, version, correlation_id, &resp)
+            }))
+        }
+        ApiKey::ListOffsets => {
+            let req = decode!(ListOffsetsRequest);
+            ready!(handlers::list_offsets::handle(ctx, version, req).await)
+        }
+        ApiKey::CreateTopics => {
+            let req = decode!(CreateTopicsRequest);
+            ready!(handlers::create_topics::handle(ctx, version, req).await)
+        }
+        ApiKey::DeleteTopics => {
+            let req = decode!(DeleteTopicsRequest);
+            ready!(handlers::delete_topics::handle(ctx, version, req).await)
+        }
+        ApiKey::CreatePartitions => {
+            let req = decode!(CreatePartitionsRequest);
+            ready!(handlers::create_partitions::handle(ctx, version, req).await)
+        }
+        ApiKey::DescribeConfigs => {
+            let req = decode!(DescribeConfigsRequest);
+            ready!(handlers::describe_configs::handle(ctx, version, req))
+        }
+        ApiKey::DescribeCluster => {
+            let req = decode!(DescribeClusterRequest);
+            ready!(handlers::describe_cluster::handle(ctx, version, req))
+        }
+        _ => return Err(DispatchError::UnknownApiKey(raw_key)),
+    };
+    Ok(reply)
+}
+
+/// A handler's answer when part of the work happens after the request is read (acks=all waits for the fsync).
+pub enum Respond<T> {
+    Now(T),
+    Later(futures_util::future::BoxFuture<'static, T>),
+    /// acks=0: Kafka sends nothing back.
+    Nothing,
+}
+
+fn encode<R: Encodable>(key: ApiKey, version: i16, correlation_id: i32, resp: &R) -> Result<Bytes, DispatchError> {
+    let header_version = key.response_header_version(version);
+    let header = ResponseHeader::default().with_correlation_id(correlation_id);
+    let map = |error| DispatchError::Encode { key, version, error };
+    let size = header.compute_size(header_version).map_err(map)? + resp.compute_size(version).map_err(map)?;
+    let mut buf = BytesMut::with_capacity(4 + size);
+    buf.put_i32(size as i32);
+    header.encode(&mut buf, header_version).map_err(map)?;
+    resp.encode(&mut buf, version).map_err(map)?;
+    Ok(buf.freeze())
+}
+
+/// Deferred replies cannot return an error to the reader; an encoding failure is a bug, logged loudly, and the
+/// connection is closed by the writer when it sees `None` for a request that needed an answer.
+fn encode_or_log<R: Encodable>(key: ApiKey, version: i16, correlation_id: i32, resp: &R) -> Option<Bytes> {
+    match encode(key, version, correlation_id, resp) {
+        Ok(b) => Some(b),
+        Err(e) => {
+            tracing::error!(error = %e, "response encoding failed");
+            None
+        }
+    }
+}

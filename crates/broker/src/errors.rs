@@ -1,0 +1,15 @@
+//! The one place where storage errors become Kafka error codes.
+
+use kafka_protocol::ResponseError;
+use strom_log::LogError;
+
+pub fn log_error_code(e: &LogError) -> ResponseError {
+    match e {
+        LogError::CorruptMessage(_) => ResponseError::CorruptMessage,
+        LogError::UnsupportedMagic(_) => ResponseError::UnsupportedForMessageFormat,
+        LogError::MessageTooLarge { .. } => ResponseError::MessageTooLarge,
+        LogError::InvalidRecord(_) => ResponseError::InvalidRecord,
+        LogError::OffsetOutOfRange { .. } => ResponseError::OffsetOutOfRange,
+        LogError::Io(_) => ResponseError::KafkaStorageError,
+    }
+}

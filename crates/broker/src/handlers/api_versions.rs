@@ -1,0 +1,35 @@
+//! ApiVersions: the served APIs and version ranges, straight from the dispatch table.
+
+use kafka_protocol::messages::api_versions_response::ApiVersion;
+use kafka_protocol::messages::{ApiVersionsRequest, ApiVersionsResponse};
+use kafka_protocol::ResponseError;
+
+use crate::dispatch::{ConnectionContext, SUPPORTED_APIS};
+
+fn api_keys() -> Vec<ApiVersion> {
+    SUPPORTED_APIS
+        .iter()
+        .map(|(k, min, max)| ApiVersion::default().with_api_key(*k as i16).with_min_version(*min).with_max_version(*max))
+        .collect()
+}
+
+pub fn handle(ctx: &ConnectionContext, version: i16, req: ApiVersionsRequest) -> ApiVersionsResponse {
+    if version >= 3 {
+        let name = req.client_software_name.as_str();
+        let ver = req.client_software_version.as_str();
+        // KIP-511: names must be non-empty and made of [a-zA-Z0-9.-] (Kafka answers INVALID_REQUEST otherwise).
+        let valid = |s: &str| !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-');
+        if !valid(name) || !valid(ver) {
+            return ApiVersionsResponse::default()
+                .with_error_code(ResponseError::InvalidRequest.code())
+                .with_api_keys(api_keys());
+        }
+        tracing::debug!(peer = %ctx.peer, client = name, client_version = ver, "client software");
+    }
+    ApiVersionsResponse::default().with_api_keys(api_keys())
+}
+
+/// The v0 answer to a request version this broker does not know (KIP-511 fallback).
+pub fn unsupported_version_response() -> ApiVersionsResponse {
+    ApiVersionsResponse::default().with_error_code(ResponseError::UnsupportedVersion.code()).with_api_keys(api_keys())
+}

@@ -1,0 +1,138 @@
+//! Fetch: stored batches returned as they are, with long-polling on `max.wait.ms` / `min.bytes`, the request's
+//! `max.bytes` and per-partition limits (KIP-74: the first batch is returned whole even if larger).
+//! Fetch sessions (KIP-227) are not kept: every response carries session id 0, which tells clients to keep sending
+//! full fetch requests, as Kafka does when its session cache is full.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::future::select_all;
+use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
+use kafka_protocol::messages::{FetchRequest, FetchResponse, TopicName};
+use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::ResponseError;
+use uuid::Uuid;
+
+use crate::dispatch::ConnectionContext;
+use crate::errors::log_error_code;
+use crate::partition::Partition;
+
+struct Wanted {
+    topic: usize,
+    index: i32,
+    partition: Result<Arc<Partition>, ResponseError>,
+    fetch_offset: i64,
+    max_bytes: usize,
+    current_leader_epoch: i32,
+}
+
+pub async fn handle(ctx: &Arc<ConnectionContext>, version: i16, req: FetchRequest) -> FetchResponse {
+    if req.session_id != 0 {
+        return FetchResponse::default().with_error_code(ResponseError::FetchSessionIdNotFound.code());
+    }
+    if req.session_epoch > 0 {
+        return FetchResponse::default().with_error_code(ResponseError::InvalidFetchSessionEpoch.code());
+    }
+    let image = ctx.broker.image();
+    let mut topics = Vec::with_capacity(req.topics.len());
+    let mut wanted = Vec::new();
+    for (ti, t) in req.topics.into_iter().enumerate() {
+        // v13+ names topics by id (KIP-516).
+        let (name, id, unknown) = if version >= 13 {
+            (image.topic_by_id(&t.topic_id).map(|i| i.name.clone()), t.topic_id, ResponseError::UnknownTopicId)
+        } else {
+            let n = t.topic.0.to_string();
+            let id = image.topic(&n).map(|i| i.topic_id).unwrap_or(Uuid::nil());
+            (Some(n), id, ResponseError::UnknownTopicOrPartition)
+        };
+        topics.push(
+            FetchableTopicResponse::default()
+                .with_topic(TopicName(StrBytes::from_string(name.clone().unwrap_or_default())))
+                .with_topic_id(id),
+        );
+        for p in t.partitions {
+            let partition = name
+                .as_deref()
+                .and_then(|n| ctx.broker.replicas.get(n, p.partition))
+                .ok_or(if name.is_some() { ResponseError::UnknownTopicOrPartition } else { unknown });
+            wanted.push(Wanted {
+                topic: ti,
+                index: p.partition,
+                partition,
+                fetch_offset: p.fetch_offset,
+                max_bytes: p.partition_max_bytes.max(0) as usize,
+                current_leader_epoch: p.current_leader_epoch,
+            });
+        }
+    }
+    let wanted = Arc::new(wanted);
+    let max_bytes = req.max_bytes.max(0) as usize;
+    let min_bytes = req.min_bytes.max(0) as usize;
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(req.max_wait_ms.max(0) as u64);
+    let read_committed = req.isolation_level == 1;
+
+    let results = loop {
+        // Subscribe before reading, so an append between the read and the wait is not missed.
+        let mut watchers: Vec<_> = wanted.iter().filter_map(|w| w.partition.as_ref().ok().map(|p| p.subscribe_end_offset())).collect();
+        let w = wanted.clone();
+        let results = match tokio::task::spawn_blocking(move || read_all(&w, max_bytes, read_committed)).await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!(error = %e, "fetch read task failed");
+                return FetchResponse::default().with_error_code(ResponseError::UnknownServerError.code());
+            }
+        };
+        let bytes: usize = results.iter().map(|r| r.records.as_ref().map_or(0, |b| b.len())).sum();
+        let has_error = results.iter().any(|r| r.error_code != 0);
+        if bytes >= min_bytes.max(1) || has_error || tokio::time::Instant::now() >= deadline || watchers.is_empty() {
+            break results;
+        }
+        let changes = watchers.iter_mut().map(|rx| Box::pin(rx.changed()));
+        if tokio::time::timeout_at(deadline, select_all(changes)).await.is_err() {
+            // Timed out with less than min.bytes: answer with what there is.
+            break results;
+        }
+    };
+    for (w, r) in wanted.iter().zip(results) {
+        topics[w.topic].partitions.push(r);
+    }
+    FetchResponse::default().with_responses(topics).with_session_id(0)
+}
+
+/// Blocking: reads every partition once, sharing the request's byte budget in order.
+fn read_all(wanted: &[Wanted], max_bytes: usize, read_committed: bool) -> Vec<PartitionData> {
+    let mut remaining = max_bytes;
+    let mut any_data = false;
+    wanted
+        .iter()
+        .map(|w| {
+            let base = PartitionData::default()
+                .with_partition_index(w.index)
+                .with_aborted_transactions(if read_committed { Some(Vec::new()) } else { None })
+                .with_records(Some(Bytes::new()));
+            let p = match &w.partition {
+                Ok(p) => p,
+                Err(e) => return base.with_error_code(e.code()).with_high_watermark(-1),
+            };
+            let hw = p.high_watermark();
+            let base = base
+                .with_high_watermark(hw)
+                .with_last_stable_offset(p.last_stable_offset())
+                .with_log_start_offset(p.log_start_offset());
+            if let Some(e) = crate::handlers::leader_epoch_error(w.current_leader_epoch, p.leader_epoch()) {
+                return base.with_error_code(e.code());
+            }
+            let limit = w.max_bytes.min(remaining);
+            // KIP-74: the first batch of the first partition with data comes back whole, so progress is always made.
+            match p.read(w.fetch_offset, limit, !any_data) {
+                Ok(r) => {
+                    remaining = remaining.saturating_sub(r.records.len());
+                    any_data |= !r.records.is_empty();
+                    base.with_records(Some(r.records))
+                }
+                Err(e) => base.with_error_code(log_error_code(&e).code()),
+            }
+        })
+        .collect()
+}

@@ -1,0 +1,105 @@
+//! ListOffsets: earliest, latest, max timestamp, and the first offset at or after a timestamp (through the log's
+//! time index, then the records of the one batch found).
+
+use std::sync::Arc;
+
+use kafka_protocol::messages::list_offsets_response::{ListOffsetsPartitionResponse, ListOffsetsTopicResponse};
+use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
+use kafka_protocol::records::RecordBatchDecoder;
+use kafka_protocol::ResponseError;
+use strom_log::{validate_batches, ReadResult, TimestampType};
+
+use crate::dispatch::ConnectionContext;
+use crate::errors::log_error_code;
+use crate::partition::Partition;
+
+pub const LATEST_TIMESTAMP: i64 = -1;
+pub const EARLIEST_TIMESTAMP: i64 = -2;
+pub const MAX_TIMESTAMP: i64 = -3;
+pub const EARLIEST_LOCAL_TIMESTAMP: i64 = -4;
+pub const LATEST_TIERED_TIMESTAMP: i64 = -5;
+
+pub async fn handle(ctx: &Arc<ConnectionContext>, version: i16, req: ListOffsetsRequest) -> ListOffsetsResponse {
+    let broker = ctx.broker.clone();
+    let read_committed = req.isolation_level == 1;
+    let topics = req.topics;
+    let result = tokio::task::spawn_blocking(move || {
+        topics
+            .into_iter()
+            .map(|t| {
+                let name = t.name.0.to_string();
+                let partitions = t
+                    .partitions
+                    .into_iter()
+                    .map(|p| {
+                        let mut resp = match broker.replicas.get(&name, p.partition_index) {
+                            None => ListOffsetsPartitionResponse::default()
+                                .with_error_code(ResponseError::UnknownTopicOrPartition.code()),
+                            Some(part) => lookup(&part, p.timestamp, p.current_leader_epoch, read_committed),
+                        };
+                        resp.partition_index = p.partition_index;
+                        if version < 4 {
+                            resp.leader_epoch = -1;
+                        }
+                        resp
+                    })
+                    .collect();
+                ListOffsetsTopicResponse::default().with_name(t.name).with_partitions(partitions)
+            })
+            .collect::<Vec<_>>()
+    })
+    .await;
+    match result {
+        Ok(topics) => ListOffsetsResponse::default().with_topics(topics),
+        Err(e) => {
+            tracing::error!(error = %e, "list offsets task failed");
+            ListOffsetsResponse::default()
+        }
+    }
+}
+
+/// Blocking: one partition's answer.
+fn lookup(p: &Partition, timestamp: i64, current_leader_epoch: i32, read_committed: bool) -> ListOffsetsPartitionResponse {
+    let resp = ListOffsetsPartitionResponse::default();
+    let epoch = p.leader_epoch();
+    if let Some(e) = crate::handlers::leader_epoch_error(current_leader_epoch, epoch) {
+        return resp.with_error_code(e.code());
+    }
+    let hw = p.high_watermark();
+    let found = |offset: i64, ts: i64| resp.clone().with_offset(offset).with_timestamp(ts).with_leader_epoch(epoch);
+    match timestamp {
+        LATEST_TIMESTAMP => found(if read_committed { p.last_stable_offset() } else { hw }, -1),
+        EARLIEST_TIMESTAMP | EARLIEST_LOCAL_TIMESTAMP => found(p.log_start_offset(), -1),
+        // No tiered storage: nothing is tiered.
+        LATEST_TIERED_TIMESTAMP => resp.with_offset(-1).with_timestamp(-1),
+        MAX_TIMESTAMP => match p.log().max_timestamp_batch(hw) {
+            Ok(Some(batch)) => match record_at_or_after(&batch, None) {
+                Some((offset, ts)) => found(offset, ts),
+                None => resp.with_error_code(ResponseError::CorruptMessage.code()),
+            },
+            Ok(None) => resp.with_offset(-1).with_timestamp(-1),
+            Err(e) => resp.with_error_code(log_error_code(&e).code()),
+        },
+        ts => match p.log().find_batch_by_timestamp(ts, hw) {
+            Ok(Some(batch)) => match record_at_or_after(&batch, Some(ts)) {
+                Some((offset, ts)) => found(offset, ts),
+                None => resp.with_error_code(ResponseError::CorruptMessage.code()),
+            },
+            Ok(None) => resp.with_offset(-1).with_timestamp(-1),
+            Err(e) => resp.with_error_code(log_error_code(&e).code()),
+        },
+    }
+}
+
+/// Within one stored batch: the first record with timestamp >= `target`, or (no target) the first record holding
+/// the batch's max timestamp. LogAppendTime batches give every record the batch's max timestamp.
+fn record_at_or_after(batch: &ReadResult, target: Option<i64>) -> Option<(i64, i64)> {
+    let header = validate_batches(&batch.records, u32::MAX).ok()?.into_iter().next()?;
+    if header.timestamp_type() == TimestampType::LogAppendTime {
+        return Some((header.base_offset, header.max_timestamp));
+    }
+    let mut bytes = batch.records.clone();
+    let set = RecordBatchDecoder::decode(&mut bytes).ok()?;
+    let wanted = target.unwrap_or(header.max_timestamp);
+    set.records.iter().find(|r| r.timestamp >= wanted).map(|r| (r.offset, r.timestamp))
+}

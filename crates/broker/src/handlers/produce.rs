@@ -1,0 +1,190 @@
+//! Produce: validate and append each partition's batches, then answer by `acks`: 0 never, 1 once written to the
+//! OS, all once fsynced (group commit in the partition's flusher).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use kafka_protocol::messages::{ProduceRequest, ProduceResponse, TopicName};
+use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::ResponseError;
+use strom_log::{validate_batches, BatchHeader, LogError, TimestampType};
+use uuid::Uuid;
+
+use crate::clock::now_ms;
+use crate::dispatch::{ConnectionContext, Respond};
+use crate::errors::log_error_code;
+use crate::partition::Partition;
+
+struct Work {
+    topic: usize,
+    index: i32,
+    partition: Option<Arc<Partition>>,
+    records: Option<bytes::Bytes>,
+}
+
+struct Outcome {
+    topic: usize,
+    response: PartitionProduceResponse,
+    /// For acks=all: wait until this offset (exclusive) is durable.
+    durable_at: Option<(Arc<Partition>, i64)>,
+}
+
+pub async fn handle(ctx: &Arc<ConnectionContext>, version: i16, req: ProduceRequest) -> Respond<ProduceResponse> {
+    let acks = req.acks;
+    let image = ctx.broker.image();
+    let mut topics: Vec<TopicProduceResponse> = Vec::with_capacity(req.topic_data.len());
+    let mut work = Vec::new();
+    for (ti, t) in req.topic_data.into_iter().enumerate() {
+        // v13 names topics by id (KIP-516); older versions by name.
+        let (name, id) = if version >= 13 {
+            (image.topic_by_id(&t.topic_id).map(|i| i.name.clone()), t.topic_id)
+        } else {
+            let n = t.name.0.to_string();
+            let id = image.topic(&n).map(|i| i.topic_id).unwrap_or(Uuid::nil());
+            (Some(n), id)
+        };
+        topics.push(
+            TopicProduceResponse::default()
+                .with_name(TopicName(StrBytes::from_string(name.clone().unwrap_or_default())))
+                .with_topic_id(id),
+        );
+        for p in t.partition_data {
+            let partition = name.as_deref().and_then(|n| ctx.broker.replicas.get(n, p.index));
+            work.push(Work { topic: ti, index: p.index, partition, records: p.records });
+        }
+    }
+    let unknown = if version >= 13 { ResponseError::UnknownTopicId } else { ResponseError::UnknownTopicOrPartition };
+
+    let outcomes: Vec<Outcome> = if !matches!(acks, -1 | 0 | 1) {
+        work.into_iter()
+            .map(|w| Outcome { topic: w.topic, response: error_response(w.index, ResponseError::InvalidRequiredAcks, None), durable_at: None })
+            .collect()
+    } else {
+        let appended = tokio::task::spawn_blocking(move || work.into_iter().map(|w| append_one(w, acks, unknown)).collect::<Vec<_>>()).await;
+        match appended {
+            Ok(o) => o,
+            Err(e) => {
+                tracing::error!(error = %e, "produce task failed");
+                return Respond::Now(ProduceResponse::default().with_responses(topics));
+            }
+        }
+    };
+
+    if acks == 0 {
+        // Kafka sends no response for acks=0; errors are visible only in the broker's log.
+        for o in &outcomes {
+            if o.response.error_code != 0 {
+                tracing::debug!(peer = %ctx.peer, partition = o.response.index, error_code = o.response.error_code, "acks=0 produce failed");
+            }
+        }
+        return Respond::Nothing;
+    }
+
+    let needs_wait = outcomes.iter().any(|o| o.durable_at.is_some());
+    if !needs_wait {
+        return Respond::Now(assemble(topics, outcomes.into_iter().map(|o| (o.topic, o.response)).collect()));
+    }
+    let timeout = Duration::from_millis(req.timeout_ms.max(0) as u64);
+    Respond::Later(Box::pin(async move {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut done = Vec::with_capacity(outcomes.len());
+        for mut o in outcomes {
+            if let Some((p, end)) = o.durable_at.take() {
+                if tokio::time::timeout_at(deadline, p.wait_durable(end)).await.is_err() {
+                    o.response.error_code = ResponseError::RequestTimedOut.code();
+                    o.response.error_message = Some(StrBytes::from_static_str("timed out waiting for the fsync"));
+                }
+            }
+            done.push((o.topic, o.response));
+        }
+        assemble(topics, done)
+    }))
+}
+
+fn assemble(mut topics: Vec<TopicProduceResponse>, partitions: Vec<(usize, PartitionProduceResponse)>) -> ProduceResponse {
+    for (t, p) in partitions {
+        topics[t].partition_responses.push(p);
+    }
+    ProduceResponse::default().with_responses(topics)
+}
+
+fn error_response(index: i32, error: ResponseError, message: Option<String>) -> PartitionProduceResponse {
+    PartitionProduceResponse::default()
+        .with_index(index)
+        .with_error_code(error.code())
+        .with_base_offset(-1)
+        .with_error_message(message.map(StrBytes::from_string))
+}
+
+/// Blocking: validates and appends one partition's record set.
+fn append_one(w: Work, acks: i16, unknown: ResponseError) -> Outcome {
+    let fail = |e: ResponseError, m: Option<String>| Outcome { topic: w.topic, response: error_response(w.index, e, m), durable_at: None };
+    let Some(partition) = w.partition.clone() else {
+        return fail(unknown, None);
+    };
+    let Some(records) = w.records.as_ref().filter(|r| !r.is_empty()) else {
+        return fail(ResponseError::InvalidRecord, Some("produce request has no records".into()));
+    };
+    let config = partition.config();
+    if acks == -1 && config.min_insync_replicas > 1 {
+        // One replica is all this broker has.
+        return fail(
+            ResponseError::NotEnoughReplicas,
+            Some(format!("min.insync.replicas={} but the in-sync replica set has 1 member", config.min_insync_replicas)),
+        );
+    }
+    let headers = match validate_batches(records, config.log.max_message_bytes) {
+        Ok(h) => h,
+        Err(e) => return fail(log_error_code(&e), Some(e.to_string())),
+    };
+    if let Err((e, m)) = check_batches(&headers, &config) {
+        return fail(e, Some(m));
+    }
+    let mut buf = records.to_vec();
+    match partition.append(&mut buf) {
+        Ok(info) => Outcome {
+            topic: w.topic,
+            response: PartitionProduceResponse::default()
+                .with_index(w.index)
+                .with_base_offset(info.first_offset)
+                .with_log_append_time_ms(info.log_append_time)
+                .with_log_start_offset(info.log_start_offset),
+            durable_at: (acks == -1).then(|| (partition, info.last_offset + 1)),
+        },
+        Err(e) => {
+            if matches!(e, LogError::Io(_)) {
+                tracing::error!(topic = %partition.topic, partition = w.index, error = %e, "append failed");
+            }
+            fail(log_error_code(&e), Some(e.to_string()))
+        }
+    }
+}
+
+/// Checks Kafka applies to produced batches beyond their framing.
+fn check_batches(headers: &[BatchHeader], config: &crate::config::TopicConfig) -> Result<(), (ResponseError, String)> {
+    let now = now_ms();
+    for h in headers {
+        if h.producer_id >= 0 || h.is_transactional() {
+            // Idempotent and transactional producers need InitProducerId, which this broker does not serve yet.
+            return Err((
+                ResponseError::InvalidProducerIdMapping,
+                "idempotent and transactional produce are not supported by this Strom version yet".into(),
+            ));
+        }
+        if h.is_control() {
+            return Err((ResponseError::InvalidRecord, "clients may not produce control batches".into()));
+        }
+        if config.log.message_timestamp_type == TimestampType::CreateTime {
+            // The batch header bounds its records: the first timestamp for the age check, the max for the lead.
+            let (first, max) = (h.base_timestamp, h.max_timestamp);
+            if now.saturating_sub(first) > config.timestamp_before_max_ms || max.saturating_sub(now) > config.timestamp_after_max_ms {
+                return Err((
+                    ResponseError::InvalidTimestamp,
+                    format!("Timestamps {first}..{max} of a batch are out of range [now - message.timestamp.before.max.ms, now + message.timestamp.after.max.ms]"),
+                ));
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,21 @@
+//! Strom's broker: Kafka protocol listeners, request dispatch, one handler per API, the hosted partitions and the
+//! metadata image they follow.
+
+pub mod broker;
+mod clock;
+pub mod config;
+pub mod controller;
+pub mod dispatch;
+mod errors;
+pub mod handlers;
+pub mod metadata;
+pub mod partition;
+pub mod replica_manager;
+pub mod server;
+mod topic_name;
+
+pub use broker::Broker;
+pub use config::BrokerConfig;
+
+mod run;
+pub use run::{run, RunningBroker};

@@ -1,0 +1,23 @@
+//! Records of the metadata log, named after KRaft's metadata records.
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type")]
+pub enum MetadataRecord {
+    /// A new topic; its partitions follow as PartitionRecords.
+    TopicRecord { name: String, topic_id: Uuid },
+    /// A partition's replica set, leader and leader epoch (a new partition, or a change of leadership later).
+    PartitionRecord {
+        topic_id: Uuid,
+        partition: i32,
+        replicas: Vec<i32>,
+        isr: Vec<i32>,
+        leader: i32,
+        leader_epoch: i32,
+    },
+    /// A topic-level config override (`value: None` removes it).
+    ConfigRecord { topic_id: Uuid, name: String, value: Option<String> },
+    RemoveTopicRecord { topic_id: Uuid },
+}

@@ -1,0 +1,76 @@
+//! Starting and stopping a broker: open the data dir, bind listeners, run background work, shut down cleanly.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::broker::Broker;
+use crate::clock::now_ms;
+use crate::config::BrokerConfig;
+use crate::server::bind_listeners;
+
+pub struct RunningBroker {
+    pub broker: Arc<Broker>,
+    /// Bound addresses, in the order of `listeners`.
+    pub addresses: Vec<(String, SocketAddr)>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+/// Opens the broker and starts serving. Returns once every listener is bound.
+pub async fn run(config: BrokerConfig) -> anyhow::Result<RunningBroker> {
+    for k in &config.ignored_keys {
+        tracing::warn!(key = %k, "config key is a Kafka setting Strom does not use; ignored");
+    }
+    let dir = config.log_dir.clone();
+    let broker = Arc::new(tokio::task::spawn_blocking(move || Broker::open(config)).await??);
+    tracing::info!(
+        data_dir = %dir.display(), cluster_id = %broker.cluster_id, node_id = broker.config.node_id,
+        topics = broker.image().topics.len(), "data directory opened"
+    );
+    let listeners = bind_listeners(&broker).await?;
+    let mut addresses = Vec::new();
+    let mut tasks = Vec::new();
+    for l in listeners {
+        tracing::info!(
+            listener = %l.config.name, address = %l.local_addr,
+            advertised = %format!("{}:{}", l.advertised.host, l.advertised.port), "listening"
+        );
+        addresses.push((l.config.name.clone(), l.local_addr));
+        tasks.push(tokio::spawn(l.serve(broker.clone())));
+    }
+    tasks.push(tokio::spawn(retention_loop(broker.clone())));
+    tasks.push(tokio::spawn(time_flush_loop(broker.clone())));
+    Ok(RunningBroker { broker, addresses, tasks })
+}
+
+impl RunningBroker {
+    /// Stops accepting, flushes and closes every log so the next start needs no recovery.
+    pub async fn shutdown(self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+        let broker = self.broker.clone();
+        let _ = tokio::task::spawn_blocking(move || broker.replicas.shutdown()).await;
+        tracing::info!("broker stopped cleanly");
+    }
+}
+
+async fn retention_loop(broker: Arc<Broker>) {
+    let interval = Duration::from_millis(broker.config.retention_check_interval_ms);
+    loop {
+        tokio::time::sleep(interval).await;
+        let b = broker.clone();
+        let _ = tokio::task::spawn_blocking(move || b.replicas.apply_retention(now_ms())).await;
+    }
+}
+
+/// `flush.ms`: partitions whose data has waited long enough in the page cache get an fsync.
+async fn time_flush_loop(broker: Arc<Broker>) {
+    loop {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let now = now_ms();
+        for p in broker.replicas.all() {
+            p.maybe_flush_on_time(now);
+        }
+    }
+}

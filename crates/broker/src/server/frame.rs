@@ -1,0 +1,50 @@
+//! Kafka framing: a 4-byte big-endian size, then the request. Sizes over `socket.request.max.bytes` or negative
+//! close the connection, as in Kafka, before any body is buffered.
+
+use bytes::{Bytes, BytesMut};
+use tokio::io::{AsyncRead, AsyncReadExt};
+
+#[derive(Debug, thiserror::Error)]
+pub enum FrameError {
+    #[error("connection closed")]
+    Closed,
+    #[error("request size {size} is out of range (socket.request.max.bytes = {max})")]
+    BadSize { size: i32, max: usize },
+    #[error("i/o error: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Reads one request frame (without its size prefix). `Closed` on a clean EOF between frames.
+pub async fn read_frame<R: AsyncRead + Unpin>(reader: &mut R, max: usize) -> Result<Bytes, FrameError> {
+    let mut size_buf = [0u8; 4];
+    match reader.read_exact(&mut size_buf).await {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Err(FrameError::Closed),
+        Err(e) => return Err(e.into()),
+    }
+    let size = i32::from_be_bytes(size_buf);
+    // A request header is at least api key, version and correlation id.
+    if size < 8 || size as usize > max {
+        return Err(FrameError::BadSize { size, max });
+    }
+    let mut buf = BytesMut::zeroed(size as usize);
+    reader.read_exact(&mut buf).await?;
+    Ok(buf.freeze())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn rejects_oversize_and_negative() {
+        let mut data: &[u8] = &[0x7f, 0xff, 0xff, 0xff];
+        assert!(matches!(read_frame(&mut data, 100).await, Err(FrameError::BadSize { .. })));
+        let mut data: &[u8] = &[0xff, 0xff, 0xff, 0xff];
+        assert!(matches!(read_frame(&mut data, 100).await, Err(FrameError::BadSize { .. })));
+        let mut data: &[u8] = &[];
+        assert!(matches!(read_frame(&mut data, 100).await, Err(FrameError::Closed)));
+        let mut data: &[u8] = &[0, 0, 0, 8, 1, 2, 3, 4, 5, 6, 7, 8, 9];
+        assert_eq!(read_frame(&mut data, 100).await.unwrap().len(), 8);
+    }
+}

@@ -1,0 +1,33 @@
+//! Strom's storage engine: one [`Log`] per partition directory, made of segments holding Kafka
+//! RecordBatch v2 bytes exactly as received (only baseOffset, partitionLeaderEpoch and, for
+//! LogAppendTime topics, maxTimestamp are rewritten), with Kafka's file naming, a sparse offset
+//! index and a time index per segment, crash recovery and retention.
+//!
+//! Modules:
+//! - `batch`: RecordBatch v2 header parsing, validation and in-place rewrites
+//! - `config`, `error`: public configuration and errors
+//! - `index`, `offset_index`, `time_index`: index files
+//! - `segment`: one `.log` file and its indexes
+//! - `log`: the partition log (appends, reads, flush, retention, lifecycle)
+//! - `recovery`: opening a directory, crash recovery and index rebuilds
+//! - `retention`: which segments retention may delete
+//! - `checkpoint`: small atomically written state files
+
+mod batch;
+mod checkpoint;
+mod config;
+mod error;
+mod index;
+mod log;
+mod offset_index;
+mod recovery;
+mod retention;
+mod segment;
+#[cfg(test)]
+mod testkit;
+mod time_index;
+
+pub use batch::{compute_crc, validate_batches, BatchHeader, HEADER_SIZE, LOG_OVERHEAD, MAGIC_V2};
+pub use config::{LogConfig, TimestampType};
+pub use error::LogError;
+pub use log::{AppendInfo, Log, ReadResult, RecoveryReport, RetentionReport};

@@ -1,0 +1,560 @@
+//! The per-partition log: the segment list, appends, reads, timestamp lookups, flushes,
+//! retention and lifecycle (open / close / delete).
+//!
+//! Concurrency: appends and every change to the segment list are serialized by `append_lock`,
+//! which is held for in-memory work plus the single write of an append, never for an fsync.
+//! Readers take a copy-on-write snapshot of the segment list and each segment's committed size
+//! (atomics published after the write completes) and do their preads without any lock. Flushes
+//! are serialized by their own lock.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
+
+use bytes::Bytes;
+
+use crate::batch::{self, validate_batches, BatchHeader};
+use crate::checkpoint;
+use crate::config::{LogConfig, TimestampType};
+use crate::error::{closed_error, LogError};
+use crate::recovery;
+use crate::retention::{self, SizeBudget};
+use crate::segment::Segment;
+
+/// Result of a successful append.
+#[derive(Debug, Clone)]
+pub struct AppendInfo {
+    pub first_offset: i64,
+    pub last_offset: i64,
+    pub max_timestamp: i64,
+    /// The broker's timestamp when the topic uses LogAppendTime, -1 for CreateTime.
+    pub log_append_time: i64,
+    pub log_start_offset: i64,
+    pub batch_count: usize,
+    pub record_count: i64,
+}
+
+/// Whole batches as stored.
+#[derive(Debug, Clone)]
+pub struct ReadResult {
+    pub records: Bytes,
+    /// Base offset of the first batch, -1 if empty.
+    pub first_offset: i64,
+    /// Last offset of the last batch, -1 if empty.
+    pub last_offset: i64,
+}
+
+impl ReadResult {
+    pub fn empty() -> ReadResult {
+        ReadResult { records: Bytes::new(), first_offset: -1, last_offset: -1 }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.records.is_empty()
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct RecoveryReport {
+    /// Segments scanned batch by batch.
+    pub recovered_segments: usize,
+    /// Bytes cut from torn or corrupt tails plus the size of segments deleted after them.
+    pub truncated_bytes: u64,
+    /// Segments whose index files had to be rewritten.
+    pub rebuilt_indexes: usize,
+    /// The previous close was clean and the scan was skipped.
+    pub clean_shutdown: bool,
+    pub log_end_offset: i64,
+}
+
+#[derive(Debug, Default)]
+pub struct RetentionReport {
+    pub deleted_segments: usize,
+    pub deleted_bytes: u64,
+    pub log_start_offset: i64,
+}
+
+type SegmentList = Arc<Vec<Arc<Segment>>>;
+
+#[derive(Default)]
+struct Lifecycle {
+    closed: bool,
+}
+
+pub struct Log {
+    dir: PathBuf,
+    config: RwLock<LogConfig>,
+    append_lock: Mutex<Lifecycle>,
+    /// Copy-on-write, so readers never wait for an append.
+    segments: RwLock<SegmentList>,
+    log_start: AtomicI64,
+    log_end: AtomicI64,
+    flushed: AtomicI64,
+    /// Base offset of the segment that was active at the last flush; every earlier segment is
+    /// durable with its indexes. Persisted so crash recovery can start there.
+    recovery_point: AtomicI64,
+    flush_lock: Mutex<()>,
+    checkpoint_lock: Mutex<()>,
+    /// A segment file was created since the last directory fsync.
+    dir_dirty: AtomicBool,
+    deleted: AtomicBool,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Log {
+    /// Opens or creates the partition directory and recovers it.
+    pub fn open(dir: &Path, config: LogConfig) -> Result<(Log, RecoveryReport), LogError> {
+        let loaded = recovery::load(dir, &config)?;
+        let log_end = loaded.report.log_end_offset;
+        tracing::debug!(dir = %dir.display(), segments = loaded.segments.len(), log_start = loaded.log_start_offset, log_end, "opened log");
+        let log = Log {
+            dir: dir.to_path_buf(),
+            config: RwLock::new(config),
+            append_lock: Mutex::new(Lifecycle::default()),
+            segments: RwLock::new(Arc::new(loaded.segments)),
+            log_start: AtomicI64::new(loaded.log_start_offset),
+            log_end: AtomicI64::new(log_end),
+            flushed: AtomicI64::new(log_end),
+            recovery_point: AtomicI64::new(loaded.recovery_point),
+            flush_lock: Mutex::new(()),
+            checkpoint_lock: Mutex::new(()),
+            dir_dirty: AtomicBool::new(false),
+            deleted: AtomicBool::new(false),
+        };
+        Ok((log, loaded.report))
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn config(&self) -> LogConfig {
+        self.config.read().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
+    /// Takes effect from the next append / retention run.
+    pub fn update_config(&self, config: LogConfig) {
+        *self.config.write().unwrap_or_else(PoisonError::into_inner) = config;
+    }
+
+    pub fn log_start_offset(&self) -> i64 {
+        self.log_start.load(Ordering::Acquire)
+    }
+
+    /// The next offset to be assigned.
+    pub fn log_end_offset(&self) -> i64 {
+        self.log_end.load(Ordering::Acquire)
+    }
+
+    /// Sum of the segments' committed sizes.
+    pub fn size_bytes(&self) -> u64 {
+        self.snapshot().iter().map(|s| s.size()).sum()
+    }
+
+    /// Highest log end offset a `flush` (or recovery / clean open) has made durable.
+    pub fn flushed_offset(&self) -> i64 {
+        self.flushed.load(Ordering::Acquire)
+    }
+
+    /// Number of segments (for metrics and tests).
+    pub fn segment_count(&self) -> usize {
+        self.snapshot().len()
+    }
+
+    /// Base offsets of the segments, oldest first (for metrics and tests).
+    pub fn segment_base_offsets(&self) -> Vec<i64> {
+        self.snapshot().iter().map(|s| s.base_offset()).collect()
+    }
+
+    fn snapshot(&self) -> SegmentList {
+        self.segments.read().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
+    fn active(&self) -> Arc<Segment> {
+        self.snapshot().last().cloned().expect("a log always has at least one segment")
+    }
+
+    /// Replaces the segment list; callers hold `append_lock`.
+    fn publish(&self, change: impl FnOnce(&mut Vec<Arc<Segment>>)) {
+        let mut guard = self.segments.write().unwrap_or_else(PoisonError::into_inner);
+        let mut list = Vec::clone(&guard);
+        change(&mut list);
+        *guard = Arc::new(list);
+    }
+
+    /// Appends a produce request's record set for this partition (one or more RecordBatch v2).
+    /// The whole set is validated first and rejected atomically; then offsets and the leader
+    /// epoch are stamped in place (plus LogAppendTime if configured) and the bytes are written
+    /// with one write. Does not fsync.
+    pub fn append(&self, records: &mut [u8], leader_epoch: i32, now_ms: i64, allow_control: bool) -> Result<AppendInfo, LogError> {
+        let config = self.config();
+        if records.len() > i32::MAX as usize {
+            return Err(LogError::MessageTooLarge { size: records.len(), max: config.max_message_bytes });
+        }
+        let mut headers = validate_batches(records, config.max_message_bytes)?;
+        if !allow_control {
+            if let Some(h) = headers.iter().find(|h| h.is_control()) {
+                return Err(LogError::InvalidRecord(format!("control batch (base offset {}) from a producer", h.base_offset)));
+            }
+        }
+        let record_count: i64 = headers.iter().map(|h| i64::from(h.last_offset_delta) + 1).sum();
+
+        let state = lock(&self.append_lock);
+        if state.closed {
+            return Err(closed_error());
+        }
+        let first_offset = self.log_end.load(Ordering::Acquire);
+        if headers.is_empty() {
+            return Ok(AppendInfo {
+                first_offset: -1,
+                last_offset: -1,
+                max_timestamp: -1,
+                log_append_time: -1,
+                log_start_offset: self.log_start_offset(),
+                batch_count: 0,
+                record_count: 0,
+            });
+        }
+        let last_offset = first_offset + record_count - 1;
+        let mut active = self.active();
+        if should_roll(&active, &config, records.len() as u64, last_offset, now_ms) {
+            active = self.roll_locked()?;
+        }
+        let log_append_time = match config.message_timestamp_type {
+            TimestampType::LogAppendTime => now_ms,
+            TimestampType::CreateTime => -1,
+        };
+        stamp(records, &mut headers, first_offset, leader_epoch, config.message_timestamp_type, now_ms);
+        active.append(records, &headers, u64::from(config.index_interval_bytes), now_ms)?;
+        // Published after the segment's committed size, so readers that see this offset also see the bytes.
+        self.log_end.store(last_offset + 1, Ordering::Release);
+        drop(state);
+        Ok(AppendInfo {
+            first_offset,
+            last_offset,
+            max_timestamp: headers.iter().map(|h| h.max_timestamp).max().unwrap_or(-1),
+            log_append_time,
+            log_start_offset: self.log_start_offset(),
+            batch_count: headers.len(),
+            record_count,
+        })
+    }
+
+    /// Starts a new segment at the log end offset; callers hold `append_lock`.
+    fn roll_locked(&self) -> Result<Arc<Segment>, LogError> {
+        let old = self.active();
+        if old.size() == 0 {
+            return Ok(old);
+        }
+        let base = self.log_end.load(Ordering::Acquire);
+        // Create first so that a failure leaves the old segment active and untouched.
+        let new = Arc::new(Segment::create(&self.dir, base)?);
+        if let Err(e) = old.seal() {
+            new.delete_files();
+            return Err(e.into());
+        }
+        self.publish(|list| list.push(new.clone()));
+        self.dir_dirty.store(true, Ordering::Release);
+        tracing::debug!(dir = %self.dir.display(), base_offset = base, "rolled new segment");
+        Ok(new)
+    }
+
+    /// Makes everything appended so far durable; returns the log end offset now durable.
+    pub fn flush(&self) -> Result<i64, LogError> {
+        let _flush = lock(&self.flush_lock);
+        self.flush_locked()
+    }
+
+    fn flush_locked(&self) -> Result<i64, LogError> {
+        // Everything below this offset is in the segments of the snapshot taken next.
+        let log_end = self.log_end.load(Ordering::Acquire);
+        let segments = self.snapshot();
+        let last = segments.len().saturating_sub(1);
+        for (i, seg) in segments.iter().enumerate() {
+            seg.sync_if_dirty(i < last)?;
+        }
+        if !self.deleted.load(Ordering::Acquire) {
+            if self.dir_dirty.swap(false, Ordering::AcqRel) {
+                if let Err(e) = checkpoint::sync_dir(&self.dir) {
+                    self.dir_dirty.store(true, Ordering::Release);
+                    return Err(e.into());
+                }
+            }
+            if let Some(active) = segments.last() {
+                let recovery_point = active.base_offset();
+                if recovery_point > self.recovery_point.load(Ordering::Acquire) {
+                    checkpoint::write_offset(&self.dir, checkpoint::RECOVERY_POINT, recovery_point)?;
+                    self.recovery_point.store(recovery_point, Ordering::Release);
+                }
+            }
+        }
+        self.flushed.fetch_max(log_end, Ordering::AcqRel);
+        Ok(log_end)
+    }
+
+    /// Reads whole batches starting with the one containing `offset`, up to `max_bytes` (or one
+    /// whole batch if `min_one_batch`), excluding batches whose last offset is >= `max_offset`.
+    /// Reads stay within one segment, as Kafka's do.
+    pub fn read(&self, offset: i64, max_bytes: usize, max_offset: i64, min_one_batch: bool) -> Result<ReadResult, LogError> {
+        let log_end = self.log_end_offset();
+        let segments = self.snapshot();
+        let log_start = self.log_start_offset();
+        let out_of_range = || LogError::OffsetOutOfRange { requested: offset, log_start, log_end };
+        if offset < log_start || offset > log_end {
+            return Err(out_of_range());
+        }
+        if offset == log_end || offset >= max_offset {
+            return Ok(ReadResult::empty());
+        }
+        let idx = segments.partition_point(|s| s.base_offset() <= offset);
+        if idx == 0 {
+            // Retention removed the segment after the bounds check.
+            return Err(out_of_range());
+        }
+        for seg in &segments[idx - 1..] {
+            if let Some(result) = seg.read(offset, max_bytes, max_offset, min_one_batch)? {
+                return Ok(result);
+            }
+        }
+        Ok(ReadResult::empty())
+    }
+
+    /// First batch whose maxTimestamp >= `ts`, among batches with offsets in [log start,
+    /// `max_offset`). The broker decodes it to find the exact record.
+    pub fn find_batch_by_timestamp(&self, ts: i64, max_offset: i64) -> Result<Option<ReadResult>, LogError> {
+        let segments = self.snapshot();
+        let log_start = self.log_start_offset();
+        for seg in segments.iter() {
+            if seg.base_offset() >= max_offset {
+                break;
+            }
+            if seg.next_offset() <= log_start || seg.max_timestamp().is_none_or(|m| m.timestamp < ts) {
+                continue;
+            }
+            if let Some((pos, header)) = seg.find_by_timestamp(ts, log_start, max_offset)? {
+                return seg.read_batch(pos, &header).map(Some);
+            }
+        }
+        Ok(None)
+    }
+
+    /// The batch holding the largest timestamp (the first such batch if tied), among batches with
+    /// offsets in [log start, `max_offset`).
+    pub fn max_timestamp_batch(&self, max_offset: i64) -> Result<Option<ReadResult>, LogError> {
+        let segments = self.snapshot();
+        let log_start = self.log_start_offset();
+        let mut best: Option<(&Arc<Segment>, u64, BatchHeader)> = None;
+        for seg in segments.iter() {
+            if seg.base_offset() >= max_offset {
+                break;
+            }
+            let Some(seg_max) = seg.max_timestamp() else { continue };
+            let can_beat = best.is_none_or(|(_, _, b)| seg_max.timestamp > b.max_timestamp);
+            if seg.next_offset() <= log_start || !can_beat {
+                continue;
+            }
+            if let Some((pos, header)) = seg.max_timestamp_in_range(log_start, max_offset)? {
+                if best.is_none_or(|(_, _, b)| header.max_timestamp > b.max_timestamp) {
+                    best = Some((seg, pos, header));
+                }
+            }
+        }
+        best.map(|(seg, pos, header)| seg.read_batch(pos, &header)).transpose()
+    }
+
+    /// Deletes old segments per retention.ms and retention.bytes (Kafka's rules, see
+    /// `retention`), rolling first if the active segment itself must go.
+    pub fn apply_retention(&self, now_ms: i64) -> Result<RetentionReport, LogError> {
+        let config = self.config();
+        let mut removed = Vec::new();
+        {
+            let state = lock(&self.append_lock);
+            if state.closed {
+                return Ok(RetentionReport { log_start_offset: self.log_start_offset(), ..Default::default() });
+            }
+            removed.extend(self.remove_below_log_start_locked()?);
+            if config.retention_ms >= 0 {
+                let segments = self.snapshot();
+                let sizes: Vec<u64> = segments.iter().map(|s| s.size()).collect();
+                let n = retention::deletable_prefix(&sizes, |i| {
+                    retention::expired(now_ms, config.retention_ms, segments[i].largest_timestamp())
+                });
+                removed.extend(self.remove_prefix_locked(n)?);
+            }
+            if config.retention_bytes >= 0 {
+                let sizes: Vec<u64> = self.snapshot().iter().map(|s| s.size()).collect();
+                let mut budget = SizeBudget::new(sizes.iter().sum(), config.retention_bytes);
+                let n = retention::deletable_prefix(&sizes, |i| budget.take(sizes[i]));
+                removed.extend(self.remove_prefix_locked(n)?);
+            }
+        }
+        let deleted_bytes = self.delete_segment_files(&removed);
+        let report = RetentionReport { deleted_segments: removed.len(), deleted_bytes, log_start_offset: self.log_start_offset() };
+        if report.deleted_segments > 0 {
+            tracing::info!(dir = %self.dir.display(), segments = report.deleted_segments, bytes = deleted_bytes, log_start = report.log_start_offset, "retention deleted segments");
+        }
+        Ok(report)
+    }
+
+    /// Advances the log start offset (DeleteRecords) and deletes segments entirely below it.
+    pub fn advance_log_start_offset(&self, offset: i64) -> Result<(), LogError> {
+        let removed = {
+            let state = lock(&self.append_lock);
+            if state.closed {
+                return Err(closed_error());
+            }
+            let log_start = self.log_start_offset();
+            let log_end = self.log_end_offset();
+            if offset > log_end || offset < 0 {
+                return Err(LogError::OffsetOutOfRange { requested: offset, log_start, log_end });
+            }
+            if offset <= log_start {
+                return Ok(());
+            }
+            self.log_start.store(offset, Ordering::Release);
+            self.remove_below_log_start_locked()?
+        };
+        // Persisted before the files go, so a crash in between cannot move the start backwards.
+        self.persist_log_start()?;
+        self.delete_segment_files(&removed);
+        Ok(())
+    }
+
+    fn persist_log_start(&self) -> Result<(), LogError> {
+        let _guard = lock(&self.checkpoint_lock);
+        if self.deleted.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        checkpoint::write_offset(&self.dir, checkpoint::LOG_START_OFFSET, self.log_start_offset())?;
+        Ok(())
+    }
+
+    /// Removes (from the list) segments whose successor starts at or below the log start offset.
+    fn remove_below_log_start_locked(&self) -> Result<Vec<Arc<Segment>>, LogError> {
+        let segments = self.snapshot();
+        let log_start = self.log_start_offset();
+        let n = segments.windows(2).take_while(|w| w[1].base_offset() <= log_start).count();
+        self.remove_prefix_locked(n)
+    }
+
+    /// Removes the first `n` segments from the list (rolling first if that is all of them) and
+    /// advances the log start offset; the caller deletes their files after releasing the lock.
+    fn remove_prefix_locked(&self, n: usize) -> Result<Vec<Arc<Segment>>, LogError> {
+        if n == 0 {
+            return Ok(Vec::new());
+        }
+        if n >= self.snapshot().len() {
+            self.roll_locked()?;
+        }
+        // Never leave the log without a segment.
+        let n = n.min(self.snapshot().len() - 1);
+        let mut removed = Vec::new();
+        let mut new_first = 0;
+        self.publish(|list| {
+            removed = list.drain(..n).collect();
+            new_first = list[0].base_offset();
+        });
+        self.log_start.fetch_max(new_first, Ordering::AcqRel);
+        Ok(removed)
+    }
+
+    fn delete_segment_files(&self, removed: &[Arc<Segment>]) -> u64 {
+        removed
+            .iter()
+            .map(|seg| {
+                let size = seg.size();
+                seg.delete_files();
+                size
+            })
+            .sum()
+    }
+
+    /// Clean shutdown: flush, complete the active segment's indexes and write the clean-shutdown
+    /// marker so the next open skips the scan. Later appends fail; reads keep working.
+    pub fn close(&self) -> Result<(), LogError> {
+        let mut state = lock(&self.append_lock);
+        if state.closed {
+            return Ok(());
+        }
+        {
+            let _flush = lock(&self.flush_lock);
+            self.flush_locked()?;
+        }
+        self.active().persist_active_indexes()?;
+        checkpoint::write_offset(&self.dir, checkpoint::CLEAN_SHUTDOWN, self.log_end_offset())?;
+        state.closed = true;
+        tracing::debug!(dir = %self.dir.display(), log_end = self.log_end_offset(), "closed log");
+        Ok(())
+    }
+
+    /// Removes the directory and everything in it. Readers still holding segments keep reading
+    /// the unlinked files.
+    pub fn delete(&self) -> Result<(), LogError> {
+        let mut state = lock(&self.append_lock);
+        state.closed = true;
+        self.deleted.store(true, Ordering::Release);
+        // Wait out in-flight flushes and checkpoint writes so nothing is recreated in the directory.
+        let _flush = lock(&self.flush_lock);
+        let _checkpoint = lock(&self.checkpoint_lock);
+        match std::fs::remove_dir_all(&self.dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e.into()),
+        }
+        if let Some(parent) = self.dir.parent() {
+            let _ = checkpoint::sync_dir(parent);
+        }
+        tracing::info!(dir = %self.dir.display(), "deleted log");
+        Ok(())
+    }
+}
+
+/// Kafka's roll conditions, checked only for a non-empty active segment (an oversized append
+/// goes into an empty segment rather than rolling forever).
+fn should_roll(active: &Segment, config: &LogConfig, incoming: u64, last_offset: i64, now_ms: i64) -> bool {
+    let size = active.size();
+    if size == 0 {
+        return false;
+    }
+    size.saturating_add(incoming) > config.effective_segment_bytes()
+        || active.rolling_ts().is_some_and(|t| now_ms.saturating_sub(t) > config.segment_ms)
+        // Relative offsets in both indexes are 32-bit.
+        || last_offset - active.base_offset() > i64::from(i32::MAX)
+        || active.indexes_full()
+}
+
+/// Assigns offsets and the leader epoch in place and applies the topic's timestamp type.
+fn stamp(records: &mut [u8], headers: &mut [BatchHeader], first_offset: i64, epoch: i32, ts_type: TimestampType, now_ms: i64) {
+    let (mut pos, mut next_offset) = (0usize, first_offset);
+    for h in headers.iter_mut() {
+        let bytes = &mut records[pos..pos + h.total_size()];
+        batch::assign_offset_and_epoch(bytes, h, next_offset, epoch);
+        match ts_type {
+            // Kafka sets only maxTimestamp and the attribute bit (and so the CRC).
+            TimestampType::LogAppendTime => batch::set_max_timestamp(bytes, h, ts_type, now_ms),
+            // Records are not decoded, so the producer's maxTimestamp stands; only a stray
+            // LogAppendTime bit is cleared, as Kafka's validator would.
+            TimestampType::CreateTime => {
+                let max = h.max_timestamp;
+                batch::set_max_timestamp(bytes, h, ts_type, max);
+            }
+        }
+        pos += h.total_size();
+        next_offset = h.last_offset() + 1;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn assert_send_sync<T: Send + Sync>() {}
+
+    #[test]
+    fn log_is_send_and_sync() {
+        assert_send_sync::<Log>();
+    }
+}

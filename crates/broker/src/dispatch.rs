@@ -54,6 +54,8 @@ pub enum DispatchError {
     UnsupportedVersion { key: ApiKey, version: i16 },
     #[error("malformed request ({key:?} v{version}): {error}")]
     Malformed { key: ApiKey, version: i16, error: anyhow::Error },
+    #[error("{0}")]
+    Refused(String),
     #[error("cannot encode response to {key:?} v{version}: {error}")]
     Encode { key: ApiKey, version: i16, error: anyhow::Error },
 }
@@ -107,6 +109,7 @@ pub async fn dispatch(ctx: &Arc<ConnectionContext>, frame: Bytes) -> Result<Repl
             match handlers::produce::handle(ctx, version, req).await {
                 Respond::Now(resp) => ready!(resp),
                 Respond::Nothing => Reply::Ready(None),
+                Respond::Close(reason) => return Err(DispatchError::Refused(reason)),
                 Respond::Later(fut) => Reply::Deferred(tokio::spawn(async move {
                     let resp = fut.await;
                     encode_or_log(key, version, correlation_id, &resp)
@@ -156,6 +159,8 @@ pub enum Respond<T> {
     Later(futures_util::future::BoxFuture<'static, T>),
     /// acks=0: Kafka sends nothing back.
     Nothing,
+    /// acks=0 with an error: no response, but the connection is closed so the client notices.
+    Close(String),
 }
 
 fn encode<R: Encodable>(key: ApiKey, version: i16, correlation_id: i32, resp: &R) -> Result<Bytes, DispatchError> {

@@ -68,9 +68,11 @@ impl Partition {
                     });
                 }
                 Ok(Err(e)) => {
-                    tracing::error!(topic = %self.topic, partition = self.index, error = %e, "fsync failed; retrying");
-                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-                    self.flush_wakeup.notify_one();
+                    // After a failed fsync the kernel may have dropped the dirty pages, so a retry could "succeed"
+                    // without the data: Kafka halts when its log directory fails, and so does Strom, rather than
+                    // acknowledge writes that are not on disk. Recovery on restart truncates to what is valid.
+                    tracing::error!(topic = %self.topic, partition = self.index, error = %e, "fsync failed; the log directory is unusable, stopping the broker");
+                    std::process::exit(1);
                 }
                 Err(e) => {
                     tracing::error!(topic = %self.topic, partition = self.index, error = %e, "flush task failed");

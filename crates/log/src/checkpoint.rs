@@ -23,7 +23,8 @@ fn tmp_path(dir: &Path, name: &str) -> PathBuf {
 
 /// Whether `file_name` is a temp file left by an interrupted `write_offset`.
 pub(crate) fn is_leftover_temp(file_name: &str) -> bool {
-    ALL.iter().any(|name| file_name.strip_suffix(TMP_SUFFIX) == Some(name))
+    ALL.iter()
+        .any(|name| file_name.strip_suffix(TMP_SUFFIX) == Some(name))
 }
 
 /// Reads a checkpoint. Missing or unreadable content yields `None` (with a warning for the
@@ -44,7 +45,11 @@ pub(crate) fn read_offset(dir: &Path, name: &str) -> io::Result<Option<i64>> {
 
 pub(crate) fn write_offset(dir: &Path, name: &str, value: i64) -> io::Result<()> {
     let tmp = tmp_path(dir, name);
-    let mut f = OpenOptions::new().write(true).create(true).truncate(true).open(&tmp)?;
+    let mut f = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&tmp)?;
     f.write_all(format!("{value}\n").as_bytes())?;
     f.sync_all()?;
     fs::rename(&tmp, dir.join(name))?;
@@ -57,6 +62,14 @@ pub(crate) fn remove(dir: &Path, name: &str) -> io::Result<()> {
         Ok(()) => sync_dir(dir),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(e),
+    }
+}
+
+/// Makes the creation or removal of `dir` itself durable.
+pub(crate) fn sync_parent(dir: &Path) -> io::Result<()> {
+    match dir.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => sync_dir(parent),
+        _ => sync_dir(Path::new(".")),
     }
 }
 

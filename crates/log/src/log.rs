@@ -46,7 +46,11 @@ pub struct ReadResult {
 
 impl ReadResult {
     pub fn empty() -> ReadResult {
-        ReadResult { records: Bytes::new(), first_offset: -1, last_offset: -1 }
+        ReadResult {
+            records: Bytes::new(),
+            first_offset: -1,
+            last_offset: -1,
+        }
     }
 
     pub fn is_empty(&self) -> bool {
@@ -132,7 +136,10 @@ impl Log {
     }
 
     pub fn config(&self) -> LogConfig {
-        self.config.read().unwrap_or_else(PoisonError::into_inner).clone()
+        self.config
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     /// Takes effect from the next append / retention run.
@@ -170,16 +177,25 @@ impl Log {
     }
 
     fn snapshot(&self) -> SegmentList {
-        self.segments.read().unwrap_or_else(PoisonError::into_inner).clone()
+        self.segments
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     fn active(&self) -> Arc<Segment> {
-        self.snapshot().last().cloned().expect("a log always has at least one segment")
+        self.snapshot()
+            .last()
+            .cloned()
+            .expect("a log always has at least one segment")
     }
 
     /// Replaces the segment list; callers hold `append_lock`.
     fn publish(&self, change: impl FnOnce(&mut Vec<Arc<Segment>>)) {
-        let mut guard = self.segments.write().unwrap_or_else(PoisonError::into_inner);
+        let mut guard = self
+            .segments
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
         let mut list = Vec::clone(&guard);
         change(&mut list);
         *guard = Arc::new(list);
@@ -189,18 +205,33 @@ impl Log {
     /// The whole set is validated first and rejected atomically; then offsets and the leader
     /// epoch are stamped in place (plus LogAppendTime if configured) and the bytes are written
     /// with one write. Does not fsync.
-    pub fn append(&self, records: &mut [u8], leader_epoch: i32, now_ms: i64, allow_control: bool) -> Result<AppendInfo, LogError> {
+    pub fn append(
+        &self,
+        records: &mut [u8],
+        leader_epoch: i32,
+        now_ms: i64,
+        allow_control: bool,
+    ) -> Result<AppendInfo, LogError> {
         let config = self.config();
         if records.len() > i32::MAX as usize {
-            return Err(LogError::MessageTooLarge { size: records.len(), max: config.max_message_bytes });
+            return Err(LogError::MessageTooLarge {
+                size: records.len(),
+                max: config.max_message_bytes,
+            });
         }
         let mut headers = validate_batches(records, config.max_message_bytes)?;
         if !allow_control {
             if let Some(h) = headers.iter().find(|h| h.is_control()) {
-                return Err(LogError::InvalidRecord(format!("control batch (base offset {}) from a producer", h.base_offset)));
+                return Err(LogError::InvalidRecord(format!(
+                    "control batch (base offset {}) from a producer",
+                    h.base_offset
+                )));
             }
         }
-        let record_count: i64 = headers.iter().map(|h| i64::from(h.last_offset_delta) + 1).sum();
+        let record_count: i64 = headers
+            .iter()
+            .map(|h| i64::from(h.last_offset_delta) + 1)
+            .sum();
 
         let state = lock(&self.append_lock);
         if state.closed {
@@ -227,8 +258,20 @@ impl Log {
             TimestampType::LogAppendTime => now_ms,
             TimestampType::CreateTime => -1,
         };
-        stamp(records, &mut headers, first_offset, leader_epoch, config.message_timestamp_type, now_ms);
-        active.append(records, &headers, u64::from(config.index_interval_bytes), now_ms)?;
+        stamp(
+            records,
+            &mut headers,
+            first_offset,
+            leader_epoch,
+            config.message_timestamp_type,
+            now_ms,
+        );
+        active.append(
+            records,
+            &headers,
+            u64::from(config.index_interval_bytes),
+            now_ms,
+        )?;
         // Published after the segment's committed size, so readers that see this offset also see the bytes.
         self.log_end.store(last_offset + 1, Ordering::Release);
         drop(state);
@@ -286,7 +329,11 @@ impl Log {
             if let Some(active) = segments.last() {
                 let recovery_point = active.base_offset();
                 if recovery_point > self.recovery_point.load(Ordering::Acquire) {
-                    checkpoint::write_offset(&self.dir, checkpoint::RECOVERY_POINT, recovery_point)?;
+                    checkpoint::write_offset(
+                        &self.dir,
+                        checkpoint::RECOVERY_POINT,
+                        recovery_point,
+                    )?;
                     self.recovery_point.store(recovery_point, Ordering::Release);
                 }
             }
@@ -298,11 +345,21 @@ impl Log {
     /// Reads whole batches starting with the one containing `offset`, up to `max_bytes` (or one
     /// whole batch if `min_one_batch`), excluding batches whose last offset is >= `max_offset`.
     /// Reads stay within one segment, as Kafka's do.
-    pub fn read(&self, offset: i64, max_bytes: usize, max_offset: i64, min_one_batch: bool) -> Result<ReadResult, LogError> {
+    pub fn read(
+        &self,
+        offset: i64,
+        max_bytes: usize,
+        max_offset: i64,
+        min_one_batch: bool,
+    ) -> Result<ReadResult, LogError> {
         let log_end = self.log_end_offset();
         let segments = self.snapshot();
         let log_start = self.log_start_offset();
-        let out_of_range = || LogError::OffsetOutOfRange { requested: offset, log_start, log_end };
+        let out_of_range = || LogError::OffsetOutOfRange {
+            requested: offset,
+            log_start,
+            log_end,
+        };
         if offset < log_start || offset > log_end {
             return Err(out_of_range());
         }
@@ -324,14 +381,20 @@ impl Log {
 
     /// First batch whose maxTimestamp >= `ts`, among batches with offsets in [log start,
     /// `max_offset`). The broker decodes it to find the exact record.
-    pub fn find_batch_by_timestamp(&self, ts: i64, max_offset: i64) -> Result<Option<ReadResult>, LogError> {
+    pub fn find_batch_by_timestamp(
+        &self,
+        ts: i64,
+        max_offset: i64,
+    ) -> Result<Option<ReadResult>, LogError> {
         let segments = self.snapshot();
         let log_start = self.log_start_offset();
         for seg in segments.iter() {
             if seg.base_offset() >= max_offset {
                 break;
             }
-            if seg.next_offset() <= log_start || seg.max_timestamp().is_none_or(|m| m.timestamp < ts) {
+            if seg.next_offset() <= log_start
+                || seg.max_timestamp().is_none_or(|m| m.timestamp < ts)
+            {
                 continue;
             }
             if let Some((pos, header)) = seg.find_by_timestamp(ts, log_start, max_offset)? {
@@ -351,7 +414,9 @@ impl Log {
             if seg.base_offset() >= max_offset {
                 break;
             }
-            let Some(seg_max) = seg.max_timestamp() else { continue };
+            let Some(seg_max) = seg.max_timestamp() else {
+                continue;
+            };
             let can_beat = best.is_none_or(|(_, _, b)| seg_max.timestamp > b.max_timestamp);
             if seg.next_offset() <= log_start || !can_beat {
                 continue;
@@ -362,7 +427,8 @@ impl Log {
                 }
             }
         }
-        best.map(|(seg, pos, header)| seg.read_batch(pos, &header)).transpose()
+        best.map(|(seg, pos, header)| seg.read_batch(pos, &header))
+            .transpose()
     }
 
     /// Deletes old segments per retention.ms and retention.bytes (Kafka's rules, see
@@ -373,7 +439,10 @@ impl Log {
         {
             let state = lock(&self.append_lock);
             if state.closed {
-                return Ok(RetentionReport { log_start_offset: self.log_start_offset(), ..Default::default() });
+                return Ok(RetentionReport {
+                    log_start_offset: self.log_start_offset(),
+                    ..Default::default()
+                });
             }
             removed.extend(self.remove_below_log_start_locked()?);
             if config.retention_ms >= 0 {
@@ -392,7 +461,11 @@ impl Log {
             }
         }
         let deleted_bytes = self.delete_segment_files(&removed);
-        let report = RetentionReport { deleted_segments: removed.len(), deleted_bytes, log_start_offset: self.log_start_offset() };
+        let report = RetentionReport {
+            deleted_segments: removed.len(),
+            deleted_bytes,
+            log_start_offset: self.log_start_offset(),
+        };
         if report.deleted_segments > 0 {
             tracing::info!(dir = %self.dir.display(), segments = report.deleted_segments, bytes = deleted_bytes, log_start = report.log_start_offset, "retention deleted segments");
         }
@@ -409,7 +482,11 @@ impl Log {
             let log_start = self.log_start_offset();
             let log_end = self.log_end_offset();
             if offset > log_end || offset < 0 {
-                return Err(LogError::OffsetOutOfRange { requested: offset, log_start, log_end });
+                return Err(LogError::OffsetOutOfRange {
+                    requested: offset,
+                    log_start,
+                    log_end,
+                });
             }
             if offset <= log_start {
                 return Ok(());
@@ -428,7 +505,11 @@ impl Log {
         if self.deleted.load(Ordering::Acquire) {
             return Ok(());
         }
-        checkpoint::write_offset(&self.dir, checkpoint::LOG_START_OFFSET, self.log_start_offset())?;
+        checkpoint::write_offset(
+            &self.dir,
+            checkpoint::LOG_START_OFFSET,
+            self.log_start_offset(),
+        )?;
         Ok(())
     }
 
@@ -436,7 +517,10 @@ impl Log {
     fn remove_below_log_start_locked(&self) -> Result<Vec<Arc<Segment>>, LogError> {
         let segments = self.snapshot();
         let log_start = self.log_start_offset();
-        let n = segments.windows(2).take_while(|w| w[1].base_offset() <= log_start).count();
+        let n = segments
+            .windows(2)
+            .take_while(|w| w[1].base_offset() <= log_start)
+            .count();
         self.remove_prefix_locked(n)
     }
 
@@ -504,9 +588,8 @@ impl Log {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(e.into()),
         }
-        if let Some(parent) = self.dir.parent() {
-            let _ = checkpoint::sync_dir(parent);
-        }
+        // Best effort: the directory is gone either way.
+        let _ = checkpoint::sync_parent(&self.dir);
         tracing::info!(dir = %self.dir.display(), "deleted log");
         Ok(())
     }
@@ -514,7 +597,13 @@ impl Log {
 
 /// Kafka's roll conditions, checked only for a non-empty active segment (an oversized append
 /// goes into an empty segment rather than rolling forever).
-fn should_roll(active: &Segment, config: &LogConfig, incoming: u64, last_offset: i64, now_ms: i64) -> bool {
+fn should_roll(
+    active: &Segment,
+    config: &LogConfig,
+    incoming: u64,
+    last_offset: i64,
+    now_ms: i64,
+) -> bool {
     let size = active.size();
     if size == 0 {
         return false;
@@ -527,7 +616,14 @@ fn should_roll(active: &Segment, config: &LogConfig, incoming: u64, last_offset:
 }
 
 /// Assigns offsets and the leader epoch in place and applies the topic's timestamp type.
-fn stamp(records: &mut [u8], headers: &mut [BatchHeader], first_offset: i64, epoch: i32, ts_type: TimestampType, now_ms: i64) {
+fn stamp(
+    records: &mut [u8],
+    headers: &mut [BatchHeader],
+    first_offset: i64,
+    epoch: i32,
+    ts_type: TimestampType,
+    now_ms: i64,
+) {
     let (mut pos, mut next_offset) = (0usize, first_offset);
     for h in headers.iter_mut() {
         let bytes = &mut records[pos..pos + h.total_size()];

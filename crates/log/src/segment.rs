@@ -94,7 +94,14 @@ impl Segment {
             .open(dir.join(file_name(base_offset, LOG_EXT)))?;
         let offset_index = OffsetIndex::create(&dir.join(file_name(base_offset, INDEX_EXT)))?;
         let time_index = TimeIndex::create(&dir.join(file_name(base_offset, TIME_INDEX_EXT)))?;
-        let parts = Parts { log, size: 0, next_offset: base_offset, offset_index, time_index, max: None };
+        let parts = Parts {
+            log,
+            size: 0,
+            next_offset: base_offset,
+            offset_index,
+            time_index,
+            max: None,
+        };
         Ok(Segment::from_parts(dir, base_offset, parts))
     }
 
@@ -107,7 +114,10 @@ impl Segment {
             next_offset: AtomicI64::new(parts.next_offset),
             offset_index: parts.offset_index,
             time_index: parts.time_index,
-            stats: Mutex::new(Stats { max: parts.max, bytes_since_index: 0 }),
+            stats: Mutex::new(Stats {
+                max: parts.max,
+                bytes_since_index: 0,
+            }),
             rolling_ts: AtomicI64::new(NO_TIMESTAMP),
             dirty_log: AtomicBool::new(false),
             dirty_index: AtomicBool::new(false),
@@ -170,7 +180,8 @@ impl Segment {
     }
 
     pub(crate) fn indexes_full(&self) -> bool {
-        self.offset_index.len() >= offset_index::MAX_ENTRIES || self.time_index.len() >= time_index::MAX_ENTRIES
+        self.offset_index.len() >= offset_index::MAX_ENTRIES
+            || self.time_index.len() >= time_index::MAX_ENTRIES
     }
 
     /// Offset relative to the base, saturated into u32 (callers keep real values in range).
@@ -187,7 +198,10 @@ impl Segment {
     pub(crate) fn track_batch(&self, position: u64, batch: &BatchHeader, index_interval: u64) {
         let mut st = self.stats();
         if st.max.is_none_or(|m| batch.max_timestamp > m.timestamp) {
-            st.max = Some(TimestampOffset { timestamp: batch.max_timestamp, offset: batch.base_offset });
+            st.max = Some(TimestampOffset {
+                timestamp: batch.max_timestamp,
+                offset: batch.base_offset,
+            });
         }
         // The first batch is always indexed so that an empty index means an empty segment.
         if self.offset_index.len() == 0 || st.bytes_since_index >= index_interval {
@@ -204,8 +218,15 @@ impl Segment {
     }
 
     fn push_time_entry_if_greater(&self, max: TimestampOffset) {
-        if self.time_index.last().is_none_or(|e| max.timestamp > e.timestamp) {
-            self.time_index.push(TimeEntry { timestamp: max.timestamp, rel_offset: self.relative(max.offset) });
+        if self
+            .time_index
+            .last()
+            .is_none_or(|e| max.timestamp > e.timestamp)
+        {
+            self.time_index.push(TimeEntry {
+                timestamp: max.timestamp,
+                rel_offset: self.relative(max.offset),
+            });
         }
     }
 
@@ -218,7 +239,13 @@ impl Segment {
 
     /// Writes `data` (whole, already validated and stamped batches) with a single pwrite at the
     /// committed end, then indexes them and publishes the new committed size.
-    pub(crate) fn append(&self, data: &[u8], batches: &[BatchHeader], index_interval: u64, now_ms: i64) -> io::Result<()> {
+    pub(crate) fn append(
+        &self,
+        data: &[u8],
+        batches: &[BatchHeader],
+        index_interval: u64,
+        now_ms: i64,
+    ) -> io::Result<()> {
         let start = self.size.load(Ordering::Acquire);
         if let Err(e) = self.log.write_all_at(data, start) {
             // Drop any partial write so the file never holds bytes past the committed size.
@@ -231,9 +258,15 @@ impl Segment {
             pos += batch.total_size() as u64;
         }
         if let Some(last) = batches.last() {
-            self.next_offset.store(last.last_offset() + 1, Ordering::Release);
+            self.next_offset
+                .store(last.last_offset() + 1, Ordering::Release);
         }
-        let _ = self.rolling_ts.compare_exchange(NO_TIMESTAMP, now_ms, Ordering::AcqRel, Ordering::Acquire);
+        let _ = self.rolling_ts.compare_exchange(
+            NO_TIMESTAMP,
+            now_ms,
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        );
         self.dirty_log.store(true, Ordering::Release);
         self.size.store(pos, Ordering::Release);
         Ok(())
@@ -263,7 +296,10 @@ impl Segment {
     pub(crate) fn activate(&self) -> io::Result<()> {
         self.offset_index.activate()?;
         self.time_index.activate()?;
-        let last_indexed = self.offset_index.last().map_or(0, |e| u64::from(e.position));
+        let last_indexed = self
+            .offset_index
+            .last()
+            .map_or(0, |e| u64::from(e.position));
         self.set_bytes_since_index(self.size().saturating_sub(last_indexed));
         Ok(())
     }
@@ -278,7 +314,11 @@ impl Segment {
             }
         }
         if include_indexes && self.dirty_index.swap(false, Ordering::AcqRel) {
-            if let Err(e) = self.offset_index.sync().and_then(|()| self.time_index.sync()) {
+            if let Err(e) = self
+                .offset_index
+                .sync()
+                .and_then(|()| self.time_index.sync())
+            {
                 self.dirty_index.store(true, Ordering::Release);
                 return Err(e);
             }
@@ -308,7 +348,9 @@ impl Segment {
             match fs::remove_file(&path) {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                Err(e) => tracing::warn!(path = %path.display(), error = %e, "failed to delete segment file"),
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), error = %e, "failed to delete segment file")
+                }
             }
         }
     }
@@ -321,22 +363,40 @@ impl Segment {
     }
 
     fn cursor(&self, committed: u64) -> HeaderCursor<'_> {
-        HeaderCursor { seg: self, limit: committed, buf: Vec::new(), buf_start: 0 }
+        HeaderCursor {
+            seg: self,
+            limit: committed,
+            buf: Vec::new(),
+            buf_start: 0,
+        }
     }
 
     /// Visits batches from `pos` (a batch start) until `visit` returns false or `committed`.
-    fn walk(&self, pos: u64, committed: u64, visit: impl FnMut(u64, &BatchHeader) -> bool) -> Result<(), LogError> {
+    fn walk(
+        &self,
+        pos: u64,
+        committed: u64,
+        visit: impl FnMut(u64, &BatchHeader) -> bool,
+    ) -> Result<(), LogError> {
         self.cursor(committed).walk(pos, visit)
     }
 
     /// Position and header of the first batch whose last offset is >= `offset`: one index
     /// search, then a short header walk.
-    pub(crate) fn find_batch(&self, offset: i64, committed: u64) -> Result<Option<(u64, BatchHeader)>, LogError> {
+    pub(crate) fn find_batch(
+        &self,
+        offset: i64,
+        committed: u64,
+    ) -> Result<Option<(u64, BatchHeader)>, LogError> {
         let mut cursor = self.cursor(committed);
         self.find_batch_with(&mut cursor, offset)
     }
 
-    fn find_batch_with(&self, cursor: &mut HeaderCursor<'_>, offset: i64) -> Result<Option<(u64, BatchHeader)>, LogError> {
+    fn find_batch_with(
+        &self,
+        cursor: &mut HeaderCursor<'_>,
+        offset: i64,
+    ) -> Result<Option<(u64, BatchHeader)>, LogError> {
         let start = match self.offset_index.lookup(self.relative(offset))? {
             Some(e) if u64::from(e.position) < cursor.limit => u64::from(e.position),
             _ => 0,
@@ -355,10 +415,18 @@ impl Segment {
 
     /// Whole batches from the one containing `offset`; see `Log::read`. `None` if no batch of
     /// this segment reaches `offset`.
-    pub(crate) fn read(&self, offset: i64, max_bytes: usize, max_offset: i64, min_one_batch: bool) -> Result<Option<ReadResult>, LogError> {
+    pub(crate) fn read(
+        &self,
+        offset: i64,
+        max_bytes: usize,
+        max_offset: i64,
+        min_one_batch: bool,
+    ) -> Result<Option<ReadResult>, LogError> {
         let committed = self.size();
         let mut cursor = self.cursor(committed);
-        let Some((pos, first)) = self.find_batch_with(&mut cursor, offset)? else { return Ok(None) };
+        let Some((pos, first)) = self.find_batch_with(&mut cursor, offset)? else {
+            return Ok(None);
+        };
         if first.last_offset() >= max_offset {
             return Ok(Some(ReadResult::empty()));
         }
@@ -393,22 +461,44 @@ impl Segment {
             last_offset = h.last_offset();
             end += h.total_size();
         }
-        Ok(Some(ReadResult { records: buf.slice(..end), first_offset: first.base_offset, last_offset }))
+        Ok(Some(ReadResult {
+            records: buf.slice(..end),
+            first_offset: first.base_offset,
+            last_offset,
+        }))
     }
 
     /// Reads exactly the batch at `pos`.
-    pub(crate) fn read_batch(&self, pos: u64, header: &BatchHeader) -> Result<ReadResult, LogError> {
+    pub(crate) fn read_batch(
+        &self,
+        pos: u64,
+        header: &BatchHeader,
+    ) -> Result<ReadResult, LogError> {
         let mut buf = vec![0u8; header.total_size()];
         self.log.read_exact_at(&mut buf, pos)?;
-        Ok(ReadResult { records: Bytes::from(buf), first_offset: header.base_offset, last_offset: header.last_offset() })
+        Ok(ReadResult {
+            records: Bytes::from(buf),
+            first_offset: header.base_offset,
+            last_offset: header.last_offset(),
+        })
     }
 
     /// First batch with maxTimestamp >= `ts` among batches whose last offset is in [lo, hi).
-    pub(crate) fn find_by_timestamp(&self, ts: i64, lo: i64, hi: i64) -> Result<Option<(u64, BatchHeader)>, LogError> {
+    pub(crate) fn find_by_timestamp(
+        &self,
+        ts: i64,
+        lo: i64,
+        hi: i64,
+    ) -> Result<Option<(u64, BatchHeader)>, LogError> {
         let committed = self.size();
-        let start_rel = self.time_index.lookup_before(ts)?.map_or(0, |e| e.rel_offset);
+        let start_rel = self
+            .time_index
+            .lookup_before(ts)?
+            .map_or(0, |e| e.rel_offset);
         let start = self.absolute(start_rel).max(lo);
-        let Some((pos, _)) = self.find_batch(start, committed)? else { return Ok(None) };
+        let Some((pos, _)) = self.find_batch(start, committed)? else {
+            return Ok(None);
+        };
         let mut found = None;
         self.walk(pos, committed, |p, h| {
             if h.last_offset() >= hi {
@@ -425,9 +515,15 @@ impl Segment {
 
     /// The (first) batch with the largest maxTimestamp among batches whose last offset is in
     /// [lo, hi).
-    pub(crate) fn max_timestamp_in_range(&self, lo: i64, hi: i64) -> Result<Option<(u64, BatchHeader)>, LogError> {
+    pub(crate) fn max_timestamp_in_range(
+        &self,
+        lo: i64,
+        hi: i64,
+    ) -> Result<Option<(u64, BatchHeader)>, LogError> {
         let committed = self.size();
-        let Some(max) = self.max_timestamp() else { return Ok(None) };
+        let Some(max) = self.max_timestamp() else {
+            return Ok(None);
+        };
         let visible = |h: &BatchHeader| h.last_offset() >= lo && h.last_offset() < hi;
         if self.next_offset() <= hi {
             if let Some((pos, h)) = self.find_batch(max.offset, committed)? {
@@ -467,7 +563,8 @@ impl Segment {
             if h.last_offset() >= hi {
                 return false;
             }
-            if h.last_offset() >= lo && best.is_none_or(|(_, b)| h.max_timestamp > b.max_timestamp) {
+            if h.last_offset() >= lo && best.is_none_or(|(_, b)| h.max_timestamp > b.max_timestamp)
+            {
                 best = Some((p, *h));
             }
             true
@@ -486,7 +583,11 @@ struct HeaderCursor<'a> {
 
 impl HeaderCursor<'_> {
     /// Visits batches from `pos` (a batch start) until `visit` returns false or the limit.
-    fn walk(&mut self, mut pos: u64, mut visit: impl FnMut(u64, &BatchHeader) -> bool) -> Result<(), LogError> {
+    fn walk(
+        &mut self,
+        mut pos: u64,
+        mut visit: impl FnMut(u64, &BatchHeader) -> bool,
+    ) -> Result<(), LogError> {
         while let Some(h) = self.header_at(pos)? {
             if !visit(pos, &h) {
                 break;
@@ -521,7 +622,10 @@ impl HeaderCursor<'_> {
         }
         let off = (pos - self.buf_start) as usize;
         let h = BatchHeader::parse(&self.buf[off..off + HEADER_SIZE])?;
-        if h.batch_length < MIN_BATCH_LENGTH || h.last_offset_delta < 0 || pos + h.total_size() as u64 > self.limit {
+        if h.batch_length < MIN_BATCH_LENGTH
+            || h.last_offset_delta < 0
+            || pos + h.total_size() as u64 > self.limit
+        {
             return Err(self.seg.corrupt(pos, "invalid batch header"));
         }
         Ok(Some(h))
@@ -535,8 +639,14 @@ mod tests {
     #[test]
     fn file_names_round_trip() {
         assert_eq!(file_name(42, LOG_EXT), "00000000000000000042.log");
-        assert_eq!(parse_file_name("00000000000000000042.log"), Some((42, "log")));
-        assert_eq!(parse_file_name("00000000000000000042.log.deleted"), Some((42, "log.deleted")));
+        assert_eq!(
+            parse_file_name("00000000000000000042.log"),
+            Some((42, "log"))
+        );
+        assert_eq!(
+            parse_file_name("00000000000000000042.log.deleted"),
+            Some((42, "log.deleted"))
+        );
         assert_eq!(parse_file_name("0000000000000000042.log"), None);
         assert_eq!(parse_file_name("partition.metadata"), None);
         assert_eq!(parse_file_name("recovery-point"), None);

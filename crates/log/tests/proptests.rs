@@ -45,13 +45,20 @@ struct Op {
 }
 
 fn op() -> impl Strategy<Value = Op> {
-    proptest::collection::vec((1i32..6, 0usize..300, 0i64..10_000), 1..4).prop_map(|batches| Op { batches })
+    proptest::collection::vec((1i32..6, 0usize..300, 0i64..10_000), 1..4)
+        .prop_map(|batches| Op { batches })
 }
 
 fn apply(log: &Log, op: &Op, model: &mut Vec<Stored>) {
     let mut input = Vec::new();
     for (i, (count, len, ts)) in op.batches.iter().enumerate() {
-        input.extend(build(&BatchSpec { record_count: *count, value_len: *len, base_timestamp: *ts, fill: (model.len() + i) as u8, ..Default::default() }));
+        input.extend(build(&BatchSpec {
+            record_count: *count,
+            value_len: *len,
+            base_timestamp: *ts,
+            fill: (model.len() + i) as u8,
+            ..Default::default()
+        }));
     }
     let (info, stored) = append(log, &input, 0);
     assert_eq!(info.first_offset, model.last().map_or(0, |s| s.last + 1));
@@ -60,9 +67,22 @@ fn apply(log: &Log, op: &Op, model: &mut Vec<Stored>) {
 
 /// What `read` must return according to the model: whole batches from the containing one, within
 /// its segment, under max_bytes (at least one if min_one) and max_offset.
-fn expected_read(model: &[Stored], bases: &[i64], offset: i64, max_bytes: usize, max_offset: i64, min_one: bool) -> Vec<u8> {
-    let Some(start) = model.iter().position(|s| s.last >= offset) else { return Vec::new() };
-    let seg_end = bases.iter().copied().find(|b| *b > model[start].base).unwrap_or(i64::MAX);
+fn expected_read(
+    model: &[Stored],
+    bases: &[i64],
+    offset: i64,
+    max_bytes: usize,
+    max_offset: i64,
+    min_one: bool,
+) -> Vec<u8> {
+    let Some(start) = model.iter().position(|s| s.last >= offset) else {
+        return Vec::new();
+    };
+    let seg_end = bases
+        .iter()
+        .copied()
+        .find(|b| *b > model[start].base)
+        .unwrap_or(i64::MAX);
     let mut out = Vec::new();
     for s in &model[start..] {
         if s.base >= seg_end || s.last >= max_offset {
@@ -84,8 +104,16 @@ fn check_reads(log: &Log, model: &[Stored], probes: &[(prop::sample::Index, usiz
         let offset = at.index(end as usize + 1) as i64;
         let max_offset = end - max_back;
         let got = log.read(offset, *max_bytes, max_offset, *min_one).unwrap();
-        let want = if offset >= max_offset { Vec::new() } else { expected_read(model, &bases, offset, *max_bytes, max_offset, *min_one) };
-        assert_eq!(&got.records[..], &want[..], "offset {offset} max_bytes {max_bytes} max_offset {max_offset} min_one {min_one}");
+        let want = if offset >= max_offset {
+            Vec::new()
+        } else {
+            expected_read(model, &bases, offset, *max_bytes, max_offset, *min_one)
+        };
+        assert_eq!(
+            &got.records[..],
+            &want[..],
+            "offset {offset} max_bytes {max_bytes} max_offset {max_offset} min_one {min_one}"
+        );
     }
 }
 

@@ -72,11 +72,13 @@ pub async fn handle(ctx: &Arc<ConnectionContext>, version: i16, req: ProduceRequ
     };
 
     if acks == 0 {
-        // Kafka sends no response for acks=0; errors are visible only in the broker's log.
-        for o in &outcomes {
-            if o.response.error_code != 0 {
-                tracing::debug!(peer = %ctx.peer, partition = o.response.index, error_code = o.response.error_code, "acks=0 produce failed");
-            }
+        // Kafka sends no response for acks=0; on an error it closes the connection, so the client notices and
+        // refreshes its metadata.
+        if let Some(o) = outcomes.iter().find(|o| o.response.error_code != 0) {
+            return Respond::Close(format!(
+                "acks=0 produce to partition {} failed with error code {}",
+                o.response.index, o.response.error_code
+            ));
         }
         return Respond::Nothing;
     }

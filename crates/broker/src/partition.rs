@@ -4,7 +4,7 @@
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicI64, Ordering};
 use std::sync::{Arc, RwLock};
 
-use strom_log::{AppendInfo, Log, LogError, ReadResult};
+use strom_log::{AppendInfo, BatchHeader, Log, LogError, ReadResult};
 use tokio::sync::{watch, Notify};
 use uuid::Uuid;
 
@@ -82,9 +82,10 @@ impl Partition {
         }
     }
 
-    /// Validates and appends a produce request's record set. Blocking (file write): call from a blocking thread.
-    pub fn append(&self, records: &mut [u8]) -> Result<AppendInfo, LogError> {
-        let info = self.log.append(records, self.leader_epoch(), now_ms(), false)?;
+    /// Appends a produce request's record set that the caller validated with `validate_batches` (the headers it
+    /// returned). Blocking (file write): call from a blocking thread.
+    pub fn append(&self, records: &mut [u8], headers: Vec<BatchHeader>) -> Result<AppendInfo, LogError> {
+        let info = self.log.append_validated(records, headers, self.leader_epoch(), now_ms(), false)?;
         let leo = info.last_offset + 1;
         self.end_offset.send_replace(leo);
         let flush_messages = self.config.read().map(|c| c.flush_messages).unwrap_or(i64::MAX);

@@ -219,7 +219,22 @@ impl Log {
                 max: config.max_message_bytes,
             });
         }
-        let mut headers = validate_batches(records, config.max_message_bytes)?;
+        let headers = validate_batches(records, config.max_message_bytes)?;
+        self.append_validated(records, headers, leader_epoch, now_ms, allow_control)
+    }
+
+    /// `append` for a record set the caller has already passed through [`validate_batches`] (with this log's
+    /// `max.message.bytes`), so the CRC of every batch is not computed twice on the produce path. `headers` must
+    /// be exactly what `validate_batches` returned for these bytes.
+    pub fn append_validated(
+        &self,
+        records: &mut [u8],
+        mut headers: Vec<BatchHeader>,
+        leader_epoch: i32,
+        now_ms: i64,
+        allow_control: bool,
+    ) -> Result<AppendInfo, LogError> {
+        let config = self.config();
         if !allow_control {
             if let Some(h) = headers.iter().find(|h| h.is_control()) {
                 return Err(LogError::InvalidRecord(format!(

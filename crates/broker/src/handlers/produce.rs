@@ -144,7 +144,7 @@ fn append_one(w: Work, acks: i16, unknown: ResponseError) -> Outcome {
         return fail(e, Some(m));
     }
     let mut buf = records.to_vec();
-    match partition.append(&mut buf) {
+    match partition.append(&mut buf, headers) {
         Ok(info) => Outcome {
             topic: w.topic,
             response: PartitionProduceResponse::default()

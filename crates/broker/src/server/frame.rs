@@ -27,8 +27,15 @@ pub async fn read_frame<R: AsyncRead + Unpin>(reader: &mut R, max: usize) -> Res
     if size < 8 || size as usize > max {
         return Err(FrameError::BadSize { size, max });
     }
-    let mut buf = BytesMut::zeroed(size as usize);
-    reader.read_exact(&mut buf).await?;
+    // Read into spare capacity (no zero-fill of large produce frames), never past this frame.
+    let size = size as usize;
+    let mut buf = BytesMut::with_capacity(size);
+    let mut limited = reader.take(size as u64);
+    while buf.len() < size {
+        if limited.read_buf(&mut buf).await? == 0 {
+            return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof).into());
+        }
+    }
     Ok(buf.freeze())
 }
 

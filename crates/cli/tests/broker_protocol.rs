@@ -264,3 +264,45 @@ fn acknowledged_records_survive_kill9() {
     let r = produce(&mut c, "durable", 0, batch(&["after"], now, Compression::None), 1, 9);
     assert_eq!(r.base_offset, 50);
 }
+
+#[test]
+fn retention_advances_log_start_offset() {
+    let s = Server::start(&["log.retention.check.interval.ms=100"]);
+    let mut c = s.connect();
+    let req = CreateTopicsRequest::default()
+        .with_topics(vec![create_topics_request::CreatableTopic::default()
+            .with_name(topic_name("ret"))
+            .with_num_partitions(1)
+            .with_replication_factor(1)
+            .with_configs(vec![
+                create_topics_request::CreatableTopicConfig::default()
+                    .with_name(StrBytes::from_static_str("segment.bytes"))
+                    .with_value(Some(StrBytes::from_static_str("200"))),
+                create_topics_request::CreatableTopicConfig::default()
+                    .with_name(StrBytes::from_static_str("retention.bytes"))
+                    .with_value(Some(StrBytes::from_static_str("400"))),
+            ])])
+        .with_timeout_ms(5000);
+    let resp = c.send(&req, 7);
+    assert_eq!(resp.topics[0].error_code, 0);
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
+    for i in 0..20 {
+        let v = format!("value-{i:03}-{}", "x".repeat(100));
+        let r = produce(&mut c, "ret", 0, batch(&[&v], now, Compression::None), 1, 9);
+        assert_eq!(r.error_code, 0);
+    }
+    // Wait for the retention check to delete old segments.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let start = loop {
+        let p = fetch(&mut c, "ret", 0, 19, 12);
+        if p.log_start_offset > 0 || std::time::Instant::now() > deadline {
+            break p.log_start_offset;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    assert!(start > 0 && start < 20, "log start offset {start}");
+    // Reading below the log start offset is out of range.
+    assert_eq!(fetch(&mut c, "ret", 0, 0, 12).error_code, 1);
+    let p = fetch(&mut c, "ret", 0, start, 12);
+    assert_eq!(values_of(p.records.unwrap())[0].0, start);
+}

@@ -1,7 +1,15 @@
-//! The `strom` binary.
+//! The `strom` binary: the broker (`server`) and the operator tools (`topics`, `produce`, `consume`, `configs`,
+//! `perf`), the tools built on strom-client so they work against any Kafka-compatible broker.
 
+mod configs;
+mod connect_args;
+mod consume;
 mod perf;
+mod produce;
 mod server;
+mod topics;
+
+use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
@@ -16,15 +24,37 @@ struct Cli {
 enum Command {
     /// Run a broker (single node: 127.0.0.1:9092, data in ./strom-data, unless configured otherwise).
     Server(server::ServerArgs),
+    /// Create, list, describe, alter and delete topics (kafka-topics.sh).
+    #[command(subcommand)]
+    Topics(topics::TopicsCommand),
+    /// Send lines from stdin as records (kafka-console-producer.sh).
+    Produce(produce::ProduceArgs),
+    /// Print records of a topic (kafka-console-consumer.sh).
+    Consume(consume::ConsumeArgs),
+    /// Describe and alter topic and broker configs (kafka-configs.sh).
+    #[command(subcommand)]
+    Configs(configs::ConfigsCommand),
     /// Load generators (kafka-producer-perf-test / kafka-consumer-perf-test equivalents).
     #[command(subcommand)]
     Perf(perf::PerfCommand),
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() -> ExitCode {
     let cli = Cli::parse();
-    match cli.command {
+    let result = match cli.command {
         Command::Server(args) => server::run(args),
+        Command::Topics(cmd) => topics::run(cmd),
+        Command::Produce(args) => produce::run(args),
+        Command::Consume(args) => consume::run(args),
+        Command::Configs(cmd) => configs::run(cmd),
         Command::Perf(cmd) => perf::run(cmd),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // One line: the error and its causes joined with ": ".
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
     }
 }

@@ -3,6 +3,7 @@
 use std::sync::{Arc, Mutex, RwLock};
 
 use crate::config::BrokerConfig;
+use crate::coordinator::group::GroupCoordinator;
 use crate::metadata::{MetadataImage, MetadataLog, MetadataRecord};
 use crate::replica_manager::ReplicaManager;
 
@@ -12,6 +13,7 @@ pub struct Broker {
     metadata_log: Mutex<MetadataLog>,
     image: RwLock<Arc<MetadataImage>>,
     pub replicas: ReplicaManager,
+    pub groups: GroupCoordinator,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -34,6 +36,7 @@ impl Broker {
         let replicas = ReplicaManager::new(config.clone());
         replicas.load(&image)?;
         Ok(Broker {
+            groups: GroupCoordinator::new(&config),
             config,
             cluster_id,
             metadata_log: Mutex::new(log),

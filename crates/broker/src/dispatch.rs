@@ -26,6 +26,20 @@ pub const SUPPORTED_APIS: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DescribeConfigs, 1, 4),
     (ApiKey::CreatePartitions, 0, 3),
     (ApiKey::DescribeCluster, 0, 2),
+    // Group coordinator (coordinator/group): classic protocol, offsets, admin, and KIP-848.
+    (ApiKey::FindCoordinator, 0, 6),
+    (ApiKey::JoinGroup, 0, 9),
+    (ApiKey::SyncGroup, 0, 5),
+    (ApiKey::Heartbeat, 0, 4),
+    (ApiKey::LeaveGroup, 0, 5),
+    (ApiKey::OffsetCommit, 2, 9),
+    (ApiKey::OffsetFetch, 1, 9),
+    (ApiKey::OffsetDelete, 0, 0),
+    (ApiKey::DescribeGroups, 0, 6),
+    (ApiKey::ListGroups, 0, 5),
+    (ApiKey::DeleteGroups, 0, 2),
+    (ApiKey::ConsumerGroupHeartbeat, 0, 1),
+    (ApiKey::ConsumerGroupDescribe, 0, 1),
 ];
 
 pub fn supported_range(key: ApiKey) -> Option<(i16, i16)> {
@@ -90,6 +104,18 @@ pub async fn dispatch(ctx: &Arc<ConnectionContext>, frame: Bytes) -> Result<Repl
             <$t>::decode(&mut body, version).map_err(|error| DispatchError::Malformed { key, version, error })?
         };
     }
+    // Group requests wait on their coordinator shard (a JoinGroup for the whole join phase), so they run as tasks
+    // and the connection keeps reading; the writer still answers in request order.
+    macro_rules! deferred {
+        ($t:ty, $handler:path $(, $extra:expr)?) => {{
+            let req = decode!($t);
+            let ctx = ctx.clone();
+            Reply::Deferred(tokio::spawn(async move {
+                let resp = $handler(&ctx, version, $($extra,)? req).await;
+                encode_or_log(key, version, correlation_id, &resp)
+            }))
+        }};
+    }
     macro_rules! ready {
         ($resp:expr) => {
             Reply::Ready(Some(encode(key, version, correlation_id, &$resp)?))
@@ -148,6 +174,21 @@ pub async fn dispatch(ctx: &Arc<ConnectionContext>, frame: Bytes) -> Result<Repl
             let req = decode!(DescribeClusterRequest);
             ready!(handlers::describe_cluster::handle(ctx, version, req))
         }
+        ApiKey::FindCoordinator => deferred!(FindCoordinatorRequest, handlers::find_coordinator::handle),
+        ApiKey::JoinGroup => deferred!(JoinGroupRequest, handlers::join_group::handle, client_id),
+        ApiKey::SyncGroup => deferred!(SyncGroupRequest, handlers::sync_group::handle),
+        ApiKey::Heartbeat => deferred!(HeartbeatRequest, handlers::heartbeat::handle),
+        ApiKey::LeaveGroup => deferred!(LeaveGroupRequest, handlers::leave_group::handle),
+        ApiKey::OffsetCommit => deferred!(OffsetCommitRequest, handlers::offset_commit::handle),
+        ApiKey::OffsetFetch => deferred!(OffsetFetchRequest, handlers::offset_fetch::handle),
+        ApiKey::OffsetDelete => deferred!(OffsetDeleteRequest, handlers::offset_delete::handle),
+        ApiKey::DescribeGroups => deferred!(DescribeGroupsRequest, handlers::describe_groups::handle),
+        ApiKey::ListGroups => deferred!(ListGroupsRequest, handlers::list_groups::handle),
+        ApiKey::DeleteGroups => deferred!(DeleteGroupsRequest, handlers::delete_groups::handle),
+        ApiKey::ConsumerGroupHeartbeat => {
+            deferred!(ConsumerGroupHeartbeatRequest, handlers::consumer_group_heartbeat::handle, client_id)
+        }
+        ApiKey::ConsumerGroupDescribe => deferred!(ConsumerGroupDescribeRequest, handlers::consumer_group_describe::handle),
         _ => return Err(DispatchError::UnknownApiKey(raw_key)),
     };
     Ok(reply)

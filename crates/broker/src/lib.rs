@@ -5,6 +5,7 @@ pub mod broker;
 mod clock;
 pub mod config;
 pub mod controller;
+pub mod coordinator;
 pub mod dispatch;
 mod errors;
 pub mod handlers;

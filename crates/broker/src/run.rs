@@ -27,6 +27,8 @@ pub async fn run(config: BrokerConfig) -> anyhow::Result<RunningBroker> {
         data_dir = %dir.display(), cluster_id = %broker.cluster_id, node_id = broker.config.node_id,
         topics = broker.image().topics.len(), "data directory opened"
     );
+    // Group coordinator shards load their __consumer_offsets partitions before clients arrive.
+    broker.groups.start_hosted(&broker);
     let listeners = bind_listeners(&broker).await?;
     let mut addresses = Vec::new();
     let mut tasks = Vec::new();

@@ -1,0 +1,240 @@
+//! The group coordinator: consumer groups of both protocols (classic JoinGroup/SyncGroup and KIP-848
+//! ConsumerGroupHeartbeat) and their committed offsets.
+//!
+//! A group belongs to the `__consumer_offsets` partition its id hashes to (Kafka's `partitionFor`), and is served
+//! by that partition's shard (`shard.rs`), which keeps all of its state in that partition. This type only routes:
+//! it creates the topic on the first FindCoordinator, starts a shard for each hosted partition, and hands requests
+//! to the right shard.
+
+mod admin;
+pub mod assignor;
+mod classic;
+mod classic_group;
+pub mod config;
+mod consumer;
+mod consumer_group;
+pub mod consumer_protocol;
+mod offsets;
+pub mod records;
+mod shard;
+mod timer;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+
+use kafka_protocol::ResponseError;
+use tokio::sync::{mpsc, oneshot};
+
+pub use config::GroupConfig;
+pub use shard::{ListedGroup, Request};
+
+use crate::broker::{Broker, CommitError};
+use crate::config::BrokerConfig;
+use crate::controller::{plan_create_topic, ApiError, NewTopic};
+
+/// Kafka's internal topic for group state and committed offsets.
+pub const GROUP_METADATA_TOPIC_NAME: &str = "__consumer_offsets";
+
+/// Kafka's `partitionFor`: `Utils.abs(groupId.hashCode()) % partitions`, with Java's String.hashCode over UTF-16
+/// code units, so a group lands on the same partition number as in Kafka.
+pub fn partition_for(group_id: &str, partitions: i32) -> i32 {
+    let mut h: i32 = 0;
+    for unit in group_id.encode_utf16() {
+        h = h.wrapping_mul(31).wrapping_add(unit as i32);
+    }
+    let abs = if h == i32::MIN { 0 } else { h.abs() };
+    abs % partitions.max(1)
+}
+
+/// One partition's lag as the broker sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PartitionLag {
+    pub topic: String,
+    pub partition: i32,
+    /// None: the group never committed for this partition.
+    pub committed_offset: Option<i64>,
+    pub log_end_offset: i64,
+    /// From the committed offset, or from the log start offset when there is none (all retained records are
+    /// unread), so partitions nobody committed for still show their backlog.
+    pub lag: i64,
+}
+
+pub struct GroupCoordinator {
+    config: Arc<GroupConfig>,
+    shards: Mutex<HashMap<i32, mpsc::UnboundedSender<Request>>>,
+}
+
+impl GroupCoordinator {
+    pub fn new(broker: &BrokerConfig) -> GroupCoordinator {
+        GroupCoordinator { config: Arc::new(GroupConfig::from_broker(broker)), shards: Mutex::new(HashMap::new()) }
+    }
+
+    pub fn config(&self) -> &GroupConfig {
+        &self.config
+    }
+
+    /// Partitions of `__consumer_offsets`: the topic's, once it exists (the config only sizes its creation).
+    pub fn num_partitions(&self, broker: &Broker) -> i32 {
+        broker
+            .image()
+            .topic(GROUP_METADATA_TOPIC_NAME)
+            .map(|t| t.partitions.len() as i32)
+            .unwrap_or(self.config.offsets_topic_num_partitions)
+    }
+
+    pub fn partition_of(&self, broker: &Broker, group_id: &str) -> i32 {
+        partition_for(group_id, self.num_partitions(broker))
+    }
+
+    /// Creates `__consumer_offsets` if it does not exist yet (Kafka does so on the first FindCoordinator).
+    /// Blocking: call from a blocking thread.
+    pub fn ensure_topic(&self, broker: &Broker) -> Result<(), ApiError> {
+        if broker.image().topic(GROUP_METADATA_TOPIC_NAME).is_some() {
+            return Ok(());
+        }
+        let mut configs = BTreeMap::new();
+        configs.insert("segment.bytes".to_string(), self.config.offsets_topic_segment_bytes.to_string());
+        configs.insert("compression.type".to_string(), "producer".to_string());
+        // Kafka's __consumer_offsets is compacted (cleanup.policy=compact). Until the log cleaner lands (issue 5),
+        // the topic keeps every record forever instead, so retention can never delete committed offsets.
+        // COMPACTION SWITCH: once `cleanup.policy=compact` is accepted, replace the next line with
+        //   configs.insert("cleanup.policy".to_string(), "compact".to_string());
+        configs.insert("retention.ms".to_string(), "-1".to_string());
+        let result = broker.commit(|image| {
+            if image.topic(GROUP_METADATA_TOPIC_NAME).is_some() {
+                return Ok((Vec::new(), ()));
+            }
+            let planned = plan_create_topic(
+                image,
+                &broker.config,
+                &NewTopic {
+                    name: GROUP_METADATA_TOPIC_NAME,
+                    num_partitions: self.config.offsets_topic_num_partitions,
+                    replication_factor: -1,
+                    assignments: Vec::new(),
+                    configs: configs.clone(),
+                },
+            )?;
+            Ok((planned.records, ()))
+        });
+        match result {
+            Ok(()) => {
+                tracing::info!(topic = GROUP_METADATA_TOPIC_NAME, partitions = self.config.offsets_topic_num_partitions, "created internal topic");
+                Ok(())
+            }
+            Err(CommitError::Rejected(e)) => Err(e),
+            Err(CommitError::Io(e)) => Err(ApiError::new(ResponseError::KafkaStorageError, e.to_string())),
+        }
+    }
+
+    /// Starts a shard for every hosted `__consumer_offsets` partition, so groups are loaded (and dead members'
+    /// sessions expire) without waiting for a request. Called when the broker starts.
+    pub fn start_hosted(&self, broker: &Broker) {
+        for p in 0..self.num_partitions(broker) {
+            let _ = self.shard_for_partition(broker, p);
+        }
+    }
+
+    fn shard_for_partition(&self, broker: &Broker, p: i32) -> Result<mpsc::UnboundedSender<Request>, ResponseError> {
+        let mut shards = self.shards.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(tx) = shards.get(&p) {
+            if !tx.is_closed() {
+                return Ok(tx.clone());
+            }
+        }
+        let partition = broker.replicas.get(GROUP_METADATA_TOPIC_NAME, p).ok_or(ResponseError::NotCoordinator)?;
+        let (tx, rx) = mpsc::unbounded_channel();
+        tokio::spawn(shard::run(shard::Shard::new(p, self.config.clone()), partition, rx));
+        shards.insert(p, tx.clone());
+        Ok(tx)
+    }
+
+    /// Sends a request to the group's shard and waits for its answer.
+    pub async fn call<T>(
+        &self,
+        broker: &Broker,
+        group_id: &str,
+        make: impl FnOnce(oneshot::Sender<T>) -> Request,
+    ) -> Result<T, ResponseError> {
+        let p = self.partition_of(broker, group_id);
+        let tx = self.shard_for_partition(broker, p)?;
+        let (otx, orx) = oneshot::channel();
+        tx.send(make(otx)).map_err(|_| ResponseError::NotCoordinator)?;
+        // A dropped answer means the shard stopped (its partition went away): the client looks again.
+        orx.await.map_err(|_| ResponseError::NotCoordinator)
+    }
+
+    /// Every group on every hosted shard.
+    pub async fn list_groups(&self, broker: &Broker) -> Vec<ListedGroup> {
+        let mut receivers = Vec::new();
+        for p in 0..self.num_partitions(broker) {
+            if let Ok(tx) = self.shard_for_partition(broker, p) {
+                let (otx, orx) = oneshot::channel();
+                if tx.send(Request::ListGroups { tx: otx }).is_ok() {
+                    receivers.push(orx);
+                }
+            }
+        }
+        let mut out = Vec::new();
+        for r in receivers {
+            if let Ok(groups) = r.await {
+                out.extend(groups);
+            }
+        }
+        out.sort_by(|a, b| a.group_id.cmp(&b.group_id));
+        out
+    }
+
+    /// The group's lag per partition, computed here from the committed offsets and the hosted partitions: every
+    /// partition it committed for, plus every partition of the topics its members subscribe to. None when the group
+    /// does not exist.
+    pub async fn lag(&self, broker: &Broker, group_id: &str) -> Result<Option<Vec<PartitionLag>>, ResponseError> {
+        let Some((committed, topics)) =
+            self.call(broker, group_id, |tx| Request::GroupOffsets { group_id: group_id.to_string(), tx }).await?
+        else {
+            return Ok(None);
+        };
+        let image = broker.image();
+        let mut wanted: BTreeMap<(String, i32), Option<i64>> = BTreeMap::new();
+        for t in &topics {
+            if let Some(ti) = image.topic(t) {
+                for p in ti.partitions.keys() {
+                    wanted.insert((t.clone(), *p), None);
+                }
+            }
+        }
+        for (t, p, o) in committed {
+            wanted.insert((t, p), Some(o));
+        }
+        let mut out = Vec::new();
+        let topics_seen: BTreeSet<String> = wanted.keys().map(|(t, _)| t.clone()).collect();
+        for t in topics_seen {
+            for ((_, p), committed) in wanted.range((t.clone(), i32::MIN)..=(t.clone(), i32::MAX)) {
+                let Some(part) = broker.replicas.get(&t, *p) else { continue };
+                let leo = part.high_watermark();
+                let lag = match committed {
+                    Some(c) => (leo - c).max(0),
+                    None => leo - part.log_start_offset(),
+                };
+                out.push(PartitionLag { topic: t.clone(), partition: *p, committed_offset: *committed, log_end_offset: leo, lag });
+            }
+        }
+        Ok(Some(out))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::partition_for;
+
+    #[test]
+    fn partition_for_matches_kafka() {
+        // Java: "my-group".hashCode() = -1906497762 → 1906497762 % 50 = 12.
+        assert_eq!(partition_for("my-group", 50), 12);
+        // "".hashCode() = 0
+        assert_eq!(partition_for("", 50), 0);
+        // Negative hash codes use the absolute value: "polygenelubricants".hashCode() == Integer.MIN_VALUE → 0.
+        assert_eq!(partition_for("polygenelubricants", 50), 0);
+        assert!(partition_for("группа", 7) < 7);
+    }
+}

@@ -1,0 +1,350 @@
+//! Committed offsets (Kafka's OffsetMetadataManager): OffsetCommit, OffsetFetch, OffsetDelete and the expiry of
+//! offsets per `offsets.retention.minutes`. Every change is an OffsetCommit record (a tombstone to delete) in the
+//! shard's `__consumer_offsets` partition; the in-memory map is rebuilt from those records on load.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+
+use kafka_protocol::messages::offset_commit_response::{OffsetCommitResponsePartition, OffsetCommitResponseTopic};
+use kafka_protocol::messages::offset_delete_response::{
+    OffsetDeleteResponsePartition, OffsetDeleteResponseTopic,
+};
+use kafka_protocol::messages::{OffsetCommitRequest, OffsetCommitResponse, OffsetDeleteRequest, OffsetDeleteResponse};
+use kafka_protocol::ResponseError;
+use tokio::sync::oneshot;
+
+use super::classic_group::{ClassicGroup, ClassicGroupState};
+use super::records::{CoordinatorKey, OffsetCommitValue};
+use super::shard::{Effects, Group, Shard};
+use crate::clock::now_ms;
+use crate::metadata::MetadataImage;
+
+/// group → (topic, partition) → committed offset.
+#[derive(Default)]
+pub struct OffsetStore {
+    groups: HashMap<String, BTreeMap<(String, i32), OffsetCommitValue>>,
+}
+
+impl OffsetStore {
+    pub fn get(&self, group: &str, topic: &str, partition: i32) -> Option<&OffsetCommitValue> {
+        self.groups.get(group)?.get(&(topic.to_string(), partition))
+    }
+
+    pub fn group(&self, group: &str) -> Option<&BTreeMap<(String, i32), OffsetCommitValue>> {
+        self.groups.get(group)
+    }
+
+    pub fn put(&mut self, group: &str, topic: String, partition: i32, v: OffsetCommitValue) {
+        self.groups.entry(group.to_string()).or_default().insert((topic, partition), v);
+    }
+
+    pub fn remove(&mut self, group: &str, topic: &str, partition: i32) -> Option<OffsetCommitValue> {
+        let offsets = self.groups.get_mut(group)?;
+        let v = offsets.remove(&(topic.to_string(), partition));
+        if offsets.is_empty() {
+            self.groups.remove(group);
+        }
+        v
+    }
+
+    pub fn has_offsets(&self, group: &str) -> bool {
+        self.groups.get(group).is_some_and(|g| !g.is_empty())
+    }
+
+    pub fn group_ids(&self) -> Vec<String> {
+        self.groups.keys().cloned().collect()
+    }
+}
+
+/// OffsetCommit's per-partition outcome, before it is shaped into the response.
+fn commit_response(req: &OffsetCommitRequest, error: impl Fn(&str, i32) -> Option<ResponseError>) -> OffsetCommitResponse {
+    OffsetCommitResponse::default().with_topics(
+        req.topics
+            .iter()
+            .map(|t| {
+                OffsetCommitResponseTopic::default().with_name(t.name.clone()).with_topic_id(t.topic_id).with_partitions(
+                    t.partitions
+                        .iter()
+                        .map(|p| {
+                            OffsetCommitResponsePartition::default()
+                                .with_partition_index(p.partition_index)
+                                .with_error_code(error(&t.name.0, p.partition_index).map_or(0, |e| e.code()))
+                        })
+                        .collect(),
+                )
+            })
+            .collect(),
+    )
+}
+
+/// Kafka maps a failed write of coordinator records to the codes clients know how to retry.
+pub fn append_error_to_response(e: ResponseError) -> ResponseError {
+    match e {
+        ResponseError::UnknownTopicOrPartition | ResponseError::NotEnoughReplicas | ResponseError::RequestTimedOut => {
+            ResponseError::CoordinatorNotAvailable
+        }
+        ResponseError::NotLeaderOrFollower | ResponseError::KafkaStorageError => ResponseError::NotCoordinator,
+        ResponseError::MessageTooLarge | ResponseError::RecordListTooLarge | ResponseError::InvalidFetchSize => {
+            ResponseError::UnknownServerError
+        }
+        other => other,
+    }
+}
+
+impl Shard {
+    /// OffsetCommit: validate the committer against the group (generation or member epoch), then write one
+    /// record per partition. The answer waits for the records to be durable.
+    pub fn offset_commit(
+        &mut self,
+        req: OffsetCommitRequest,
+        version: i16,
+        image: Arc<MetadataImage>,
+        tx: oneshot::Sender<OffsetCommitResponse>,
+        fx: &mut Effects,
+    ) {
+        let group_id = req.group_id.0.to_string();
+        if let Err(e) = self.validate_offset_commit(&req, version) {
+            let _ = tx.send(commit_response(&req, |_, _| Some(e)));
+            return;
+        }
+        let now = now_ms();
+        // OffsetCommit v2-v4 may ask for a retention of its own; -1 (and every later version) uses the broker's.
+        let expire_timestamp = (version <= 4 && req.retention_time_ms != -1).then(|| now + req.retention_time_ms);
+        let mut errors: HashMap<(String, i32), ResponseError> = HashMap::new();
+        for t in &req.topics {
+            let topic = t.name.0.to_string();
+            let known = image.topic(&topic);
+            for p in &t.partitions {
+                let error = if known.is_none_or(|k| !k.partitions.contains_key(&p.partition_index)) {
+                    Some(ResponseError::UnknownTopicOrPartition)
+                } else if p.committed_metadata.as_ref().is_some_and(|m| m.len() > self.config.offset_metadata_max_bytes) {
+                    Some(ResponseError::OffsetMetadataTooLarge)
+                } else {
+                    None
+                };
+                if let Some(e) = error {
+                    errors.insert((topic.clone(), p.partition_index), e);
+                    continue;
+                }
+                let value = OffsetCommitValue {
+                    offset: p.committed_offset,
+                    leader_epoch: p.committed_leader_epoch,
+                    metadata: p.committed_metadata.as_ref().map(|m| m.to_string()).unwrap_or_default(),
+                    commit_timestamp: now,
+                    expire_timestamp,
+                };
+                fx.write(
+                    CoordinatorKey::OffsetCommit { group: group_id.clone(), topic: topic.clone(), partition: p.partition_index },
+                    Some(value.encode()),
+                );
+                self.offsets.put(&group_id, topic.clone(), p.partition_index, value);
+            }
+        }
+        // A commit for a group nobody created (a standalone consumer, an admin tool) creates an Empty group, as
+        // Kafka does, so that ListGroups and DescribeGroups show it.
+        if !self.groups.contains_key(&group_id) {
+            self.groups.insert(group_id.clone(), Group::Classic(ClassicGroup::new(group_id.clone(), now)));
+        }
+        let resp = commit_response(&req, |t, p| errors.get(&(t.to_string(), p)).copied());
+        fx.reply(tx, resp, |mut resp, e| {
+            let e = append_error_to_response(e);
+            for t in &mut resp.topics {
+                for p in &mut t.partitions {
+                    if p.error_code == 0 {
+                        p.error_code = e.code();
+                    }
+                }
+            }
+            resp
+        });
+    }
+
+    fn validate_offset_commit(&self, req: &OffsetCommitRequest, version: i16) -> Result<(), ResponseError> {
+        let group_id = req.group_id.0.as_str();
+        let generation = req.generation_id_or_member_epoch;
+        let member_id = req.member_id.as_str();
+        let instance = req.group_instance_id.as_ref().map(|i| i.as_str());
+        match self.groups.get(group_id) {
+            None => {
+                if generation < 0 {
+                    Ok(())
+                } else if version >= 9 {
+                    Err(ResponseError::GroupIdNotFound)
+                } else {
+                    Err(ResponseError::IllegalGeneration)
+                }
+            }
+            Some(Group::Classic(g)) => {
+                if g.is(ClassicGroupState::Dead) {
+                    return Err(ResponseError::CoordinatorNotAvailable);
+                }
+                if generation < 0 && g.is(ClassicGroupState::Empty) {
+                    // Admin tools and consumers without group management commit to empty groups.
+                    return Ok(());
+                }
+                if generation >= 0 || !member_id.is_empty() || instance.is_some() {
+                    validate_classic_member(g, member_id, instance)?;
+                    if generation != g.generation_id {
+                        return Err(ResponseError::IllegalGeneration);
+                    }
+                } else if !g.is(ClassicGroupState::Empty) {
+                    return Err(ResponseError::UnknownMemberId);
+                }
+                if g.is(ClassicGroupState::CompletingRebalance) {
+                    // The member holds the new generation but not yet its assignment: it must finish SyncGroup.
+                    return Err(ResponseError::RebalanceInProgress);
+                }
+                Ok(())
+            }
+            Some(Group::Consumer(g)) => g.validate_offset_commit(member_id, generation, version),
+        }
+    }
+
+    /// OffsetFetch for one group: the committed offsets of the partitions asked for (all when `topics` is None).
+    pub fn offset_fetch(
+        &self,
+        group_id: &str,
+        topics: Option<Vec<(String, Vec<i32>)>>,
+        member: Option<(String, i32)>,
+    ) -> Result<Vec<(String, i32, Option<OffsetCommitValue>)>, ResponseError> {
+        if let (Some(Group::Consumer(g)), Some((member_id, epoch))) = (self.groups.get(group_id), member.as_ref()) {
+            g.validate_offset_fetch(member_id, *epoch)?;
+        }
+        Ok(match topics {
+            Some(topics) => topics
+                .into_iter()
+                .flat_map(|(t, ps)| ps.into_iter().map(move |p| (t.clone(), p)))
+                .map(|(t, p)| {
+                    let v = self.offsets.get(group_id, &t, p).cloned();
+                    (t, p, v)
+                })
+                .collect(),
+            None => self
+                .offsets
+                .group(group_id)
+                .map(|o| o.iter().map(|((t, p), v)| (t.clone(), *p, Some(v.clone()))).collect())
+                .unwrap_or_default(),
+        })
+    }
+
+    /// OffsetDelete: only for partitions of topics the group does not consume right now.
+    pub fn offset_delete(&mut self, req: OffsetDeleteRequest, tx: oneshot::Sender<OffsetDeleteResponse>, fx: &mut Effects) {
+        let group_id = req.group_id.0.to_string();
+        let subscribed: HashSet<String> = match self.groups.get(&group_id) {
+            None => {
+                let _ = tx.send(OffsetDeleteResponse::default().with_error_code(ResponseError::GroupIdNotFound.code()));
+                return;
+            }
+            Some(Group::Classic(g)) if g.is(ClassicGroupState::Dead) => {
+                let _ = tx.send(OffsetDeleteResponse::default().with_error_code(ResponseError::GroupIdNotFound.code()));
+                return;
+            }
+            Some(Group::Classic(g)) => {
+                if g.is(ClassicGroupState::Empty) {
+                    HashSet::new()
+                } else {
+                    match g.subscribed_topics() {
+                        Some(t) => t,
+                        // A non-empty group whose protocol the broker cannot read: Kafka refuses outright.
+                        None => {
+                            let _ = tx.send(OffsetDeleteResponse::default().with_error_code(ResponseError::NonEmptyGroup.code()));
+                            return;
+                        }
+                    }
+                }
+            }
+            Some(Group::Consumer(g)) => g.subscribed_topic_names(),
+        };
+        let mut topics = Vec::new();
+        for t in &req.topics {
+            let name = t.name.0.to_string();
+            let mut partitions = Vec::new();
+            for p in &t.partitions {
+                let error = if subscribed.contains(&name) {
+                    ResponseError::GroupSubscribedToTopic.code()
+                } else {
+                    if self.offsets.remove(&group_id, &name, p.partition_index).is_some() {
+                        fx.write(
+                            CoordinatorKey::OffsetCommit { group: group_id.clone(), topic: name.clone(), partition: p.partition_index },
+                            None,
+                        );
+                    }
+                    0
+                };
+                partitions.push(OffsetDeleteResponsePartition::default().with_partition_index(p.partition_index).with_error_code(error));
+            }
+            topics.push(OffsetDeleteResponseTopic::default().with_name(t.name.clone()).with_partitions(partitions));
+        }
+        fx.reply(tx, OffsetDeleteResponse::default().with_topics(topics), |r, e| {
+            r.with_error_code(append_error_to_response(e).code())
+        });
+    }
+
+    /// Removes offsets past their retention (Kafka's cleanupGroupMetadata), and groups left with neither members
+    /// nor offsets.
+    pub fn expire_offsets(&mut self, fx: &mut Effects) {
+        let now = now_ms();
+        let retention = self.config.offsets_retention_ms;
+        for group_id in self.offsets.group_ids() {
+            // (base timestamp for offsets without an explicit expiry, topics that must be kept)
+            let condition: Option<(Option<i64>, HashSet<String>)> = match self.groups.get(&group_id) {
+                None => Some((None, HashSet::new())),
+                Some(Group::Classic(g)) => match &g.protocol_type {
+                    None => Some((None, HashSet::new())),
+                    Some(_) if g.is(ClassicGroupState::Empty) => Some((g.state_timestamp, HashSet::new())),
+                    Some(_) if g.is(ClassicGroupState::Stable) => g.subscribed_topics().map(|t| (None, t)),
+                    Some(_) => None,
+                },
+                Some(Group::Consumer(g)) => Some((None, g.subscribed_topic_names())),
+            };
+            let Some((base, keep)) = condition else { continue };
+            let expired: Vec<(String, i32)> = self
+                .offsets
+                .group(&group_id)
+                .into_iter()
+                .flatten()
+                .filter(|((t, _), v)| {
+                    !keep.contains(t)
+                        && match v.expire_timestamp {
+                            Some(at) => now >= at,
+                            None => now - base.unwrap_or(v.commit_timestamp) >= retention,
+                        }
+                })
+                .map(|(k, _)| k.clone())
+                .collect();
+            for (t, p) in &expired {
+                self.offsets.remove(&group_id, t, *p);
+                fx.write(CoordinatorKey::OffsetCommit { group: group_id.clone(), topic: t.clone(), partition: *p }, None);
+            }
+            if !expired.is_empty() {
+                tracing::info!(group = %group_id, offsets = expired.len(), "expired committed offsets");
+            }
+        }
+        // Groups with no members and no offsets left are deleted, as Kafka does.
+        let empty: Vec<String> = self
+            .groups
+            .iter()
+            .filter(|(id, g)| g.is_empty() && !self.offsets.has_offsets(id))
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in empty {
+            self.delete_group_records(&id, fx);
+            tracing::info!(group = %id, "removed empty group without offsets");
+        }
+    }
+}
+
+/// Kafka's ClassicGroup.validateMember: the member must exist and, when static, be the instance's current member.
+pub fn validate_classic_member(g: &ClassicGroup, member_id: &str, instance: Option<&str>) -> Result<(), ResponseError> {
+    if let Some(i) = instance {
+        match g.static_member_id(i) {
+            None => return Err(ResponseError::UnknownMemberId),
+            Some(existing) if existing != member_id => return Err(ResponseError::FencedInstanceId),
+            Some(_) => {}
+        }
+    }
+    if !g.has_member(member_id) {
+        return Err(ResponseError::UnknownMemberId);
+    }
+    Ok(())
+}

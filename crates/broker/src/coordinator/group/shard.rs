@@ -1,0 +1,501 @@
+//! One coordinator shard per hosted `__consumer_offsets` partition (Kafka's GroupCoordinatorShard run by its
+//! CoordinatorRuntime): a single task owns the state of every group that hashes to the partition, handles the
+//! requests and timers one at a time (so no rebalance race needs a lock), and writes the records that each change
+//! produces to the partition. Answers that depend on a write are released once the write is durable.
+//!
+//! The state is rebuilt from the partition when the shard starts, so a shard can later start on whichever
+//! broker leads the partition.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use kafka_protocol::messages::*;
+use kafka_protocol::records::{Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType};
+use kafka_protocol::ResponseError;
+use tokio::sync::{mpsc, oneshot};
+
+use super::classic_group::{ClassicGroup, ClassicGroupState};
+use super::config::GroupConfig;
+use super::consumer_group::ConsumerGroup;
+use super::offsets::OffsetStore;
+use super::records::{CoordinatorKey, GroupMetadataValue, OffsetCommitValue};
+use super::timer::Timers;
+use crate::clock::now_ms;
+use crate::metadata::MetadataImage;
+use crate::partition::Partition;
+
+/// A group of either protocol; one id names one group.
+pub enum Group {
+    Classic(ClassicGroup),
+    Consumer(ConsumerGroup),
+}
+
+impl Group {
+    /// No members: the group may be deleted, and its offsets expire from when it became so.
+    pub fn is_empty(&self) -> bool {
+        match self {
+            Group::Classic(g) => g.members.is_empty() && g.pending_members.is_empty(),
+            Group::Consumer(g) => g.members.is_empty(),
+        }
+    }
+
+    /// The names ListGroups v5 reports as the group type.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            Group::Classic(_) => "classic",
+            Group::Consumer(_) => "consumer",
+        }
+    }
+
+    pub fn state_name(&self) -> &'static str {
+        match self {
+            Group::Classic(g) => g.state.name(),
+            Group::Consumer(g) => g.state_name(),
+        }
+    }
+
+    pub fn protocol_type(&self) -> String {
+        match self {
+            Group::Classic(g) => g.protocol_type.clone().unwrap_or_default(),
+            Group::Consumer(_) => "consumer".into(),
+        }
+    }
+}
+
+type AfterWrite = Box<dyn FnOnce(Option<ResponseError>) + Send>;
+
+/// What handling one batch of requests produced: records to append, and answers to release after the append.
+#[derive(Default)]
+pub struct Effects {
+    records: Vec<(Bytes, Option<Bytes>)>,
+    after_write: Vec<AfterWrite>,
+}
+
+impl Effects {
+    pub fn write(&mut self, key: CoordinatorKey, value: Option<Bytes>) {
+        self.records.push((key.encode(), value));
+    }
+
+    /// Sends `resp` once this batch's records are durable; if the write fails, `on_error` rewrites it first.
+    pub fn reply<T: Send + 'static>(
+        &mut self,
+        tx: oneshot::Sender<T>,
+        resp: T,
+        on_error: impl FnOnce(T, ResponseError) -> T + Send + 'static,
+    ) {
+        self.after_write.push(Box::new(move |err| {
+            let resp = match err {
+                None => resp,
+                Some(e) => on_error(resp, e),
+            };
+            let _ = tx.send(resp);
+        }));
+    }
+}
+
+/// Named deadlines, as Kafka names its coordinator timers.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum TimerKey {
+    /// A member's (or pending member's) session: expires without a heartbeat.
+    Heartbeat { group: String, member: String },
+    /// The end of a join phase (initial delay, or the rebalance timeout).
+    Join { group: String },
+    /// Members that received the new generation must SyncGroup within the rebalance timeout.
+    Sync { group: String },
+    /// A KIP-848 member must revoke partitions within its rebalance timeout.
+    Revocation { group: String, member: String },
+    OffsetExpiry,
+}
+
+pub enum TimerAction {
+    HeartbeatExpired { group: String, member: String },
+    CompleteJoin { group: String },
+    InitialRebalance { group: String, delay_ms: i32, remaining_ms: i32 },
+    SyncExpired { group: String, generation: i32 },
+    ConsumerSessionExpired { group: String, member: String },
+    ConsumerRevocationExpired { group: String, member: String, epoch: i32 },
+    ExpireOffsets,
+}
+
+/// A group described for DescribeGroups (classic) — Kafka's DescribedGroup without the wire shaping.
+pub struct ListedGroup {
+    pub group_id: String,
+    pub protocol_type: String,
+    pub state: &'static str,
+    pub group_type: &'static str,
+}
+
+/// The requests a shard serves. Each carries the channel its answer goes back on.
+pub enum Request {
+    Join { req: JoinGroupRequest, version: i16, client_id: String, client_host: String, tx: oneshot::Sender<JoinGroupResponse> },
+    Sync { req: SyncGroupRequest, tx: oneshot::Sender<SyncGroupResponse> },
+    Heartbeat { req: HeartbeatRequest, tx: oneshot::Sender<HeartbeatResponse> },
+    /// Members normalised to the v3+ batch form.
+    Leave { group_id: String, members: Vec<leave_group_request::MemberIdentity>, tx: oneshot::Sender<LeaveGroupResponse> },
+    OffsetCommit { req: OffsetCommitRequest, version: i16, image: Arc<MetadataImage>, tx: oneshot::Sender<OffsetCommitResponse> },
+    OffsetFetch {
+        group_id: String,
+        topics: Option<Vec<(String, Vec<i32>)>>,
+        /// (member id, member epoch) of a KIP-848 member (OffsetFetch v9+), validated against the group.
+        member: Option<(String, i32)>,
+        tx: oneshot::Sender<Result<Vec<(String, i32, Option<OffsetCommitValue>)>, ResponseError>>,
+    },
+    OffsetDelete { req: OffsetDeleteRequest, tx: oneshot::Sender<OffsetDeleteResponse> },
+    DescribeGroup { group_id: String, tx: oneshot::Sender<describe_groups_response::DescribedGroup> },
+    ListGroups { tx: oneshot::Sender<Vec<ListedGroup>> },
+    DeleteGroup { group_id: String, tx: oneshot::Sender<Option<ResponseError>> },
+    ConsumerHeartbeat {
+        req: ConsumerGroupHeartbeatRequest,
+        version: i16,
+        client_id: String,
+        client_host: String,
+        image: Arc<MetadataImage>,
+        tx: oneshot::Sender<ConsumerGroupHeartbeatResponse>,
+    },
+    ConsumerDescribe {
+        group_id: String,
+        image: Arc<MetadataImage>,
+        tx: oneshot::Sender<consumer_group_describe_response::DescribedGroup>,
+    },
+    /// Committed offsets and the topics the group consumes (for lag).
+    GroupOffsets { group_id: String, tx: oneshot::Sender<Option<(Vec<(String, i32, i64)>, Vec<String>)>> },
+}
+
+pub struct Shard {
+    pub partition_index: i32,
+    pub config: Arc<GroupConfig>,
+    pub groups: HashMap<String, Group>,
+    pub offsets: OffsetStore,
+    pub timers: Timers<TimerKey, TimerAction>,
+}
+
+/// How many queued requests one loop iteration handles before writing: their records share one append and one
+/// fsync (the coordinator runtime's batching), which is what makes many small commits cheap.
+const MAX_BATCH: usize = 512;
+
+impl Shard {
+    pub fn new(partition_index: i32, config: Arc<GroupConfig>) -> Shard {
+        Shard { partition_index, config, groups: HashMap::new(), offsets: OffsetStore::default(), timers: Timers::default() }
+    }
+
+    /// Applies one record of the partition while loading (Kafka's replay).
+    pub fn replay(&mut self, key: &[u8], value: Option<&[u8]>) {
+        let key = match CoordinatorKey::decode(key) {
+            Ok(k) => k,
+            Err(e) => {
+                tracing::warn!(partition = self.partition_index, error = %e, "skipping unreadable __consumer_offsets key");
+                return;
+            }
+        };
+        match key {
+            CoordinatorKey::OffsetCommit { group, topic, partition } => match value {
+                Some(v) => match OffsetCommitValue::decode(v) {
+                    Ok(v) => {
+                        if !self.groups.contains_key(&group) {
+                            let g = ClassicGroup::new(group.clone(), v.commit_timestamp);
+                            self.groups.insert(group.clone(), Group::Classic(g));
+                        }
+                        self.offsets.put(&group, topic, partition, v);
+                    }
+                    Err(e) => tracing::warn!(group = %group, error = %e, "skipping unreadable offset commit value"),
+                },
+                None => {
+                    self.offsets.remove(&group, &topic, partition);
+                }
+            },
+            CoordinatorKey::GroupMetadata { group } => match value {
+                Some(v) => match GroupMetadataValue::decode(v) {
+                    Ok(v) => {
+                        self.groups.insert(group.clone(), Group::Classic(ClassicGroup::from_record(group, v)));
+                    }
+                    Err(e) => tracing::warn!(group = %group, error = %e, "skipping unreadable group metadata value"),
+                },
+                None => {
+                    self.groups.remove(&group);
+                }
+            },
+            CoordinatorKey::Other(_) => {}
+        }
+    }
+
+    /// After loading: members of loaded groups must heartbeat within their session timeout (Kafka's onLoaded),
+    /// and offset expiry starts ticking.
+    pub fn on_loaded(&mut self) {
+        // Groups with no members and no offsets left (a deleted group's tombstones were compacted away, or the
+        // group record was the last thing written) are not kept.
+        let offsets = &self.offsets;
+        self.groups.retain(|id, g| !g.is_empty() || offsets.has_offsets(id) || matches!(g, Group::Classic(c) if c.protocol_type.is_some()));
+        let mut sessions = Vec::new();
+        for (id, g) in &self.groups {
+            if let Group::Classic(g) = g {
+                for m in &g.members {
+                    sessions.push((id.clone(), m.member_id.clone(), m.session_timeout_ms));
+                }
+            }
+        }
+        for (group, member, timeout) in sessions {
+            self.schedule_heartbeat_expiry(&group, &member, timeout);
+        }
+        self.timers.schedule(
+            TimerKey::OffsetExpiry,
+            Duration::from_millis(self.config.offsets_retention_check_interval_ms),
+            TimerAction::ExpireOffsets,
+        );
+    }
+
+    pub fn schedule_heartbeat_expiry(&mut self, group: &str, member: &str, timeout_ms: i32) {
+        self.timers.schedule(
+            TimerKey::Heartbeat { group: group.to_string(), member: member.to_string() },
+            Duration::from_millis(timeout_ms.max(0) as u64),
+            TimerAction::HeartbeatExpired { group: group.to_string(), member: member.to_string() },
+        );
+    }
+
+    fn handle(&mut self, r: Request, fx: &mut Effects) {
+        match r {
+            Request::Join { req, version, client_id, client_host, tx } => self.classic_join(req, version, client_id, client_host, tx, fx),
+            Request::Sync { req, tx } => self.classic_sync(req, tx, fx),
+            Request::Heartbeat { req, tx } => {
+                let _ = tx.send(self.classic_heartbeat(req));
+            }
+            Request::Leave { group_id, members, tx } => self.classic_leave(group_id, members, tx, fx),
+            Request::OffsetCommit { req, version, image, tx } => self.offset_commit(req, version, image, tx, fx),
+            Request::OffsetFetch { group_id, topics, member, tx } => {
+                let _ = tx.send(self.offset_fetch(&group_id, topics, member));
+            }
+            Request::OffsetDelete { req, tx } => self.offset_delete(req, tx, fx),
+            Request::DescribeGroup { group_id, tx } => {
+                let _ = tx.send(self.describe_group(&group_id));
+            }
+            Request::ListGroups { tx } => {
+                let _ = tx.send(self.list_groups());
+            }
+            Request::DeleteGroup { group_id, tx } => self.delete_group(&group_id, tx, fx),
+            Request::ConsumerHeartbeat { req, version, client_id, client_host, image, tx } => {
+                self.consumer_heartbeat(req, version, client_id, client_host, &image, tx, fx)
+            }
+            Request::ConsumerDescribe { group_id, image, tx } => {
+                let _ = tx.send(self.consumer_describe(&group_id, &image));
+            }
+            Request::GroupOffsets { group_id, tx } => {
+                let _ = tx.send(self.group_offsets(&group_id));
+            }
+        }
+    }
+
+    fn on_timer(&mut self, action: TimerAction, fx: &mut Effects) {
+        match action {
+            TimerAction::HeartbeatExpired { group, member } => self.classic_heartbeat_expired(&group, &member, fx),
+            TimerAction::CompleteJoin { group } => {
+                let Shard { groups, timers, config, .. } = self;
+                if let Some(Group::Classic(g)) = groups.get_mut(&group) {
+                    if g.is(ClassicGroupState::PreparingRebalance) {
+                        super::classic::complete_join(g, &mut super::classic::Env { timers, config, fx });
+                    }
+                }
+            }
+            TimerAction::InitialRebalance { group, delay_ms, remaining_ms } => {
+                self.initial_rebalance_elapsed(&group, delay_ms, remaining_ms, fx)
+            }
+            TimerAction::SyncExpired { group, generation } => self.classic_sync_expired(&group, generation, fx),
+            TimerAction::ConsumerSessionExpired { group, member } => self.consumer_session_expired(&group, &member, fx),
+            TimerAction::ConsumerRevocationExpired { group, member, epoch } => {
+                self.consumer_revocation_expired(&group, &member, epoch, fx)
+            }
+            TimerAction::ExpireOffsets => {
+                self.expire_offsets(fx);
+                self.timers.schedule(
+                    TimerKey::OffsetExpiry,
+                    Duration::from_millis(self.config.offsets_retention_check_interval_ms),
+                    TimerAction::ExpireOffsets,
+                );
+            }
+        }
+    }
+
+    /// Writes the tombstones that delete a group: its offsets and its metadata.
+    pub fn delete_group_records(&mut self, group_id: &str, fx: &mut Effects) {
+        let keys: Vec<(String, i32)> = self.offsets.group(group_id).map(|o| o.keys().cloned().collect()).unwrap_or_default();
+        for (t, p) in keys {
+            self.offsets.remove(group_id, &t, p);
+            fx.write(CoordinatorKey::OffsetCommit { group: group_id.to_string(), topic: t, partition: p }, None);
+        }
+        if self.groups.remove(group_id).is_some() {
+            fx.write(CoordinatorKey::GroupMetadata { group: group_id.to_string() }, None);
+        }
+    }
+
+    fn group_offsets(&self, group_id: &str) -> Option<(Vec<(String, i32, i64)>, Vec<String>)> {
+        let group = self.groups.get(group_id);
+        if group.is_none() && !self.offsets.has_offsets(group_id) {
+            return None;
+        }
+        let committed = self
+            .offsets
+            .group(group_id)
+            .map(|o| o.iter().map(|((t, p), v)| (t.clone(), *p, v.offset)).collect())
+            .unwrap_or_default();
+        let topics = match group {
+            Some(Group::Classic(g)) => g.subscribed_topics().map(|t| t.into_iter().collect()).unwrap_or_default(),
+            Some(Group::Consumer(g)) => g.subscribed_topic_names().into_iter().collect(),
+            None => Vec::new(),
+        };
+        Some((committed, topics))
+    }
+}
+
+/// Reads the whole partition into (key, value) pairs. Blocking.
+fn read_partition(p: &Partition) -> Result<Vec<(Bytes, Option<Bytes>)>, String> {
+    let mut out = Vec::new();
+    let mut offset = p.log_start_offset();
+    let end = p.high_watermark();
+    while offset < end {
+        let r = p.read(offset, 1 << 20, true).map_err(|e| e.to_string())?;
+        if r.is_empty() {
+            break;
+        }
+        let mut bytes = r.records.clone();
+        let sets = RecordBatchDecoder::decode_all(&mut bytes).map_err(|e| e.to_string())?;
+        for set in sets {
+            for rec in set.records {
+                if rec.control || rec.offset < offset {
+                    continue;
+                }
+                if let Some(k) = rec.key {
+                    out.push((k, rec.value));
+                }
+            }
+        }
+        offset = r.last_offset + 1;
+    }
+    Ok(out)
+}
+
+fn encode_batch(records: &[(Bytes, Option<Bytes>)], now: i64) -> Result<Vec<u8>, String> {
+    let recs: Vec<Record> = records
+        .iter()
+        .enumerate()
+        .map(|(i, (k, v))| Record {
+            transactional: false,
+            control: false,
+            delete_horizon: false,
+            partition_leader_epoch: -1,
+            producer_id: -1,
+            producer_epoch: -1,
+            timestamp_type: TimestampType::Creation,
+            offset: i as i64,
+            // One batch: kafka-protocol splits batches where offset - sequence changes.
+            sequence: i as i32,
+            timestamp: now,
+            key: Some(k.clone()),
+            value: v.clone(),
+            headers: Default::default(),
+        })
+        .collect();
+    let mut buf = bytes::BytesMut::new();
+    RecordBatchEncoder::encode(&mut buf, recs.iter(), &RecordEncodeOptions { version: 2, compression: Compression::None })
+        .map_err(|e| e.to_string())?;
+    Ok(buf.to_vec())
+}
+
+/// Appends the records; returns the offset after the last one. Blocking.
+fn append(p: &Partition, records: &[(Bytes, Option<Bytes>)]) -> Result<i64, ResponseError> {
+    let mut buf = encode_batch(records, now_ms()).map_err(|e| {
+        tracing::error!(error = %e, "cannot encode coordinator records");
+        ResponseError::UnknownServerError
+    })?;
+    let headers = strom_log::validate_batches(&buf, u32::MAX).map_err(|e| crate::errors::log_error_code(&e))?;
+    let info = p.append(&mut buf, headers).map_err(|e| crate::errors::log_error_code(&e))?;
+    Ok(info.last_offset + 1)
+}
+
+/// The shard's task: load, then serve requests and timers until the coordinator drops the sender.
+pub async fn run(mut shard: Shard, partition: Arc<Partition>, mut rx: mpsc::UnboundedReceiver<Request>) {
+    let started = std::time::Instant::now();
+    let p = partition.clone();
+    match tokio::task::spawn_blocking(move || read_partition(&p)).await {
+        Ok(Ok(records)) => {
+            let n = records.len();
+            for (k, v) in &records {
+                shard.replay(k, v.as_deref());
+            }
+            shard.on_loaded();
+            tracing::info!(
+                partition = shard.partition_index, records = n, groups = shard.groups.len(),
+                elapsed_ms = started.elapsed().as_millis() as u64, "group coordinator shard loaded"
+            );
+        }
+        Ok(Err(e)) => {
+            // Serving from a partial state would hand out offsets that are not the committed ones.
+            tracing::error!(partition = shard.partition_index, error = %e, "cannot load __consumer_offsets partition; shard stays down");
+            return;
+        }
+        Err(e) => {
+            tracing::error!(partition = shard.partition_index, error = %e, "shard load task failed");
+            return;
+        }
+    }
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    loop {
+        let deadline = shard.timers.next_deadline();
+        tokio::select! {
+            r = rx.recv() => match r {
+                Some(r) => batch.push(r),
+                None => return,
+            },
+            _ = async { if let Some(d) = deadline { tokio::time::sleep_until(d).await } else { std::future::pending::<()>().await } } => {}
+        }
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(r) => batch.push(r),
+                Err(_) => break,
+            }
+        }
+        let mut fx = Effects::default();
+        for r in batch.drain(..) {
+            shard.handle(r, &mut fx);
+        }
+        let now = tokio::time::Instant::now();
+        while let Some(action) = shard.timers.pop_expired(now) {
+            shard.on_timer(action, &mut fx);
+        }
+        flush(&partition, fx).await;
+    }
+}
+
+async fn flush(partition: &Arc<Partition>, fx: Effects) {
+    let Effects { records, after_write } = fx;
+    if records.is_empty() {
+        for f in after_write {
+            f(None);
+        }
+        return;
+    }
+    let p = partition.clone();
+    let appended = tokio::task::spawn_blocking(move || append(&p, &records)).await;
+    match appended {
+        Ok(Ok(end)) => {
+            let p = partition.clone();
+            tokio::spawn(async move {
+                p.wait_durable(end).await;
+                for f in after_write {
+                    f(None);
+                }
+            });
+        }
+        Ok(Err(e)) => {
+            tracing::error!(topic = %partition.topic, partition = partition.index, error = %e, "writing coordinator records failed");
+            for f in after_write {
+                f(Some(e));
+            }
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "coordinator append task failed");
+            for f in after_write {
+                f(Some(ResponseError::UnknownServerError));
+            }
+        }
+    }
+}

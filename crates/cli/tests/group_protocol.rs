@@ -355,3 +355,27 @@ fn consumer_protocol_heartbeat_assigns_and_fences() {
     let cg = l.groups.iter().find(|g| g.group_id.0.as_str() == "cg").unwrap();
     assert_eq!(cg.group_type.as_str(), "consumer");
 }
+
+#[test]
+fn offsets_with_a_retention_of_their_own_expire() {
+    let server = Server::start(&["group.initial.rebalance.delay.ms=0", "offsets.topic.num.partitions=5", "offsets.retention.check.interval.ms=100"]);
+    let mut c = server.connect();
+    create_topic(&mut c, "t", 1);
+    // OffsetCommit v2-4 may carry a retention time; the standalone group "short" disappears with its offsets.
+    let req = OffsetCommitRequest::default()
+        .with_group_id(group("short"))
+        .with_generation_id_or_member_epoch(-1)
+        .with_retention_time_ms(300)
+        .with_topics(vec![offset_commit_request::OffsetCommitRequestTopic::default().with_name(TopicName(s("t"))).with_partitions(
+            vec![offset_commit_request::OffsetCommitRequestPartition::default().with_partition_index(0).with_committed_offset(9)],
+        )]);
+    assert_eq!(c.send(&req, 2).topics[0].partitions[0].error_code, NONE);
+    assert_eq!(commit(&mut c, "kept", "", -1, "t", 0, 4), NONE);
+    assert_eq!(fetch_offset(&mut c, "short", "t", 0).0, 9);
+    std::thread::sleep(std::time::Duration::from_millis(1000));
+    assert_eq!(fetch_offset(&mut c, "short", "t", 0).0, -1);
+    assert_eq!(fetch_offset(&mut c, "kept", "t", 0).0, 4);
+    let l = c.send(&ListGroupsRequest::default(), 3);
+    let names: Vec<&str> = l.groups.iter().map(|g| g.group_id.0.as_str()).collect();
+    assert_eq!(names, vec!["kept"]);
+}

@@ -102,7 +102,7 @@ impl GroupCoordinator {
         configs.insert("retention.ms".to_string(), "-1".to_string());
         let result = broker.commit(|image| {
             if image.topic(GROUP_METADATA_TOPIC_NAME).is_some() {
-                return Ok((Vec::new(), ()));
+                return Ok((Vec::new(), false)); // created by a concurrent request
             }
             let planned = plan_create_topic(
                 image,
@@ -115,10 +115,11 @@ impl GroupCoordinator {
                     configs: configs.clone(),
                 },
             )?;
-            Ok((planned.records, ()))
+            Ok((planned.records, true))
         });
         match result {
-            Ok(()) => {
+            Ok(false) => Ok(()),
+            Ok(true) => {
                 tracing::info!(topic = GROUP_METADATA_TOPIC_NAME, partitions = self.config.offsets_topic_num_partitions, "created internal topic");
                 Ok(())
             }

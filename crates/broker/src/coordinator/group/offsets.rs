@@ -348,3 +348,43 @@ pub fn validate_classic_member(g: &ClassicGroup, member_id: &str, instance: Opti
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::super::classic_group::ClassicGroup;
+    use super::super::config::GroupConfig;
+    use super::super::shard::{Effects, Group, Shard};
+    use super::*;
+
+    fn value(offset: i64, commit_timestamp: i64) -> OffsetCommitValue {
+        OffsetCommitValue { offset, leader_epoch: -1, metadata: String::new(), commit_timestamp, expire_timestamp: None }
+    }
+
+    #[test]
+    fn expiry_follows_kafka_rules() {
+        let config = GroupConfig { offsets_retention_ms: 60_000, ..GroupConfig::default() };
+        let mut shard = Shard::new(0, Arc::new(config));
+        let now = now_ms();
+        // A standalone consumer's offsets expire by their own commit time.
+        shard.offsets.put("solo", "t".into(), 0, value(5, now - 120_000));
+        shard.offsets.put("solo", "t".into(), 1, value(6, now));
+        // An Empty group's offsets expire from when the group became empty, even if committed long ago.
+        let mut empty = ClassicGroup::new("empty".into(), now - 1_000);
+        empty.protocol_type = Some("consumer".into());
+        shard.groups.insert("empty".into(), Group::Classic(empty));
+        shard.offsets.put("empty", "t".into(), 0, value(7, now - 600_000));
+        // An explicit expire timestamp (OffsetCommit v2-4 retention) wins.
+        shard.offsets.put("explicit", "t".into(), 0, OffsetCommitValue { expire_timestamp: Some(now - 1), ..value(8, now) });
+        let mut fx = Effects::default();
+        shard.expire_offsets(&mut fx);
+        assert!(shard.offsets.get("solo", "t", 0).is_none());
+        assert!(shard.offsets.get("solo", "t", 1).is_some());
+        assert!(shard.offsets.get("empty", "t", 0).is_some(), "the group became empty only a second ago");
+        assert!(shard.offsets.get("explicit", "t", 0).is_none());
+        // A group with neither members nor offsets is removed.
+        assert!(!shard.groups.contains_key("explicit"));
+        assert!(shard.groups.contains_key("empty"));
+    }
+}

@@ -379,3 +379,35 @@ fn offsets_with_a_retention_of_their_own_expire() {
     let names: Vec<&str> = l.groups.iter().map(|g| g.group_id.0.as_str()).collect();
     assert_eq!(names, vec!["kept"]);
 }
+
+/// Benchmark (run with `--ignored --nocapture`): 100 groups, each with its own connection committing one offset at
+/// a time (each commit answered once durable), for a few seconds; prints commits/s.
+#[test]
+#[ignore]
+fn bench_commit_throughput_100_groups() {
+    let server = start();
+    let mut c = server.connect();
+    create_topic(&mut c, "t", 1);
+    let secs = 5;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let threads: Vec<_> = (0..100)
+        .map(|i| {
+            let mut conn = server.connect();
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let g = format!("bench-{i}");
+                conn.send(&FindCoordinatorRequest::default().with_key(s(&g)), 3);
+                let mut n = 0u64;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    assert_eq!(commit(&mut conn, &g, "", -1, "t", 0, n as i64), NONE);
+                    n += 1;
+                }
+                n
+            })
+        })
+        .collect();
+    std::thread::sleep(std::time::Duration::from_secs(secs));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let total: u64 = threads.into_iter().map(|t| t.join().unwrap()).sum();
+    println!("commits/s with 100 groups: {:.0} ({total} commits in {secs} s)", total as f64 / secs as f64);
+}

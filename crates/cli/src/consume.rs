@@ -26,8 +26,12 @@ pub struct ConsumeArgs {
     #[arg(long = "from-beginning")]
     from_beginning: bool,
     /// Read only this partition (default: all).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "group")]
     partition: Option<i32>,
+    /// Consume as a member of this consumer group: partitions are shared with the group's other members, reading
+    /// starts at the group's committed offsets, and the offsets of printed records are committed.
+    #[arg(long)]
+    group: Option<String>,
     /// Start offset in --partition: a number, earliest or latest.
     #[arg(long, requires = "partition", allow_hyphen_values = true)]
     offset: Option<String>,
@@ -66,7 +70,19 @@ pub fn run(a: ConsumeArgs) -> anyhow::Result<()> {
         for (k, v) in &a.consumer_property {
             cfg.set(k, v)?;
         }
+        if let Some(g) = &a.group {
+            cfg.group_id = Some(g.clone());
+            // Commits are explicit below: only what was printed counts as consumed.
+            cfg.enable_auto_commit = false;
+        }
         let mut consumer = Consumer::new(cfg).await?;
+        if a.group.is_some() {
+            consumer.subscribe(&[&a.topic])?;
+            let printed = print_records(&a, &mut consumer).await;
+            // Leave the group so the partitions move to the other members at once.
+            consumer.close().await?;
+            return printed;
+        }
         let partitions = match a.partition {
             Some(p) => vec![TopicPartition::new(&a.topic, p)],
             None => consumer.partitions_for(&a.topic).await?,
@@ -82,6 +98,14 @@ pub fn run(a: ConsumeArgs) -> anyhow::Result<()> {
                 },
             }
         }
+        print_records(&a, &mut consumer).await
+    })
+}
+
+async fn print_records(a: &ConsumeArgs, consumer: &mut Consumer) -> anyhow::Result<()> {
+    {
+        let grouped = a.group.is_some();
+        let mut done: std::collections::BTreeMap<TopicPartition, strom_client::group::offsets::OffsetAndMetadata> = Default::default();
         let mut out = std::io::BufWriter::new(std::io::stdout().lock());
         let mut count = 0u64;
         let mut last = Instant::now();
@@ -99,18 +123,31 @@ pub fn run(a: ConsumeArgs) -> anyhow::Result<()> {
             for r in records {
                 match a.format {
                     Format::Json => writeln!(out, "{}", to_json(&r))?,
-                    Format::Text => writeln!(out, "{}", to_text(&a, &r))?,
+                    Format::Text => writeln!(out, "{}", to_text(a, &r))?,
                 }
                 count += 1;
+                if grouped {
+                    done.insert(
+                        TopicPartition::new(&r.topic, r.partition),
+                        strom_client::group::offsets::OffsetAndMetadata { offset: r.offset + 1, metadata: String::new() },
+                    );
+                }
                 if count >= max {
                     break 'outer;
                 }
             }
+            if grouped {
+                out.flush()?;
+                consumer.commit_offsets(&done).await?;
+            }
         }
         out.flush()?;
+        if grouped {
+            consumer.commit_offsets(&done).await?;
+        }
         eprintln!("Processed a total of {count} messages");
         Ok(())
-    })
+    }
 }
 
 fn text(b: &Option<bytes::Bytes>) -> String {

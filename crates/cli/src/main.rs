@@ -1,9 +1,10 @@
 //! The `strom` binary: the broker (`server`) and the operator tools (`topics`, `produce`, `consume`, `configs`,
-//! `perf`), the tools built on strom-client so they work against any Kafka-compatible broker.
+//! `groups`, `perf`), the tools built on strom-client so they work against any Kafka-compatible broker.
 
 mod configs;
 mod connect_args;
 mod consume;
+mod groups;
 mod perf;
 mod produce;
 mod server;
@@ -34,6 +35,10 @@ enum Command {
     /// Describe and alter topic and broker configs (kafka-configs.sh).
     #[command(subcommand)]
     Configs(configs::ConfigsCommand),
+    /// List, describe (offsets, lag, members), delete consumer groups and reset their offsets
+    /// (kafka-consumer-groups.sh).
+    #[command(subcommand)]
+    Groups(groups::GroupsCommand),
     /// Load generators (kafka-producer-perf-test / kafka-consumer-perf-test equivalents).
     #[command(subcommand)]
     Perf(perf::PerfCommand),
@@ -47,6 +52,7 @@ fn main() -> ExitCode {
         Command::Produce(args) => produce::run(args),
         Command::Consume(args) => consume::run(args),
         Command::Configs(cmd) => configs::run(cmd),
+        Command::Groups(cmd) => groups::run(cmd),
         Command::Perf(cmd) => perf::run(cmd),
     };
     match result {

@@ -103,7 +103,8 @@ fn api_versions_negotiation() {
         assert_eq!((produce.min_version, produce.max_version), (3, 13));
         let fetch = resp.api_keys.iter().find(|k| k.api_key == ApiKey::Fetch as i16).unwrap();
         assert_eq!(fetch.min_version, 4);
-        assert!(resp.api_keys.iter().all(|k| k.api_key != ApiKey::JoinGroup as i16), "groups are not served yet");
+        let join = resp.api_keys.iter().find(|k| k.api_key == ApiKey::JoinGroup as i16).unwrap();
+        assert_eq!((join.min_version, join.max_version), (0, 9));
     }
     // A version the broker does not know: a v0 response with UNSUPPORTED_VERSION and the ranges.
     let mut body = BytesMut::new();

@@ -149,6 +149,10 @@ fn timeout_ms(c: &ClientConfig) -> i32 {
 }
 
 impl Admin {
+    pub(crate) fn cluster(&self) -> &Arc<Cluster> {
+        &self.cluster
+    }
+
     pub async fn new(config: ClientConfig) -> Result<Admin> {
         let cluster = Cluster::new(config)?;
         cluster.fetch_metadata(Some(&[]), false).await?;

@@ -208,8 +208,23 @@ pub enum OffsetReset {
 #[derive(Debug, Clone)]
 pub struct ConsumerConfig {
     pub client: ClientConfig,
-    /// `group.id`: reserved for consumer groups (not implemented yet); ignored.
+    /// `group.id`: needed to `subscribe` and to commit offsets.
     pub group_id: Option<String>,
+    /// `group.instance.id`: static membership (KIP-345).
+    pub group_instance_id: Option<String>,
+    /// `enable.auto.commit`: commit the positions every `auto.commit.interval.ms` from `poll`, and before a
+    /// rebalance revokes partitions.
+    pub enable_auto_commit: bool,
+    /// `auto.commit.interval.ms`
+    pub auto_commit_interval: Duration,
+    /// `session.timeout.ms`
+    pub session_timeout: Duration,
+    /// `heartbeat.interval.ms`
+    pub heartbeat_interval: Duration,
+    /// `max.poll.interval.ms`: the member leaves the group when `poll` is not called for this long.
+    pub max_poll_interval: Duration,
+    /// `partition.assignment.strategy`, in order of preference.
+    pub assignors: Vec<crate::group::assignor::Assignor>,
     /// `auto.offset.reset`
     pub auto_offset_reset: OffsetReset,
     /// `max.poll.records`
@@ -236,6 +251,14 @@ impl Default for ConsumerConfig {
         ConsumerConfig {
             client: ClientConfig::default(),
             group_id: None,
+            group_instance_id: None,
+            enable_auto_commit: true,
+            auto_commit_interval: Duration::from_millis(5000),
+            session_timeout: Duration::from_millis(45_000),
+            heartbeat_interval: Duration::from_millis(3000),
+            max_poll_interval: Duration::from_millis(300_000),
+            // The Java client's default: range, with cooperative-sticky as the upgrade path.
+            assignors: vec![crate::group::assignor::Assignor::Range, crate::group::assignor::Assignor::CooperativeSticky],
             auto_offset_reset: OffsetReset::Latest,
             max_poll_records: 500,
             fetch_min_bytes: 1,
@@ -260,6 +283,19 @@ impl ConsumerConfig {
         }
         match key {
             "group.id" => self.group_id = Some(value.to_string()),
+            "group.instance.id" => self.group_instance_id = Some(value.to_string()),
+            "enable.auto.commit" => self.enable_auto_commit = boolean(key, value)?,
+            "auto.commit.interval.ms" => self.auto_commit_interval = millis(key, value)?,
+            "session.timeout.ms" => self.session_timeout = millis(key, value)?,
+            "heartbeat.interval.ms" => self.heartbeat_interval = millis(key, value)?,
+            "max.poll.interval.ms" => self.max_poll_interval = millis(key, value)?,
+            "partition.assignment.strategy" => {
+                self.assignors = split_list(value)
+                    .iter()
+                    .map(|n| crate::group::assignor::Assignor::parse(n).ok_or_else(|| Error::Config(format!("unknown assignor '{n}'"))))
+                    .collect::<Result<_>>()?;
+            }
+            "group.protocol" if value == "classic" => {}
             "auto.offset.reset" => {
                 self.auto_offset_reset = match value {
                     "earliest" => OffsetReset::Earliest,
@@ -282,7 +318,7 @@ impl ConsumerConfig {
             }
             "check.crcs" => self.check_crcs = boolean(key, value)?,
             "allow.auto.create.topics" => self.allow_auto_create_topics = boolean(key, value)?,
-            "key.deserializer" | "value.deserializer" | "enable.auto.commit" | "receive.buffer.bytes" => {}
+            "key.deserializer" | "value.deserializer" | "receive.buffer.bytes" => {}
             _ => return Err(Error::Config(format!("unknown consumer property '{key}'"))),
         }
         Ok(self)

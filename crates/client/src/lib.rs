@@ -12,6 +12,7 @@ pub mod config;
 pub mod connection;
 pub mod consumer;
 pub mod error;
+pub mod group;
 pub mod offsets;
 pub mod partitioner;
 pub mod producer;

@@ -1,5 +1,7 @@
-//! The consumer, with manual assignment (`assign`, `seek`). Consumer groups come later: positions live here, so a
-//! group coordinator can later supply committed offsets through the same `seek` path.
+//! The consumer: manual assignment (`assign`, `seek`) or group membership (`subscribe` to topics or a pattern),
+//! with committed offsets (auto commit, `commit_sync`, `commit_async`) and a rebalance listener. Positions live
+//! here; the group (`group::membership`) only says which partitions are ours, and committed offsets become
+//! positions through the same path as `seek`.
 
 mod fetcher;
 
@@ -13,6 +15,8 @@ use crate::cluster::Cluster;
 use crate::config::{ConsumerConfig, OffsetReset};
 use crate::error::{Error, Result};
 use crate::offsets::{self, OffsetAndTimestamp};
+use crate::group::membership::{GroupMember, MembershipConfig, RebalanceEvent, RebalanceListener, Topics};
+use crate::group::offsets::OffsetAndMetadata;
 use crate::record::{ConsumerRecord, TopicPartition};
 use fetcher::PartitionFetch;
 
@@ -30,6 +34,9 @@ pub struct Consumer {
     positions: BTreeMap<TopicPartition, Position>,
     high_watermarks: HashMap<TopicPartition, i64>,
     buffer: VecDeque<ConsumerRecord>,
+    group: Option<GroupMember>,
+    listener: Option<Box<dyn RebalanceListener>>,
+    last_auto_commit: Instant,
 }
 
 impl Consumer {
@@ -37,11 +44,61 @@ impl Consumer {
     pub async fn new(config: ConsumerConfig) -> Result<Consumer> {
         let cluster = Cluster::new(config.client.clone())?;
         cluster.fetch_metadata(Some(&[]), false).await?;
-        Ok(Consumer { cluster, config, positions: BTreeMap::new(), high_watermarks: HashMap::new(), buffer: VecDeque::new() })
+        Ok(Consumer {
+            cluster,
+            config,
+            positions: BTreeMap::new(),
+            high_watermarks: HashMap::new(),
+            buffer: VecDeque::new(),
+            group: None,
+            listener: None,
+            last_auto_commit: Instant::now(),
+        })
+    }
+
+    /// Joins the group (`group.id`) consuming these topics; partitions come and go with rebalances in `poll`.
+    pub fn subscribe(&mut self, topics: &[&str]) -> Result<()> {
+        self.subscribe_to(Topics::Names(topics.iter().map(|t| t.to_string()).collect()))
+    }
+
+    /// Like `subscribe`, for every (non-internal) topic whose whole name matches the regular expression, including
+    /// topics created later.
+    pub fn subscribe_pattern(&mut self, pattern: &str) -> Result<()> {
+        self.subscribe_to(Topics::Pattern(pattern.to_string()))
+    }
+
+    fn subscribe_to(&mut self, topics: Topics) -> Result<()> {
+        let group_id = self.config.group_id.clone().ok_or_else(|| Error::Config("subscribe needs group.id".into()))?;
+        if !self.positions.is_empty() && self.group.is_none() {
+            return Err(Error::Config("subscribe after assign: a consumer uses one or the other".into()));
+        }
+        let config = MembershipConfig {
+            group_id,
+            instance_id: self.config.group_instance_id.clone(),
+            session_timeout: self.config.session_timeout,
+            heartbeat_interval: self.config.heartbeat_interval,
+            max_poll_interval: self.config.max_poll_interval,
+            assignors: self.config.assignors.clone(),
+        };
+        self.group = Some(GroupMember::new(self.cluster.clone(), config, topics)?);
+        Ok(())
+    }
+
+    /// Called on every rebalance, from `poll`.
+    pub fn set_rebalance_listener(&mut self, listener: Box<dyn RebalanceListener>) {
+        self.listener = Some(listener);
+    }
+
+    /// The group's generation and this member's id (-1 and "" before the first join).
+    pub fn group_metadata(&self) -> Option<(i32, String)> {
+        self.group.as_ref().map(|g| g.generation())
     }
 
     /// Replaces the assignment. Partitions must exist; their position starts per `auto.offset.reset`.
     pub async fn assign(&mut self, partitions: Vec<TopicPartition>) -> Result<()> {
+        if self.group.is_some() {
+            return Err(Error::Config("assign after subscribe: a consumer uses one or the other".into()));
+        }
         for tp in &partitions {
             let t = self.cluster.topic(&tp.topic, self.config.allow_auto_create_topics, self.config.client.request_timeout).await?;
             if !t.partitions.iter().any(|p| p.id == tp.partition) {
@@ -170,9 +227,131 @@ impl Consumer {
         Ok(())
     }
 
+    /// The offsets to commit for the current positions (the next record to read, per partition).
+    fn consumed_offsets(&self, only: Option<&[TopicPartition]>) -> BTreeMap<TopicPartition, OffsetAndMetadata> {
+        let mut out = BTreeMap::new();
+        for (tp, pos) in &self.positions {
+            if only.is_some_and(|o| !o.contains(tp)) {
+                continue;
+            }
+            // Records fetched but not yet returned by poll are not consumed: commit the first of them.
+            let next = self.buffer.iter().find(|r| r.topic == tp.topic && r.partition == tp.partition).map(|r| r.offset);
+            if let Some(o) = next.or(match pos {
+                Position::At(o) => Some(*o),
+                Position::Reset(_) => None,
+            }) {
+                out.insert(tp.clone(), OffsetAndMetadata { offset: o, metadata: String::new() });
+            }
+        }
+        out
+    }
+
+    /// Commits the positions of every assigned partition and waits for the answer.
+    pub async fn commit_sync(&mut self) -> Result<()> {
+        let offsets = self.consumed_offsets(None);
+        self.commit_offsets(&offsets).await
+    }
+
+    /// Commits explicit offsets (the next offset to read, as Kafka expects).
+    pub async fn commit_offsets(&mut self, offsets: &BTreeMap<TopicPartition, OffsetAndMetadata>) -> Result<()> {
+        let group = self.group.as_ref().ok_or_else(|| Error::Config("commits need subscribe (group membership)".into()))?;
+        group.commit(offsets).await
+    }
+
+    /// Commits the positions in the background; the returned handle tells how it went.
+    pub fn commit_async(&mut self) -> Result<tokio::task::JoinHandle<Result<()>>> {
+        let group = self.group.as_ref().ok_or_else(|| Error::Config("commits need subscribe (group membership)".into()))?;
+        let fut = group.commit_future(self.consumed_offsets(None));
+        Ok(tokio::spawn(fut))
+    }
+
+    /// The group's committed offsets for these partitions (partitions without one are left out).
+    pub async fn committed(&self, partitions: &[TopicPartition]) -> Result<BTreeMap<TopicPartition, OffsetAndMetadata>> {
+        let group = self.group.as_ref().ok_or_else(|| Error::Config("committed offsets need group.id and subscribe".into()))?;
+        group.committed(partitions).await
+    }
+
+    /// Commits (when auto commit is on) and leaves the group, so its partitions move at once.
+    pub async fn close(mut self) -> Result<()> {
+        let mut result = Ok(());
+        if self.config.enable_auto_commit && self.group.is_some() {
+            result = self.commit_sync().await;
+        }
+        if let Some(g) = self.group.as_mut() {
+            g.leave().await;
+        }
+        result
+    }
+
+    /// Group housekeeping at the start of `poll`: auto commit, and the rebalance (with the listener's callbacks)
+    /// when one is due.
+    async fn poll_group(&mut self) -> Result<()> {
+        let Some(group) = self.group.as_mut() else { return Ok(()) };
+        let events = group.poll().await?;
+        for e in events {
+            match e {
+                RebalanceEvent::Revoked(parts) => {
+                    if self.config.enable_auto_commit {
+                        let offsets = self.consumed_offsets(Some(&parts));
+                        if let Some(g) = self.group.as_ref() {
+                            if let Err(err) = g.commit(&offsets).await {
+                                tracing::warn!(error = %err, "commit of revoked partitions failed");
+                            }
+                        }
+                    }
+                    if let Some(l) = self.listener.as_mut() {
+                        l.on_partitions_revoked(&parts);
+                    }
+                    self.remove_partitions(&parts);
+                }
+                RebalanceEvent::Lost(parts) => {
+                    if let Some(l) = self.listener.as_mut() {
+                        l.on_partitions_lost(&parts);
+                    }
+                    self.remove_partitions(&parts);
+                }
+                RebalanceEvent::Assigned(parts) => {
+                    let committed = match self.group.as_ref() {
+                        Some(g) if !parts.is_empty() => g.committed(&parts).await?,
+                        _ => BTreeMap::new(),
+                    };
+                    for tp in &parts {
+                        let pos = match committed.get(tp) {
+                            Some(o) => Position::At(o.offset),
+                            None => Position::Reset(self.config.auto_offset_reset),
+                        };
+                        self.positions.insert(tp.clone(), pos);
+                    }
+                    if let Some(l) = self.listener.as_mut() {
+                        l.on_partitions_assigned(&parts);
+                    }
+                }
+            }
+        }
+        if self.config.enable_auto_commit && self.last_auto_commit.elapsed() >= self.config.auto_commit_interval {
+            self.last_auto_commit = Instant::now();
+            let offsets = self.consumed_offsets(None);
+            if let Some(g) = self.group.as_ref() {
+                if let Err(e) = g.commit(&offsets).await {
+                    tracing::warn!(error = %e, "auto commit failed");
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn remove_partitions(&mut self, parts: &[TopicPartition]) {
+        for tp in parts {
+            self.positions.remove(tp);
+            self.drop_buffered(tp);
+        }
+    }
+
     /// Returns up to `max.poll.records` records, waiting up to `timeout` for some to arrive; empty on timeout.
+    /// With a group subscription this is also where rebalances and auto commits happen.
     pub async fn poll(&mut self, timeout: Duration) -> Result<Vec<ConsumerRecord>> {
         let deadline = Instant::now() + timeout;
+        self.poll_group().await?;
         loop {
             if !self.buffer.is_empty() {
                 let n = self.buffer.len().min(self.config.max_poll_records);

@@ -179,7 +179,7 @@ async fn reset(a: ResetArgs) -> anyhow::Result<()> {
                 }
             }
             None => {
-                let info = admin.describe_topics(&[t.clone()]).await?;
+                let info = admin.describe_topics(std::slice::from_ref(t)).await?;
                 for ti in info {
                     partitions.extend(ti.partitions.iter().map(|p| TopicPartition::new(&ti.name, p.id)));
                 }

@@ -33,8 +33,10 @@ async fn setup(s: &common::Server, topic: &str, partitions: i32, records: usize)
     }
 }
 
+type EventLog = Arc<Mutex<Vec<(String, Vec<TopicPartition>)>>>;
+
 #[derive(Default, Clone)]
-struct Events(Arc<Mutex<Vec<(String, Vec<TopicPartition>)>>>);
+struct Events(EventLog);
 
 impl RebalanceListener for Events {
     fn on_partitions_revoked(&mut self, p: &[TopicPartition]) {

@@ -30,9 +30,11 @@ async fn fetch_group(
     ctx.broker.groups.call(&ctx.broker, group_id, |tx| Request::OffsetFetch { group_id: g, topics, member, tx }).await?
 }
 
+type TopicOffsets = Vec<(String, Vec<(i32, Option<OffsetCommitValue>)>)>;
+
 /// Groups the fetched offsets by topic, keeping the request's order.
-fn by_topic(fetched: Fetched) -> Vec<(String, Vec<(i32, Option<OffsetCommitValue>)>)> {
-    let mut out: Vec<(String, Vec<(i32, Option<OffsetCommitValue>)>)> = Vec::new();
+fn by_topic(fetched: Fetched) -> TopicOffsets {
+    let mut out: TopicOffsets = Vec::new();
     for (t, p, v) in fetched {
         match out.iter_mut().find(|(n, _)| *n == t) {
             Some((_, ps)) => ps.push((p, v)),

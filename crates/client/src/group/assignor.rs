@@ -172,7 +172,7 @@ fn cooperative_sticky(members: &[&(String, Subscription)], partitions: &BTreeMap
             claims.push((s.generation, i, tp.clone()));
         }
     }
-    claims.sort_by(|a, b| b.0.cmp(&a.0));
+    claims.sort_by_key(|c| std::cmp::Reverse(c.0));
     for (_, i, tp) in claims {
         let exists = partitions.get(&tp.topic).is_some_and(|&c| tp.partition < c);
         if exists && eligible(i, &tp) && !owner.contains_key(&tp) {

@@ -206,7 +206,7 @@ impl Shard {
         group_id: &str,
         topics: Option<Vec<(String, Vec<i32>)>>,
         member: Option<(String, i32)>,
-    ) -> Result<Vec<(String, i32, Option<OffsetCommitValue>)>, ResponseError> {
+    ) -> Result<super::shard::FetchedOffsets, ResponseError> {
         if let (Some(Group::Consumer(g)), Some((member_id, epoch))) = (self.groups.get(group_id), member.as_ref()) {
             g.validate_offset_fetch(member_id, *epoch)?;
         }

@@ -127,6 +127,12 @@ pub struct ListedGroup {
     pub group_type: &'static str,
 }
 
+/// OffsetFetch's answer: (topic, partition, committed offset if any).
+pub type FetchedOffsets = Vec<(String, i32, Option<OffsetCommitValue>)>;
+
+/// For lag: the committed offsets (topic, partition, offset) and the topics the group consumes.
+pub type GroupOffsets = Option<(Vec<(String, i32, i64)>, Vec<String>)>;
+
 /// The requests a shard serves. Each carries the channel its answer goes back on.
 pub enum Request {
     Join { req: JoinGroupRequest, version: i16, client_id: String, client_host: String, tx: oneshot::Sender<JoinGroupResponse> },
@@ -140,7 +146,7 @@ pub enum Request {
         topics: Option<Vec<(String, Vec<i32>)>>,
         /// (member id, member epoch) of a KIP-848 member (OffsetFetch v9+), validated against the group.
         member: Option<(String, i32)>,
-        tx: oneshot::Sender<Result<Vec<(String, i32, Option<OffsetCommitValue>)>, ResponseError>>,
+        tx: oneshot::Sender<Result<FetchedOffsets, ResponseError>>,
     },
     OffsetDelete { req: OffsetDeleteRequest, tx: oneshot::Sender<OffsetDeleteResponse> },
     DescribeGroup { group_id: String, tx: oneshot::Sender<describe_groups_response::DescribedGroup> },
@@ -160,7 +166,7 @@ pub enum Request {
         tx: oneshot::Sender<consumer_group_describe_response::DescribedGroup>,
     },
     /// Committed offsets and the topics the group consumes (for lag).
-    GroupOffsets { group_id: String, tx: oneshot::Sender<Option<(Vec<(String, i32, i64)>, Vec<String>)>> },
+    GroupOffsets { group_id: String, tx: oneshot::Sender<GroupOffsets> },
 }
 
 pub struct Shard {
@@ -327,7 +333,7 @@ impl Shard {
         }
     }
 
-    fn group_offsets(&self, group_id: &str) -> Option<(Vec<(String, i32, i64)>, Vec<String>)> {
+    fn group_offsets(&self, group_id: &str) -> GroupOffsets {
         let group = self.groups.get(group_id);
         if group.is_none() && !self.offsets.has_offsets(group_id) {
             return None;

@@ -8,6 +8,7 @@ pub mod controller;
 pub mod coordinator;
 pub mod dispatch;
 mod errors;
+mod record_validation;
 pub mod handlers;
 pub mod metadata;
 pub mod partition;

@@ -27,28 +27,41 @@ pub struct TopicConfig {
     pub timestamp_after_max_ms: i64,
 }
 
-/// The broker-level value behind a topic config, derived the way Kafka derives it
-/// (e.g. `retention.ms` from `log.retention.ms`, else minutes, else hours).
-fn broker_default(broker: &BrokerConfig, def: &ConfigDef) -> (Option<String>, ConfigSource, &'static str) {
+/// The broker keys behind a topic config, most specific first (Kafka's synonym chain): e.g. `retention.ms` is
+/// backed by `log.retention.ms`, then `log.retention.minutes`, then `log.retention.hours`.
+fn broker_chain(def: &ConfigDef) -> &'static [(&'static str, i64)] {
+    match def.name {
+        "retention.ms" => &[("log.retention.ms", 1), ("log.retention.minutes", 60_000), ("log.retention.hours", 3_600_000)],
+        "segment.ms" => &[("log.roll.ms", 1), ("log.roll.hours", 3_600_000)],
+        "segment.jitter.ms" => &[("log.roll.jitter.ms", 1), ("log.roll.jitter.hours", 3_600_000)],
+        _ => &[],
+    }
+}
+
+/// The broker-level value behind a topic config and where it comes from: the first statically set key of the
+/// chain (scaled to the topic config's unit), else the topic config's Kafka default.
+fn broker_default(broker: &BrokerConfig, def: &ConfigDef) -> (Option<String>, ConfigSource, Vec<(String, Option<String>, ConfigSource)>) {
     let synonym = def.broker_synonym.unwrap_or(def.name);
-    let scaled = |key: &str, factor: i64| -> Option<String> {
-        broker.static_value(key).and_then(|v| v.trim().parse::<i64>().ok()).map(|n| (n * factor).to_string())
+    let chain: Vec<(&str, i64)> = match broker_chain(def) {
+        [] => vec![(synonym, 1)],
+        c => c.to_vec(),
     };
-    let derived: Option<(String, &'static str)> = match def.name {
-        "retention.ms" => broker
-            .static_value("log.retention.ms")
-            .map(|v| (v.to_string(), "log.retention.ms"))
-            .or_else(|| scaled("log.retention.minutes", 60_000).map(|v| (v, "log.retention.minutes")))
-            .or_else(|| scaled("log.retention.hours", 3_600_000).map(|v| (v, "log.retention.hours"))),
-        "segment.ms" => broker
-            .static_value("log.roll.ms")
-            .map(|v| (v.to_string(), "log.roll.ms"))
-            .or_else(|| scaled("log.roll.hours", 3_600_000).map(|v| (v, "log.roll.hours"))),
-        _ => broker.static_value(synonym).map(|v| (v.to_string(), synonym)),
-    };
-    match derived {
-        Some((v, name)) => (Some(v), ConfigSource::StaticBroker, name),
-        None => (def.default.map(str::to_string), ConfigSource::Default, synonym),
+    let mut set = Vec::new();
+    let mut value = None;
+    for (key, factor) in chain {
+        if let Some(v) = broker.static_value(key) {
+            let scaled = if factor == 1 {
+                v.to_string()
+            } else {
+                v.trim().parse::<i64>().map(|n| (n * factor).to_string()).unwrap_or_else(|_| v.to_string())
+            };
+            value.get_or_insert(scaled);
+            set.push((key.to_string(), Some(v.to_string()), ConfigSource::StaticBroker));
+        }
+    }
+    match value {
+        Some(v) => (Some(v), ConfigSource::StaticBroker, set),
+        None => (def.default.map(str::to_string), ConfigSource::Default, set),
     }
 }
 
@@ -62,11 +75,15 @@ pub fn describe_topic_config(
     if let Some(v) = overrides.get(def.name) {
         synonyms.push((def.name.to_string(), Some(v.clone()), ConfigSource::DynamicTopic));
     }
-    let (bval, bsource, bname) = broker_default(broker, def);
-    if bsource == ConfigSource::StaticBroker {
-        synonyms.push((bname.to_string(), bval.clone(), bsource));
+    let (bval, bsource, static_synonyms) = broker_default(broker, def);
+    synonyms.extend(static_synonyms);
+    // As Kafka: the primary broker synonym is listed with its default only when that default is not null
+    // (so `retention.ms` lists no `log.retention.ms`, whose default is null).
+    let primary = def.broker_synonym.unwrap_or(def.name);
+    let primary_default = broker_chain(def).first().map_or(primary, |(k, _)| k);
+    if let Some(d) = defs::broker_def(primary_default).and_then(|d| d.default) {
+        synonyms.push((primary_default.to_string(), Some(d.to_string()), ConfigSource::Default));
     }
-    synonyms.push((def.broker_synonym.unwrap_or(def.name).to_string(), def.default.map(str::to_string), ConfigSource::Default));
     let (value, source) = match overrides.get(def.name) {
         Some(v) => (Some(v.clone()), ConfigSource::DynamicTopic),
         None => (bval, bsource),
@@ -134,7 +151,11 @@ pub fn validate_topic_configs(broker: &BrokerConfig, overrides: &BTreeMap<String
             "message.timestamp.type" if v != "CreateTime" && v != "LogAppendTime" => {
                 return bad("String must be one of: CreateTime, LogAppendTime")
             }
-            "segment.bytes" if num() < 14 => return bad("Value must be at least 14"),
+            // Kafka 4 requires at least 1 MiB.
+            "segment.bytes" if num() < 1024 * 1024 => return bad("Value must be at least 1048576"),
+            "remote.storage.enable" if v.trim().eq_ignore_ascii_case("true") => {
+                return bad("Tiered Storage functionality is disabled in the broker. Topic cannot be configured with remote log storage.")
+            }
             "max.message.bytes" | "index.interval.bytes" | "segment.ms" | "flush.messages" | "flush.ms"
                 if num() < if def.name == "flush.messages" || def.name == "segment.ms" { 1 } else { 0 } =>
             {
@@ -171,9 +192,11 @@ mod tests {
         let d = describe_topic_config(&broker, &overrides(&[("retention.ms", "5")]), def);
         assert_eq!(d.value.as_deref(), Some("5"));
         assert_eq!(d.source, ConfigSource::DynamicTopic);
-        assert_eq!(d.synonyms.len(), 3);
-        let t = TopicConfig::resolve(&broker, &overrides(&[("segment.bytes", "1000")]));
-        assert_eq!(t.log.segment_bytes, 1000);
+        // The override, then log.retention.hours as set; log.retention.ms has no default so it is not listed.
+        assert_eq!(d.synonyms.len(), 2);
+        assert_eq!(d.synonyms[1].0, "log.retention.hours");
+        let t = TopicConfig::resolve(&broker, &overrides(&[("segment.bytes", "2000000")]));
+        assert_eq!(t.log.segment_bytes, 2000000);
         assert_eq!(t.log.retention_ms, 3_600_000);
     }
 
@@ -184,7 +207,8 @@ mod tests {
         assert!(validate_topic_configs(&b, &overrides(&[("nope", "1")])).is_err());
         assert!(validate_topic_configs(&b, &overrides(&[("retention.ms", "abc")])).is_err());
         assert!(validate_topic_configs(&b, &overrides(&[("cleanup.policy", "bogus")])).is_err());
-        assert!(validate_topic_configs(&b, &overrides(&[("segment.bytes", "1")])).is_err());
+        assert!(validate_topic_configs(&b, &overrides(&[("segment.bytes", "1000")])).is_err());
+        assert!(validate_topic_configs(&b, &overrides(&[("compression.zstd.level", "3")])).is_ok());
         assert!(validate_topic_configs(&b, &overrides(&[("message.timestamp.type", "LogAppendTime")])).is_ok());
     }
 }

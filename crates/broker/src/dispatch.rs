@@ -26,6 +26,9 @@ pub const SUPPORTED_APIS: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DescribeConfigs, 1, 4),
     (ApiKey::CreatePartitions, 0, 3),
     (ApiKey::DescribeCluster, 0, 2),
+    (ApiKey::DeleteRecords, 0, 2),
+    (ApiKey::AlterConfigs, 0, 2),
+    (ApiKey::IncrementalAlterConfigs, 0, 1),
 ];
 
 pub fn supported_range(key: ApiKey) -> Option<(i16, i16)> {
@@ -147,6 +150,18 @@ pub async fn dispatch(ctx: &Arc<ConnectionContext>, frame: Bytes) -> Result<Repl
         ApiKey::DescribeCluster => {
             let req = decode!(DescribeClusterRequest);
             ready!(handlers::describe_cluster::handle(ctx, version, req))
+        }
+        ApiKey::DeleteRecords => {
+            let req = decode!(DeleteRecordsRequest);
+            ready!(handlers::delete_records::handle(ctx, version, req).await)
+        }
+        ApiKey::AlterConfigs => {
+            let req = decode!(AlterConfigsRequest);
+            ready!(handlers::alter_configs::handle(ctx, version, req).await)
+        }
+        ApiKey::IncrementalAlterConfigs => {
+            let req = decode!(IncrementalAlterConfigsRequest);
+            ready!(handlers::incremental_alter_configs::handle(ctx, version, req).await)
         }
         _ => return Err(DispatchError::UnknownApiKey(raw_key)),
     };

@@ -8,6 +8,7 @@ pub fn log_error_code(e: &LogError) -> ResponseError {
         LogError::CorruptMessage(_) => ResponseError::CorruptMessage,
         LogError::UnsupportedMagic(_) => ResponseError::UnsupportedForMessageFormat,
         LogError::MessageTooLarge { .. } => ResponseError::MessageTooLarge,
+        LogError::RecordListTooLarge { .. } => ResponseError::RecordListTooLarge,
         LogError::InvalidRecord(_) => ResponseError::InvalidRecord,
         LogError::OffsetOutOfRange { .. } => ResponseError::OffsetOutOfRange,
         LogError::Io(_) => ResponseError::KafkaStorageError,

@@ -243,6 +243,13 @@ impl Log {
                 )));
             }
         }
+        // Kafka's UnifiedLog.append: a record set must fit in one segment.
+        if records.len() as u64 > config.effective_segment_bytes() {
+            return Err(LogError::RecordListTooLarge {
+                size: records.len(),
+                max: config.effective_segment_bytes(),
+            });
+        }
         let record_count: i64 = headers
             .iter()
             .map(|h| i64::from(h.last_offset_delta) + 1)
@@ -460,7 +467,10 @@ impl Log {
                 });
             }
             removed.extend(self.remove_below_log_start_locked()?);
-            if config.retention_ms >= 0 {
+            // retention.ms / retention.bytes apply only to `delete` logs; a compact-only log loses segments
+            // only below its log start offset (DeleteRecords), as in Kafka's deleteOldSegments.
+            let delete = config.cleanup_policy.delete;
+            if delete && config.retention_ms >= 0 {
                 let segments = self.snapshot();
                 let sizes: Vec<u64> = segments.iter().map(|s| s.size()).collect();
                 let n = retention::deletable_prefix(&sizes, |i| {
@@ -468,7 +478,7 @@ impl Log {
                 });
                 removed.extend(self.remove_prefix_locked(n)?);
             }
-            if config.retention_bytes >= 0 {
+            if delete && config.retention_bytes >= 0 {
                 let sizes: Vec<u64> = self.snapshot().iter().map(|s| s.size()).collect();
                 let mut budget = SizeBudget::new(sizes.iter().sum(), config.retention_bytes);
                 let n = retention::deletable_prefix(&sizes, |i| budget.take(sizes[i]));

@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use strom_log::{LogConfig, TimestampType};
+use strom_log::{CleanupPolicy, LogConfig, TimestampType};
 
 use super::defs::{self, topic_def, validate_value, ConfigDef, LONG_MAX};
 use super::{BrokerConfig, ConfigSource};
@@ -27,29 +27,31 @@ pub struct TopicConfig {
     pub timestamp_after_max_ms: i64,
 }
 
-/// The broker-level value behind a topic config, derived the way Kafka derives it
-/// (e.g. `retention.ms` from `log.retention.ms`, else minutes, else hours).
-fn broker_default(broker: &BrokerConfig, def: &ConfigDef) -> (Option<String>, ConfigSource, &'static str) {
-    let synonym = def.broker_synonym.unwrap_or(def.name);
-    let scaled = |key: &str, factor: i64| -> Option<String> {
-        broker.static_value(key).and_then(|v| v.trim().parse::<i64>().ok()).map(|n| (n * factor).to_string())
-    };
-    let derived: Option<(String, &'static str)> = match def.name {
-        "retention.ms" => broker
-            .static_value("log.retention.ms")
-            .map(|v| (v.to_string(), "log.retention.ms"))
-            .or_else(|| scaled("log.retention.minutes", 60_000).map(|v| (v, "log.retention.minutes")))
-            .or_else(|| scaled("log.retention.hours", 3_600_000).map(|v| (v, "log.retention.hours"))),
-        "segment.ms" => broker
-            .static_value("log.roll.ms")
-            .map(|v| (v.to_string(), "log.roll.ms"))
-            .or_else(|| scaled("log.roll.hours", 3_600_000).map(|v| (v, "log.roll.hours"))),
-        _ => broker.static_value(synonym).map(|v| (v.to_string(), synonym)),
-    };
-    match derived {
-        Some((v, name)) => (Some(v), ConfigSource::StaticBroker, name),
-        None => (def.default.map(str::to_string), ConfigSource::Default, synonym),
+/// The broker keys behind a topic config, in Kafka's precedence order, each with the factor that turns its value
+/// into the topic config's unit (e.g. `retention.ms` from `log.retention.ms`, else minutes, else hours).
+fn broker_synonyms(def: &ConfigDef) -> Vec<(&'static str, i64)> {
+    match def.name {
+        "retention.ms" => vec![("log.retention.ms", 1), ("log.retention.minutes", 60_000), ("log.retention.hours", 3_600_000)],
+        "segment.ms" => vec![("log.roll.ms", 1), ("log.roll.hours", 3_600_000)],
+        _ => vec![(def.broker_synonym.unwrap_or(def.name), 1)],
     }
+}
+
+/// Every broker-level value set behind a topic config (dynamic per-broker, dynamic default, static), in the order
+/// Kafka lists synonyms: key by key, most specific source first. The first entry is the effective one.
+fn broker_set_values(broker: &BrokerConfig, def: &ConfigDef) -> Vec<(String, Option<String>, ConfigSource)> {
+    let mut out = Vec::new();
+    for (key, factor) in broker_synonyms(def) {
+        for (v, source) in broker.set_values(key) {
+            let value = if factor == 1 {
+                v
+            } else {
+                v.trim().parse::<i64>().map(|n| n.saturating_mul(factor).to_string()).unwrap_or(v)
+            };
+            out.push((key.to_string(), Some(value), source));
+        }
+    }
+    out
 }
 
 /// Describes every topic config (or one) with value, source and synonyms.
@@ -62,10 +64,12 @@ pub fn describe_topic_config(
     if let Some(v) = overrides.get(def.name) {
         synonyms.push((def.name.to_string(), Some(v.clone()), ConfigSource::DynamicTopic));
     }
-    let (bval, bsource, bname) = broker_default(broker, def);
-    if bsource == ConfigSource::StaticBroker {
-        synonyms.push((bname.to_string(), bval.clone(), bsource));
-    }
+    let broker_values = broker_set_values(broker, def);
+    let (bval, bsource) = match broker_values.first() {
+        Some((_, v, s)) => (v.clone(), *s),
+        None => (def.default.map(str::to_string), ConfigSource::Default),
+    };
+    synonyms.extend(broker_values);
     synonyms.push((def.broker_synonym.unwrap_or(def.name).to_string(), def.default.map(str::to_string), ConfigSource::Default));
     let (value, source) = match overrides.get(def.name) {
         Some(v) => (Some(v.clone()), ConfigSource::DynamicTopic),
@@ -93,6 +97,11 @@ impl TopicConfig {
             } else {
                 TimestampType::CreateTime
             },
+            cleanup_policy: value("cleanup.policy").parse().unwrap_or_default(),
+            min_cleanable_dirty_ratio: value("min.cleanable.dirty.ratio").trim().parse().unwrap_or(0.5),
+            min_compaction_lag_ms: long("min.compaction.lag.ms"),
+            max_compaction_lag_ms: long("max.compaction.lag.ms"),
+            delete_retention_ms: long("delete.retention.ms"),
         };
         TopicConfig {
             log,
@@ -119,15 +128,15 @@ pub fn validate_topic_configs(broker: &BrokerConfig, overrides: &BTreeMap<String
         let num = || v.trim().parse::<i64>().unwrap_or(0);
         let bad = |why: &str| Err(format!("Invalid value {v} for configuration {}: {why}", def.name));
         match def.name {
-            "cleanup.policy" => {
-                for p in v.split(',').map(str::trim) {
-                    match p {
-                        "delete" => {}
-                        "compact" => return bad("log compaction is not supported by this Strom version yet"),
-                        _ => return bad("String must be one of: compact, delete"),
-                    }
-                }
+            "cleanup.policy" if v.parse::<CleanupPolicy>().is_err() => {
+                return bad("String must be one of: compact, delete")
             }
+            "min.cleanable.dirty.ratio" => match v.trim().parse::<f64>() {
+                Ok(r) if (0.0..=1.0).contains(&r) => {}
+                _ => return bad("Value must be no less than 0 and no more than 1"),
+            },
+            "delete.retention.ms" | "min.compaction.lag.ms" if num() < 0 => return bad("Value must be at least 0"),
+            "max.compaction.lag.ms" if num() < 1 => return bad("Value must be at least 1"),
             "compression.type" if v != "producer" => {
                 return bad("only `producer` is supported: Strom stores batches as the producer compressed them")
             }
@@ -147,6 +156,17 @@ pub fn validate_topic_configs(broker: &BrokerConfig, overrides: &BTreeMap<String
             }
             _ => {}
         }
+    }
+    // Kafka's LogConfig.validateValues cross-check.
+    let long = |name: &str| {
+        let def = topic_def(name).expect("known topic config");
+        describe_topic_config(broker, overrides, def).value.and_then(|v| v.trim().parse::<i64>().ok()).unwrap_or(i64::MAX)
+    };
+    let (min_lag, max_lag) = (long("min.compaction.lag.ms"), long("max.compaction.lag.ms"));
+    if min_lag > max_lag {
+        return Err(format!(
+            "conflict topic config setting min.compaction.lag.ms ({min_lag}) > max.compaction.lag.ms ({max_lag})"
+        ));
     }
     Ok(())
 }
@@ -178,6 +198,33 @@ mod tests {
     }
 
     #[test]
+    fn dynamic_broker_layers_take_precedence_key_by_key() {
+        let mut values = BTreeMap::new();
+        values.insert("log.retention.hours".to_string(), "1".to_string());
+        let broker = BrokerConfig::from_values(values).unwrap();
+        let def = topic_def("retention.ms").unwrap();
+        // A dynamic default for `log.retention.minutes` beats the static hours (minutes come first in Kafka's chain),
+        // and a dynamic per-broker `log.retention.ms` beats both.
+        let dynamic = broker.with_dynamic(&BTreeMap::new(), &overrides(&[("log.retention.minutes", "2")]));
+        let d = describe_topic_config(&dynamic, &BTreeMap::new(), def);
+        assert_eq!((d.value.as_deref(), d.source), (Some("120000"), ConfigSource::DynamicDefaultBroker));
+        let dynamic = broker.with_dynamic(&overrides(&[("log.retention.ms", "7")]), &overrides(&[("log.retention.minutes", "2")]));
+        let d = describe_topic_config(&dynamic, &BTreeMap::new(), def);
+        assert_eq!((d.value.as_deref(), d.source), (Some("7"), ConfigSource::DynamicBroker));
+        let names: Vec<(&str, ConfigSource)> = d.synonyms.iter().map(|(n, _, s)| (n.as_str(), *s)).collect();
+        assert_eq!(
+            names,
+            vec![
+                ("log.retention.ms", ConfigSource::DynamicBroker),
+                ("log.retention.minutes", ConfigSource::DynamicDefaultBroker),
+                ("log.retention.hours", ConfigSource::StaticBroker),
+                ("log.retention.ms", ConfigSource::Default),
+            ]
+        );
+        assert_eq!(TopicConfig::resolve(&dynamic, &BTreeMap::new()).log.retention_ms, 7);
+    }
+
+    #[test]
     fn validation() {
         let b = BrokerConfig::default();
         assert!(validate_topic_configs(&b, &overrides(&[("retention.ms", "100")])).is_ok());
@@ -186,5 +233,14 @@ mod tests {
         assert!(validate_topic_configs(&b, &overrides(&[("cleanup.policy", "bogus")])).is_err());
         assert!(validate_topic_configs(&b, &overrides(&[("segment.bytes", "1")])).is_err());
         assert!(validate_topic_configs(&b, &overrides(&[("message.timestamp.type", "LogAppendTime")])).is_ok());
+        assert!(validate_topic_configs(&b, &overrides(&[("cleanup.policy", "compact,delete")])).is_ok());
+        assert!(validate_topic_configs(&b, &overrides(&[("cleanup.policy", "")])).is_err());
+        assert!(validate_topic_configs(&b, &overrides(&[("min.cleanable.dirty.ratio", "1.5")])).is_err());
+        assert!(validate_topic_configs(&b, &overrides(&[("max.compaction.lag.ms", "0")])).is_err());
+        let conflict = overrides(&[("min.compaction.lag.ms", "10"), ("max.compaction.lag.ms", "5")]);
+        assert!(validate_topic_configs(&b, &conflict).is_err());
+        let t = TopicConfig::resolve(&b, &overrides(&[("cleanup.policy", "compact"), ("min.cleanable.dirty.ratio", "0.1")]));
+        assert_eq!(t.log.cleanup_policy, CleanupPolicy::COMPACT);
+        assert_eq!(t.log.min_cleanable_dirty_ratio, 0.1);
     }
 }

@@ -8,6 +8,7 @@ pub mod controller;
 pub mod dispatch;
 mod errors;
 pub mod handlers;
+pub mod log_cleaner;
 pub mod metadata;
 pub mod partition;
 pub mod replica_manager;

@@ -128,6 +128,16 @@ impl LogConfig {
     pub(crate) fn effective_segment_bytes(&self) -> u64 {
         self.segment_bytes.min(i32::MAX as u64)
     }
+
+    /// How long the active segment may stay open: segment.ms, or for compacted logs max.compaction.lag.ms if that
+    /// is sooner, since the cleaner never touches the active segment (Kafka's LogConfig.maxSegmentMs).
+    pub(crate) fn max_segment_ms(&self) -> i64 {
+        if self.cleanup_policy.compact && self.max_compaction_lag_ms > 0 {
+            self.segment_ms.min(self.max_compaction_lag_ms)
+        } else {
+            self.segment_ms
+        }
+    }
 }
 
 #[cfg(test)]

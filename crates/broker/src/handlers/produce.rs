@@ -143,6 +143,12 @@ fn append_one(w: Work, acks: i16, unknown: ResponseError) -> Outcome {
     if let Err((e, m)) = check_batches(&headers, &config) {
         return fail(e, Some(m));
     }
+    if config.log.cleanup_policy.compact {
+        // Kafka's LogValidator: a compacted topic keeps the latest record per key, so every record needs one.
+        if let Err(e) = strom_log::check_keys_present(records, &headers) {
+            return fail(log_error_code(&e), Some(format!("{e} {}-{}", partition.topic, w.index)));
+        }
+    }
     let mut buf = records.to_vec();
     match partition.append(&mut buf, headers) {
         Ok(info) => Outcome {

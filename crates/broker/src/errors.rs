@@ -6,7 +6,8 @@ use strom_log::LogError;
 pub fn log_error_code(e: &LogError) -> ResponseError {
     match e {
         LogError::CorruptMessage(_) => ResponseError::CorruptMessage,
-        LogError::UnsupportedMagic(_) => ResponseError::UnsupportedForMessageFormat,
+        // Produce v3+ carries only magic v2; Kafka rejects older batches as invalid records.
+        LogError::UnsupportedMagic(_) => ResponseError::InvalidRecord,
         LogError::MessageTooLarge { .. } => ResponseError::MessageTooLarge,
         LogError::RecordListTooLarge { .. } => ResponseError::RecordListTooLarge,
         LogError::InvalidRecord(_) => ResponseError::InvalidRecord,

@@ -7,6 +7,7 @@ pub mod config;
 pub mod controller;
 pub mod dispatch;
 mod errors;
+mod record_validation;
 pub mod handlers;
 pub mod log_cleaner;
 pub mod metadata;

@@ -21,7 +21,11 @@ pub struct RunningBroker {
 /// Opens the broker and starts serving. Returns once every listener is bound.
 pub async fn run(config: BrokerConfig) -> anyhow::Result<RunningBroker> {
     for k in &config.ignored_keys {
-        tracing::warn!(key = %k, "config key is a Kafka setting Strom does not use; ignored");
+        if crate::config::defs::IGNORED_KAFKA_KEYS.contains(&k.as_str()) {
+            tracing::warn!(key = %k, "config key is a Kafka setting Strom does not use; ignored");
+        } else {
+            tracing::warn!(key = %k, "unknown config key (not a broker config Strom knows; see `strom server --help`); ignored");
+        }
     }
     let dir = config.log_dir.clone();
     let broker = Arc::new(tokio::task::spawn_blocking(move || Broker::open(config)).await??);

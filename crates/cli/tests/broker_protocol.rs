@@ -277,17 +277,17 @@ fn retention_advances_log_start_offset() {
             .with_configs(vec![
                 create_topics_request::CreatableTopicConfig::default()
                     .with_name(StrBytes::from_static_str("segment.bytes"))
-                    .with_value(Some(StrBytes::from_static_str("200"))),
+                    .with_value(Some(StrBytes::from_static_str("1048576"))),
                 create_topics_request::CreatableTopicConfig::default()
                     .with_name(StrBytes::from_static_str("retention.bytes"))
-                    .with_value(Some(StrBytes::from_static_str("400"))),
+                    .with_value(Some(StrBytes::from_static_str("2097152"))),
             ])])
         .with_timeout_ms(5000);
     let resp = c.send(&req, 7);
     assert_eq!(resp.topics[0].error_code, 0);
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
     for i in 0..20 {
-        let v = format!("value-{i:03}-{}", "x".repeat(100));
+        let v = format!("value-{i:03}-{}", "x".repeat(250_000));
         let r = produce(&mut c, "ret", 0, batch(&[&v], now, Compression::None), 1, 9);
         assert_eq!(r.error_code, 0);
     }

@@ -64,7 +64,7 @@ impl BatchHeader {
     /// `buf` (no magic, framing or CRC checks); see [`validate_batches`] for that.
     pub fn parse(buf: &[u8]) -> Result<BatchHeader, LogError> {
         if buf.len() < HEADER_SIZE {
-            return Err(LogError::CorruptMessage(format!(
+            return Err(LogError::InvalidRecord(format!(
                 "record batch header needs {HEADER_SIZE} bytes, got {}",
                 buf.len()
             )));
@@ -124,8 +124,9 @@ pub fn compute_crc(batch: &[u8]) -> u32 {
     crc32c::crc32c(batch.get(ATTRIBUTES_POS..).unwrap_or(&[]))
 }
 
+/// A structurally invalid batch (Kafka's INVALID_RECORD); only a CRC mismatch is CORRUPT_MESSAGE.
 fn corrupt(msg: String) -> LogError {
-    LogError::CorruptMessage(msg)
+    LogError::InvalidRecord(msg)
 }
 
 /// Validates a record set of one or more concatenated RecordBatch v2 and returns their headers.
@@ -150,7 +151,8 @@ pub fn validate_batches(
 
 fn with_position(err: LogError, index: usize, pos: usize) -> LogError {
     match err {
-        LogError::CorruptMessage(m) => corrupt(format!("batch {index} at byte {pos}: {m}")),
+        LogError::CorruptMessage(m) => LogError::CorruptMessage(format!("batch {index} at byte {pos}: {m}")),
+        LogError::InvalidRecord(m) => corrupt(format!("batch {index} at byte {pos}: {m}")),
         other => other,
     }
 }
@@ -200,7 +202,7 @@ fn validate_one(buf: &[u8], max_message_bytes: u32) -> Result<BatchHeader, LogEr
     let header = BatchHeader::parse(batch)?;
     let crc = compute_crc(batch);
     if crc != header.crc {
-        return Err(corrupt(format!(
+        return Err(LogError::CorruptMessage(format!(
             "CRC mismatch: stored {:#010x}, computed {crc:#010x}",
             header.crc
         )));
@@ -357,7 +359,7 @@ mod tests {
         b[MAGIC_POS] = 7;
         assert!(matches!(
             validate_batches(&b, u32::MAX),
-            Err(LogError::CorruptMessage(_))
+            Err(LogError::InvalidRecord(_))
         ));
     }
 
@@ -373,7 +375,7 @@ mod tests {
             assert!(
                 matches!(
                     validate_batches(&b[..cut], u32::MAX),
-                    Err(LogError::CorruptMessage(_))
+                    Err(LogError::InvalidRecord(_))
                 ),
                 "cut {cut}"
             );
@@ -389,7 +391,7 @@ mod tests {
         });
         assert!(matches!(
             validate_batches(&b, u32::MAX),
-            Err(LogError::CorruptMessage(_))
+            Err(LogError::InvalidRecord(_))
         ));
         let b = build(&BatchSpec {
             record_count: 0,
@@ -397,7 +399,7 @@ mod tests {
         });
         assert!(matches!(
             validate_batches(&b, u32::MAX),
-            Err(LogError::CorruptMessage(_))
+            Err(LogError::InvalidRecord(_))
         ));
         let b = build(&BatchSpec {
             attributes: 5,
@@ -405,7 +407,7 @@ mod tests {
         });
         assert!(matches!(
             validate_batches(&b, u32::MAX),
-            Err(LogError::CorruptMessage(_))
+            Err(LogError::InvalidRecord(_))
         ));
     }
 

@@ -1,6 +1,6 @@
-//! The RecordBatch compression codecs (attribute bits 0-2: none, gzip, snappy, lz4, zstd), for the two places the
+//! The RecordBatch compression codecs (attribute bits 0-2: none, gzip, snappy, lz4, zstd), for the one place the
 //! storage engine must look inside records: the log cleaner (decompress, drop superseded records, recompress with
-//! the batch's own codec) and the key check on compacted topics.
+//! the batch's own codec).
 //!
 //! They use the same crates kafka-protocol builds (flate2, snap, lz4, zstd), so the workspace compiles no new
 //! codec, and the log crate can test compaction end to end without the broker supplying codecs.

@@ -37,4 +37,3 @@ pub use cleaner::{CleanStats, Cleanability, CleanerConfig, NoTransactions, Throt
 pub use config::{CleanupPolicy, LogConfig, TimestampType};
 pub use error::LogError;
 pub use log::{AppendInfo, Log, ReadResult, RecoveryReport, RetentionReport};
-pub use records::check_keys_present;

@@ -1,6 +1,6 @@
 //! Records inside a RecordBatch v2 (Kafka's DefaultRecord), read just far enough for the two jobs that need them:
 //! the log cleaner (key, null value, offset and timestamp deltas, and the record's exact bytes so a retained record
-//! is copied unchanged, headers included) and the produce-time key check on compacted topics.
+//! is copied unchanged, headers included).
 
 use crate::batch::{BatchHeader, HEADER_SIZE};
 use crate::codec;
@@ -104,26 +104,6 @@ pub(crate) fn parse(section: &[u8], expected: i32) -> Result<Vec<RecordView<'_>>
 pub(crate) fn section(batch: &[u8], header: &BatchHeader) -> Result<Vec<u8>, LogError> {
     let body = batch.get(HEADER_SIZE..header.total_size()).ok_or_else(|| corrupt("batch shorter than its length"))?;
     codec::decompress(header.compression(), body)
-}
-
-/// Kafka's LogValidator check for compacted topics: every record of every batch in `records` (a validated record
-/// set, with its headers) must have a key, else INVALID_RECORD. Control batches carry no user records.
-pub fn check_keys_present(records: &[u8], headers: &[BatchHeader]) -> Result<(), LogError> {
-    let mut pos = 0usize;
-    for h in headers {
-        let batch = &records[pos..pos + h.total_size()];
-        pos += h.total_size();
-        if h.is_control() {
-            continue;
-        }
-        let section = section(batch, h)?;
-        if parse(&section, h.record_count)?.iter().any(|r| r.key.is_none()) {
-            return Err(LogError::InvalidRecord(
-                "Compacted topic cannot accept message without key in topic partition".to_string(),
-            ));
-        }
-    }
-    Ok(())
 }
 
 #[cfg(test)]

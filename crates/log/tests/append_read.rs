@@ -323,9 +323,9 @@ fn bad_input_is_rejected_atomically() {
 
     let mut set = good.clone();
     set.extend(&good[..good.len() - 3]);
-    assert_rejected(&log, &set, |e| matches!(e, LogError::CorruptMessage(_)));
+    assert_rejected(&log, &set, |e| matches!(e, LogError::InvalidRecord(_)));
     assert_rejected(&log, &good[..30], |e| {
-        matches!(e, LogError::CorruptMessage(_))
+        matches!(e, LogError::InvalidRecord(_))
     });
 
     let control = build(&BatchSpec {

@@ -11,12 +11,10 @@ use std::path::PathBuf;
 pub use listener::{ListenerConfig, SecurityProtocol};
 pub use topic::{describe_topic_config, validate_topic_configs, DescribedConfig, TopicConfig};
 
-use defs::{broker_def, find, validate_value, IGNORED_KAFKA_KEYS};
+use defs::{broker_def, find, validate_value};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("unknown config key `{0}` (not a Kafka broker config Strom knows; see `strom server --help`)")]
-    UnknownKey(String),
     #[error("{0}")]
     Invalid(String),
     #[error("cannot read {path}: {source}")]
@@ -43,7 +41,7 @@ pub struct BrokerConfig {
     pub delete_topic_enable: bool,
     pub socket_request_max_bytes: usize,
     pub retention_check_interval_ms: u64,
-    /// Keys that Kafka knows but Strom ignores; reported at start.
+    /// Keys Strom does not use (Kafka settings for parts Strom lacks, or unknown keys); reported at start.
     pub ignored_keys: Vec<String>,
 }
 
@@ -97,11 +95,12 @@ impl BrokerConfig {
             values.entry("log.dirs".into()).or_insert(dir);
         }
         for (k, v) in &values {
-            if IGNORED_KAFKA_KEYS.contains(&k.as_str()) {
+            // Kafka starts with keys it does not use (plugin settings, other versions' keys) and logs them as
+            // unused; Strom does the same and reports them at start.
+            let Some(def) = broker_def(k) else {
                 ignored.push(k.clone());
                 continue;
-            }
-            let def = broker_def(k).ok_or_else(|| ConfigError::UnknownKey(k.clone()))?;
+            };
             validate_value(def, v).map_err(ConfigError::Invalid)?;
         }
         let get = |k: &str| -> Option<String> {
@@ -248,7 +247,7 @@ mod tests {
     fn rejects_unknown_and_malformed() {
         let mut v = BTreeMap::new();
         v.insert("num.partitionz".to_string(), "3".to_string());
-        assert!(matches!(BrokerConfig::from_values(v), Err(ConfigError::UnknownKey(_))));
+        assert_eq!(BrokerConfig::from_values(v).unwrap().ignored_keys, vec!["num.partitionz".to_string()]);
         let mut v = BTreeMap::new();
         v.insert("num.partitions".to_string(), "three".to_string());
         assert!(matches!(BrokerConfig::from_values(v), Err(ConfigError::Invalid(_))));

@@ -27,31 +27,44 @@ pub struct TopicConfig {
     pub timestamp_after_max_ms: i64,
 }
 
-/// The broker keys behind a topic config, in Kafka's precedence order, each with the factor that turns its value
-/// into the topic config's unit (e.g. `retention.ms` from `log.retention.ms`, else minutes, else hours).
-fn broker_synonyms(def: &ConfigDef) -> Vec<(&'static str, i64)> {
+/// The broker keys behind a topic config, most specific first (Kafka's synonym chain): e.g. `retention.ms` is
+/// backed by `log.retention.ms`, then `log.retention.minutes`, then `log.retention.hours`.
+fn broker_chain(def: &ConfigDef) -> &'static [(&'static str, i64)] {
     match def.name {
-        "retention.ms" => vec![("log.retention.ms", 1), ("log.retention.minutes", 60_000), ("log.retention.hours", 3_600_000)],
-        "segment.ms" => vec![("log.roll.ms", 1), ("log.roll.hours", 3_600_000)],
-        _ => vec![(def.broker_synonym.unwrap_or(def.name), 1)],
+        "retention.ms" => &[("log.retention.ms", 1), ("log.retention.minutes", 60_000), ("log.retention.hours", 3_600_000)],
+        "segment.ms" => &[("log.roll.ms", 1), ("log.roll.hours", 3_600_000)],
+        "segment.jitter.ms" => &[("log.roll.jitter.ms", 1), ("log.roll.jitter.hours", 3_600_000)],
+        _ => &[],
     }
 }
 
-/// Every broker-level value set behind a topic config (dynamic per-broker, dynamic default, static), in the order
-/// Kafka lists synonyms: key by key, most specific source first. The first entry is the effective one.
-fn broker_set_values(broker: &BrokerConfig, def: &ConfigDef) -> Vec<(String, Option<String>, ConfigSource)> {
-    let mut out = Vec::new();
-    for (key, factor) in broker_synonyms(def) {
+/// The broker-level value behind a topic config and where it comes from: the first key of the chain that is set
+/// (key by key; for each key dynamic per-broker, then dynamic cluster default, then static, as Kafka merges
+/// dynamic configs over the static ones), scaled to the topic config's unit, else the topic config's Kafka
+/// default. The synonyms list every value set along the chain.
+fn broker_default(broker: &BrokerConfig, def: &ConfigDef) -> (Option<String>, ConfigSource, Vec<(String, Option<String>, ConfigSource)>) {
+    let synonym = def.broker_synonym.unwrap_or(def.name);
+    let chain: Vec<(&str, i64)> = match broker_chain(def) {
+        [] => vec![(synonym, 1)],
+        c => c.to_vec(),
+    };
+    let mut set = Vec::new();
+    let mut value = None;
+    for (key, factor) in chain {
         for (v, source) in broker.set_values(key) {
-            let value = if factor == 1 {
-                v
+            let scaled = if factor == 1 {
+                v.clone()
             } else {
-                v.trim().parse::<i64>().map(|n| n.saturating_mul(factor).to_string()).unwrap_or(v)
+                v.trim().parse::<i64>().map(|n| n.saturating_mul(factor).to_string()).unwrap_or_else(|_| v.clone())
             };
-            out.push((key.to_string(), Some(value), source));
+            value.get_or_insert((scaled, source));
+            set.push((key.to_string(), Some(v), source));
         }
     }
-    out
+    match value {
+        Some((v, source)) => (Some(v), source, set),
+        None => (def.default.map(str::to_string), ConfigSource::Default, set),
+    }
 }
 
 /// Describes every topic config (or one) with value, source and synonyms.
@@ -64,13 +77,15 @@ pub fn describe_topic_config(
     if let Some(v) = overrides.get(def.name) {
         synonyms.push((def.name.to_string(), Some(v.clone()), ConfigSource::DynamicTopic));
     }
-    let broker_values = broker_set_values(broker, def);
-    let (bval, bsource) = match broker_values.first() {
-        Some((_, v, s)) => (v.clone(), *s),
-        None => (def.default.map(str::to_string), ConfigSource::Default),
-    };
-    synonyms.extend(broker_values);
-    synonyms.push((def.broker_synonym.unwrap_or(def.name).to_string(), def.default.map(str::to_string), ConfigSource::Default));
+    let (bval, bsource, broker_synonyms) = broker_default(broker, def);
+    synonyms.extend(broker_synonyms);
+    // As Kafka: the primary broker synonym is listed with its default only when that default is not null
+    // (so `retention.ms` lists no `log.retention.ms`, whose default is null).
+    let primary = def.broker_synonym.unwrap_or(def.name);
+    let primary_default = broker_chain(def).first().map_or(primary, |(k, _)| k);
+    if let Some(d) = defs::broker_def(primary_default).and_then(|d| d.default) {
+        synonyms.push((primary_default.to_string(), Some(d.to_string()), ConfigSource::Default));
+    }
     let (value, source) = match overrides.get(def.name) {
         Some(v) => (Some(v.clone()), ConfigSource::DynamicTopic),
         None => (bval, bsource),
@@ -143,7 +158,11 @@ pub fn validate_topic_configs(broker: &BrokerConfig, overrides: &BTreeMap<String
             "message.timestamp.type" if v != "CreateTime" && v != "LogAppendTime" => {
                 return bad("String must be one of: CreateTime, LogAppendTime")
             }
-            "segment.bytes" if num() < 14 => return bad("Value must be at least 14"),
+            // Kafka 4 requires at least 1 MiB.
+            "segment.bytes" if num() < 1024 * 1024 => return bad("Value must be at least 1048576"),
+            "remote.storage.enable" if v.trim().eq_ignore_ascii_case("true") => {
+                return bad("Tiered Storage functionality is disabled in the broker. Topic cannot be configured with remote log storage.")
+            }
             "max.message.bytes" | "index.interval.bytes" | "segment.ms" | "flush.messages" | "flush.ms"
                 if num() < if def.name == "flush.messages" || def.name == "segment.ms" { 1 } else { 0 } =>
             {
@@ -191,9 +210,11 @@ mod tests {
         let d = describe_topic_config(&broker, &overrides(&[("retention.ms", "5")]), def);
         assert_eq!(d.value.as_deref(), Some("5"));
         assert_eq!(d.source, ConfigSource::DynamicTopic);
-        assert_eq!(d.synonyms.len(), 3);
-        let t = TopicConfig::resolve(&broker, &overrides(&[("segment.bytes", "1000")]));
-        assert_eq!(t.log.segment_bytes, 1000);
+        // The override, then log.retention.hours as set; log.retention.ms has no default so it is not listed.
+        assert_eq!(d.synonyms.len(), 2);
+        assert_eq!(d.synonyms[1].0, "log.retention.hours");
+        let t = TopicConfig::resolve(&broker, &overrides(&[("segment.bytes", "2000000")]));
+        assert_eq!(t.log.segment_bytes, 2000000);
         assert_eq!(t.log.retention_ms, 3_600_000);
     }
 
@@ -218,7 +239,6 @@ mod tests {
                 ("log.retention.ms", ConfigSource::DynamicBroker),
                 ("log.retention.minutes", ConfigSource::DynamicDefaultBroker),
                 ("log.retention.hours", ConfigSource::StaticBroker),
-                ("log.retention.ms", ConfigSource::Default),
             ]
         );
         assert_eq!(TopicConfig::resolve(&dynamic, &BTreeMap::new()).log.retention_ms, 7);
@@ -231,7 +251,8 @@ mod tests {
         assert!(validate_topic_configs(&b, &overrides(&[("nope", "1")])).is_err());
         assert!(validate_topic_configs(&b, &overrides(&[("retention.ms", "abc")])).is_err());
         assert!(validate_topic_configs(&b, &overrides(&[("cleanup.policy", "bogus")])).is_err());
-        assert!(validate_topic_configs(&b, &overrides(&[("segment.bytes", "1")])).is_err());
+        assert!(validate_topic_configs(&b, &overrides(&[("segment.bytes", "1000")])).is_err());
+        assert!(validate_topic_configs(&b, &overrides(&[("compression.zstd.level", "3")])).is_ok());
         assert!(validate_topic_configs(&b, &overrides(&[("message.timestamp.type", "LogAppendTime")])).is_ok());
         assert!(validate_topic_configs(&b, &overrides(&[("cleanup.policy", "compact,delete")])).is_ok());
         assert!(validate_topic_configs(&b, &overrides(&[("cleanup.policy", "")])).is_err());

@@ -21,13 +21,16 @@ pub async fn handle(ctx: &Arc<ConnectionContext>, version: i16, req: CreateTopic
         *counts.entry(t.name.0.to_string()).or_default() += 1;
     }
     let validate_only = req.validate_only;
+    // Kafka answers once per distinct name; a duplicated name gets one INVALID_REQUEST result.
+    let mut seen = std::collections::HashSet::new();
+    let topics: Vec<_> = req.topics.into_iter().filter(|t| seen.insert(t.name.0.to_string())).collect();
     let results = tokio::task::spawn_blocking(move || {
-        req.topics
+        topics
             .into_iter()
             .map(|t| {
                 let name = t.name.0.to_string();
                 let result = if counts.get(&name).copied().unwrap_or(0) > 1 {
-                    Err(ApiError::new(ResponseError::InvalidRequest, format!("Duplicate topic name {name} in the request")))
+                    Err(ApiError::new(ResponseError::InvalidRequest, "Duplicate topic name."))
                 } else {
                     let mut configs = BTreeMap::new();
                     let mut null_config = None;

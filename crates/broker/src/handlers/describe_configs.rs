@@ -60,6 +60,9 @@ pub fn handle(ctx: &Arc<ConnectionContext>, version: i16, req: DescribeConfigsRe
                 e
             };
             match res.resource_type {
+                TOPIC if crate::topic_name::validate(&name).is_err() => result
+                    .with_error_code(ResponseError::InvalidTopicException.code())
+                    .with_error_message(crate::topic_name::validate(&name).err().map(StrBytes::from_string)),
                 TOPIC => match image.topic(&name) {
                     None => result
                         .with_error_code(ResponseError::UnknownTopicOrPartition.code())

@@ -111,9 +111,20 @@ fn read_all(wanted: &[Wanted], max_bytes: usize, read_committed: bool) -> Vec<Pa
                 .with_partition_index(w.index)
                 .with_aborted_transactions(if read_committed { Some(Vec::new()) } else { None })
                 .with_records(Some(Bytes::new()));
+            // As Kafka's ReplicaManager: an error answer carries unknown (-1) offsets and an empty aborted list.
+            let failed = |e: ResponseError| {
+                PartitionData::default()
+                    .with_partition_index(w.index)
+                    .with_error_code(e.code())
+                    .with_high_watermark(-1)
+                    .with_last_stable_offset(-1)
+                    .with_log_start_offset(-1)
+                    .with_aborted_transactions(Some(Vec::new()))
+                    .with_records(Some(Bytes::new()))
+            };
             let p = match &w.partition {
                 Ok(p) => p,
-                Err(e) => return base.with_error_code(e.code()).with_high_watermark(-1),
+                Err(e) => return failed(*e),
             };
             let hw = p.high_watermark();
             let base = base
@@ -121,7 +132,7 @@ fn read_all(wanted: &[Wanted], max_bytes: usize, read_committed: bool) -> Vec<Pa
                 .with_last_stable_offset(p.last_stable_offset())
                 .with_log_start_offset(p.log_start_offset());
             if let Some(e) = crate::handlers::leader_epoch_error(w.current_leader_epoch, p.leader_epoch()) {
-                return base.with_error_code(e.code());
+                return failed(e);
             }
             let limit = w.max_bytes.min(remaining);
             // KIP-74: the first batch of the first partition with data comes back whole, so progress is always made.
@@ -131,7 +142,7 @@ fn read_all(wanted: &[Wanted], max_bytes: usize, read_committed: bool) -> Vec<Pa
                     any_data |= !r.records.is_empty();
                     base.with_records(Some(r.records))
                 }
-                Err(e) => base.with_error_code(log_error_code(&e).code()),
+                Err(e) => failed(log_error_code(&e)),
             }
         })
         .collect()

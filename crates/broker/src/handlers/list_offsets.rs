@@ -35,6 +35,8 @@ pub async fn handle(ctx: &Arc<ConnectionContext>, version: i16, req: ListOffsets
                         let mut resp = match broker.replicas.get(&name, p.partition_index) {
                             None => ListOffsetsPartitionResponse::default()
                                 .with_error_code(ResponseError::UnknownTopicOrPartition.code()),
+                            Some(_) if !timestamp_allowed(p.timestamp, version) => ListOffsetsPartitionResponse::default()
+                                .with_error_code(ResponseError::UnsupportedVersion.code()),
                             Some(part) => lookup(&part, p.timestamp, p.current_leader_epoch, read_committed),
                         };
                         resp.partition_index = p.partition_index;
@@ -55,6 +57,19 @@ pub async fn handle(ctx: &Arc<ConnectionContext>, version: i16, req: ListOffsets
             tracing::error!(error = %e, "list offsets task failed");
             ListOffsetsResponse::default()
         }
+    }
+}
+
+/// Special timestamps exist from the request version that introduced them (KIP-734 max timestamp v7, KIP-405
+/// earliest local v8, latest tiered v9); Kafka answers UNSUPPORTED_VERSION below that and for unknown ones.
+fn timestamp_allowed(timestamp: i64, version: i16) -> bool {
+    match timestamp {
+        t if t >= 0 => true,
+        LATEST_TIMESTAMP | EARLIEST_TIMESTAMP => true,
+        MAX_TIMESTAMP => version >= 7,
+        EARLIEST_LOCAL_TIMESTAMP => version >= 8,
+        LATEST_TIERED_TIMESTAMP => version >= 9,
+        _ => false,
     }
 }
 

@@ -4,17 +4,18 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use kafka_protocol::messages::produce_response::{BatchIndexAndErrorMessage, PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse, TopicName};
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
-use strom_log::{validate_batches, BatchHeader, LogError, TimestampType};
+use strom_log::{validate_batches, BatchHeader, LogError};
 use uuid::Uuid;
 
 use crate::clock::now_ms;
 use crate::dispatch::{ConnectionContext, Respond};
 use crate::errors::log_error_code;
 use crate::partition::Partition;
+use crate::record_validation;
 
 struct Work {
     topic: usize,
@@ -121,9 +122,14 @@ fn error_response(index: i32, error: ResponseError, message: Option<String>) -> 
 
 /// Blocking: validates and appends one partition's record set.
 fn append_one(w: Work, acks: i16, unknown: ResponseError) -> Outcome {
-    let fail = |e: ResponseError, m: Option<String>| Outcome { topic: w.topic, response: error_response(w.index, e, m), durable_at: None };
     let Some(partition) = w.partition.clone() else {
-        return fail(unknown, None);
+        return Outcome { topic: w.topic, response: error_response(w.index, unknown, None), durable_at: None };
+    };
+    // Kafka reports the partition's log start offset with its errors too.
+    let fail = |e: ResponseError, m: Option<String>| Outcome {
+        topic: w.topic,
+        response: error_response(w.index, e, m).with_log_start_offset(partition.log_start_offset()),
+        durable_at: None,
     };
     let Some(records) = w.records.as_ref().filter(|r| !r.is_empty()) else {
         return fail(ResponseError::InvalidRecord, Some("produce request has no records".into()));
@@ -140,14 +146,17 @@ fn append_one(w: Work, acks: i16, unknown: ResponseError) -> Outcome {
         Ok(h) => h,
         Err(e) => return fail(log_error_code(&e), Some(e.to_string())),
     };
-    if let Err((e, m)) = check_batches(&headers, &config) {
+    if let Err((e, m)) = check_producer(&headers) {
         return fail(e, Some(m));
     }
-    if config.log.cleanup_policy.compact {
-        // Kafka's LogValidator: a compacted topic keeps the latest record per key, so every record needs one.
-        if let Err(e) = strom_log::check_keys_present(records, &headers) {
-            return fail(log_error_code(&e), Some(format!("{e} {}-{}", partition.topic, w.index)));
-        }
+    if let Err(r) = record_validation::validate(records, &headers, &config, now_ms()) {
+        let mut out = fail(r.error, Some(r.message));
+        out.response.record_errors = r
+            .record_errors
+            .into_iter()
+            .map(|(i, m)| BatchIndexAndErrorMessage::default().with_batch_index(i).with_batch_index_error_message(Some(StrBytes::from_string(m))))
+            .collect();
+        return out;
     }
     let mut buf = records.to_vec();
     match partition.append(&mut buf, headers) {
@@ -158,7 +167,7 @@ fn append_one(w: Work, acks: i16, unknown: ResponseError) -> Outcome {
                 .with_base_offset(info.first_offset)
                 .with_log_append_time_ms(info.log_append_time)
                 .with_log_start_offset(info.log_start_offset),
-            durable_at: (acks == -1).then(|| (partition, info.last_offset + 1)),
+            durable_at: (acks == -1).then(|| (partition.clone(), info.last_offset + 1)),
         },
         Err(e) => {
             if matches!(e, LogError::Io(_)) {
@@ -169,12 +178,11 @@ fn append_one(w: Work, acks: i16, unknown: ResponseError) -> Outcome {
     }
 }
 
-/// Checks Kafka applies to produced batches beyond their framing.
-fn check_batches(headers: &[BatchHeader], config: &crate::config::TopicConfig) -> Result<(), (ResponseError, String)> {
-    let now = now_ms();
+/// Idempotent and transactional producers need InitProducerId, which this broker does not serve yet, and clients
+/// never produce control batches.
+fn check_producer(headers: &[BatchHeader]) -> Result<(), (ResponseError, String)> {
     for h in headers {
         if h.producer_id >= 0 || h.is_transactional() {
-            // Idempotent and transactional producers need InitProducerId, which this broker does not serve yet.
             return Err((
                 ResponseError::InvalidProducerIdMapping,
                 "idempotent and transactional produce are not supported by this Strom version yet".into(),
@@ -182,16 +190,6 @@ fn check_batches(headers: &[BatchHeader], config: &crate::config::TopicConfig) -
         }
         if h.is_control() {
             return Err((ResponseError::InvalidRecord, "clients may not produce control batches".into()));
-        }
-        if config.log.message_timestamp_type == TimestampType::CreateTime {
-            // The batch header bounds its records: the first timestamp for the age check, the max for the lead.
-            let (first, max) = (h.base_timestamp, h.max_timestamp);
-            if now.saturating_sub(first) > config.timestamp_before_max_ms || max.saturating_sub(now) > config.timestamp_after_max_ms {
-                return Err((
-                    ResponseError::InvalidTimestamp,
-                    format!("Timestamps {first}..{max} of a batch are out of range [now - message.timestamp.before.max.ms, now + message.timestamp.after.max.ms]"),
-                ));
-            }
         }
     }
     Ok(())

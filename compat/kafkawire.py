@@ -1,0 +1,394 @@
+"""Minimal hand-written Kafka wire protocol helpers (Python's struct only).
+
+Used by conftest.py (readiness probe) and test_bad_input.py (malformed and
+hand-built requests). Only the handful of request/response shapes the tests
+need are implemented; field layouts follow apache/kafka
+clients/src/main/resources/common/message/*.json.
+"""
+
+from __future__ import annotations
+
+import socket
+import struct
+import time
+
+API_PRODUCE = 0
+API_FETCH = 1
+API_LIST_OFFSETS = 2
+API_METADATA = 3
+API_API_VERSIONS = 18
+API_CREATE_TOPICS = 19
+API_DELETE_TOPICS = 20
+
+ERR_NONE = 0
+ERR_CORRUPT_MESSAGE = 2
+ERR_UNKNOWN_TOPIC_OR_PARTITION = 3
+ERR_UNSUPPORTED_VERSION = 35
+
+
+# --------------------------------------------------------------------------
+# CRC-32C (Castagnoli), table driven.
+# --------------------------------------------------------------------------
+def _make_crc32c_table():
+    poly = 0x82F63B78
+    table = []
+    for i in range(256):
+        crc = i
+        for _ in range(8):
+            crc = (crc >> 1) ^ poly if crc & 1 else crc >> 1
+        table.append(crc)
+    return table
+
+
+_CRC32C_TABLE = _make_crc32c_table()
+
+
+def crc32c(data: bytes) -> int:
+    crc = 0xFFFFFFFF
+    table = _CRC32C_TABLE
+    for b in data:
+        crc = table[(crc ^ b) & 0xFF] ^ (crc >> 8)
+    return crc ^ 0xFFFFFFFF
+
+
+assert crc32c(b"123456789") == 0xE3069283  # standard check value
+
+
+# --------------------------------------------------------------------------
+# Primitive encoders.
+# --------------------------------------------------------------------------
+def zigzag_varint(n: int) -> bytes:
+    """Signed varint (zig-zag), as used inside record batches v2."""
+    z = (n << 1) ^ (n >> 63)
+    return uvarint(z & 0xFFFFFFFFFFFFFFFF)
+
+
+def uvarint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        b = n & 0x7F
+        n >>= 7
+        if n:
+            out.append(b | 0x80)
+        else:
+            out.append(b)
+            return bytes(out)
+
+
+def string(s: str | None) -> bytes:
+    if s is None:
+        return struct.pack(">h", -1)
+    raw = s.encode()
+    return struct.pack(">h", len(raw)) + raw
+
+
+def compact_string(s: str | None) -> bytes:
+    if s is None:
+        return uvarint(0)
+    raw = s.encode()
+    return uvarint(len(raw) + 1) + raw
+
+
+def nullable_bytes(b: bytes | None) -> bytes:
+    if b is None:
+        return struct.pack(">i", -1)
+    return struct.pack(">i", len(b)) + b
+
+
+# --------------------------------------------------------------------------
+# Record batch v2 (magic 2).
+# --------------------------------------------------------------------------
+def encode_record(offset_delta: int, timestamp_delta: int, key: bytes | None,
+                  value: bytes | None, headers=()) -> bytes:
+    body = bytearray()
+    body += b"\x00"  # attributes
+    body += zigzag_varint(timestamp_delta)
+    body += zigzag_varint(offset_delta)
+    for part in (key, value):
+        if part is None:
+            body += zigzag_varint(-1)
+        else:
+            body += zigzag_varint(len(part)) + part
+    body += zigzag_varint(len(headers))
+    for hk, hv in headers:
+        hk_raw = hk.encode()
+        body += zigzag_varint(len(hk_raw)) + hk_raw
+        if hv is None:
+            body += zigzag_varint(-1)
+        else:
+            body += zigzag_varint(len(hv)) + hv
+    return zigzag_varint(len(body)) + bytes(body)
+
+
+def record_batch(records, base_timestamp: int | None = None) -> bytes:
+    """Build an uncompressed magic-2 batch. records: list of (key, value, headers)."""
+    if base_timestamp is None:
+        base_timestamp = int(time.time() * 1000)
+    encoded = b"".join(
+        encode_record(i, 0, k, v, h) for i, (k, v, h) in enumerate(records))
+    after_crc = (
+        struct.pack(">h", 0)                      # attributes: no compression, CreateTime
+        + struct.pack(">i", len(records) - 1)     # lastOffsetDelta
+        + struct.pack(">q", base_timestamp)       # baseTimestamp
+        + struct.pack(">q", base_timestamp)       # maxTimestamp
+        + struct.pack(">q", -1)                   # producerId
+        + struct.pack(">h", -1)                   # producerEpoch
+        + struct.pack(">i", -1)                   # baseSequence
+        + struct.pack(">i", len(records))         # record count
+        + encoded
+    )
+    crc = crc32c(after_crc)
+    after_length = (
+        struct.pack(">i", 0)       # partitionLeaderEpoch
+        + b"\x02"                  # magic
+        + struct.pack(">I", crc)
+        + after_crc
+    )
+    return struct.pack(">qi", 0, len(after_length)) + after_length
+
+
+# --------------------------------------------------------------------------
+# Framing.
+# --------------------------------------------------------------------------
+def request_frame(api_key: int, api_version: int, correlation_id: int, body: bytes,
+                  client_id: str | None = "strom-compat", flexible_header: bool = False) -> bytes:
+    header = struct.pack(">hhi", api_key, api_version, correlation_id) + string(client_id)
+    if flexible_header:
+        header += b"\x00"  # empty tagged fields (request header v2)
+    payload = header + body
+    return struct.pack(">i", len(payload)) + payload
+
+
+def recv_exact(sock: socket.socket, n: int) -> bytes:
+    buf = bytearray()
+    while len(buf) < n:
+        chunk = sock.recv(n - len(buf))
+        if not chunk:
+            raise ConnectionError(f"connection closed after {len(buf)} of {n} bytes")
+        buf += chunk
+    return bytes(buf)
+
+
+def read_frame(sock: socket.socket) -> bytes:
+    (size,) = struct.unpack(">i", recv_exact(sock, 4))
+    return recv_exact(sock, size)
+
+
+def connect(port: int, host: str = "127.0.0.1", timeout: float = 10.0) -> socket.socket:
+    s = socket.create_connection((host, port), timeout=timeout)
+    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return s
+
+
+def wait_closed(sock: socket.socket, timeout: float = 10.0):
+    """Wait for the peer to close the connection (EOF or reset).
+
+    Returns (closed, received_bytes): closed is False if the connection was
+    still open after `timeout` seconds.
+    """
+    sock.settimeout(timeout)
+    deadline = time.monotonic() + timeout
+    received = bytearray()
+    try:
+        while time.monotonic() < deadline:
+            data = sock.recv(65536)
+            if not data:
+                return True, bytes(received)
+            received += data
+    except (ConnectionResetError, BrokenPipeError):
+        return True, bytes(received)
+    except socket.timeout:
+        return False, bytes(received)
+    return False, bytes(received)
+
+
+class Reader:
+    def __init__(self, data: bytes, pos: int = 0):
+        self.data = data
+        self.pos = pos
+
+    def take(self, fmt: str):
+        vals = struct.unpack_from(fmt, self.data, self.pos)
+        self.pos += struct.calcsize(fmt)
+        return vals[0] if len(vals) == 1 else vals
+
+    def int8(self):
+        return self.take(">b")
+
+    def int16(self):
+        return self.take(">h")
+
+    def int32(self):
+        return self.take(">i")
+
+    def int64(self):
+        return self.take(">q")
+
+    def string(self):
+        n = self.int16()
+        if n < 0:
+            return None
+        s = self.data[self.pos:self.pos + n].decode()
+        self.pos += n
+        return s
+
+    def remaining(self) -> int:
+        return len(self.data) - self.pos
+
+
+# --------------------------------------------------------------------------
+# ApiVersions.
+# --------------------------------------------------------------------------
+def api_versions_v0(sock: socket.socket, correlation_id: int = 1):
+    """Send ApiVersions v0; return (correlation_id, error_code, {api_key: (min, max)})."""
+    sock.sendall(request_frame(API_API_VERSIONS, 0, correlation_id, b""))
+    return parse_api_versions_v0(read_frame(sock))
+
+
+def parse_api_versions_v0(frame: bytes):
+    r = Reader(frame)
+    corr = r.int32()
+    err = r.int16()
+    n = r.int32()
+    keys = {}
+    for _ in range(max(n, 0)):
+        k, lo, hi = r.take(">hhh")
+        keys[k] = (lo, hi)
+    return corr, err, keys
+
+
+# --------------------------------------------------------------------------
+# Metadata v4 (non-flexible): only the broker list is parsed.
+# --------------------------------------------------------------------------
+def metadata_v4_brokers(sock: socket.socket, correlation_id: int = 2):
+    body = struct.pack(">i", 0) + b"\x00"  # no topics, allow_auto_topic_creation=false
+    sock.sendall(request_frame(API_METADATA, 4, correlation_id, body))
+    r = Reader(read_frame(sock))
+    corr = r.int32()
+    assert corr == correlation_id, (corr, correlation_id)
+    r.int32()  # throttle_time_ms
+    brokers = []
+    for _ in range(r.int32()):
+        node_id = r.int32()
+        host = r.string()
+        port = r.int32()
+        r.string()  # rack
+        brokers.append((node_id, host, port))
+    return brokers
+
+
+# --------------------------------------------------------------------------
+# Produce v3..v8 (non-flexible).
+# --------------------------------------------------------------------------
+def produce_request_body(topic: str, partitions: dict, acks: int = -1, timeout_ms: int = 10000) -> bytes:
+    body = bytearray()
+    body += string(None)  # transactional_id
+    body += struct.pack(">hi", acks, timeout_ms)
+    body += struct.pack(">i", 1)
+    body += string(topic)
+    body += struct.pack(">i", len(partitions))
+    for index, records in partitions.items():
+        body += struct.pack(">i", index) + nullable_bytes(records)
+    return bytes(body)
+
+
+def parse_produce_response(frame: bytes, version: int):
+    """Return (correlation_id, {(topic, partition): dict(error_code=..., base_offset=...)})."""
+    r = Reader(frame)
+    corr = r.int32()
+    out = {}
+    for _ in range(r.int32()):
+        topic = r.string()
+        for _ in range(r.int32()):
+            index = r.int32()
+            err = r.int16()
+            base_offset = r.int64()
+            entry = {"error_code": err, "base_offset": base_offset}
+            if version >= 2:
+                entry["log_append_time_ms"] = r.int64()
+            if version >= 5:
+                entry["log_start_offset"] = r.int64()
+            if version >= 8:
+                errors = []
+                for _ in range(r.int32()):
+                    errors.append((r.int32(), r.string()))
+                entry["record_errors"] = errors
+                entry["error_message"] = r.string()
+            out[(topic, index)] = entry
+    if version >= 1:
+        r.int32()  # throttle_time_ms
+    return corr, out
+
+
+def produce(sock: socket.socket, version: int, correlation_id: int, topic: str,
+            partitions: dict, acks: int = -1):
+    sock.sendall(request_frame(API_PRODUCE, version, correlation_id,
+                               produce_request_body(topic, partitions, acks)))
+    corr, result = parse_produce_response(read_frame(sock), version)
+    assert corr == correlation_id, (corr, correlation_id)
+    return result
+
+
+# --------------------------------------------------------------------------
+# Fetch v4 (non-flexible, topic names).
+# --------------------------------------------------------------------------
+def fetch_v4(sock: socket.socket, correlation_id: int, topic: str, partitions: dict,
+             max_wait_ms: int = 100, min_bytes: int = 1, max_bytes: int = 1 << 20,
+             partition_max_bytes: int = 1 << 20):
+    """partitions: {index: fetch_offset}. Returns {(topic, partition): dict(error_code,
+    high_watermark, records)}."""
+    body = bytearray()
+    body += struct.pack(">iiii", -1, max_wait_ms, min_bytes, max_bytes)
+    body += b"\x00"  # isolation_level READ_UNCOMMITTED
+    body += struct.pack(">i", 1) + string(topic)
+    body += struct.pack(">i", len(partitions))
+    for index, offset in partitions.items():
+        body += struct.pack(">iqi", index, offset, partition_max_bytes)
+    sock.sendall(request_frame(API_FETCH, 4, correlation_id, bytes(body)))
+    r = Reader(read_frame(sock))
+    corr = r.int32()
+    assert corr == correlation_id, (corr, correlation_id)
+    r.int32()  # throttle_time_ms
+    out = {}
+    for _ in range(r.int32()):
+        name = r.string()
+        for _ in range(r.int32()):
+            index = r.int32()
+            err = r.int16()
+            hw = r.int64()
+            r.int64()  # last_stable_offset
+            n_aborted = r.int32()
+            for _ in range(max(n_aborted, 0)):
+                r.int64()
+                r.int64()
+            size = r.int32()
+            records = None
+            if size >= 0:
+                records = r.data[r.pos:r.pos + size]
+                r.pos += size
+            out[(name, index)] = {"error_code": err, "high_watermark": hw, "records": records}
+    return out
+
+
+def fix_crc(batch: bytes) -> bytes:
+    """Recompute the CRC of a (single, possibly edited) magic-2 batch."""
+    b = bytearray(batch)
+    struct.pack_into(">I", b, 17, crc32c(bytes(b[21:])))
+    return bytes(b)
+
+
+def patch(batch: bytes, offset: int, fmt: str, value, recrc: bool = True) -> bytes:
+    """Overwrite a field of a batch (byte offset, struct format) and fix the CRC."""
+    b = bytearray(batch)
+    struct.pack_into(fmt, b, offset, value)
+    return fix_crc(bytes(b)) if recrc else bytes(b)
+
+
+# Byte offsets of the magic-2 batch header fields.
+BATCH_BASE_OFFSET = 0
+BATCH_LENGTH = 8
+BATCH_MAGIC = 16
+BATCH_CRC = 17
+BATCH_ATTRIBUTES = 21
+BATCH_LAST_OFFSET_DELTA = 23
+BATCH_RECORD_COUNT = 57

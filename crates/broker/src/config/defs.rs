@@ -240,17 +240,15 @@ pub static IGNORED_KAFKA_KEYS: &[&str] = &[
 ];
 
 /// Broker configs that can be changed at run time through AlterConfigs / IncrementalAlterConfigs (Kafka's
-/// DynamicLogConfig and LogCleaner reconfigurable sets, restricted to what Strom implements). Every other broker
-/// config is read-only and needs a restart.
+/// DynamicLogConfig and LogCleaner reconfigurable sets, restricted to the keys Strom knows; as in Kafka the hour and
+/// minute variants of retention and roll are not among them). Every other broker config is read-only and needs a
+/// restart.
 pub static DYNAMIC_BROKER_KEYS: &[&str] = &[
     "message.max.bytes",
     "log.segment.bytes",
     "log.roll.ms",
-    "log.roll.hours",
     "log.roll.jitter.ms",
     "log.retention.ms",
-    "log.retention.minutes",
-    "log.retention.hours",
     "log.retention.bytes",
     "log.index.interval.bytes",
     "log.flush.interval.messages",
@@ -275,6 +273,10 @@ pub static DYNAMIC_BROKER_KEYS: &[&str] = &[
     "min.insync.replicas",
     "compression.type",
     "unclean.leader.election.enable",
+    "compression.gzip.level",
+    "compression.lz4.level",
+    "compression.zstd.level",
+    "log.index.size.max.bytes",
 ];
 
 /// Whether a broker config may be altered without a restart.

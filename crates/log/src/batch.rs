@@ -151,7 +151,9 @@ pub fn validate_batches(
 
 fn with_position(err: LogError, index: usize, pos: usize) -> LogError {
     match err {
-        LogError::CorruptMessage(m) => LogError::CorruptMessage(format!("batch {index} at byte {pos}: {m}")),
+        LogError::CorruptMessage(m) => {
+            LogError::CorruptMessage(format!("batch {index} at byte {pos}: {m}"))
+        }
         LogError::InvalidRecord(m) => corrupt(format!("batch {index} at byte {pos}: {m}")),
         other => other,
     }
@@ -270,7 +272,12 @@ pub(crate) fn set_max_timestamp(
 /// fields, attributes) around a new records section, as the log cleaner writes it: `record_count` and
 /// `max_timestamp` are the retained records', the length and CRC are recomputed. An empty batch (no records left,
 /// kept only to preserve its last offset) is written uncompressed, as Kafka's `writeEmptyHeader` does.
-pub(crate) fn rebuild(original: &[u8], section: &[u8], record_count: i32, max_timestamp: i64) -> Vec<u8> {
+pub(crate) fn rebuild(
+    original: &[u8],
+    section: &[u8],
+    record_count: i32,
+    max_timestamp: i64,
+) -> Vec<u8> {
     let mut out = Vec::with_capacity(HEADER_SIZE + section.len());
     out.extend_from_slice(&original[..HEADER_SIZE]);
     out.extend_from_slice(section);

@@ -33,7 +33,9 @@ mod testkit;
 mod time_index;
 
 pub use batch::{compute_crc, validate_batches, BatchHeader, HEADER_SIZE, LOG_OVERHEAD, MAGIC_V2};
-pub use cleaner::{CleanStats, Cleanability, CleanerConfig, NoTransactions, Throttler, TransactionIndex};
+pub use cleaner::{
+    CleanStats, Cleanability, CleanerConfig, NoTransactions, Throttler, TransactionIndex,
+};
 pub use config::{CleanupPolicy, LogConfig, TimestampType};
 pub use error::LogError;
 pub use log::{AppendInfo, Log, ReadResult, RecoveryReport, RetentionReport};

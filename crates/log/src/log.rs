@@ -20,7 +20,9 @@ use crate::config::{LogConfig, TimestampType};
 use crate::error::{closed_error, LogError};
 use crate::recovery;
 use crate::retention::{self, SizeBudget};
-use crate::segment::{self, Segment, CLEANED_SUFFIX, DELETED_SUFFIX, INDEX_EXT, LOG_EXT, SWAP_SUFFIX, TIME_INDEX_EXT};
+use crate::segment::{
+    self, Segment, CLEANED_SUFFIX, DELETED_SUFFIX, INDEX_EXT, LOG_EXT, SWAP_SUFFIX, TIME_INDEX_EXT,
+};
 
 /// Result of a successful append.
 #[derive(Debug, Clone)]
@@ -593,7 +595,11 @@ impl Log {
     /// last, then a directory fsync); the replaced segments are renamed `.deleted`, the swap files take their
     /// final names, and the `.deleted` files are removed. Recovery completes a swap whose `.log.swap` exists and
     /// discards `.cleaned` files, so a crash at any point leaves either the old segments or the cleaned one.
-    pub(crate) fn replace_segments(&self, old: &[Arc<Segment>], new: Arc<Segment>) -> Result<bool, LogError> {
+    pub(crate) fn replace_segments(
+        &self,
+        old: &[Arc<Segment>],
+        new: Arc<Segment>,
+    ) -> Result<bool, LogError> {
         let base = new.base_offset();
         let state = lock(&self.append_lock);
         let list = self.snapshot();
@@ -601,14 +607,21 @@ impl Log {
         let intact = start.is_some_and(|i| {
             i + old.len() < list.len() && old.iter().zip(&list[i..]).all(|(a, b)| Arc::ptr_eq(a, b))
         });
-        let (Some(start), true, false) = (start, intact, state.closed || self.deleted.load(Ordering::Acquire)) else {
+        let (Some(start), true, false) = (
+            start,
+            intact,
+            state.closed || self.deleted.load(Ordering::Acquire),
+        ) else {
             drop(state);
             remove_suffixed_files(&self.dir, base, CLEANED_SUFFIX);
             return Ok(false);
         };
         let renamed = |ext: &str, from: &str, to: &str| {
             let name = segment::file_name(base, ext);
-            std::fs::rename(self.dir.join(format!("{name}{from}")), self.dir.join(format!("{name}{to}")))
+            std::fs::rename(
+                self.dir.join(format!("{name}{from}")),
+                self.dir.join(format!("{name}{to}")),
+            )
         };
         for ext in [INDEX_EXT, TIME_INDEX_EXT, LOG_EXT] {
             renamed(ext, CLEANED_SUFFIX, SWAP_SUFFIX)?;
@@ -619,7 +632,10 @@ impl Log {
         for seg in old {
             for ext in [LOG_EXT, INDEX_EXT, TIME_INDEX_EXT] {
                 let from = seg.path(ext);
-                let to = self.dir.join(format!("{}{DELETED_SUFFIX}", segment::file_name(seg.base_offset(), ext)));
+                let to = self.dir.join(format!(
+                    "{}{DELETED_SUFFIX}",
+                    segment::file_name(seg.base_offset(), ext)
+                ));
                 std::fs::rename(&from, &to)?;
                 doomed.push(to);
             }
@@ -687,7 +703,9 @@ pub(crate) fn remove_suffixed_files(dir: &Path, base: i64, suffix: &str) {
         match std::fs::remove_file(&path) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => tracing::warn!(path = %path.display(), error = %e, "failed to remove cleaner file"),
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "failed to remove cleaner file")
+            }
         }
     }
 }

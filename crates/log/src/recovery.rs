@@ -171,7 +171,13 @@ fn complete_swaps(dir: &Path) -> io::Result<()> {
     }
     swaps.sort_unstable();
     for base in swaps {
-        let swap_path = |ext: &str| dir.join(format!("{}{}", segment::file_name(base, ext), segment::SWAP_SUFFIX));
+        let swap_path = |ext: &str| {
+            dir.join(format!(
+                "{}{}",
+                segment::file_name(base, ext),
+                segment::SWAP_SUFFIX
+            ))
+        };
         let log = File::open(swap_path(LOG_EXT))?;
         let size = log.metadata()?.len();
         let end = scan_batches(&log, 0, size, base, base, |_, _| {})?.next_offset;
@@ -180,7 +186,10 @@ fn complete_swaps(dir: &Path) -> io::Result<()> {
             let name = entry?.file_name();
             let Some(name) = name.to_str() else { continue };
             if let Some((b, ext)) = segment::parse_file_name(name) {
-                if b >= base && b < end.max(base + 1) && [LOG_EXT, INDEX_EXT, TIME_INDEX_EXT].contains(&ext) {
+                if b >= base
+                    && b < end.max(base + 1)
+                    && [LOG_EXT, INDEX_EXT, TIME_INDEX_EXT].contains(&ext)
+                {
                     fs::remove_file(dir.join(name))?;
                 }
             }

@@ -96,7 +96,11 @@ impl Segment {
 
     /// A new, empty segment whose files carry `suffix` after their usual names (the log cleaner writes
     /// `.cleaned` segments and renames them into place). `path()` always names the final files.
-    pub(crate) fn create_with_suffix(dir: &Path, base_offset: i64, suffix: &str) -> io::Result<Segment> {
+    pub(crate) fn create_with_suffix(
+        dir: &Path,
+        base_offset: i64,
+        suffix: &str,
+    ) -> io::Result<Segment> {
         let named = |ext: &str| dir.join(format!("{}{suffix}", file_name(base_offset, ext)));
         let log = OpenOptions::new()
             .read(true)
@@ -365,7 +369,10 @@ impl Segment {
 
     /// Visits every batch header from the start of the segment (the log cleaner's scan); `visit` gets the batch's
     /// position and header and returns false to stop.
-    pub(crate) fn walk_all(&self, visit: impl FnMut(u64, &BatchHeader) -> bool) -> Result<(), LogError> {
+    pub(crate) fn walk_all(
+        &self,
+        visit: impl FnMut(u64, &BatchHeader) -> bool,
+    ) -> Result<(), LogError> {
         self.walk(0, self.size(), visit)
     }
 

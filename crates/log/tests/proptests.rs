@@ -64,7 +64,10 @@ fn apply(log: &Log, op: &Op, model: &mut Vec<Stored>) {
     if input.len() as u64 > log.config().segment_bytes {
         let end = log.log_end_offset();
         let e = log.append(&mut input, 0, 0, false).unwrap_err();
-        assert!(matches!(e, strom_log::LogError::RecordListTooLarge { .. }), "{e}");
+        assert!(
+            matches!(e, strom_log::LogError::RecordListTooLarge { .. }),
+            "{e}"
+        );
         assert_eq!(log.log_end_offset(), end);
         return;
     }

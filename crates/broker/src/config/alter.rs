@@ -252,13 +252,14 @@ pub fn duplicate_resources<'a>(resources: impl Iterator<Item = (i8, &'a str)>) -
 /// Range checks for broker-only settings (Kafka's ConfigDef validators for them).
 fn check_broker_value(key: &str, value: &str) -> Result<(), String> {
     let bad = |why: &str| Err(format!("Invalid value {value} for configuration {key}: {why}"));
-    let num = || value.trim().parse::<f64>().unwrap_or(f64::NAN);
+    let num = value.trim().parse::<f64>().ok();
+    let at_least = |min: f64| num.is_some_and(|n| n >= min);
     match key {
-        "log.cleaner.threads" if !(num() >= 0.0) => bad("Value must be at least 0"),
-        "log.cleaner.io.max.bytes.per.second" if !(num() > 0.0) => bad("Value must be greater than 0"),
-        "log.cleaner.dedupe.buffer.size" if !(num() >= 1024.0 * 1024.0) => bad("Value must be at least 1048576"),
-        "log.cleaner.io.buffer.size" if !(num() >= 1024.0) => bad("Value must be at least 1024"),
-        "log.cleaner.backoff.ms" if !(num() >= 0.0) => bad("Value must be at least 0"),
+        "log.cleaner.threads" if !at_least(0.0) => bad("Value must be at least 0"),
+        "log.cleaner.io.max.bytes.per.second" if !num.is_some_and(|n| n > 0.0) => bad("Value must be greater than 0"),
+        "log.cleaner.dedupe.buffer.size" if !at_least(1024.0 * 1024.0) => bad("Value must be at least 1048576"),
+        "log.cleaner.io.buffer.size" if !at_least(1024.0) => bad("Value must be at least 1024"),
+        "log.cleaner.backoff.ms" if !at_least(0.0) => bad("Value must be at least 0"),
         _ => Ok(()),
     }
 }

@@ -111,20 +111,21 @@ fn read_all(wanted: &[Wanted], max_bytes: usize, read_committed: bool) -> Vec<Pa
                 .with_partition_index(w.index)
                 .with_aborted_transactions(if read_committed { Some(Vec::new()) } else { None })
                 .with_records(Some(Bytes::new()));
-            // As Kafka's ReplicaManager: an error answer carries unknown (-1) offsets and an empty aborted list.
-            let failed = |e: ResponseError| {
+            // As Kafka's ReplicaManager: an error answer carries unknown (-1) offsets. Partitions the request could
+            // not resolve get an empty aborted list, read errors the isolation level's usual one.
+            let failed = |e: ResponseError, resolved: bool| {
                 PartitionData::default()
                     .with_partition_index(w.index)
                     .with_error_code(e.code())
                     .with_high_watermark(-1)
                     .with_last_stable_offset(-1)
                     .with_log_start_offset(-1)
-                    .with_aborted_transactions(Some(Vec::new()))
+                    .with_aborted_transactions(if resolved && !read_committed { None } else { Some(Vec::new()) })
                     .with_records(Some(Bytes::new()))
             };
             let p = match &w.partition {
                 Ok(p) => p,
-                Err(e) => return failed(*e),
+                Err(e) => return failed(*e, false),
             };
             let hw = p.high_watermark();
             let base = base
@@ -132,7 +133,7 @@ fn read_all(wanted: &[Wanted], max_bytes: usize, read_committed: bool) -> Vec<Pa
                 .with_last_stable_offset(p.last_stable_offset())
                 .with_log_start_offset(p.log_start_offset());
             if let Some(e) = crate::handlers::leader_epoch_error(w.current_leader_epoch, p.leader_epoch()) {
-                return failed(e);
+                return failed(e, true);
             }
             let limit = w.max_bytes.min(remaining);
             // KIP-74: the first batch of the first partition with data comes back whole, so progress is always made.
@@ -142,7 +143,7 @@ fn read_all(wanted: &[Wanted], max_bytes: usize, read_committed: bool) -> Vec<Pa
                     any_data |= !r.records.is_empty();
                     base.with_records(Some(r.records))
                 }
-                Err(e) => failed(log_error_code(&e)),
+                Err(e) => failed(log_error_code(&e), true),
             }
         })
         .collect()

@@ -125,12 +125,7 @@ fn append_one(w: Work, acks: i16, unknown: ResponseError) -> Outcome {
     let Some(partition) = w.partition.clone() else {
         return Outcome { topic: w.topic, response: error_response(w.index, unknown, None), durable_at: None };
     };
-    // Kafka reports the partition's log start offset with its errors too.
-    let fail = |e: ResponseError, m: Option<String>| Outcome {
-        topic: w.topic,
-        response: error_response(w.index, e, m).with_log_start_offset(partition.log_start_offset()),
-        durable_at: None,
-    };
+    let fail = |e: ResponseError, m: Option<String>| Outcome { topic: w.topic, response: error_response(w.index, e, m), durable_at: None };
     let Some(records) = w.records.as_ref().filter(|r| !r.is_empty()) else {
         return fail(ResponseError::InvalidRecord, Some("produce request has no records".into()));
     };
@@ -150,7 +145,9 @@ fn append_one(w: Work, acks: i16, unknown: ResponseError) -> Outcome {
         return fail(e, Some(m));
     }
     if let Err(r) = record_validation::validate(records, &headers, &config, now_ms()) {
+        // Record-level rejections carry the partition's log start offset, as Kafka's do.
         let mut out = fail(r.error, Some(r.message));
+        out.response.log_start_offset = partition.log_start_offset();
         out.response.record_errors = r
             .record_errors
             .into_iter()

@@ -178,3 +178,41 @@ def test_dynamic_broker_configs(make_broker):
     assert t["retention.bytes"].value == "1000000000"
     incremental(a, B, "1", [("log.retention.bytes", None, DELETE)])
     assert describe(a, ResourceType.TOPIC, topic)["retention.bytes"].source == ConfigSource.DEFAULT_CONFIG.value
+
+
+def produce_error(p, topic, **kw):
+    errors = []
+    p.produce(topic, partition=0, on_delivery=lambda err, msg: errors.append(err), **kw)
+    p.flush(30)
+    assert errors, "no delivery report"
+    return errors[0]
+
+
+def test_timestamp_configs_apply_live(broker):
+    a = admin(broker.bootstrap)
+    topic = unique("cfg-ts")
+    create_topic(broker.bootstrap, topic)
+    p = producer(broker.bootstrap, acks="all", linger_ms=0)
+    hour_ago = int(time.time() * 1000) - 3_600_000
+    assert produce_error(p, topic, value=b"old", timestamp=hour_ago) is None
+    incremental(a, ResourceType.TOPIC, topic, [("message.timestamp.before.max.ms", "60000", SET)])
+    err = produce_error(p, topic, value=b"old", timestamp=hour_ago)
+    assert err is not None and err.code() == KafkaError.INVALID_TIMESTAMP, err
+    # LogAppendTime: the broker's clock replaces the producer's, and the bounds no longer apply.
+    incremental(a, ResourceType.TOPIC, topic, [("message.timestamp.type", "LogAppendTime", SET)])
+    before = int(time.time() * 1000)
+    (m,) = produce_sync(p, topic, [{"value": b"stamped", "partition": 0, "timestamp": hour_ago}])
+    ts_type, ts = m.timestamp()
+    assert ts_type == 2 and ts >= before - 1000, m.timestamp()  # TIMESTAMP_LOG_APPEND_TIME
+
+
+def test_record_set_larger_than_a_segment(broker):
+    """max.message.bytes above segment.bytes: a batch that fits the first but not
+    a segment is RECORD_LIST_TOO_LARGE, as Kafka's RecordBatchTooLargeException."""
+    topic = unique("cfg-seg")
+    create_topic(broker.bootstrap, topic, config={"segment.bytes": "1048576", "max.message.bytes": "3000000"})
+    p = producer(broker.bootstrap, acks="all", compression_type="none", linger_ms=0,
+                 message_max_bytes=4_000_000)
+    err = produce_error(p, topic, value=b"x" * 1_500_000)
+    assert err is not None and err.code() == KafkaError.RECORD_LIST_TOO_LARGE, err
+    assert produce_error(p, topic, value=b"x" * 900_000) is None

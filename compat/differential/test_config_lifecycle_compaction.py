@@ -217,3 +217,23 @@ def test_compacted_topic_consumer_view(targets, differ):
                 "last_offset": offsets[-1]}
 
     differ.check("compacted-topic-consumer-view", *both(targets, run))
+
+
+def test_record_set_larger_than_segment(targets, differ):
+    """max.message.bytes above segment.bytes: MESSAGE_TOO_LARGE above the first,
+    RECORD_LIST_TOO_LARGE between the two; message.timestamp.type changed live."""
+    name = unique("segsize")
+
+    def run(t):
+        make_topic(t, name, {"segment.bytes": "1048576", "max.message.bytes": "3000000"})
+        out = {}
+        for label, size in [("900k", 900_000), ("1500k", 1_500_000), ("3100k", 3_100_000)]:
+            r = wire.produce(t, name, {0: wire.batch([(b"k", b"x" * size, [])])})
+            out[label] = wire.err(r.responses[0].partition_responses[0].error_code)
+        out["set-log-append-time"] = incremental(t, TOPIC, name, [("message.timestamp.type", "LogAppendTime", SET)])
+        r = wire.produce(t, name, {0: wire.batch([(b"k", b"v", [])], base_timestamp=1_000)})
+        part = r.responses[0].partition_responses[0]
+        out["log-append-time"] = [wire.err(part.error_code), part.log_append_time_ms > 1_000]
+        return out
+
+    differ.check("produce-larger-than-segment", *both(targets, run))

@@ -53,6 +53,11 @@ impl Broker {
         }
     }
 
+    /// The broker config with the image's dynamic broker configs layered over the static ones.
+    pub fn effective_config(&self) -> BrokerConfig {
+        effective_config(&self.config, &self.image())
+    }
+
     /// Atomically decides and commits a metadata change: `decide` sees the latest image under the metadata lock and
     /// returns the records to append (or a rejection). The records are made durable, applied to the image, and the
     /// replica manager follows the new image. Blocking: call from a blocking thread.
@@ -77,6 +82,11 @@ impl Broker {
         *self.image.write().unwrap_or_else(|e| e.into_inner()) = new;
         Ok(out)
     }
+}
+
+/// `config` with the dynamic configs of `image` for this node and the cluster default layered in.
+pub fn effective_config(config: &BrokerConfig, image: &MetadataImage) -> BrokerConfig {
+    config.with_dynamic(image.broker_config(&config.node_id.to_string()), image.broker_config(""))
 }
 
 /// Kafka keeps the cluster id in `meta.properties`; so does Strom, generated on first start.

@@ -40,6 +40,9 @@ pub const SUPPORTED_APIS: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DeleteGroups, 0, 2),
     (ApiKey::ConsumerGroupHeartbeat, 0, 1),
     (ApiKey::ConsumerGroupDescribe, 0, 1),
+    (ApiKey::DeleteRecords, 0, 2),
+    (ApiKey::AlterConfigs, 0, 2),
+    (ApiKey::IncrementalAlterConfigs, 0, 1),
 ];
 
 pub fn supported_range(key: ApiKey) -> Option<(i16, i16)> {
@@ -189,6 +192,18 @@ pub async fn dispatch(ctx: &Arc<ConnectionContext>, frame: Bytes) -> Result<Repl
             deferred!(ConsumerGroupHeartbeatRequest, handlers::consumer_group_heartbeat::handle, client_id)
         }
         ApiKey::ConsumerGroupDescribe => deferred!(ConsumerGroupDescribeRequest, handlers::consumer_group_describe::handle),
+        ApiKey::DeleteRecords => {
+            let req = decode!(DeleteRecordsRequest);
+            ready!(handlers::delete_records::handle(ctx, version, req).await)
+        }
+        ApiKey::AlterConfigs => {
+            let req = decode!(AlterConfigsRequest);
+            ready!(handlers::alter_configs::handle(ctx, version, req).await)
+        }
+        ApiKey::IncrementalAlterConfigs => {
+            let req = decode!(IncrementalAlterConfigsRequest);
+            ready!(handlers::incremental_alter_configs::handle(ctx, version, req).await)
+        }
         _ => return Err(DispatchError::UnknownApiKey(raw_key)),
     };
     Ok(reply)

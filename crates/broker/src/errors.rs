@@ -9,6 +9,7 @@ pub fn log_error_code(e: &LogError) -> ResponseError {
         // Produce v3+ carries only magic v2; Kafka rejects older batches as invalid records.
         LogError::UnsupportedMagic(_) => ResponseError::InvalidRecord,
         LogError::MessageTooLarge { .. } => ResponseError::MessageTooLarge,
+        LogError::RecordListTooLarge { .. } => ResponseError::RecordListTooLarge,
         LogError::InvalidRecord(_) => ResponseError::InvalidRecord,
         LogError::OffsetOutOfRange { .. } => ResponseError::OffsetOutOfRange,
         LogError::Io(_) => ResponseError::KafkaStorageError,

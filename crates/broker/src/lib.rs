@@ -10,6 +10,7 @@ pub mod dispatch;
 mod errors;
 mod record_validation;
 pub mod handlers;
+pub mod log_cleaner;
 pub mod metadata;
 pub mod partition;
 pub mod replica_manager;

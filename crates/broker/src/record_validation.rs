@@ -52,8 +52,13 @@ pub fn validate(records: &[u8], headers: &[BatchHeader], config: &TopicConfig, n
     );
     let mut reader = Reader { buf: &body, pos: 0 };
     let mut record_errors = Vec::new();
+    let mut keyless = Vec::new();
     for index in 0..header.record_count {
-        let ts_delta = read_record(&mut reader, index).map_err(Rejection::invalid)?;
+        let (ts_delta, has_key) = read_record(&mut reader, index).map_err(Rejection::invalid)?;
+        // A compacted topic keeps the latest record per key, so every record needs one (Kafka's validateKey).
+        if config.log.cleanup_policy.compact && !has_key && !header.is_control() {
+            keyless.push((index, "Compacted topic cannot accept message without key".to_string()));
+        }
         let ts = header.base_timestamp.saturating_add(ts_delta);
         if check_time && (ts < low || ts > high) {
             record_errors.push((
@@ -69,7 +74,17 @@ pub fn validate(records: &[u8], headers: &[BatchHeader], config: &TopicConfig, n
             header.record_count
         )));
     }
+    // As Kafka's processRecordErrors: any timestamp error makes it INVALID_TIMESTAMP, else INVALID_RECORD.
+    if !keyless.is_empty() && record_errors.is_empty() {
+        return Err(Rejection {
+            error: ResponseError::InvalidRecord,
+            message: "One or more records have been rejected: Compacted topic cannot accept message without key".into(),
+            record_errors: keyless,
+        });
+    }
     if !record_errors.is_empty() {
+        record_errors.extend(keyless);
+        record_errors.sort_by_key(|(i, _)| *i);
         return Err(Rejection {
             error: ResponseError::InvalidTimestamp,
             message: "One or more records have been rejected due to invalid timestamp".into(),
@@ -125,19 +140,19 @@ impl Reader<'_> {
         Ok(())
     }
 
-    /// A nullable length-prefixed field (-1 is null).
-    fn bytes_field(&mut self, what: &str, nullable: bool) -> Result<(), String> {
+    /// A nullable length-prefixed field (-1 is null); returns whether it was present.
+    fn bytes_field(&mut self, what: &str, nullable: bool) -> Result<bool, String> {
         let len = self.varint()?;
         match len {
-            -1 if nullable => Ok(()),
-            n if n >= 0 => self.skip(n as usize),
+            -1 if nullable => Ok(false),
+            n if n >= 0 => self.skip(n as usize).map(|()| true),
             n => Err(format!("invalid {what} length {n}")),
         }
     }
 }
 
-/// Walks one record (Kafka's v2 record format); returns its timestamp delta.
-fn read_record(r: &mut Reader, index: i32) -> Result<i64, String> {
+/// Walks one record (Kafka's v2 record format); returns its timestamp delta and whether it has a key.
+fn read_record(r: &mut Reader, index: i32) -> Result<(i64, bool), String> {
     let len = r.varint()?;
     if len < 0 || (len as usize) > r.buf.len() - r.pos {
         return Err(format!("record {index} has invalid length {len}"));
@@ -150,7 +165,7 @@ fn read_record(r: &mut Reader, index: i32) -> Result<i64, String> {
     if offset_delta != index {
         return Err(format!("Inner record {index} has offset delta {offset_delta}; inner offsets must be consecutive from 0"));
     }
-    rec.bytes_field("key", true)?;
+    let has_key = rec.bytes_field("key", true)?;
     rec.bytes_field("value", true)?;
     let headers = rec.varint()?;
     if headers < 0 {
@@ -164,7 +179,7 @@ fn read_record(r: &mut Reader, index: i32) -> Result<i64, String> {
         return Err(format!("record {index} has {} bytes beyond its fields", end - rec.pos));
     }
     r.pos = end;
-    Ok(ts_delta)
+    Ok((ts_delta, has_key))
 }
 
 #[cfg(test)]
@@ -224,6 +239,42 @@ mod tests {
         let r = check(&batch(Compression::Lz4, now + 2 * 3_600_000), now).unwrap_err();
         assert_eq!(r.error, ResponseError::InvalidTimestamp);
         assert_eq!(r.record_errors.iter().map(|e| e.0).collect::<Vec<_>>(), vec![0, 1, 2]);
+    }
+
+    #[test]
+    fn compacted_topics_refuse_keyless_records() {
+        let now = 1_700_000_000_000;
+        let mut overrides = std::collections::BTreeMap::new();
+        overrides.insert("cleanup.policy".to_string(), "compact".to_string());
+        let compact = TopicConfig::resolve(&crate::BrokerConfig::default(), &overrides);
+        let keyed = batch(Compression::Gzip, now);
+        let headers = strom_log::validate_batches(&keyed, u32::MAX).unwrap();
+        validate(&keyed, &headers, &compact, now).unwrap();
+        let records: Vec<Record> = (0..2)
+            .map(|i| Record {
+                transactional: false,
+                control: false,
+                delete_horizon: false,
+                partition_leader_epoch: 0,
+                producer_id: -1,
+                producer_epoch: -1,
+                timestamp_type: kafka_protocol::records::TimestampType::Creation,
+                offset: i,
+                sequence: i as i32,
+                timestamp: now,
+                key: (i == 0).then(|| Bytes::from_static(b"k")),
+                value: Some(Bytes::from_static(b"v")),
+                headers: Default::default(),
+            })
+            .collect();
+        let mut buf = BytesMut::new();
+        let opts = RecordEncodeOptions { version: 2, compression: Compression::Zstd };
+        RecordBatchEncoder::encode(&mut buf, records.iter(), &opts).unwrap();
+        let headers = strom_log::validate_batches(&buf, u32::MAX).unwrap();
+        let r = validate(&buf, &headers, &compact, now).unwrap_err();
+        assert_eq!(r.error, ResponseError::InvalidRecord);
+        assert_eq!(r.record_errors.iter().map(|e| e.0).collect::<Vec<_>>(), vec![1]);
+        validate(&buf, &headers, &config(), now).unwrap();
     }
 
     #[test]

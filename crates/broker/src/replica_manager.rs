@@ -68,9 +68,12 @@ impl ReplicaManager {
                 self.remove_topic(name);
             }
         }
+        // Dynamic broker configs are the defaults of every topic config, so a change to them reaches every partition.
+        let broker = crate::broker::effective_config(&self.broker, new);
+        let broker_changed = old.broker_configs != new.broker_configs;
         for topic in new.topics.values() {
             let before = old.topic_by_id(&topic.topic_id);
-            let config = TopicConfig::resolve(&self.broker, &topic.configs);
+            let config = TopicConfig::resolve(&broker, &topic.configs);
             for (&index, p) in &topic.partitions {
                 let exists = before.is_some_and(|b| b.partitions.contains_key(&index)) && self.get(&topic.name, index).is_some();
                 if !exists && p.leader == self.broker.node_id {
@@ -78,7 +81,7 @@ impl ReplicaManager {
                 }
             }
             if let Some(b) = before {
-                if b.configs != topic.configs {
+                if broker_changed || b.configs != topic.configs {
                     if let Ok(m) = self.partitions.read() {
                         for p in m.get(&topic.name).into_iter().flat_map(|ps| ps.values()) {
                             p.update_config(config.clone());

@@ -7,6 +7,7 @@ use std::time::Duration;
 use crate::broker::Broker;
 use crate::clock::now_ms;
 use crate::config::BrokerConfig;
+use crate::log_cleaner::LogCleaner;
 use crate::server::bind_listeners;
 
 pub struct RunningBroker {
@@ -14,6 +15,7 @@ pub struct RunningBroker {
     /// Bound addresses, in the order of `listeners`.
     pub addresses: Vec<(String, SocketAddr)>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
+    cleaner: Arc<LogCleaner>,
 }
 
 /// Opens the broker and starts serving. Returns once every listener is bound.
@@ -46,7 +48,8 @@ pub async fn run(config: BrokerConfig) -> anyhow::Result<RunningBroker> {
     }
     tasks.push(tokio::spawn(retention_loop(broker.clone())));
     tasks.push(tokio::spawn(time_flush_loop(broker.clone())));
-    Ok(RunningBroker { broker, addresses, tasks })
+    let cleaner = LogCleaner::start(&broker);
+    Ok(RunningBroker { broker, addresses, tasks, cleaner })
 }
 
 impl RunningBroker {
@@ -55,6 +58,7 @@ impl RunningBroker {
         for t in &self.tasks {
             t.abort();
         }
+        self.cleaner.shutdown();
         let broker = self.broker.clone();
         let _ = tokio::task::spawn_blocking(move || broker.replicas.shutdown()).await;
         tracing::info!("broker stopped cleanly");

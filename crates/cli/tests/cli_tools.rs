@@ -110,11 +110,28 @@ fn configs_describe_and_alter() {
     let d = ok(&strom(&["configs", "describe", "--entity-type", "brokers", "--entity-name", "1", "--all"], &b, None));
     assert!(d.lines().count() > 5, "{d}");
     fails_with(&strom(&["configs", "describe", "--entity-type", "topics", "--entity-name", "nope"], &b, None), "does not exist");
-    // Strom does not serve IncrementalAlterConfigs yet: the tool says so in one line (or succeeds once it does).
-    let o = strom(&["configs", "alter", "--entity-type", "topics", "--entity-name", "cfg", "--add-config", "retention.ms=1000"], &b, None);
-    if !o.status.success() {
-        fails_with(&o, "does not support IncrementalAlterConfigs");
-    }
+    // IncrementalAlterConfigs: set and delete, shown with their sources.
+    let o = ok(&strom(&["configs", "alter", "--entity-type", "topics", "--entity-name", "cfg", "--add-config", "retention.ms=1000,cleanup.policy=compact"], &b, None));
+    assert!(o.contains("Completed updating config"), "{o}");
+    let d = ok(&strom(&["configs", "describe", "--entity-type", "topics", "--entity-name", "cfg"], &b, None));
+    assert!(d.contains("retention.ms=1000 sensitive=false source=DYNAMIC_TOPIC_CONFIG"), "{d}");
+    assert!(d.contains("cleanup.policy=compact"), "{d}");
+    ok(&strom(&["configs", "alter", "--entity-type", "topics", "--entity-name", "cfg", "--delete-config", "retention.ms"], &b, None));
+    let d = ok(&strom(&["configs", "describe", "--entity-type", "topics", "--entity-name", "cfg"], &b, None));
+    assert!(!d.contains("retention.ms="), "{d}");
+    fails_with(&strom(&["configs", "alter", "--entity-type", "topics", "--entity-name", "cfg", "--add-config", "retention.ms=abc"], &b, None), "INVALID_CONFIG");
+    fails_with(&strom(&["configs", "alter", "--entity-type", "topics", "--entity-name", "cfg", "--add-config", "no.such=1"], &b, None), "INVALID_CONFIG");
+
+    // Broker configs: the cluster-wide default, then a per-broker override on top; read-only keys are refused.
+    ok(&strom(&["configs", "alter", "--entity-type", "brokers", "--entity-default", "--add-config", "log.retention.ms=7200000"], &b, None));
+    let d = ok(&strom(&["configs", "describe", "--entity-type", "brokers", "--entity-default"], &b, None));
+    assert!(d.contains("log.retention.ms=7200000 sensitive=false source=DYNAMIC_DEFAULT_BROKER_CONFIG"), "{d}");
+    ok(&strom(&["configs", "alter", "--entity-type", "brokers", "--entity-name", "1", "--add-config", "log.retention.ms=3600000"], &b, None));
+    let d = ok(&strom(&["configs", "describe", "--entity-type", "brokers", "--entity-name", "1", "--all"], &b, None));
+    assert!(d.contains("log.retention.ms=3600000 sensitive=false source=DYNAMIC_BROKER_CONFIG"), "{d}");
+    let d = ok(&strom(&["configs", "describe", "--entity-type", "topics", "--entity-name", "cfg", "--all"], &b, None));
+    assert!(d.contains("retention.ms=3600000 sensitive=false source=DYNAMIC_BROKER_CONFIG"), "{d}");
+    fails_with(&strom(&["configs", "alter", "--entity-type", "brokers", "--entity-name", "1", "--add-config", "node.id=3"], &b, None), "INVALID_REQUEST");
 }
 
 #[test]

@@ -248,14 +248,17 @@ async fn admin_topics_partitions_configs_and_cluster() {
     let offsets = a.list_offsets(&[(tp.clone(), strom_client::offsets::LATEST)]).await.unwrap();
     assert_eq!(offsets[&tp].map(|o| o.offset), Some(0));
 
-    // Alter configs: works on brokers that have the APIs; otherwise a typed, clear error.
-    match a.incremental_alter_configs(&ConfigResource::topic(&topic), &[AlterOp::Set("retention.ms".into(), "7200000".into())], false).await {
-        Ok(()) => {
-            let cfg = a.describe_configs(&ConfigResource::topic(&topic), Some(&["retention.ms".into()])).await.unwrap();
-            assert_eq!(cfg[0].value.as_deref(), Some("7200000"));
-        }
-        Err(e) => assert!(matches!(e, Error::UnsupportedApi { .. }), "{e}"),
-    }
+    // Alter configs, incremental and legacy.
+    a.incremental_alter_configs(&ConfigResource::topic(&topic), &[AlterOp::Set("retention.ms".into(), "7200000".into())], false)
+        .await
+        .unwrap();
+    let cfg = a.describe_configs(&ConfigResource::topic(&topic), Some(&["retention.ms".into()])).await.unwrap();
+    assert_eq!(cfg[0].value.as_deref(), Some("7200000"));
+    a.alter_configs(&ConfigResource::topic(&topic), &[("segment.bytes".into(), "2000000".into())], false).await.unwrap();
+    let cfg = a.describe_configs(&ConfigResource::topic(&topic), None).await.unwrap();
+    let get = |n: &str| cfg.iter().find(|c| c.name == n).unwrap();
+    assert_eq!(get("segment.bytes").value.as_deref(), Some("2000000"));
+    assert_eq!(get("retention.ms").source.name(), "DEFAULT_CONFIG", "legacy AlterConfigs replaces the whole set");
 
     a.delete_topic(&topic).await.unwrap();
     assert!(matches!(a.delete_topic(&topic).await, Err(Error::UnknownTopic(_))));

@@ -151,7 +151,9 @@ pub fn validate_batches(
 
 fn with_position(err: LogError, index: usize, pos: usize) -> LogError {
     match err {
-        LogError::CorruptMessage(m) => LogError::CorruptMessage(format!("batch {index} at byte {pos}: {m}")),
+        LogError::CorruptMessage(m) => {
+            LogError::CorruptMessage(format!("batch {index} at byte {pos}: {m}"))
+        }
         LogError::InvalidRecord(m) => corrupt(format!("batch {index} at byte {pos}: {m}")),
         other => other,
     }
@@ -264,6 +266,32 @@ pub(crate) fn set_max_timestamp(
     header.attributes = attributes;
     header.max_timestamp = max_timestamp;
     header.crc = crc;
+}
+
+/// A batch with the same header fields as `original` (base offset, lastOffsetDelta, baseTimestamp, producer
+/// fields, attributes) around a new records section, as the log cleaner writes it: `record_count` and
+/// `max_timestamp` are the retained records', the length and CRC are recomputed. An empty batch (no records left,
+/// kept only to preserve its last offset) is written uncompressed, as Kafka's `writeEmptyHeader` does.
+pub(crate) fn rebuild(
+    original: &[u8],
+    section: &[u8],
+    record_count: i32,
+    max_timestamp: i64,
+) -> Vec<u8> {
+    let mut out = Vec::with_capacity(HEADER_SIZE + section.len());
+    out.extend_from_slice(&original[..HEADER_SIZE]);
+    out.extend_from_slice(section);
+    let batch_length = (out.len() - LOG_OVERHEAD) as i32;
+    out[LENGTH_POS..LENGTH_POS + 4].copy_from_slice(&batch_length.to_be_bytes());
+    out[RECORD_COUNT_POS..RECORD_COUNT_POS + 4].copy_from_slice(&record_count.to_be_bytes());
+    out[MAX_TIMESTAMP_POS..MAX_TIMESTAMP_POS + 8].copy_from_slice(&max_timestamp.to_be_bytes());
+    if record_count == 0 {
+        let attributes = i16::from_be_bytes(be(&out, ATTRIBUTES_POS)) & !COMPRESSION_MASK;
+        out[ATTRIBUTES_POS..ATTRIBUTES_POS + 2].copy_from_slice(&attributes.to_be_bytes());
+    }
+    let crc = compute_crc(&out);
+    out[CRC_POS..CRC_POS + 4].copy_from_slice(&crc.to_be_bytes());
+    out
 }
 
 /// Incremental CRC check used by recovery, which streams large batches instead of buffering them.

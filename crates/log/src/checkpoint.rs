@@ -14,7 +14,11 @@ pub(crate) const RECOVERY_POINT: &str = "recovery-point";
 /// Present only between a clean close and the next open; holds the log end offset at close.
 pub(crate) const CLEAN_SHUTDOWN: &str = "clean-shutdown";
 
-pub(crate) const ALL: [&str; 3] = [LOG_START_OFFSET, RECOVERY_POINT, CLEAN_SHUTDOWN];
+/// The log cleaner's progress on a compacted log: the first dirty offset and when each cleaned range was first
+/// cleaned (for delete.retention.ms); see `cleaner::state`.
+pub(crate) const CLEANER: &str = "cleaner-checkpoint";
+
+pub(crate) const ALL: [&str; 4] = [LOG_START_OFFSET, RECOVERY_POINT, CLEAN_SHUTDOWN, CLEANER];
 const TMP_SUFFIX: &str = ".tmp";
 
 fn tmp_path(dir: &Path, name: &str) -> PathBuf {
@@ -44,13 +48,27 @@ pub(crate) fn read_offset(dir: &Path, name: &str) -> io::Result<Option<i64>> {
 }
 
 pub(crate) fn write_offset(dir: &Path, name: &str, value: i64) -> io::Result<()> {
+    write_text(dir, name, &format!("{value}\n"))
+}
+
+/// Reads a whole checkpoint file; `None` if it does not exist.
+pub(crate) fn read_text(dir: &Path, name: &str) -> io::Result<Option<String>> {
+    match fs::read_to_string(dir.join(name)) {
+        Ok(s) => Ok(Some(s)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Replaces a checkpoint file atomically and durably.
+pub(crate) fn write_text(dir: &Path, name: &str, text: &str) -> io::Result<()> {
     let tmp = tmp_path(dir, name);
     let mut f = OpenOptions::new()
         .write(true)
         .create(true)
         .truncate(true)
         .open(&tmp)?;
-    f.write_all(format!("{value}\n").as_bytes())?;
+    f.write_all(text.as_bytes())?;
     f.sync_all()?;
     fs::rename(&tmp, dir.join(name))?;
     sync_dir(dir)

@@ -1,7 +1,7 @@
 //! Errors returned by the storage engine.
 
 /// Everything a [`crate::Log`] operation can fail with. The variants map onto Kafka error codes in
-/// the broker (CORRUPT_MESSAGE, UNSUPPORTED_FOR_MESSAGE_FORMAT, MESSAGE_TOO_LARGE, INVALID_RECORD,
+/// the broker (CORRUPT_MESSAGE, UNSUPPORTED_FOR_MESSAGE_FORMAT, MESSAGE_TOO_LARGE, RECORD_LIST_TOO_LARGE, INVALID_RECORD,
 /// OFFSET_OUT_OF_RANGE; `Io` is KAFKA_STORAGE_ERROR).
 #[derive(Debug, thiserror::Error)]
 pub enum LogError {
@@ -13,6 +13,8 @@ pub enum LogError {
     UnsupportedMagic(i8),
     #[error("record batch of {size} bytes exceeds max.message.bytes {max}")]
     MessageTooLarge { size: usize, max: u32 },
+    #[error("record set of {size} bytes exceeds the segment size {max} (segment.bytes)")]
+    RecordListTooLarge { size: usize, max: u64 },
     #[error("invalid record: {0}")]
     InvalidRecord(String),
     #[error("offset {requested} is out of range [{log_start}, {log_end}]")]

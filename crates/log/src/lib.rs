@@ -11,15 +11,20 @@
 //! - `log`: the partition log (appends, reads, flush, retention, lifecycle)
 //! - `recovery`: opening a directory, crash recovery and index rebuilds
 //! - `retention`: which segments retention may delete
+//! - `cleaner`: log compaction (the log cleaner), its checkpoint and I/O throttle
+//! - `records`, `codec`: records inside a batch and the compression codecs, for the cleaner and key checks
 //! - `checkpoint`: small atomically written state files
 
 mod batch;
 mod checkpoint;
+mod cleaner;
+mod codec;
 mod config;
 mod error;
 mod index;
 mod log;
 mod offset_index;
+mod records;
 mod recovery;
 mod retention;
 mod segment;
@@ -28,6 +33,9 @@ mod testkit;
 mod time_index;
 
 pub use batch::{compute_crc, validate_batches, BatchHeader, HEADER_SIZE, LOG_OVERHEAD, MAGIC_V2};
-pub use config::{LogConfig, TimestampType};
+pub use cleaner::{
+    CleanStats, Cleanability, CleanerConfig, NoTransactions, Throttler, TransactionIndex,
+};
+pub use config::{CleanupPolicy, LogConfig, TimestampType};
 pub use error::LogError;
 pub use log::{AppendInfo, Log, ReadResult, RecoveryReport, RetentionReport};

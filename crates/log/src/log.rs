@@ -15,11 +15,14 @@ use bytes::Bytes;
 
 use crate::batch::{self, validate_batches, BatchHeader};
 use crate::checkpoint;
+use crate::cleaner::state::CleanerState;
 use crate::config::{LogConfig, TimestampType};
 use crate::error::{closed_error, LogError};
 use crate::recovery;
 use crate::retention::{self, SizeBudget};
-use crate::segment::Segment;
+use crate::segment::{
+    self, Segment, CLEANED_SUFFIX, DELETED_SUFFIX, INDEX_EXT, LOG_EXT, SWAP_SUFFIX, TIME_INDEX_EXT,
+};
 
 /// Result of a successful append.
 #[derive(Debug, Clone)]
@@ -102,6 +105,8 @@ pub struct Log {
     /// A segment file was created since the last directory fsync.
     dir_dirty: AtomicBool,
     deleted: AtomicBool,
+    /// The log cleaner's checkpoint, loaded on first use (compacted logs only).
+    pub(crate) cleaner_state: Mutex<Option<CleanerState>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -127,6 +132,7 @@ impl Log {
             checkpoint_lock: Mutex::new(()),
             dir_dirty: AtomicBool::new(false),
             deleted: AtomicBool::new(false),
+            cleaner_state: Mutex::new(None),
         };
         Ok((log, loaded.report))
     }
@@ -176,7 +182,7 @@ impl Log {
         self.snapshot().iter().map(|s| s.base_offset()).collect()
     }
 
-    fn snapshot(&self) -> SegmentList {
+    pub(crate) fn snapshot(&self) -> SegmentList {
         self.segments
             .read()
             .unwrap_or_else(PoisonError::into_inner)
@@ -242,6 +248,13 @@ impl Log {
                     h.base_offset
                 )));
             }
+        }
+        // Kafka's UnifiedLog.append: a record set must fit in one segment.
+        if records.len() as u64 > config.effective_segment_bytes() {
+            return Err(LogError::RecordListTooLarge {
+                size: records.len(),
+                max: config.effective_segment_bytes(),
+            });
         }
         let record_count: i64 = headers
             .iter()
@@ -460,7 +473,10 @@ impl Log {
                 });
             }
             removed.extend(self.remove_below_log_start_locked()?);
-            if config.retention_ms >= 0 {
+            // retention.ms / retention.bytes apply only to `delete` logs; a compact-only log loses segments
+            // only below its log start offset (DeleteRecords), as in Kafka's deleteOldSegments.
+            let delete = config.cleanup_policy.delete;
+            if delete && config.retention_ms >= 0 {
                 let segments = self.snapshot();
                 let sizes: Vec<u64> = segments.iter().map(|s| s.size()).collect();
                 let n = retention::deletable_prefix(&sizes, |i| {
@@ -468,7 +484,7 @@ impl Log {
                 });
                 removed.extend(self.remove_prefix_locked(n)?);
             }
-            if config.retention_bytes >= 0 {
+            if delete && config.retention_bytes >= 0 {
                 let sizes: Vec<u64> = self.snapshot().iter().map(|s| s.size()).collect();
                 let mut budget = SizeBudget::new(sizes.iter().sum(), config.retention_bytes);
                 let n = retention::deletable_prefix(&sizes, |i| budget.take(sizes[i]));
@@ -571,6 +587,76 @@ impl Log {
             .sum()
     }
 
+    /// Swaps a cleaned segment (written as `.cleaned` files, already durable) in for the consecutive segments `old`
+    /// it replaces. Under the append lock, so retention, DeleteRecords and close cannot interleave; returns false
+    /// (and removes the cleaned files) if `old` is no longer part of the log.
+    ///
+    /// Crash safety (Kafka's replaceSegments): renaming `.cleaned` to `.swap` is the commit point (the log file
+    /// last, then a directory fsync); the replaced segments are renamed `.deleted`, the swap files take their
+    /// final names, and the `.deleted` files are removed. Recovery completes a swap whose `.log.swap` exists and
+    /// discards `.cleaned` files, so a crash at any point leaves either the old segments or the cleaned one.
+    pub(crate) fn replace_segments(
+        &self,
+        old: &[Arc<Segment>],
+        new: Arc<Segment>,
+    ) -> Result<bool, LogError> {
+        let base = new.base_offset();
+        let state = lock(&self.append_lock);
+        let list = self.snapshot();
+        let start = list.iter().position(|s| Arc::ptr_eq(s, &old[0]));
+        let intact = start.is_some_and(|i| {
+            i + old.len() < list.len() && old.iter().zip(&list[i..]).all(|(a, b)| Arc::ptr_eq(a, b))
+        });
+        let (Some(start), true, false) = (
+            start,
+            intact,
+            state.closed || self.deleted.load(Ordering::Acquire),
+        ) else {
+            drop(state);
+            remove_suffixed_files(&self.dir, base, CLEANED_SUFFIX);
+            return Ok(false);
+        };
+        let renamed = |ext: &str, from: &str, to: &str| {
+            let name = segment::file_name(base, ext);
+            std::fs::rename(
+                self.dir.join(format!("{name}{from}")),
+                self.dir.join(format!("{name}{to}")),
+            )
+        };
+        for ext in [INDEX_EXT, TIME_INDEX_EXT, LOG_EXT] {
+            renamed(ext, CLEANED_SUFFIX, SWAP_SUFFIX)?;
+        }
+        checkpoint::sync_dir(&self.dir)?;
+        // Committed: from here on recovery finishes the swap if we crash.
+        let mut doomed = Vec::new();
+        for seg in old {
+            for ext in [LOG_EXT, INDEX_EXT, TIME_INDEX_EXT] {
+                let from = seg.path(ext);
+                let to = self.dir.join(format!(
+                    "{}{DELETED_SUFFIX}",
+                    segment::file_name(seg.base_offset(), ext)
+                ));
+                std::fs::rename(&from, &to)?;
+                doomed.push(to);
+            }
+        }
+        for ext in [INDEX_EXT, TIME_INDEX_EXT, LOG_EXT] {
+            renamed(ext, SWAP_SUFFIX, "")?;
+        }
+        self.publish(|l| {
+            l.splice(start..start + old.len(), [new]);
+        });
+        drop(state);
+        checkpoint::sync_dir(&self.dir)?;
+        // Readers still holding the old segments keep reading the unlinked files.
+        for path in doomed {
+            if let Err(e) = std::fs::remove_file(&path) {
+                tracing::warn!(path = %path.display(), error = %e, "failed to delete replaced segment file");
+            }
+        }
+        Ok(true)
+    }
+
     /// Clean shutdown: flush, complete the active segment's indexes and write the clean-shutdown
     /// marker so the next open skips the scan. Later appends fail; reads keep working.
     pub fn close(&self) -> Result<(), LogError> {
@@ -610,6 +696,20 @@ impl Log {
     }
 }
 
+/// Best-effort removal of a segment's files carrying `suffix` (an abandoned cleaning).
+pub(crate) fn remove_suffixed_files(dir: &Path, base: i64, suffix: &str) {
+    for ext in [LOG_EXT, INDEX_EXT, TIME_INDEX_EXT] {
+        let path = dir.join(format!("{}{suffix}", segment::file_name(base, ext)));
+        match std::fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "failed to remove cleaner file")
+            }
+        }
+    }
+}
+
 /// Kafka's roll conditions, checked only for a non-empty active segment (an oversized append
 /// goes into an empty segment rather than rolling forever).
 fn should_roll(
@@ -624,7 +724,7 @@ fn should_roll(
         return false;
     }
     size.saturating_add(incoming) > config.effective_segment_bytes()
-        || active.rolling_ts().is_some_and(|t| now_ms.saturating_sub(t) > config.segment_ms)
+        || active.rolling_ts().is_some_and(|t| now_ms.saturating_sub(t) > config.max_segment_ms())
         // Relative offsets in both indexes are 32-bit.
         || last_offset - active.base_offset() > i64::from(i32::MAX)
         || active.indexes_full()

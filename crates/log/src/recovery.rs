@@ -153,8 +153,60 @@ fn first_batch_timestamp(seg: &Segment) -> io::Result<i64> {
     Ok(BatchHeader::parse(&header).map_or(-1, |h| h.max_timestamp))
 }
 
+/// Completes log-cleaner swaps that a crash interrupted (see `cleaner::swap`). A `<base>.log.swap` file is the
+/// cleaner's commit point: it replaces every segment whose base offset lies in [base, end of the swap's data), so
+/// those are removed and the swap files take their final names. Index swaps are optional: a missing one is rebuilt.
+fn complete_swaps(dir: &Path) -> io::Result<()> {
+    let mut swaps = Vec::new();
+    for entry in fs::read_dir(dir)? {
+        let name = entry?.file_name();
+        if let Some((base, ext)) = name.to_str().and_then(segment::parse_file_name) {
+            if ext == format!("{LOG_EXT}{}", segment::SWAP_SUFFIX) {
+                swaps.push(base);
+            }
+        }
+    }
+    if swaps.is_empty() {
+        return Ok(());
+    }
+    swaps.sort_unstable();
+    for base in swaps {
+        let swap_path = |ext: &str| {
+            dir.join(format!(
+                "{}{}",
+                segment::file_name(base, ext),
+                segment::SWAP_SUFFIX
+            ))
+        };
+        let log = File::open(swap_path(LOG_EXT))?;
+        let size = log.metadata()?.len();
+        let end = scan_batches(&log, 0, size, base, base, |_, _| {})?.next_offset;
+        tracing::warn!(dir = %dir.display(), segment = base, end, "completing an interrupted log cleaner swap");
+        for entry in fs::read_dir(dir)? {
+            let name = entry?.file_name();
+            let Some(name) = name.to_str() else { continue };
+            if let Some((b, ext)) = segment::parse_file_name(name) {
+                if b >= base
+                    && b < end.max(base + 1)
+                    && [LOG_EXT, INDEX_EXT, TIME_INDEX_EXT].contains(&ext)
+                {
+                    fs::remove_file(dir.join(name))?;
+                }
+            }
+        }
+        for ext in [INDEX_EXT, TIME_INDEX_EXT, LOG_EXT] {
+            let from = swap_path(ext);
+            if from.exists() {
+                fs::rename(&from, dir.join(segment::file_name(base, ext)))?;
+            }
+        }
+    }
+    checkpoint::sync_dir(dir)
+}
+
 /// Removes leftovers of interrupted operations and returns the base offsets of the segments.
 fn list_segments(dir: &Path) -> io::Result<Vec<i64>> {
+    complete_swaps(dir)?;
     let mut logs = BTreeSet::new();
     let mut indexes = Vec::new();
     for entry in fs::read_dir(dir)? {
@@ -295,12 +347,9 @@ fn open_trusted(
         }
         return Ok(None);
     };
+    // The first entry indexes the first batch; after compaction that batch may start above the base offset.
     if size > i32::MAX as u64
-        || offset_index.first()?
-            != Some(OffsetEntry {
-                rel_offset: 0,
-                position: 0,
-            })
+        || offset_index.first()?.map(|e: OffsetEntry| e.position) != Some(0)
         || u64::from(last.position) >= size
     {
         return Ok(None);
@@ -434,8 +483,9 @@ impl Read for PositionedReader<'_> {
     }
 }
 
-/// Validates batches in `[start, end)` (framing, magic, CRC, dense offsets starting at
-/// `expected`), calling `on_batch` for each valid one, and stops at the first bad one.
+/// Validates batches in `[start, end)` (framing, magic, CRC, offsets increasing from `expected`:
+/// gaps are legal, the log cleaner leaves them), calling `on_batch` for each valid one, and stops at
+/// the first bad one.
 pub(crate) fn scan_batches(
     file: &File,
     start: u64,
@@ -528,9 +578,9 @@ fn header_problem(
     if h.last_offset_delta < 0 {
         return Some(format!("negative lastOffsetDelta {}", h.last_offset_delta));
     }
-    if h.base_offset != expected {
+    if h.base_offset < expected {
         return Some(format!(
-            "batch base offset {} where {expected} was expected",
+            "batch base offset {} is below the expected {expected}",
             h.base_offset
         ));
     }

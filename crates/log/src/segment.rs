@@ -20,6 +20,11 @@ use crate::time_index::{self, TimeEntry, TimeIndex};
 pub(crate) const LOG_EXT: &str = "log";
 pub(crate) const INDEX_EXT: &str = "index";
 pub(crate) const TIME_INDEX_EXT: &str = "timeindex";
+/// Suffixes of the log cleaner's files: written as `.cleaned`, renamed to `.swap` (the commit point), then to
+/// their final names; replaced segments pass through `.deleted`.
+pub(crate) const CLEANED_SUFFIX: &str = ".cleaned";
+pub(crate) const SWAP_SUFFIX: &str = ".swap";
+pub(crate) const DELETED_SUFFIX: &str = ".deleted";
 
 /// Marks "no append yet" in `rolling_ts`.
 const NO_TIMESTAMP: i64 = i64::MIN;
@@ -86,14 +91,25 @@ pub(crate) struct Segment {
 impl Segment {
     /// A new, empty active segment (stale files of the same name are truncated).
     pub(crate) fn create(dir: &Path, base_offset: i64) -> io::Result<Segment> {
+        Segment::create_with_suffix(dir, base_offset, "")
+    }
+
+    /// A new, empty segment whose files carry `suffix` after their usual names (the log cleaner writes
+    /// `.cleaned` segments and renames them into place). `path()` always names the final files.
+    pub(crate) fn create_with_suffix(
+        dir: &Path,
+        base_offset: i64,
+        suffix: &str,
+    ) -> io::Result<Segment> {
+        let named = |ext: &str| dir.join(format!("{}{suffix}", file_name(base_offset, ext)));
         let log = OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)
             .truncate(true)
-            .open(dir.join(file_name(base_offset, LOG_EXT)))?;
-        let offset_index = OffsetIndex::create(&dir.join(file_name(base_offset, INDEX_EXT)))?;
-        let time_index = TimeIndex::create(&dir.join(file_name(base_offset, TIME_INDEX_EXT)))?;
+            .open(named(LOG_EXT))?;
+        let offset_index = OffsetIndex::create(&named(INDEX_EXT))?;
+        let time_index = TimeIndex::create(&named(TIME_INDEX_EXT))?;
         let parts = Parts {
             log,
             size: 0,
@@ -339,6 +355,32 @@ impl Segment {
                 .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
                 .map_or(i64::MAX, |d| d.as_millis() as i64),
         }
+    }
+
+    /// fdatasyncs the log and both index files (a cleaned segment before it is swapped in).
+    pub(crate) fn sync_all_files(&self) -> io::Result<()> {
+        self.log.sync_data()?;
+        self.offset_index.sync()?;
+        self.time_index.sync()?;
+        self.dirty_log.store(false, Ordering::Release);
+        self.dirty_index.store(false, Ordering::Release);
+        Ok(())
+    }
+
+    /// Visits every batch header from the start of the segment (the log cleaner's scan); `visit` gets the batch's
+    /// position and header and returns false to stop.
+    pub(crate) fn walk_all(
+        &self,
+        visit: impl FnMut(u64, &BatchHeader) -> bool,
+    ) -> Result<(), LogError> {
+        self.walk(0, self.size(), visit)
+    }
+
+    /// Reads `len` bytes at `pos` (whole batches the caller located with `walk_all`).
+    pub(crate) fn read_at(&self, pos: u64, len: usize) -> io::Result<Vec<u8>> {
+        let mut buf = vec![0u8; len];
+        self.log.read_exact_at(&mut buf, pos)?;
+        Ok(buf)
     }
 
     /// Unlinks the segment's files. Open handles (readers holding the segment) keep working.

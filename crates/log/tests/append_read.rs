@@ -162,13 +162,17 @@ fn rolls_by_size() {
     );
     assert_reads_match(&log, &model);
 
-    // A batch bigger than segment.bytes still goes in (into its own segment).
-    let (info, stored) = append(&log, &batch(1, 3000, 0), 0);
-    assert_eq!(
-        *log.segment_base_offsets().last().unwrap(),
-        info.first_offset
+    // A record set bigger than segment.bytes is refused, as Kafka's RecordBatchTooLargeException
+    // (RECORD_LIST_TOO_LARGE), and nothing changes.
+    let end = log.log_end_offset();
+    let mut big = batch(1, 3000, 0);
+    let e = log.append(&mut big, 0, 0, false).unwrap_err();
+    assert!(
+        matches!(e, strom_log::LogError::RecordListTooLarge { max: 1000, .. }),
+        "{e}"
     );
-    assert_reads_match(&log, &stored);
+    assert_eq!(log.log_end_offset(), end);
+    assert_reads_match(&log, &model);
 }
 
 #[test]

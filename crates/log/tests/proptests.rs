@@ -60,6 +60,17 @@ fn apply(log: &Log, op: &Op, model: &mut Vec<Stored>) {
             ..Default::default()
         }));
     }
+    // A record set larger than a segment is refused whole (RECORD_LIST_TOO_LARGE) and changes nothing.
+    if input.len() as u64 > log.config().segment_bytes {
+        let end = log.log_end_offset();
+        let e = log.append(&mut input, 0, 0, false).unwrap_err();
+        assert!(
+            matches!(e, strom_log::LogError::RecordListTooLarge { .. }),
+            "{e}"
+        );
+        assert_eq!(log.log_end_offset(), end);
+        return;
+    }
     let (info, stored) = append(log, &input, 0);
     assert_eq!(info.first_offset, model.last().map_or(0, |s| s.last + 1));
     model.extend(stored);

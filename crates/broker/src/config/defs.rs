@@ -104,7 +104,7 @@ pub static CONFIG_DEFS: &[ConfigDef] = &[
         Some("3600000"),
         "Allowed lead of a record's timestamp over the broker's clock (CreateTime only).",
     ),
-    broker("log.cleanup.policy", List, Some("delete"), "Default cleanup policy. Only `delete` is served so far."),
+    broker("log.cleanup.policy", List, Some("delete"), "Default cleanup policy: `delete`, `compact`, or `compact,delete`."),
     broker("min.insync.replicas", Int, Some("1"), "Minimum in-sync replicas for an acks=all write."),
     broker("compression.type", String, Some("producer"), "Broker compression; only `producer` (keep the producer's codec) is served."),
     broker("unclean.leader.election.enable", Boolean, Some("false"), "Allow out-of-sync replicas to become leader."),
@@ -112,6 +112,22 @@ pub static CONFIG_DEFS: &[ConfigDef] = &[
     broker("log.cleaner.min.compaction.lag.ms", Long, Some("0"), "Minimum time a record stays uncompacted."),
     broker("log.cleaner.max.compaction.lag.ms", Long, Some(LONG_MAX), "Maximum time a record stays uncompacted."),
     broker("log.cleaner.min.cleanable.ratio", Double, Some("0.5"), "Dirty ratio above which a log is cleaned."),
+    broker("log.cleaner.enable", Boolean, Some("true"), "Run the log cleaner, which compacts `compact` topics."),
+    broker("log.cleaner.threads", Int, Some("1"), "Number of log cleaner threads."),
+    broker(
+        "log.cleaner.io.max.bytes.per.second",
+        Double,
+        Some("1.7976931348623157E308"),
+        "The log cleaner's I/O (bytes read plus written per second, all cleaner threads together) is throttled to this.",
+    ),
+    broker(
+        "log.cleaner.dedupe.buffer.size",
+        Long,
+        Some("134217728"),
+        "Memory for the key→offset map of one cleaning pass, across all cleaner threads.",
+    ),
+    broker("log.cleaner.io.buffer.size", Int, Some("524288"), "Read buffer of the log cleaner, across all cleaner threads."),
+    broker("log.cleaner.backoff.ms", Long, Some("15000"), "How long the cleaner sleeps when no log needs cleaning."),
     broker("log.segment.delete.delay.ms", Long, Some("60000"), "Delay before a deleted segment's file is removed."),
     broker("log.roll.jitter.ms", Long, None, "Jitter subtracted from the roll time; if unset log.roll.jitter.hours is used."),
     broker("log.roll.jitter.hours", Int, Some("0"), "Jitter in hours subtracted from the roll time."),
@@ -168,7 +184,13 @@ pub static CONFIG_DEFS: &[ConfigDef] = &[
         "Server-side assignors, the first being the default: `uniform` and `range`.",
     ),
     // ---- topic configs, each with its broker synonym
-    topic("cleanup.policy", List, Some("delete"), "log.cleanup.policy", "`delete` (compaction arrives with the log cleaner)."),
+    topic(
+        "cleanup.policy",
+        List,
+        Some("delete"),
+        "log.cleanup.policy",
+        "`delete` removes old segments by retention.ms/bytes; `compact` keeps the latest record per key; both may be set.",
+    ),
     topic("compression.gzip.level", Int, Some("-1"), "compression.gzip.level", "Level for gzip if the broker compressed (it does not: stored only)."),
     topic("compression.lz4.level", Int, Some("9"), "compression.lz4.level", "Level for lz4 if the broker compressed (it does not: stored only)."),
     topic("compression.zstd.level", Int, Some("3"), "compression.zstd.level", "Level for zstd if the broker compressed (it does not: stored only)."),
@@ -255,6 +277,51 @@ pub static IGNORED_KAFKA_KEYS: &[&str] = &[
     "zookeeper.connection.timeout.ms",
     "log.dir",
 ];
+
+/// Broker configs that can be changed at run time through AlterConfigs / IncrementalAlterConfigs (Kafka's
+/// DynamicLogConfig and LogCleaner reconfigurable sets, restricted to the keys Strom knows; as in Kafka the hour and
+/// minute variants of retention and roll are not among them). Every other broker config is read-only and needs a
+/// restart.
+pub static DYNAMIC_BROKER_KEYS: &[&str] = &[
+    "message.max.bytes",
+    "log.segment.bytes",
+    "log.roll.ms",
+    "log.roll.jitter.ms",
+    "log.retention.ms",
+    "log.retention.bytes",
+    "log.index.interval.bytes",
+    "log.flush.interval.messages",
+    "log.flush.interval.ms",
+    "log.message.timestamp.type",
+    "log.message.timestamp.before.max.ms",
+    "log.message.timestamp.after.max.ms",
+    "log.cleanup.policy",
+    "log.cleaner.delete.retention.ms",
+    "log.cleaner.min.compaction.lag.ms",
+    "log.cleaner.max.compaction.lag.ms",
+    "log.cleaner.min.cleanable.ratio",
+    "log.cleaner.threads",
+    "log.cleaner.io.max.bytes.per.second",
+    "log.cleaner.dedupe.buffer.size",
+    "log.cleaner.io.buffer.size",
+    "log.cleaner.backoff.ms",
+    "log.segment.delete.delay.ms",
+    "log.preallocate",
+    "log.local.retention.ms",
+    "log.local.retention.bytes",
+    "min.insync.replicas",
+    "compression.type",
+    "unclean.leader.election.enable",
+    "compression.gzip.level",
+    "compression.lz4.level",
+    "compression.zstd.level",
+    "log.index.size.max.bytes",
+];
+
+/// Whether a broker config may be altered without a restart.
+pub fn is_dynamic_broker_config(name: &str) -> bool {
+    DYNAMIC_BROKER_KEYS.contains(&name)
+}
 
 pub fn find(name: &str) -> Option<&'static ConfigDef> {
     CONFIG_DEFS.iter().find(|d| d.name == name)

@@ -1,5 +1,6 @@
 //! Typed broker and topic configuration with Kafka's names, defaults, validation and sources.
 
+pub mod alter;
 pub mod defs;
 mod listener;
 mod topic;
@@ -25,6 +26,10 @@ pub enum ConfigError {
 #[derive(Debug, Clone)]
 pub struct BrokerConfig {
     static_values: BTreeMap<String, String>,
+    /// Dynamic overrides for this broker (KIP-226 per-broker configs, from the metadata image).
+    dynamic_node: BTreeMap<String, String>,
+    /// Dynamic cluster-wide broker defaults (resource name "").
+    dynamic_default: BTreeMap<String, String>,
     pub node_id: i32,
     pub rack: Option<String>,
     pub listeners: Vec<ListenerConfig>,
@@ -144,6 +149,8 @@ impl BrokerConfig {
             retention_check_interval_ms: int("log.retention.check.interval.ms").max(1) as u64,
             ignored_keys: ignored,
             static_values: values,
+            dynamic_node: BTreeMap::new(),
+            dynamic_default: BTreeMap::new(),
         };
         // The topic defaults must themselves be valid topic configs.
         validate_topic_configs(&cfg, &BTreeMap::new()).map_err(ConfigError::Invalid)?;
@@ -155,12 +162,44 @@ impl BrokerConfig {
         self.static_values.get(key).map(String::as_str)
     }
 
-    /// The effective broker value and its source for DescribeConfigs.
+    /// This config with the dynamic broker configs of the metadata image layered over the static ones
+    /// (`node`: this broker's overrides, `default`: the cluster-wide defaults), as Kafka's DynamicBrokerConfig does.
+    pub fn with_dynamic(&self, node: &BTreeMap<String, String>, default: &BTreeMap<String, String>) -> BrokerConfig {
+        let mut c = self.clone();
+        c.dynamic_node = node.clone();
+        c.dynamic_default = default.clone();
+        c
+    }
+
+    /// The dynamic overrides currently layered in: (this broker's, the cluster default's).
+    pub fn dynamic_values(&self) -> (&BTreeMap<String, String>, &BTreeMap<String, String>) {
+        (&self.dynamic_node, &self.dynamic_default)
+    }
+
+    /// Every value set for a broker key, most specific first: dynamic per-broker, dynamic cluster default,
+    /// static (file or override). The default from the table is not included.
+    pub fn set_values(&self, key: &str) -> Vec<(String, ConfigSource)> {
+        [
+            (self.dynamic_node.get(key), ConfigSource::DynamicBroker),
+            (self.dynamic_default.get(key), ConfigSource::DynamicDefaultBroker),
+            (self.static_values.get(key), ConfigSource::StaticBroker),
+        ]
+        .into_iter()
+        .filter_map(|(v, s)| v.map(|v| (v.clone(), s)))
+        .collect()
+    }
+
+    /// The effective value of a broker key (dynamic over static over default) and its source.
     pub fn broker_value(&self, key: &str) -> (Option<String>, ConfigSource) {
-        match self.static_value(key) {
-            Some(v) => (Some(v.to_string()), ConfigSource::StaticBroker),
+        match self.set_values(key).into_iter().next() {
+            Some((v, s)) => (Some(v), s),
             None => (find(key).and_then(|d| d.default.map(str::to_string)), ConfigSource::Default),
         }
+    }
+
+    /// The effective value parsed as a number (for broker settings read at run time, e.g. the cleaner's).
+    pub fn broker_f64(&self, key: &str) -> f64 {
+        self.broker_value(key).0.and_then(|v| v.trim().parse().ok()).unwrap_or(0.0)
     }
 }
 
@@ -168,6 +207,8 @@ impl BrokerConfig {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ConfigSource {
     DynamicTopic = 1,
+    DynamicBroker = 2,
+    DynamicDefaultBroker = 3,
     StaticBroker = 4,
     Default = 5,
 }

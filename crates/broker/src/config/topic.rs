@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use strom_log::{LogConfig, TimestampType};
+use strom_log::{CleanupPolicy, LogConfig, TimestampType};
 
 use super::defs::{self, topic_def, validate_value, ConfigDef, LONG_MAX};
 use super::{BrokerConfig, ConfigSource};
@@ -38,8 +38,10 @@ fn broker_chain(def: &ConfigDef) -> &'static [(&'static str, i64)] {
     }
 }
 
-/// The broker-level value behind a topic config and where it comes from: the first statically set key of the
-/// chain (scaled to the topic config's unit), else the topic config's Kafka default.
+/// The broker-level value behind a topic config and where it comes from: the first key of the chain that is set
+/// (key by key; for each key dynamic per-broker, then dynamic cluster default, then static, as Kafka merges
+/// dynamic configs over the static ones), scaled to the topic config's unit, else the topic config's Kafka
+/// default. The synonyms list every value set along the chain.
 fn broker_default(broker: &BrokerConfig, def: &ConfigDef) -> (Option<String>, ConfigSource, Vec<(String, Option<String>, ConfigSource)>) {
     let synonym = def.broker_synonym.unwrap_or(def.name);
     let chain: Vec<(&str, i64)> = match broker_chain(def) {
@@ -49,18 +51,18 @@ fn broker_default(broker: &BrokerConfig, def: &ConfigDef) -> (Option<String>, Co
     let mut set = Vec::new();
     let mut value = None;
     for (key, factor) in chain {
-        if let Some(v) = broker.static_value(key) {
+        for (v, source) in broker.set_values(key) {
             let scaled = if factor == 1 {
-                v.to_string()
+                v.clone()
             } else {
-                v.trim().parse::<i64>().map(|n| (n * factor).to_string()).unwrap_or_else(|_| v.to_string())
+                v.trim().parse::<i64>().map(|n| n.saturating_mul(factor).to_string()).unwrap_or_else(|_| v.clone())
             };
-            value.get_or_insert(scaled);
-            set.push((key.to_string(), Some(v.to_string()), ConfigSource::StaticBroker));
+            value.get_or_insert((scaled, source));
+            set.push((key.to_string(), Some(v), source));
         }
     }
     match value {
-        Some(v) => (Some(v), ConfigSource::StaticBroker, set),
+        Some((v, source)) => (Some(v), source, set),
         None => (def.default.map(str::to_string), ConfigSource::Default, set),
     }
 }
@@ -75,8 +77,8 @@ pub fn describe_topic_config(
     if let Some(v) = overrides.get(def.name) {
         synonyms.push((def.name.to_string(), Some(v.clone()), ConfigSource::DynamicTopic));
     }
-    let (bval, bsource, static_synonyms) = broker_default(broker, def);
-    synonyms.extend(static_synonyms);
+    let (bval, bsource, broker_synonyms) = broker_default(broker, def);
+    synonyms.extend(broker_synonyms);
     // As Kafka: the primary broker synonym is listed with its default only when that default is not null
     // (so `retention.ms` lists no `log.retention.ms`, whose default is null).
     let primary = def.broker_synonym.unwrap_or(def.name);
@@ -110,6 +112,11 @@ impl TopicConfig {
             } else {
                 TimestampType::CreateTime
             },
+            cleanup_policy: value("cleanup.policy").parse().unwrap_or_default(),
+            min_cleanable_dirty_ratio: value("min.cleanable.dirty.ratio").trim().parse().unwrap_or(0.5),
+            min_compaction_lag_ms: long("min.compaction.lag.ms"),
+            max_compaction_lag_ms: long("max.compaction.lag.ms"),
+            delete_retention_ms: long("delete.retention.ms"),
         };
         TopicConfig {
             log,
@@ -136,15 +143,15 @@ pub fn validate_topic_configs(broker: &BrokerConfig, overrides: &BTreeMap<String
         let num = || v.trim().parse::<i64>().unwrap_or(0);
         let bad = |why: &str| Err(format!("Invalid value {v} for configuration {}: {why}", def.name));
         match def.name {
-            "cleanup.policy" => {
-                for p in v.split(',').map(str::trim) {
-                    match p {
-                        "delete" => {}
-                        "compact" => return bad("log compaction is not supported by this Strom version yet"),
-                        _ => return bad("String must be one of: compact, delete"),
-                    }
-                }
+            "cleanup.policy" if v.parse::<CleanupPolicy>().is_err() => {
+                return bad("String must be one of: compact, delete")
             }
+            "min.cleanable.dirty.ratio" => match v.trim().parse::<f64>() {
+                Ok(r) if (0.0..=1.0).contains(&r) => {}
+                _ => return bad("Value must be no less than 0 and no more than 1"),
+            },
+            "delete.retention.ms" | "min.compaction.lag.ms" if num() < 0 => return bad("Value must be at least 0"),
+            "max.compaction.lag.ms" if num() < 1 => return bad("Value must be at least 1"),
             "compression.type" if v != "producer" => {
                 return bad("only `producer` is supported: Strom stores batches as the producer compressed them")
             }
@@ -168,6 +175,17 @@ pub fn validate_topic_configs(broker: &BrokerConfig, overrides: &BTreeMap<String
             }
             _ => {}
         }
+    }
+    // Kafka's LogConfig.validateValues cross-check.
+    let long = |name: &str| {
+        let def = topic_def(name).expect("known topic config");
+        describe_topic_config(broker, overrides, def).value.and_then(|v| v.trim().parse::<i64>().ok()).unwrap_or(i64::MAX)
+    };
+    let (min_lag, max_lag) = (long("min.compaction.lag.ms"), long("max.compaction.lag.ms"));
+    if min_lag > max_lag {
+        return Err(format!(
+            "conflict topic config setting min.compaction.lag.ms ({min_lag}) > max.compaction.lag.ms ({max_lag})"
+        ));
     }
     Ok(())
 }
@@ -201,6 +219,32 @@ mod tests {
     }
 
     #[test]
+    fn dynamic_broker_layers_take_precedence_key_by_key() {
+        let mut values = BTreeMap::new();
+        values.insert("log.retention.hours".to_string(), "1".to_string());
+        let broker = BrokerConfig::from_values(values).unwrap();
+        let def = topic_def("retention.ms").unwrap();
+        // A dynamic default for `log.retention.minutes` beats the static hours (minutes come first in Kafka's chain),
+        // and a dynamic per-broker `log.retention.ms` beats both.
+        let dynamic = broker.with_dynamic(&BTreeMap::new(), &overrides(&[("log.retention.minutes", "2")]));
+        let d = describe_topic_config(&dynamic, &BTreeMap::new(), def);
+        assert_eq!((d.value.as_deref(), d.source), (Some("120000"), ConfigSource::DynamicDefaultBroker));
+        let dynamic = broker.with_dynamic(&overrides(&[("log.retention.ms", "7")]), &overrides(&[("log.retention.minutes", "2")]));
+        let d = describe_topic_config(&dynamic, &BTreeMap::new(), def);
+        assert_eq!((d.value.as_deref(), d.source), (Some("7"), ConfigSource::DynamicBroker));
+        let names: Vec<(&str, ConfigSource)> = d.synonyms.iter().map(|(n, _, s)| (n.as_str(), *s)).collect();
+        assert_eq!(
+            names,
+            vec![
+                ("log.retention.ms", ConfigSource::DynamicBroker),
+                ("log.retention.minutes", ConfigSource::DynamicDefaultBroker),
+                ("log.retention.hours", ConfigSource::StaticBroker),
+            ]
+        );
+        assert_eq!(TopicConfig::resolve(&dynamic, &BTreeMap::new()).log.retention_ms, 7);
+    }
+
+    #[test]
     fn validation() {
         let b = BrokerConfig::default();
         assert!(validate_topic_configs(&b, &overrides(&[("retention.ms", "100")])).is_ok());
@@ -210,5 +254,14 @@ mod tests {
         assert!(validate_topic_configs(&b, &overrides(&[("segment.bytes", "1000")])).is_err());
         assert!(validate_topic_configs(&b, &overrides(&[("compression.zstd.level", "3")])).is_ok());
         assert!(validate_topic_configs(&b, &overrides(&[("message.timestamp.type", "LogAppendTime")])).is_ok());
+        assert!(validate_topic_configs(&b, &overrides(&[("cleanup.policy", "compact,delete")])).is_ok());
+        assert!(validate_topic_configs(&b, &overrides(&[("cleanup.policy", "")])).is_err());
+        assert!(validate_topic_configs(&b, &overrides(&[("min.cleanable.dirty.ratio", "1.5")])).is_err());
+        assert!(validate_topic_configs(&b, &overrides(&[("max.compaction.lag.ms", "0")])).is_err());
+        let conflict = overrides(&[("min.compaction.lag.ms", "10"), ("max.compaction.lag.ms", "5")]);
+        assert!(validate_topic_configs(&b, &conflict).is_err());
+        let t = TopicConfig::resolve(&b, &overrides(&[("cleanup.policy", "compact"), ("min.cleanable.dirty.ratio", "0.1")]));
+        assert_eq!(t.log.cleanup_policy, CleanupPolicy::COMPACT);
+        assert_eq!(t.log.min_cleanable_dirty_ratio, 0.1);
     }
 }

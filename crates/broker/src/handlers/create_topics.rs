@@ -79,10 +79,11 @@ pub async fn handle(ctx: &Arc<ConnectionContext>, version: i16, req: CreateTopic
                         if version >= 5 {
                             r.num_partitions = planned.num_partitions;
                             r.replication_factor = planned.replication_factor;
+                            let effective = broker.effective_config();
                             r.configs = Some(
                                 topic_defs()
                                     .map(|def| {
-                                        let d = describe_topic_config(&broker.config, &configs, def);
+                                        let d = describe_topic_config(&effective, &configs, def);
                                         CreatableTopicConfigs::default()
                                             .with_name(StrBytes::from_static_str(def.name))
                                             .with_value(d.value.map(StrBytes::from_string))

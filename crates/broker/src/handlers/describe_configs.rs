@@ -1,4 +1,5 @@
-//! DescribeConfigs: topic configs (override, static broker value or default, with synonyms) and broker configs.
+//! DescribeConfigs: topic configs (override, dynamic or static broker value, or default, with synonyms) and broker
+//! configs (dynamic per-broker, dynamic cluster default, static, default).
 
 use std::sync::Arc;
 
@@ -9,7 +10,7 @@ use kafka_protocol::messages::{DescribeConfigsRequest, DescribeConfigsResponse};
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 
-use crate::config::defs::{broker_defs, topic_defs, ConfigDef};
+use crate::config::defs::{broker_defs, find, is_dynamic_broker_config, topic_defs, ConfigDef, Scope};
 use crate::config::{describe_topic_config, ConfigSource};
 use crate::dispatch::ConnectionContext;
 
@@ -19,6 +20,7 @@ const BROKER: i8 = 4;
 pub fn handle(ctx: &Arc<ConnectionContext>, version: i16, req: DescribeConfigsRequest) -> DescribeConfigsResponse {
     let broker = &ctx.broker;
     let image = broker.image();
+    let config = crate::broker::effective_config(&broker.config, &image);
     let results = req
         .resources
         .into_iter()
@@ -34,7 +36,7 @@ pub fn handle(ctx: &Arc<ConnectionContext>, version: i16, req: DescribeConfigsRe
                 let mut e = DescribeConfigsResourceResult::default()
                     .with_name(StrBytes::from_static_str(def.name))
                     .with_value(value.map(StrBytes::from_string))
-                    .with_read_only(def.read_only)
+                    .with_read_only(def.read_only && !(def.scope == Scope::Broker && is_dynamic_broker_config(def.name)))
                     .with_config_source(source as i8)
                     .with_is_sensitive(false)
                     .with_documentation(None);
@@ -69,18 +71,35 @@ pub fn handle(ctx: &Arc<ConnectionContext>, version: i16, req: DescribeConfigsRe
                         topic_defs()
                             .filter(|d| wanted(d))
                             .map(|def| {
-                                let d = describe_topic_config(&broker.config, &t.configs, def);
+                                let d = describe_topic_config(&config, &t.configs, def);
                                 entry(def, d.value, d.source, d.synonyms)
                             })
                             .collect(),
                     ),
                 },
-                BROKER if name.is_empty() || name == broker.config.node_id.to_string() => result.with_configs(
+                // The cluster default resource lists only the dynamic defaults that are set, as Kafka does.
+                BROKER if name.is_empty() => result.with_configs(
+                    image
+                        .broker_config("")
+                        .iter()
+                        .filter_map(|(k, v)| find(k).filter(|d| d.scope == Scope::Broker).map(|d| (d, v)))
+                        .filter(|(d, _)| wanted(d))
+                        .map(|(def, v)| {
+                            let source = ConfigSource::DynamicDefaultBroker;
+                            entry(def, Some(v.clone()), source, vec![(def.name.to_string(), Some(v.clone()), source)])
+                        })
+                        .collect(),
+                ),
+                BROKER if name == broker.config.node_id.to_string() => result.with_configs(
                     broker_defs()
                         .filter(|d| wanted(d))
                         .map(|def| {
-                            let (value, source) = broker.config.broker_value(def.name);
-                            let synonyms = vec![(def.name.to_string(), value.clone(), source)];
+                            let (value, source) = config.broker_value(def.name);
+                            let mut synonyms: Vec<_> =
+                                config.set_values(def.name).into_iter().map(|(v, s)| (def.name.to_string(), Some(v), s)).collect();
+                            if def.default.is_some() {
+                                synonyms.push((def.name.to_string(), def.default.map(str::to_string), ConfigSource::Default));
+                            }
                             entry(def, value, source, synonyms)
                         })
                         .collect(),

@@ -1,11 +1,13 @@
 //! One handler per Kafka API.
 
+pub mod alter_configs;
 pub mod api_versions;
 pub mod consumer_group_describe;
 pub mod consumer_group_heartbeat;
 pub mod create_partitions;
 pub mod create_topics;
 pub mod delete_groups;
+pub mod delete_records;
 pub mod delete_topics;
 pub mod describe_groups;
 pub mod describe_cluster;
@@ -16,6 +18,7 @@ pub mod heartbeat;
 pub mod join_group;
 pub mod leave_group;
 pub mod list_groups;
+pub mod incremental_alter_configs;
 pub mod list_offsets;
 pub mod metadata;
 pub mod offset_commit;

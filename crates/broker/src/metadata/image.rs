@@ -34,6 +34,8 @@ impl TopicImage {
 pub struct MetadataImage {
     pub topics: BTreeMap<String, Arc<TopicImage>>,
     pub ids: HashMap<Uuid, String>,
+    /// Dynamic broker configs by resource name: a broker id, or "" for the cluster-wide defaults.
+    pub broker_configs: BTreeMap<String, BTreeMap<String, String>>,
 }
 
 impl MetadataImage {
@@ -82,12 +84,28 @@ impl MetadataImage {
                     };
                 }
             }
+            MetadataRecord::BrokerConfigRecord { resource, name, value } => {
+                let configs = self.broker_configs.entry(resource.clone()).or_default();
+                match value {
+                    Some(v) => configs.insert(name.clone(), v.clone()),
+                    None => configs.remove(name),
+                };
+                if configs.is_empty() {
+                    self.broker_configs.remove(resource);
+                }
+            }
             MetadataRecord::RemoveTopicRecord { topic_id } => {
                 if let Some(name) = self.ids.remove(topic_id) {
                     self.topics.remove(&name);
                 }
             }
         }
+    }
+
+    /// The dynamic configs of one broker resource ("" is the cluster default); empty if none are set.
+    pub fn broker_config(&self, resource: &str) -> &BTreeMap<String, String> {
+        static EMPTY: BTreeMap<String, String> = BTreeMap::new();
+        self.broker_configs.get(resource).unwrap_or(&EMPTY)
     }
 
     fn topic_mut(&mut self, id: &Uuid) -> Option<&mut TopicImage> {
@@ -120,6 +138,15 @@ mod tests {
         assert_eq!(img.topic_by_id(&id).unwrap().name, "t");
         img.apply(&MetadataRecord::RemoveTopicRecord { topic_id: id });
         assert!(img.topic("t").is_none());
+        let set = |v: Option<&str>| MetadataRecord::BrokerConfigRecord {
+            resource: "".into(),
+            name: "log.retention.ms".into(),
+            value: v.map(str::to_string),
+        };
+        img.apply(&set(Some("5")));
+        assert_eq!(img.broker_config("").get("log.retention.ms").map(String::as_str), Some("5"));
+        img.apply(&set(None));
+        assert!(img.broker_configs.is_empty());
         assert!(img.topic_by_id(&id).is_none());
     }
 }

@@ -20,4 +20,7 @@ pub enum MetadataRecord {
     /// A topic-level config override (`value: None` removes it).
     ConfigRecord { topic_id: Uuid, name: String, value: Option<String> },
     RemoveTopicRecord { topic_id: Uuid },
+    /// A dynamic broker config (KRaft's ConfigRecord with resource type BROKER): `resource` is a broker id, or ""
+    /// for the cluster-wide default; `value: None` removes it.
+    BrokerConfigRecord { resource: String, name: String, value: Option<String> },
 }

@@ -4,6 +4,8 @@
 #[path = "../../src/testkit.rs"]
 pub mod testkit;
 
+pub mod keyed;
+
 use std::path::Path;
 
 use strom_log::{AppendInfo, Log, LogConfig, RecoveryReport};

@@ -95,11 +95,9 @@ impl GroupCoordinator {
         let mut configs = BTreeMap::new();
         configs.insert("segment.bytes".to_string(), self.config.offsets_topic_segment_bytes.to_string());
         configs.insert("compression.type".to_string(), "producer".to_string());
-        // Kafka's __consumer_offsets is compacted (cleanup.policy=compact). Until the log cleaner lands (issue 5),
-        // the topic keeps every record forever instead, so retention can never delete committed offsets.
-        // COMPACTION SWITCH: once `cleanup.policy=compact` is accepted, replace the next line with
-        //   configs.insert("cleanup.policy".to_string(), "compact".to_string());
-        configs.insert("retention.ms".to_string(), "-1".to_string());
+        // As Kafka's: compacted, so the latest offset and group record per key are kept forever and the rest
+        // is cleaned away.
+        configs.insert("cleanup.policy".to_string(), "compact".to_string());
         let result = broker.commit(|image| {
             if image.topic(GROUP_METADATA_TOPIC_NAME).is_some() {
                 return Ok((Vec::new(), false)); // created by a concurrent request

@@ -4,6 +4,7 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use crate::config::BrokerConfig;
 use crate::metadata::{MetadataImage, MetadataLog, MetadataRecord};
+use crate::producer_ids::ProducerIdManager;
 use crate::replica_manager::ReplicaManager;
 
 pub struct Broker {
@@ -12,6 +13,7 @@ pub struct Broker {
     metadata_log: Mutex<MetadataLog>,
     image: RwLock<Arc<MetadataImage>>,
     pub replicas: ReplicaManager,
+    pub producer_ids: ProducerIdManager,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -39,6 +41,7 @@ impl Broker {
             metadata_log: Mutex::new(log),
             image: RwLock::new(Arc::new(image)),
             replicas,
+            producer_ids: ProducerIdManager::default(),
         })
     }
 

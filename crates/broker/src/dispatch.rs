@@ -26,6 +26,7 @@ pub const SUPPORTED_APIS: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DescribeConfigs, 1, 4),
     (ApiKey::CreatePartitions, 0, 3),
     (ApiKey::DescribeCluster, 0, 2),
+    (ApiKey::InitProducerId, 0, 5),
 ];
 
 pub fn supported_range(key: ApiKey) -> Option<(i16, i16)> {
@@ -147,6 +148,10 @@ pub async fn dispatch(ctx: &Arc<ConnectionContext>, frame: Bytes) -> Result<Repl
         ApiKey::DescribeCluster => {
             let req = decode!(DescribeClusterRequest);
             ready!(handlers::describe_cluster::handle(ctx, version, req))
+        }
+        ApiKey::InitProducerId => {
+            let req = decode!(InitProducerIdRequest);
+            ready!(handlers::init_producer_id::handle(ctx, version, req).await)
         }
         _ => return Err(DispatchError::UnknownApiKey(raw_key)),
     };

@@ -11,6 +11,7 @@ mod record_validation;
 pub mod handlers;
 pub mod metadata;
 pub mod partition;
+pub mod producer_ids;
 pub mod replica_manager;
 pub mod server;
 mod topic_name;

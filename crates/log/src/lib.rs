@@ -12,6 +12,7 @@
 //! - `recovery`: opening a directory, crash recovery and index rebuilds
 //! - `retention`: which segments retention may delete
 //! - `checkpoint`: small atomically written state files
+//! - `producer_state`: idempotent producers' epochs and last batches (dedupe, sequence and epoch checks)
 
 mod batch;
 mod checkpoint;
@@ -20,6 +21,7 @@ mod error;
 mod index;
 mod log;
 mod offset_index;
+mod producer_state;
 mod recovery;
 mod retention;
 mod segment;
@@ -30,4 +32,5 @@ mod time_index;
 pub use batch::{compute_crc, validate_batches, BatchHeader, HEADER_SIZE, LOG_OVERHEAD, MAGIC_V2};
 pub use config::{LogConfig, TimestampType};
 pub use error::LogError;
+pub use producer_state::BatchMetadata;
 pub use log::{AppendInfo, Log, ReadResult, RecoveryReport, RetentionReport};

@@ -175,14 +175,22 @@ fn append_one(w: Work, acks: i16, unknown: ResponseError) -> Outcome {
     }
 }
 
-/// Idempotent and transactional producers need InitProducerId, which this broker does not serve yet, and clients
-/// never produce control batches.
+/// What can be refused before the log looks at the batch: transactional batches (no transaction coordinator yet, so
+/// no producer can have added the partition to a transaction), an idempotent batch without a sequence (Kafka's
+/// LogValidator: INVALID_RECORD), and control batches, which clients never produce. Sequence and epoch checks run in
+/// the log, under its append lock.
 fn check_producer(headers: &[BatchHeader]) -> Result<(), (ResponseError, String)> {
     for h in headers {
-        if h.producer_id >= 0 || h.is_transactional() {
+        if h.is_transactional() {
             return Err((
                 ResponseError::InvalidProducerIdMapping,
-                "idempotent and transactional produce are not supported by this Strom version yet".into(),
+                "transactional produce is not supported by this Strom version yet".into(),
+            ));
+        }
+        if h.producer_id >= 0 && h.base_sequence < 0 {
+            return Err((
+                ResponseError::InvalidRecord,
+                format!("Invalid sequence number {} in record batch with producerId {}", h.base_sequence, h.producer_id),
             ));
         }
         if h.is_control() {

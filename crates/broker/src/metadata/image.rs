@@ -34,6 +34,8 @@ impl TopicImage {
 pub struct MetadataImage {
     pub topics: BTreeMap<String, Arc<TopicImage>>,
     pub ids: HashMap<Uuid, String>,
+    /// The first producer id no broker has been given yet.
+    pub next_producer_id: i64,
 }
 
 impl MetadataImage {
@@ -86,6 +88,10 @@ impl MetadataImage {
                 if let Some(name) = self.ids.remove(topic_id) {
                     self.topics.remove(&name);
                 }
+            }
+            MetadataRecord::ProducerIdsRecord { next_producer_id, .. } => {
+                // Never backwards, so replaying an old record cannot hand out a block twice.
+                self.next_producer_id = self.next_producer_id.max(*next_producer_id);
             }
         }
     }

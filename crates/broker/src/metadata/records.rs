@@ -20,4 +20,7 @@ pub enum MetadataRecord {
     /// A topic-level config override (`value: None` removes it).
     ConfigRecord { topic_id: Uuid, name: String, value: Option<String> },
     RemoveTopicRecord { topic_id: Uuid },
+    /// KRaft's ProducerIdsRecord: `broker_id` took the block of producer ids below `next_producer_id`; ids are
+    /// handed out in blocks so none is ever reused, even across restarts.
+    ProducerIdsRecord { broker_id: i32, next_producer_id: i64 },
 }

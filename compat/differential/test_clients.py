@@ -2,8 +2,9 @@
 produce, and records read back (keys, values, headers, timestamps, leader
 epochs) with confluent-kafka (librdkafka), kafka-python and aiokafka.
 
-The producers run with idempotence off (Strom lacks InitProducerId until
-issue 7; the Java reference client covers the idempotent default). Consumers
+The producers run with idempotence off, so that what is compared is the plain
+produce path (compat/test_idempotence.py and the Java reference client cover
+the idempotent default). Consumers
 use assign(), no group. Timestamps are set by the producer (CreateTime), so
 they are the same on both brokers.
 """

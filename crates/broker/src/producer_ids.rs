@@ -45,3 +45,30 @@ impl ProducerIdManager {
         Ok(id)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::config::BrokerConfig;
+
+    fn open(dir: &std::path::Path) -> Broker {
+        let mut values = BTreeMap::new();
+        values.insert("log.dirs".to_string(), dir.display().to_string());
+        Broker::open(BrokerConfig::from_values(values).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn ids_are_unique_across_blocks_and_never_reused_after_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let broker = open(dir.path());
+        let ids: Vec<i64> = (0..BLOCK_SIZE + 5).map(|_| broker.producer_ids.generate(&broker).unwrap()).collect();
+        assert_eq!(ids, (0..BLOCK_SIZE + 5).collect::<Vec<_>>());
+        assert_eq!(broker.image().next_producer_id, 2 * BLOCK_SIZE);
+        drop(broker);
+        // The rest of the second block is skipped, never handed out again.
+        let broker = open(dir.path());
+        assert_eq!(broker.producer_ids.generate(&broker).unwrap(), 2 * BLOCK_SIZE);
+    }
+}

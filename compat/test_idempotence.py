@@ -121,6 +121,7 @@ def test_producer_ids_are_unique_and_transactional_ids_are_refused(make_broker):
         assert len({pid for _, pid, _ in ids}) == 3
         err, pid, epoch = init_producer_id(s, 9, transactional_id="txn-1")
         assert (err, pid, epoch) == (COORDINATOR_NOT_AVAILABLE, -1, -1)
+        assert init_producer_id(s, 10, transactional_id="")[0] == 42  # INVALID_REQUEST
     # Ids are never reused, even after a crash.
     b.restart(kill=True)
     with kafkawire.connect(b.port) as s:

@@ -22,6 +22,10 @@ pub async fn handle(ctx: &Arc<ConnectionContext>, _version: i16, req: InitProduc
         return error(ResponseError::InvalidRequest);
     }
     if let Some(txn_id) = &req.transactional_id {
+        if txn_id.0.is_empty() {
+            // TransactionCoordinator.handleInitProducerId: an empty transactional id is malformed.
+            return error(ResponseError::InvalidRequest);
+        }
         tracing::debug!(transactional_id = %txn_id.0, "InitProducerId for a transactional id: no transaction coordinator");
         return error(ResponseError::CoordinatorNotAvailable);
     }

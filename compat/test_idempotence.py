@@ -203,3 +203,19 @@ def test_dedupe_survives_a_restart(make_broker, kill):
         assert r["error_code"] == OUT_OF_ORDER_SEQUENCE_NUMBER, r
         assert send(s, 31, topic, idem_batch(pid, epoch, 6, [b"next"]))["base_offset"] == 6
     assert [o for o, _, _, _ in batches_in_log(b.port, topic)] == [0, 2, 4, 6]
+
+
+def test_idle_producer_state_expires(make_broker):
+    """producer.id.expiration.ms: an idle producer is forgotten, and its next batch is then accepted at any
+    sequence, as Kafka accepts a producer it has no state for."""
+    import time
+    b = make_broker({"producer.id.expiration.ms": "1000", "producer.id.expiration.check.interval.ms": "100"})
+    topic = unique("idem-expiry")
+    create_topic(b.bootstrap, topic)
+    with kafkawire.connect(b.port) as s:
+        _, pid, epoch = init_producer_id(s, 1)
+        assert send(s, 2, topic, idem_batch(pid, epoch, 0, [b"a"]))["error_code"] == 0
+        assert send(s, 3, topic, idem_batch(pid, epoch, 5, [b"gap"]))["error_code"] == OUT_OF_ORDER_SEQUENCE_NUMBER
+        time.sleep(2.0)
+        r = send(s, 4, topic, idem_batch(pid, epoch, 5, [b"after expiry"]))
+        assert (r["error_code"], r["base_offset"]) == (0, 1), r

@@ -524,6 +524,26 @@ mod tests {
     }
 
     #[test]
+    fn concurrent_retries_of_one_batch_are_written_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let (log, _) = Log::open(dir.path(), LogConfig::default()).unwrap();
+        let log = std::sync::Arc::new(log);
+        for seq in 0..50 {
+            let threads: Vec<_> = (0..4)
+                .map(|_| {
+                    let log = log.clone();
+                    std::thread::spawn(move || append_log(&log, 11, 0, seq, 1).unwrap())
+                })
+                .collect();
+            let infos: Vec<_> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+            // The check and the write happen under one lock: exactly one thread wrote, all got its offset.
+            assert_eq!(infos.iter().filter(|i| !i.duplicate).count(), 1);
+            assert!(infos.iter().all(|i| i.first_offset == i64::from(seq)));
+        }
+        assert_eq!(log.log_end_offset(), 50);
+    }
+
+    #[test]
     fn state_is_rebuilt_from_the_log_after_a_crash() {
         let dir = tempfile::tempdir().unwrap();
         {

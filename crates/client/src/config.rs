@@ -337,16 +337,16 @@ mod tests {
     #[test]
     fn idempotence_defaults_like_java() {
         let mut c = ProducerConfig::default();
-        assert_eq!(c.idempotence().unwrap(), true);
+        assert!(c.idempotence().unwrap());
         c.set("acks", "1").unwrap();
-        assert_eq!(c.idempotence().unwrap(), false, "an unset default yields to a conflicting acks");
+        assert!(!c.idempotence().unwrap(), "an unset default yields to a conflicting acks");
         c.set("enable.idempotence", "true").unwrap();
         assert!(c.idempotence().is_err(), "an explicit request with a conflicting acks is an error");
         c.set("acks", "all").unwrap();
         c.set("retries", "0").unwrap();
         assert!(c.idempotence().is_err());
         c.set("enable.idempotence", "false").unwrap();
-        assert_eq!(c.idempotence().unwrap(), false);
+        assert!(!c.idempotence().unwrap());
     }
 
     #[test]

@@ -14,32 +14,14 @@ import kafkawire
 from conftest import unique
 from helpers import consume_partitions, create_topic
 
-API_INIT_PRODUCER_ID = 22
 OUT_OF_ORDER_SEQUENCE_NUMBER = 45
 INVALID_PRODUCER_EPOCH = 47
 COORDINATOR_NOT_AVAILABLE = 15
 
-# RecordBatch v2 header field positions.
-PRODUCER_ID = 43
-PRODUCER_EPOCH = 51
-BASE_SEQUENCE = 53
-
-
-def init_producer_id(sock, corr: int, transactional_id: str | None = None):
-    """InitProducerId v0 (non-flexible): returns (error_code, producer_id, epoch)."""
-    body = kafkawire.string(transactional_id) + struct.pack(">i", 60000)
-    sock.sendall(kafkawire.request_frame(API_INIT_PRODUCER_ID, 0, corr, body))
-    r = kafkawire.Reader(kafkawire.read_frame(sock))
-    assert r.int32() == corr
-    r.int32()  # throttle_time_ms
-    return r.int16(), r.int64(), r.int16()
-
-
-def idem_batch(pid: int, epoch: int, seq: int, values: list[bytes]) -> bytes:
-    b = kafkawire.record_batch([(None, v, ()) for v in values])
-    b = kafkawire.patch(b, PRODUCER_ID, ">q", pid)
-    b = kafkawire.patch(b, PRODUCER_EPOCH, ">h", epoch)
-    return kafkawire.patch(b, BASE_SEQUENCE, ">i", seq)
+PRODUCER_ID = kafkawire.BATCH_PRODUCER_ID
+BASE_SEQUENCE = kafkawire.BATCH_BASE_SEQUENCE
+init_producer_id = kafkawire.init_producer_id
+idem_batch = kafkawire.idempotent_batch
 
 
 def send(sock, corr: int, topic: str, batch: bytes, version: int = 8):
@@ -111,6 +93,19 @@ def test_kafka_python_default_producer_is_idempotent(broker):
     assert all(pid >= 0 for _, pid, _, _ in batches), "kafka-python's default producer should be idempotent"
     msgs = consume_partitions(broker.bootstrap, topic, [0], 500)
     assert [m.value() for m in msgs] == [f"v{i}".encode() for i in range(500)]
+
+
+@pytest.mark.parametrize("version", [0, 1, 2, 3, 4, 5])
+def test_init_producer_id_versions(broker, version):
+    with kafkawire.connect(broker.port) as s:
+        err, pid, epoch = init_producer_id(s, 1, version=version)
+        assert (err, epoch) == (0, 0) and pid >= 0
+        if version >= 3:
+            # KIP-360: an idempotent producer may send its id and epoch; it gets a fresh id.
+            err2, pid2, epoch2 = init_producer_id(s, 2, producer_id=pid, producer_epoch=epoch, version=version)
+            assert (err2, epoch2) == (0, 0) and pid2 != pid
+            # Only one of the two set is malformed.
+            assert init_producer_id(s, 3, producer_id=pid, version=version)[0] == 42
 
 
 def test_producer_ids_are_unique_and_transactional_ids_are_refused(make_broker):

@@ -273,14 +273,17 @@ impl Log {
                 duplicate: false,
             });
         }
-        let updated_producers = match state.producers.prepare(&headers, first_offset)? {
+        let stamped_time = (config.message_timestamp_type == TimestampType::LogAppendTime).then_some(now_ms);
+        let updated_producers = match state.producers.prepare(&headers, first_offset, stamped_time)? {
             Prepared::Append(updated) => updated,
             Prepared::Duplicate(dup) => {
                 return Ok(AppendInfo {
                     first_offset: dup.first_offset,
                     last_offset: dup.last_offset,
                     max_timestamp: dup.timestamp,
-                    log_append_time: -1,
+                    // Kafka answers a duplicate with the original batch's timestamp here, whatever the topic's
+                    // timestamp type (UnifiedLog.append: LogAppendInfo built from the duplicate's metadata).
+                    log_append_time: dup.timestamp,
                     log_start_offset: self.log_start_offset(),
                     batch_count: 0,
                     record_count: 0,

@@ -112,8 +112,9 @@ impl ProducerStateManager {
 
     /// Checks a client's batches (headers as validated, offsets still unassigned) that will be written from
     /// `first_offset` on, in Kafka's order: duplicate first (UnifiedLog.analyzeAndValidateProducerState), then
-    /// epoch, then sequence (ProducerAppendInfo). Batches without a producer id are not tracked.
-    pub fn prepare(&self, headers: &[BatchHeader], first_offset: i64) -> Result<Prepared, LogError> {
+    /// epoch, then sequence (ProducerAppendInfo). Batches without a producer id are not tracked. `log_append_time`
+    /// is the time the log stamps into the batches on a LogAppendTime topic: what the batch's timestamp will be.
+    pub fn prepare(&self, headers: &[BatchHeader], first_offset: i64, log_append_time: Option<i64>) -> Result<Prepared, LogError> {
         let mut updated: Vec<(i64, ProducerEntry)> = Vec::new();
         let mut offset = first_offset;
         for h in headers {
@@ -146,7 +147,7 @@ impl ProducerStateManager {
                     last_seq,
                     first_offset: batch_first,
                     last_offset: offset - 1,
-                    timestamp: h.max_timestamp,
+                    timestamp: log_append_time.unwrap_or(h.max_timestamp),
                 },
             );
         }
@@ -392,7 +393,7 @@ mod tests {
 
     /// Runs prepare + commit as an append at `offset` would.
     fn append(m: &mut ProducerStateManager, h: BatchHeader, offset: i64) -> Result<Option<BatchMetadata>, LogError> {
-        match m.prepare(&[h], offset)? {
+        match m.prepare(&[h], offset, None)? {
             Prepared::Append(u) => {
                 m.commit(u);
                 Ok(None)
@@ -472,10 +473,10 @@ mod tests {
     fn several_batches_in_one_append_are_checked_in_order() {
         let m = ProducerStateManager::default();
         let hs = [header(1, 0, 0, 2), header(1, 0, 2, 2)];
-        let Prepared::Append(u) = m.prepare(&hs, 10).unwrap() else { panic!() };
+        let Prepared::Append(u) = m.prepare(&hs, 10, None).unwrap() else { panic!() };
         assert_eq!(u.len(), 1);
         assert_eq!(u[0].1.batches.iter().map(|b| b.first_offset).collect::<Vec<_>>(), vec![10, 12]);
-        assert!(m.prepare(&[header(1, 0, 0, 2), header(1, 0, 3, 2)], 10).is_err());
+        assert!(m.prepare(&[header(1, 0, 0, 2), header(1, 0, 3, 2)], 10, None).is_err());
     }
 
     #[test]
@@ -518,6 +519,8 @@ mod tests {
         let size = log.size_bytes();
         let again = append_log(&log, 5, 0, 0, 2).unwrap();
         assert_eq!((again.first_offset, again.last_offset, again.duplicate), (3, 4, true));
+        // Kafka reports the original batch's timestamp as the log append time of a duplicate.
+        assert_eq!(again.log_append_time, 1_000);
         assert_eq!((log.size_bytes(), log.log_end_offset()), (size, 5));
         assert!(matches!(append_log(&log, 5, 0, 3, 1), Err(LogError::OutOfOrderSequence(_))));
         assert_eq!(log.log_end_offset(), 5);

@@ -142,7 +142,10 @@ fn append_one(w: Work, acks: i16, unknown: ResponseError) -> Outcome {
         Err(e) => return fail(log_error_code(&e), Some(e.to_string())),
     };
     if let Err((e, m)) = check_producer(&headers) {
-        return fail(e, Some(m));
+        // Kafka answers these from the log's append path, which reports the log start offset.
+        let mut out = fail(e, Some(m));
+        out.response.log_start_offset = partition.log_start_offset();
+        return out;
     }
     if let Err(r) = record_validation::validate(records, &headers, &config, now_ms()) {
         // Record-level rejections carry the partition's log start offset, as Kafka's do.
@@ -170,7 +173,12 @@ fn append_one(w: Work, acks: i16, unknown: ResponseError) -> Outcome {
             if matches!(e, LogError::Io(_)) {
                 tracing::error!(topic = %partition.topic, partition = w.index, error = %e, "append failed");
             }
-            fail(log_error_code(&e), Some(e.to_string()))
+            let mut out = fail(log_error_code(&e), Some(e.to_string()));
+            if matches!(e, LogError::OutOfOrderSequence(_) | LogError::InvalidProducerEpoch(_)) {
+                // Kafka's ReplicaManager reports the log start offset with producer-state errors.
+                out.response.log_start_offset = partition.log_start_offset();
+            }
+            out
         }
     }
 }

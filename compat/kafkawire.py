@@ -392,3 +392,42 @@ BATCH_CRC = 17
 BATCH_ATTRIBUTES = 21
 BATCH_LAST_OFFSET_DELTA = 23
 BATCH_RECORD_COUNT = 57
+
+
+# --------------------------------------------------------------------------
+# Idempotent producer: InitProducerId v0 and batches carrying a producer id.
+# --------------------------------------------------------------------------
+API_INIT_PRODUCER_ID = 22
+BATCH_PRODUCER_ID = 43
+BATCH_PRODUCER_EPOCH = 51
+BATCH_BASE_SEQUENCE = 53
+
+
+def init_producer_id(sock: socket.socket, correlation_id: int, transactional_id: str | None = None,
+                     producer_id: int = -1, producer_epoch: int = -1, version: int = 3):
+    """InitProducerId v3 (flexible; v2 and below have no producer id/epoch fields, v0-1 are non-flexible).
+    Returns (error_code, producer_id, producer_epoch)."""
+    if version < 2:
+        body = string(transactional_id) + struct.pack(">i", 60000)
+        flexible = False
+    else:
+        body = compact_string(transactional_id) + struct.pack(">i", 60000)
+        if version >= 3:
+            body += struct.pack(">qh", producer_id, producer_epoch)
+        body += b"\x00"
+        flexible = True
+    sock.sendall(request_frame(API_INIT_PRODUCER_ID, version, correlation_id, body, flexible_header=flexible))
+    r = Reader(read_frame(sock))
+    assert r.int32() == correlation_id
+    if flexible:
+        r.int8()  # response header tagged fields (empty)
+    r.int32()  # throttle_time_ms
+    return r.int16(), r.int64(), r.int16()
+
+
+def idempotent_batch(producer_id: int, epoch: int, base_sequence: int, values, base_timestamp: int | None = None):
+    """An uncompressed batch of keyless records stamped with a producer id, epoch and base sequence."""
+    b = record_batch([(None, v, ()) for v in values], base_timestamp)
+    b = patch(b, BATCH_PRODUCER_ID, ">q", producer_id)
+    b = patch(b, BATCH_PRODUCER_EPOCH, ">h", epoch)
+    return patch(b, BATCH_BASE_SEQUENCE, ">i", base_sequence)

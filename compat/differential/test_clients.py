@@ -2,8 +2,9 @@
 produce, and records read back (keys, values, headers, timestamps, leader
 epochs) with confluent-kafka (librdkafka), kafka-python and aiokafka.
 
-The producers run with idempotence off (Strom lacks InitProducerId until
-issue 7; the Java reference client covers the idempotent default). Consumers
+The producers run with idempotence off, so that what is compared is the plain
+produce path, except in the confluent idempotent scenario (test_idempotence.py
+and the Java reference client cover the idempotent default further). Consumers
 use assign(), no group. Timestamps are set by the producer (CreateTime), so
 they are the same on both brokers.
 """
@@ -111,6 +112,19 @@ def test_confluent_produce_and_read_back(targets, differ, topic):
         return {"delivered": delivered, "read_back": ck_consume(t, topic, PARTITIONS, len(recs))}
 
     differ.check("clients-confluent-produce-read", *both(targets, run))
+
+
+def test_confluent_idempotent_produce_and_read_back(targets, differ, topic):
+    """librdkafka's idempotent producer (InitProducerId, sequenced batches, acks=all)."""
+    t0 = int(time.time() * 1000) - 10_000
+    recs = record_set(t0)
+
+    def run(t):
+        make_topic(t, topic)
+        delivered = ck_produce(t, topic, recs, **{"enable.idempotence": True, "acks": "all"})
+        return {"delivered": delivered, "read_back": ck_consume(t, topic, PARTITIONS, len(recs))}
+
+    differ.check("clients-confluent-idempotent-produce-read", *both(targets, run))
 
 
 @pytest.mark.parametrize("codec", ["gzip", "snappy", "lz4", "zstd"])

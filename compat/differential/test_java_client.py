@@ -56,17 +56,5 @@ def test_java_no_idempotence_acks1_lz4_against_strom(java_client, strom):
               "--producer-prop", "linger.ms=20", records=2000, partitions=8)
 
 
-class LacksInitProducerId(Exception):
-    pass
-
-
-@pytest.mark.xfail(strict=True, raises=LacksInitProducerId, reason=(
-    "Strom has no InitProducerId until issue 7: the idempotent producer (the Java default) "
-    "fails with UnsupportedVersionException: The node does not support INIT_PRODUCER_ID"))
 def test_java_defaults_against_strom(java_client, strom):
-    try:
-        roundtrip(java_client, strom)
-    except AssertionError as e:
-        if "The node does not support INIT_PRODUCER_ID" in str(e):
-            raise LacksInitProducerId(str(e)) from None
-        raise
+    roundtrip(java_client, strom)

@@ -140,20 +140,11 @@ def test_console_consumer_from_offset(tool, targets, differ):
     differ.check("tool-console-consumer-offset", *[run(t) for t in targets])
 
 
-class LacksInitProducerId(Exception):
-    pass
-
-
-@pytest.mark.xfail(strict=True, raises=LacksInitProducerId, reason=(
-    "Strom has no InitProducerId until issue 7: kafka-console-producer's default (idempotent) "
-    "producer fails with UnsupportedVersionException: The node does not support INIT_PRODUCER_ID"))
 def test_console_producer_defaults_against_strom(tool, strom):
     name = unique("tools")
     setup_topic(tool, strom, name, 1)
-    r = tool.run(PRODUCER, "--bootstrap-server", strom.bootstrap, "--topic", name, stdin="a\nb\n")
-    if r.returncode != 0 and "does not support INIT_PRODUCER_ID" in r.stderr:
-        raise LacksInitProducerId(r.stderr[-500:])
-    ok(r, strom, "kafka-console-producer (defaults)")
+    ok(tool.run(PRODUCER, "--bootstrap-server", strom.bootstrap, "--topic", name, stdin="a\nb\n"),
+       strom, "kafka-console-producer (defaults)")
 
 
 def test_console_producer_defaults_against_kafka(tool, kafka):

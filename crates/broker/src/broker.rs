@@ -5,6 +5,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use crate::config::BrokerConfig;
 use crate::coordinator::group::GroupCoordinator;
 use crate::metadata::{MetadataImage, MetadataLog, MetadataRecord};
+use crate::producer_ids::ProducerIdManager;
 use crate::replica_manager::ReplicaManager;
 
 pub struct Broker {
@@ -14,6 +15,7 @@ pub struct Broker {
     image: RwLock<Arc<MetadataImage>>,
     pub replicas: ReplicaManager,
     pub groups: GroupCoordinator,
+    pub producer_ids: ProducerIdManager,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -42,6 +44,7 @@ impl Broker {
             metadata_log: Mutex::new(log),
             image: RwLock::new(Arc::new(image)),
             replicas,
+            producer_ids: ProducerIdManager::default(),
         })
     }
 

@@ -43,6 +43,7 @@ pub const SUPPORTED_APIS: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DeleteRecords, 0, 2),
     (ApiKey::AlterConfigs, 0, 2),
     (ApiKey::IncrementalAlterConfigs, 0, 1),
+    (ApiKey::InitProducerId, 0, 5),
 ];
 
 pub fn supported_range(key: ApiKey) -> Option<(i16, i16)> {
@@ -203,6 +204,10 @@ pub async fn dispatch(ctx: &Arc<ConnectionContext>, frame: Bytes) -> Result<Repl
         ApiKey::IncrementalAlterConfigs => {
             let req = decode!(IncrementalAlterConfigsRequest);
             ready!(handlers::incremental_alter_configs::handle(ctx, version, req).await)
+        }
+        ApiKey::InitProducerId => {
+            let req = decode!(InitProducerIdRequest);
+            ready!(handlers::init_producer_id::handle(ctx, version, req).await)
         }
         _ => return Err(DispatchError::UnknownApiKey(raw_key)),
     };

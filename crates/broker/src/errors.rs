@@ -12,6 +12,8 @@ pub fn log_error_code(e: &LogError) -> ResponseError {
         LogError::RecordListTooLarge { .. } => ResponseError::RecordListTooLarge,
         LogError::InvalidRecord(_) => ResponseError::InvalidRecord,
         LogError::OffsetOutOfRange { .. } => ResponseError::OffsetOutOfRange,
+        LogError::OutOfOrderSequence(_) => ResponseError::OutOfOrderSequenceNumber,
+        LogError::InvalidProducerEpoch(_) => ResponseError::InvalidProducerEpoch,
         LogError::Io(_) => ResponseError::KafkaStorageError,
     }
 }

@@ -13,6 +13,7 @@ pub mod handlers;
 pub mod log_cleaner;
 pub mod metadata;
 pub mod partition;
+pub mod producer_ids;
 pub mod replica_manager;
 pub mod server;
 mod topic_name;

@@ -86,6 +86,10 @@ impl Partition {
     /// returned). Blocking (file write): call from a blocking thread.
     pub fn append(&self, records: &mut [u8], headers: Vec<BatchHeader>) -> Result<AppendInfo, LogError> {
         let info = self.log.append_validated(records, headers, self.leader_epoch(), now_ms(), false)?;
+        if info.duplicate {
+            // A producer's retry answered from its original offsets: nothing new to announce or flush.
+            return Ok(info);
+        }
         let leo = info.last_offset + 1;
         self.end_offset.send_replace(leo);
         let flush_messages = self.config.read().map(|c| c.flush_messages).unwrap_or(i64::MAX);

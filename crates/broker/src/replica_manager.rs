@@ -142,6 +142,16 @@ impl ReplicaManager {
         }
     }
 
+    /// Forgets idempotent producers idle longer than `producer.id.expiration.ms` on every partition. Blocking.
+    pub fn expire_producers(&self, now_ms: i64, expiration_ms: i64) {
+        for p in self.all() {
+            let removed = p.log().remove_expired_producers(now_ms, expiration_ms);
+            if removed > 0 {
+                tracing::debug!(topic = %p.topic, partition = p.index, removed, "expired idle producer state");
+            }
+        }
+    }
+
     /// Clean shutdown of every log, so the next start skips recovery. Blocking.
     pub fn shutdown(&self) {
         for p in self.all() {

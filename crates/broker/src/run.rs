@@ -48,6 +48,7 @@ pub async fn run(config: BrokerConfig) -> anyhow::Result<RunningBroker> {
     }
     tasks.push(tokio::spawn(retention_loop(broker.clone())));
     tasks.push(tokio::spawn(time_flush_loop(broker.clone())));
+    tasks.push(tokio::spawn(producer_expiry_loop(broker.clone())));
     let cleaner = LogCleaner::start(&broker);
     Ok(RunningBroker { broker, addresses, tasks, cleaner })
 }
@@ -71,6 +72,17 @@ async fn retention_loop(broker: Arc<Broker>) {
         tokio::time::sleep(interval).await;
         let b = broker.clone();
         let _ = tokio::task::spawn_blocking(move || b.replicas.apply_retention(now_ms())).await;
+    }
+}
+
+/// `producer.id.expiration.check.interval.ms`: drop the state of idle idempotent producers.
+async fn producer_expiry_loop(broker: Arc<Broker>) {
+    let interval = Duration::from_millis(broker.config.producer_id_expiration_check_interval_ms);
+    loop {
+        tokio::time::sleep(interval).await;
+        let b = broker.clone();
+        let expiration_ms = b.config.producer_id_expiration_ms;
+        let _ = tokio::task::spawn_blocking(move || b.replicas.expire_producers(now_ms(), expiration_ms)).await;
     }
 }
 

@@ -291,6 +291,37 @@ async fn missing_topics_and_unreachable_brokers_are_typed_errors() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_default_producer_is_idempotent_and_delivers_each_record_once_in_order() {
+    let b = broker();
+    let topic = unique("idem");
+    create(&b, &topic, 3).await;
+    let p = Producer::new(producer_config(&b)).await.unwrap();
+    assert!(p.producer_id().is_some_and(|id| id >= 0), "idempotence is the default, as in Java");
+    let n = 3000;
+    let mut futures = Vec::new();
+    for i in 0..n {
+        futures.push(p.send(ProducerRecord::new(&topic).partition((i % 3) as i32).value(format!("{i}"))).await.unwrap());
+    }
+    p.flush().await;
+    let metas = futures_join(futures).await;
+    for (i, m) in metas.iter().enumerate() {
+        assert_eq!(m.offset, (i / 3) as i64, "record {i}");
+    }
+    let mut c = consumer(&b, OffsetReset::Earliest).await;
+    c.assign((0..3).map(|p| TopicPartition::new(&topic, p)).collect()).await.unwrap();
+    let got = read(&mut c, n).await;
+    assert_eq!(got.len(), n);
+    for part in 0..3 {
+        let values: Vec<usize> = got
+            .iter()
+            .filter(|r| r.partition == part)
+            .map(|r| std::str::from_utf8(r.value.as_deref().unwrap()).unwrap().parse().unwrap())
+            .collect();
+        assert_eq!(values, (0..n).filter(|i| i % 3 == part as usize).collect::<Vec<_>>());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retries_across_a_broker_restart_and_back_pressure() {
     let mut b = broker();
     let Some(server) = b.server.as_mut() else { return };

@@ -30,8 +30,26 @@ pub fn estimate_size(key: Option<&[u8]>, value: Option<&[u8]>, headers: &[Header
     21 + key.map_or(0, |k| k.len()) + value.map_or(0, |v| v.len()) + h
 }
 
+/// Producer id, epoch and base sequence of an idempotent producer's batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProducerStamp {
+    pub producer_id: i64,
+    pub epoch: i16,
+    pub base_sequence: i32,
+}
+
+impl ProducerStamp {
+    /// A plain (non-idempotent) producer's batch.
+    pub const NONE: ProducerStamp = ProducerStamp { producer_id: -1, epoch: -1, base_sequence: -1 };
+}
+
 /// Encodes records as one batch with base offset 0 (the broker assigns offsets), no producer id, CreateTime.
 pub fn encode(records: &[RecordView<'_>], compression: Compression) -> Result<Bytes> {
+    encode_with(records, compression, ProducerStamp::NONE)
+}
+
+/// `encode` with an idempotent producer's id, epoch and base sequence.
+pub fn encode_with(records: &[RecordView<'_>], compression: Compression, stamp: ProducerStamp) -> Result<Bytes> {
     if records.is_empty() {
         return Err(Error::Protocol("empty batch".into()));
     }
@@ -48,9 +66,9 @@ pub fn encode(records: &[RecordView<'_>], compression: Compression) -> Result<By
     buf.put_i32(records.len() as i32 - 1);
     buf.put_i64(base_ts);
     buf.put_i64(max_ts);
-    buf.put_i64(-1);
-    buf.put_i16(-1);
-    buf.put_i32(-1);
+    buf.put_i64(stamp.producer_id);
+    buf.put_i16(stamp.epoch);
+    buf.put_i32(stamp.base_sequence);
     buf.put_i32(records.len() as i32);
     let write = |out: &mut BytesMut| -> anyhow::Result<()> {
         let mut rec = BytesMut::new();

@@ -125,8 +125,9 @@ pub struct ProducerConfig {
     pub retries: u32,
     /// `delivery.timeout.ms`: upper bound from `send` to success or failure, retries included.
     pub delivery_timeout: Duration,
-    /// `enable.idempotence`: not supported yet (needs InitProducerId); must stay false.
-    pub enable_idempotence: bool,
+    /// `enable.idempotence`; `None` (not set) is Java's default: on, unless `acks`, `retries` or
+    /// `max.in.flight.requests.per.connection` conflict with it, then off. See [`ProducerConfig::idempotence`].
+    pub enable_idempotence: Option<bool>,
     /// `partitioner.class` as `default` or `round-robin`; a custom one is set with `Producer::with_partitioner`.
     pub partitioner: PartitionerKind,
     /// `allow.auto.create.topics`: ask the broker to create unknown topics on the first metadata request.
@@ -146,7 +147,7 @@ impl Default for ProducerConfig {
             compression: Compression::None,
             retries: i32::MAX as u32,
             delivery_timeout: Duration::from_secs(120),
-            enable_idempotence: false,
+            enable_idempotence: None,
             partitioner: PartitionerKind::Default,
             allow_auto_create_topics: true,
         }
@@ -156,6 +157,26 @@ impl Default for ProducerConfig {
 impl ProducerConfig {
     pub fn new(bootstrap: impl AsRef<str>) -> Self {
         ProducerConfig { client: ClientConfig::new(bootstrap), ..Default::default() }
+    }
+
+    /// Whether the producer runs idempotent, as Java's ProducerConfig decides it: explicitly enabled with a
+    /// conflicting `acks`, `retries` or `max.in.flight.requests.per.connection` is an error; left unset, idempotence
+    /// is on unless one of them conflicts.
+    pub fn idempotence(&self) -> Result<bool> {
+        let conflict = if self.acks != -1 {
+            Some("acks must be all (-1)")
+        } else if self.retries == 0 {
+            Some("retries must be greater than 0")
+        } else if self.client.max_in_flight > 5 {
+            Some("max.in.flight.requests.per.connection must be at most 5")
+        } else {
+            None
+        };
+        match (self.enable_idempotence, conflict) {
+            (Some(true), Some(c)) => Err(Error::Config(format!("enable.idempotence=true: {c}"))),
+            (Some(enabled), _) => Ok(enabled),
+            (None, c) => Ok(c.is_none()),
+        }
     }
 
     /// Sets one property by its Kafka name.
@@ -180,7 +201,7 @@ impl ProducerConfig {
             "compression.type" => self.compression = value.parse()?,
             "retries" => self.retries = number(key, value)?,
             "delivery.timeout.ms" => self.delivery_timeout = millis(key, value)?,
-            "enable.idempotence" => self.enable_idempotence = boolean(key, value)?,
+            "enable.idempotence" => self.enable_idempotence = Some(boolean(key, value)?),
             "partitioner.class" => {
                 self.partitioner = match value {
                     "default" | "org.apache.kafka.clients.producer.internals.DefaultPartitioner" => PartitionerKind::Default,
@@ -348,6 +369,21 @@ fn boolean(key: &str, value: &str) -> Result<bool> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn idempotence_defaults_like_java() {
+        let mut c = ProducerConfig::default();
+        assert!(c.idempotence().unwrap());
+        c.set("acks", "1").unwrap();
+        assert!(!c.idempotence().unwrap(), "an unset default yields to a conflicting acks");
+        c.set("enable.idempotence", "true").unwrap();
+        assert!(c.idempotence().is_err(), "an explicit request with a conflicting acks is an error");
+        c.set("acks", "all").unwrap();
+        c.set("retries", "0").unwrap();
+        assert!(c.idempotence().is_err());
+        c.set("enable.idempotence", "false").unwrap();
+        assert!(!c.idempotence().unwrap());
+    }
 
     #[test]
     fn properties_by_kafka_name() {

@@ -17,6 +17,12 @@ pub enum LogError {
     RecordListTooLarge { size: usize, max: u64 },
     #[error("invalid record: {0}")]
     InvalidRecord(String),
+    /// Kafka's OUT_OF_ORDER_SEQUENCE_NUMBER.
+    #[error("{0}")]
+    OutOfOrderSequence(String),
+    /// Kafka's INVALID_PRODUCER_EPOCH (a fenced, older epoch of an idempotent producer).
+    #[error("{0}")]
+    InvalidProducerEpoch(String),
     #[error("offset {requested} is out of range [{log_start}, {log_end}]")]
     OffsetOutOfRange {
         requested: i64,

@@ -14,6 +14,7 @@
 //! - `cleaner`: log compaction (the log cleaner), its checkpoint and I/O throttle
 //! - `records`, `codec`: records inside a batch and the compression codecs, for the cleaner and key checks
 //! - `checkpoint`: small atomically written state files
+//! - `producer_state`: idempotent producers' epochs and last batches (dedupe, sequence and epoch checks)
 
 mod batch;
 mod checkpoint;
@@ -25,6 +26,7 @@ mod index;
 mod log;
 mod offset_index;
 mod records;
+mod producer_state;
 mod recovery;
 mod retention;
 mod segment;
@@ -38,4 +40,5 @@ pub use cleaner::{
 };
 pub use config::{CleanupPolicy, LogConfig, TimestampType};
 pub use error::LogError;
+pub use producer_state::BatchMetadata;
 pub use log::{AppendInfo, Log, ReadResult, RecoveryReport, RetentionReport};

@@ -18,6 +18,7 @@ use crate::checkpoint;
 use crate::cleaner::state::CleanerState;
 use crate::config::{LogConfig, TimestampType};
 use crate::error::{closed_error, LogError};
+use crate::producer_state::{Prepared, ProducerStateManager};
 use crate::recovery;
 use crate::retention::{self, SizeBudget};
 use crate::segment::{
@@ -35,6 +36,9 @@ pub struct AppendInfo {
     pub log_start_offset: i64,
     pub batch_count: usize,
     pub record_count: i64,
+    /// The batch was a producer's retry of one already in the log: nothing was written and the offsets are the
+    /// original ones.
+    pub duplicate: bool,
 }
 
 /// Whole batches as stored.
@@ -83,9 +87,12 @@ pub struct RetentionReport {
 
 type SegmentList = Arc<Vec<Arc<Segment>>>;
 
+/// What `append_lock` guards: the producer state is checked and updated under the same lock as the write, so two
+/// concurrent retries cannot both pass the sequence check.
 #[derive(Default)]
 struct Lifecycle {
     closed: bool,
+    producers: ProducerStateManager,
 }
 
 pub struct Log {
@@ -118,11 +125,12 @@ impl Log {
     pub fn open(dir: &Path, config: LogConfig) -> Result<(Log, RecoveryReport), LogError> {
         let loaded = recovery::load(dir, &config)?;
         let log_end = loaded.report.log_end_offset;
+        let producers = rebuild_producer_state(dir, &loaded.segments, log_end)?;
         tracing::debug!(dir = %dir.display(), segments = loaded.segments.len(), log_start = loaded.log_start_offset, log_end, "opened log");
         let log = Log {
             dir: dir.to_path_buf(),
             config: RwLock::new(config),
-            append_lock: Mutex::new(Lifecycle::default()),
+            append_lock: Mutex::new(Lifecycle { closed: false, producers }),
             segments: RwLock::new(Arc::new(loaded.segments)),
             log_start: AtomicI64::new(loaded.log_start_offset),
             log_end: AtomicI64::new(log_end),
@@ -261,7 +269,7 @@ impl Log {
             .map(|h| i64::from(h.last_offset_delta) + 1)
             .sum();
 
-        let state = lock(&self.append_lock);
+        let mut state = lock(&self.append_lock);
         if state.closed {
             return Err(closed_error());
         }
@@ -275,12 +283,31 @@ impl Log {
                 log_start_offset: self.log_start_offset(),
                 batch_count: 0,
                 record_count: 0,
+                duplicate: false,
             });
         }
+        let stamped_time = (config.message_timestamp_type == TimestampType::LogAppendTime).then_some(now_ms);
+        let updated_producers = match state.producers.prepare(&headers, first_offset, stamped_time)? {
+            Prepared::Append(updated) => updated,
+            Prepared::Duplicate(dup) => {
+                return Ok(AppendInfo {
+                    first_offset: dup.first_offset,
+                    last_offset: dup.last_offset,
+                    max_timestamp: dup.timestamp,
+                    // Kafka answers a duplicate with the original batch's timestamp here, whatever the topic's
+                    // timestamp type (UnifiedLog.append: LogAppendInfo built from the duplicate's metadata).
+                    log_append_time: dup.timestamp,
+                    log_start_offset: self.log_start_offset(),
+                    batch_count: 0,
+                    record_count: 0,
+                    duplicate: true,
+                });
+            }
+        };
         let last_offset = first_offset + record_count - 1;
         let mut active = self.active();
         if should_roll(&active, &config, records.len() as u64, last_offset, now_ms) {
-            active = self.roll_locked()?;
+            active = self.roll_locked(&state.producers)?;
         }
         let log_append_time = match config.message_timestamp_type {
             TimestampType::LogAppendTime => now_ms,
@@ -300,6 +327,8 @@ impl Log {
             u64::from(config.index_interval_bytes),
             now_ms,
         )?;
+        // Stamping set the real base offsets; the producer entries were computed with the same ones.
+        state.producers.commit(updated_producers);
         // Published after the segment's committed size, so readers that see this offset also see the bytes.
         self.log_end.store(last_offset + 1, Ordering::Release);
         drop(state);
@@ -311,16 +340,19 @@ impl Log {
             log_start_offset: self.log_start_offset(),
             batch_count: headers.len(),
             record_count,
+            duplicate: false,
         })
     }
 
-    /// Starts a new segment at the log end offset; callers hold `append_lock`.
-    fn roll_locked(&self) -> Result<Arc<Segment>, LogError> {
+    /// Starts a new segment at the log end offset and snapshots the producer state there (as Kafka does at every
+    /// roll, so recovery replays at most the active segment); callers hold `append_lock`.
+    fn roll_locked(&self, producers: &ProducerStateManager) -> Result<Arc<Segment>, LogError> {
         let old = self.active();
         if old.size() == 0 {
             return Ok(old);
         }
         let base = self.log_end.load(Ordering::Acquire);
+        producers.write_snapshot(&self.dir, base)?;
         // Create first so that a failure leaves the old segment active and untouched.
         let new = Arc::new(Segment::create(&self.dir, base)?);
         if let Err(e) = old.seal() {
@@ -472,7 +504,7 @@ impl Log {
                     ..Default::default()
                 });
             }
-            removed.extend(self.remove_below_log_start_locked()?);
+            removed.extend(self.remove_below_log_start_locked(&state.producers)?);
             // retention.ms / retention.bytes apply only to `delete` logs; a compact-only log loses segments
             // only below its log start offset (DeleteRecords), as in Kafka's deleteOldSegments.
             let delete = config.cleanup_policy.delete;
@@ -482,13 +514,13 @@ impl Log {
                 let n = retention::deletable_prefix(&sizes, |i| {
                     retention::expired(now_ms, config.retention_ms, segments[i].largest_timestamp())
                 });
-                removed.extend(self.remove_prefix_locked(n)?);
+                removed.extend(self.remove_prefix_locked(n, &state.producers)?);
             }
             if delete && config.retention_bytes >= 0 {
                 let sizes: Vec<u64> = self.snapshot().iter().map(|s| s.size()).collect();
                 let mut budget = SizeBudget::new(sizes.iter().sum(), config.retention_bytes);
                 let n = retention::deletable_prefix(&sizes, |i| budget.take(sizes[i]));
-                removed.extend(self.remove_prefix_locked(n)?);
+                removed.extend(self.remove_prefix_locked(n, &state.producers)?);
             }
         }
         let deleted_bytes = self.delete_segment_files(&removed);
@@ -501,6 +533,11 @@ impl Log {
             tracing::info!(dir = %self.dir.display(), segments = report.deleted_segments, bytes = deleted_bytes, log_start = report.log_start_offset, "retention deleted segments");
         }
         Ok(report)
+    }
+
+    /// Forgets idempotent producers whose last batch is older than `expiration_ms` (`producer.id.expiration.ms`).
+    pub fn remove_expired_producers(&self, now_ms: i64, expiration_ms: i64) -> usize {
+        lock(&self.append_lock).producers.remove_expired(now_ms, expiration_ms)
     }
 
     /// Advances the log start offset (DeleteRecords) and deletes segments entirely below it.
@@ -523,7 +560,7 @@ impl Log {
                 return Ok(());
             }
             self.log_start.store(offset, Ordering::Release);
-            self.remove_below_log_start_locked()?
+            self.remove_below_log_start_locked(&state.producers)?
         };
         // Persisted before the files go, so a crash in between cannot move the start backwards.
         self.persist_log_start()?;
@@ -545,24 +582,24 @@ impl Log {
     }
 
     /// Removes (from the list) segments whose successor starts at or below the log start offset.
-    fn remove_below_log_start_locked(&self) -> Result<Vec<Arc<Segment>>, LogError> {
+    fn remove_below_log_start_locked(&self, producers: &ProducerStateManager) -> Result<Vec<Arc<Segment>>, LogError> {
         let segments = self.snapshot();
         let log_start = self.log_start_offset();
         let n = segments
             .windows(2)
             .take_while(|w| w[1].base_offset() <= log_start)
             .count();
-        self.remove_prefix_locked(n)
+        self.remove_prefix_locked(n, producers)
     }
 
     /// Removes the first `n` segments from the list (rolling first if that is all of them) and
     /// advances the log start offset; the caller deletes their files after releasing the lock.
-    fn remove_prefix_locked(&self, n: usize) -> Result<Vec<Arc<Segment>>, LogError> {
+    fn remove_prefix_locked(&self, n: usize, producers: &ProducerStateManager) -> Result<Vec<Arc<Segment>>, LogError> {
         if n == 0 {
             return Ok(Vec::new());
         }
         if n >= self.snapshot().len() {
-            self.roll_locked()?;
+            self.roll_locked(producers)?;
         }
         // Never leave the log without a segment.
         let n = n.min(self.snapshot().len() - 1);
@@ -669,6 +706,8 @@ impl Log {
             self.flush_locked()?;
         }
         self.active().persist_active_indexes()?;
+        // Lets the next open skip the replay.
+        state.producers.write_snapshot(&self.dir, self.log_end_offset())?;
         checkpoint::write_offset(&self.dir, checkpoint::CLEAN_SHUTDOWN, self.log_end_offset())?;
         state.closed = true;
         tracing::debug!(dir = %self.dir.display(), log_end = self.log_end_offset(), "closed log");
@@ -708,6 +747,18 @@ pub(crate) fn remove_suffixed_files(dir: &Path, base: i64, suffix: &str) {
             }
         }
     }
+}
+
+/// The producer state as of `log_end`: the newest snapshot plus a replay of the batch headers after it.
+fn rebuild_producer_state(dir: &Path, segments: &[Arc<Segment>], log_end: i64) -> Result<ProducerStateManager, LogError> {
+    let (mut producers, from) = ProducerStateManager::load_snapshot(dir, log_end)?;
+    for seg in segments.iter().filter(|s| s.next_offset() > from) {
+        seg.walk_headers_from(from.max(seg.base_offset()), |h| producers.apply(h))?;
+    }
+    if producers.len() > 0 {
+        tracing::debug!(dir = %dir.display(), producers = producers.len(), snapshot = from, "rebuilt producer state");
+    }
+    Ok(producers)
 }
 
 /// Kafka's roll conditions, checked only for a non-empty active segment (an oversized append

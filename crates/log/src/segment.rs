@@ -455,6 +455,22 @@ impl Segment {
         Ok(found)
     }
 
+    /// Visits the header of every committed batch whose last offset is >= `offset` (producer state replay).
+    pub(crate) fn walk_headers_from(
+        &self,
+        offset: i64,
+        mut visit: impl FnMut(&BatchHeader),
+    ) -> Result<(), LogError> {
+        let mut cursor = self.cursor(self.size());
+        let Some((pos, _)) = self.find_batch_with(&mut cursor, offset)? else {
+            return Ok(());
+        };
+        cursor.walk(pos, |_, h| {
+            visit(h);
+            true
+        })
+    }
+
     /// Whole batches from the one containing `offset`; see `Log::read`. `None` if no batch of
     /// this segment reaches `offset`.
     pub(crate) fn read(

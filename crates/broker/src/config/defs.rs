@@ -128,6 +128,7 @@ pub static CONFIG_DEFS: &[ConfigDef] = &[
     ),
     broker("log.cleaner.io.buffer.size", Int, Some("524288"), "Read buffer of the log cleaner, across all cleaner threads."),
     broker("log.cleaner.backoff.ms", Long, Some("15000"), "How long the cleaner sleeps when no log needs cleaning."),
+    broker("producer.id.expiration.ms", Int, Some("86400000"), "Time a partition keeps an idle idempotent producer's state (for dedupe and sequence checks)."),
     broker("log.segment.delete.delay.ms", Long, Some("60000"), "Delay before a deleted segment's file is removed."),
     broker("log.roll.jitter.ms", Long, None, "Jitter subtracted from the roll time; if unset log.roll.jitter.hours is used."),
     broker("log.roll.jitter.hours", Int, Some("0"), "Jitter in hours subtracted from the roll time."),
@@ -253,6 +254,13 @@ pub static CONFIG_DEFS: &[ConfigDef] = &[
         "unclean.leader.election.enable",
         "Allow out-of-sync replicas to become leader.",
     ),
+];
+
+/// Kafka's internal broker configs (defined with `defineInternal`, so DescribeConfigs never lists them) that Strom
+/// reads too, with their defaults; tests shorten them.
+pub static INTERNAL_BROKER_KEYS: &[(&str, &str)] = &[
+    // How often idle producer state is expired (`producer.id.expiration.ms`).
+    ("producer.id.expiration.check.interval.ms", "600000"),
 ];
 
 /// Kafka broker keys Strom accepts in a server.properties but does not use (they tune parts of Kafka that Strom

@@ -11,7 +11,7 @@ use std::path::PathBuf;
 pub use listener::{ListenerConfig, SecurityProtocol};
 pub use topic::{describe_topic_config, validate_topic_configs, DescribedConfig, TopicConfig};
 
-use defs::{broker_def, find, validate_value};
+use defs::{broker_def, find, validate_value, INTERNAL_BROKER_KEYS};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -41,6 +41,10 @@ pub struct BrokerConfig {
     pub delete_topic_enable: bool,
     pub socket_request_max_bytes: usize,
     pub retention_check_interval_ms: u64,
+    /// `producer.id.expiration.ms`
+    pub producer_id_expiration_ms: i64,
+    /// `producer.id.expiration.check.interval.ms`
+    pub producer_id_expiration_check_interval_ms: u64,
     /// Keys Strom does not use (Kafka settings for parts Strom lacks, or unknown keys); reported at start.
     pub ignored_keys: Vec<String>,
 }
@@ -98,13 +102,18 @@ impl BrokerConfig {
             // Kafka starts with keys it does not use (plugin settings, other versions' keys) and logs them as
             // unused; Strom does the same and reports them at start.
             let Some(def) = broker_def(k) else {
+                if INTERNAL_BROKER_KEYS.iter().any(|(name, _)| name == k) {
+                    continue;
+                }
                 ignored.push(k.clone());
                 continue;
             };
             validate_value(def, v).map_err(ConfigError::Invalid)?;
         }
         let get = |k: &str| -> Option<String> {
-            values.get(k).cloned().or_else(|| find(k).and_then(|d| d.default.map(str::to_string)))
+            values.get(k).cloned().or_else(|| find(k).and_then(|d| d.default.map(str::to_string))).or_else(|| {
+                INTERNAL_BROKER_KEYS.iter().find(|(name, _)| *name == k).map(|(_, default)| default.to_string())
+            })
         };
         let int = |k: &str| -> i64 { get(k).and_then(|v| v.trim().parse().ok()).unwrap_or(0) };
         let boolean = |k: &str| get(k).map(|v| v.eq_ignore_ascii_case("true")).unwrap_or(false);
@@ -147,6 +156,8 @@ impl BrokerConfig {
             delete_topic_enable: boolean("delete.topic.enable"),
             socket_request_max_bytes: socket_request_max_bytes as usize,
             retention_check_interval_ms: int("log.retention.check.interval.ms").max(1) as u64,
+            producer_id_expiration_ms: int("producer.id.expiration.ms").max(1),
+            producer_id_expiration_check_interval_ms: int("producer.id.expiration.check.interval.ms").max(1) as u64,
             ignored_keys: ignored,
             static_values: values,
             dynamic_node: BTreeMap::new(),

@@ -19,6 +19,7 @@ pub mod join_group;
 pub mod leave_group;
 pub mod list_groups;
 pub mod incremental_alter_configs;
+pub mod init_producer_id;
 pub mod list_offsets;
 pub mod metadata;
 pub mod offset_commit;

@@ -142,7 +142,10 @@ fn append_one(w: Work, acks: i16, unknown: ResponseError) -> Outcome {
         Err(e) => return fail(log_error_code(&e), Some(e.to_string())),
     };
     if let Err((e, m)) = check_producer(&headers) {
-        return fail(e, Some(m));
+        // Kafka answers these from the log's append path, which reports the log start offset.
+        let mut out = fail(e, Some(m));
+        out.response.log_start_offset = partition.log_start_offset();
+        return out;
     }
     if let Err(r) = record_validation::validate(records, &headers, &config, now_ms()) {
         // Record-level rejections carry the partition's log start offset, as Kafka's do.
@@ -170,19 +173,32 @@ fn append_one(w: Work, acks: i16, unknown: ResponseError) -> Outcome {
             if matches!(e, LogError::Io(_)) {
                 tracing::error!(topic = %partition.topic, partition = w.index, error = %e, "append failed");
             }
-            fail(log_error_code(&e), Some(e.to_string()))
+            let mut out = fail(log_error_code(&e), Some(e.to_string()));
+            if matches!(e, LogError::OutOfOrderSequence(_) | LogError::InvalidProducerEpoch(_)) {
+                // Kafka's ReplicaManager reports the log start offset with producer-state errors.
+                out.response.log_start_offset = partition.log_start_offset();
+            }
+            out
         }
     }
 }
 
-/// Idempotent and transactional producers need InitProducerId, which this broker does not serve yet, and clients
-/// never produce control batches.
+/// What can be refused before the log looks at the batch: transactional batches (no transaction coordinator yet, so
+/// no producer can have added the partition to a transaction), an idempotent batch without a sequence (Kafka's
+/// LogValidator: INVALID_RECORD), and control batches, which clients never produce. Sequence and epoch checks run in
+/// the log, under its append lock.
 fn check_producer(headers: &[BatchHeader]) -> Result<(), (ResponseError, String)> {
     for h in headers {
-        if h.producer_id >= 0 || h.is_transactional() {
+        if h.is_transactional() {
             return Err((
                 ResponseError::InvalidProducerIdMapping,
-                "idempotent and transactional produce are not supported by this Strom version yet".into(),
+                "transactional produce is not supported by this Strom version yet".into(),
+            ));
+        }
+        if h.producer_id >= 0 && h.base_sequence < 0 {
+            return Err((
+                ResponseError::InvalidRecord,
+                format!("Invalid sequence number {} in record batch with producerId {}", h.base_sequence, h.producer_id),
             ));
         }
         if h.is_control() {

@@ -36,6 +36,8 @@ pub struct MetadataImage {
     pub ids: HashMap<Uuid, String>,
     /// Dynamic broker configs by resource name: a broker id, or "" for the cluster-wide defaults.
     pub broker_configs: BTreeMap<String, BTreeMap<String, String>>,
+    /// The first producer id no broker has been given yet.
+    pub next_producer_id: i64,
 }
 
 impl MetadataImage {
@@ -98,6 +100,10 @@ impl MetadataImage {
                 if let Some(name) = self.ids.remove(topic_id) {
                     self.topics.remove(&name);
                 }
+            }
+            MetadataRecord::ProducerIdsRecord { next_producer_id, .. } => {
+                // Never backwards, so replaying an old record cannot hand out a block twice.
+                self.next_producer_id = self.next_producer_id.max(*next_producer_id);
             }
         }
     }

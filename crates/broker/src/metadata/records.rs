@@ -23,4 +23,7 @@ pub enum MetadataRecord {
     /// A dynamic broker config (KRaft's ConfigRecord with resource type BROKER): `resource` is a broker id, or ""
     /// for the cluster-wide default; `value: None` removes it.
     BrokerConfigRecord { resource: String, name: String, value: Option<String> },
+    /// KRaft's ProducerIdsRecord: `broker_id` took the block of producer ids below `next_producer_id`; ids are
+    /// handed out in blocks so none is ever reused, even across restarts.
+    ProducerIdsRecord { broker_id: i32, next_producer_id: i64 },
 }

@@ -39,6 +39,8 @@ pub(crate) struct Batch {
     pub retry_at: Option<Instant>,
     /// Encoded once, on the first drain, and reused by retries.
     pub encoded: Option<Bytes>,
+    /// An idempotent producer gave the batch a sequence number when it was encoded.
+    pub sequenced: bool,
     count: usize,
     budget: Arc<Budget>,
 }
@@ -146,6 +148,7 @@ impl Accumulator {
             attempts: 0,
             retry_at: None,
             encoded: None,
+            sequenced: false,
             count: 1,
             budget: self.budget.clone(),
         });

@@ -1,10 +1,10 @@
 //! The producer: `send` picks a partition and appends to the accumulator (waiting for `buffer.memory` when it is
-//! full); a background sender batches records to the partition leaders. Idempotence is not available yet: it needs
-//! InitProducerId, which the broker does not serve, so the producer always runs non-idempotent (like Java with
-//! `enable.idempotence=false`), and retries may reorder or duplicate records when more than one request is in
-//! flight.
+//! full); a background sender batches records to the partition leaders. Idempotence is on by default, as in Java
+//! (see `idempotence`): retries are deduplicated by the broker and keep their order. Without it, retries may reorder
+//! or duplicate records when more than one request is in flight.
 
 mod accumulator;
+mod idempotence;
 mod sender;
 
 use std::future::Future;
@@ -22,6 +22,7 @@ use crate::error::{Error, Result};
 use crate::partitioner::{DefaultPartitioner, Partitioner, RoundRobinPartitioner};
 use crate::record::{ProducerRecord, RecordMetadata, TopicPartition};
 use accumulator::{Accumulator, PendingRecord};
+use idempotence::Idempotence;
 use sender::Sender;
 
 /// Resolves when the broker acknowledged the record (or the producer gave up on it).
@@ -42,6 +43,7 @@ struct Inner {
     cluster: Arc<Cluster>,
     acc: Arc<Accumulator>,
     partitioner: Arc<dyn Partitioner>,
+    idem: Option<Arc<Idempotence>>,
 }
 
 impl Drop for Inner {
@@ -69,21 +71,22 @@ impl Producer {
 
     /// Like `new`, with a custom partitioner for records sent without a partition.
     pub async fn with_partitioner(config: ProducerConfig, partitioner: Arc<dyn Partitioner>) -> Result<Producer> {
-        if config.enable_idempotence {
-            return Err(Error::Config(
-                "enable.idempotence=true is not supported yet (needs InitProducerId); set it to false".into(),
-            ));
-        }
         if !matches!(config.acks, -1..=1) {
             return Err(Error::Config(format!("acks={} (use 0, 1 or -1)", config.acks)));
         }
+        let idempotent = config.idempotence()?;
         let cluster = Cluster::new(config.client.clone())?;
         cluster.fetch_metadata(Some(&[]), false).await?;
+        let idem = if idempotent {
+            Some(Arc::new(Idempotence::init(&cluster, config.max_block, config.client.retry_backoff).await?))
+        } else {
+            None
+        };
         let acc = Arc::new(Accumulator::new(config.buffer_memory, config.batch_size, config.linger));
         let config = Arc::new(config);
-        let sender = Sender::new(acc.clone(), cluster.clone(), config.clone());
+        let sender = Sender::new(acc.clone(), cluster.clone(), config.clone(), idem.clone());
         tokio::spawn(sender.run());
-        Ok(Producer { inner: Arc::new(Inner { config, cluster, acc, partitioner }) })
+        Ok(Producer { inner: Arc::new(Inner { config, cluster, acc, partitioner, idem }) })
     }
 
     /// Queues a record: returns once it is in the accumulator (after waiting up to `max.block.ms` for metadata and
@@ -144,6 +147,11 @@ impl Producer {
 
     pub fn config(&self) -> &ProducerConfig {
         &self.inner.config
+    }
+
+    /// The producer id from InitProducerId when the producer is idempotent.
+    pub fn producer_id(&self) -> Option<i64> {
+        self.inner.idem.as_ref().map(|i| i.producer_id())
     }
 
     /// Number of partitions of `topic` (from the metadata cache, fetched if needed).

@@ -12,7 +12,8 @@ use kafka_protocol::messages::{ProduceRequest, ProduceResponse, TopicName};
 use kafka_protocol::protocol::StrBytes;
 
 use super::accumulator::{Accumulator, Batch};
-use crate::batch::{self, RecordView};
+use super::idempotence::Idempotence;
+use crate::batch::{self, ProducerStamp, RecordView};
 use crate::cluster::Cluster;
 use crate::config::ProducerConfig;
 use crate::error::{Error, Result};
@@ -22,12 +23,24 @@ pub(crate) struct Sender {
     pub acc: Arc<Accumulator>,
     pub cluster: Arc<Cluster>,
     pub config: Arc<ProducerConfig>,
+    /// Set when the producer is idempotent.
+    idem: Option<Arc<Idempotence>>,
     refreshing: AtomicBool,
 }
 
 impl Sender {
-    pub fn new(acc: Arc<Accumulator>, cluster: Arc<Cluster>, config: Arc<ProducerConfig>) -> Arc<Sender> {
-        Arc::new(Sender { acc, cluster, config, refreshing: AtomicBool::new(false) })
+    pub fn new(acc: Arc<Accumulator>, cluster: Arc<Cluster>, config: Arc<ProducerConfig>, idem: Option<Arc<Idempotence>>) -> Arc<Sender> {
+        Arc::new(Sender { acc, cluster, config, idem, refreshing: AtomicBool::new(false) })
+    }
+
+    /// Fails a batch for good; a sequenced one leaves its partition's sequence in doubt, so that restarts.
+    fn fail(&self, batch: Batch, err: &Error) {
+        if let (true, Some(idem)) = (batch.sequenced, &self.idem) {
+            if let Err(e) = idem.reset(&batch.tp) {
+                tracing::error!(tp = %batch.tp, error = %e, "cannot restart the partition's sequence");
+            }
+        }
+        batch.fail(err);
     }
 
     pub async fn run(self: Arc<Self>) {
@@ -35,7 +48,7 @@ impl Sender {
             let now = Instant::now();
             for b in self.acc.expire(now, self.config.delivery_timeout) {
                 let err = Error::Timeout(format!("delivery to {}", b.tp), self.config.delivery_timeout);
-                b.fail(&err);
+                self.fail(b, &err);
             }
             let (ready, mut next) = self.acc.ready(now);
             let mut by_leader: BTreeMap<i32, Vec<TopicPartition>> = BTreeMap::new();
@@ -95,7 +108,8 @@ impl Sender {
         let conn = self.cluster.connection(leader).await?;
         let Some(permit) = conn.try_reserve() else { return Ok(()) };
         let version = conn.version::<ProduceRequest>()?;
-        let mute = self.config.client.max_in_flight == 1;
+        // One batch per partition in flight keeps retries in order (and, when idempotent, in sequence).
+        let mute = self.config.client.max_in_flight == 1 || self.idem.is_some();
         let mut batches = self.acc.drain(partitions, self.config.max_request_size, mute);
         let mut topics: BTreeMap<&str, Vec<PartitionProduceData>> = BTreeMap::new();
         let mut too_large = Vec::new();
@@ -106,7 +120,14 @@ impl Sender {
                     .iter()
                     .map(|r| RecordView { timestamp: r.timestamp, key: r.key.as_deref(), value: r.value.as_deref(), headers: &r.headers })
                     .collect();
-                b.encoded = Some(batch::encode(&views, self.config.compression)?);
+                let stamp = match &self.idem {
+                    Some(idem) => {
+                        b.sequenced = true;
+                        idem.next(&b.tp, views.len() as i32)
+                    }
+                    None => ProducerStamp::NONE,
+                };
+                b.encoded = Some(batch::encode_with(&views, self.config.compression, stamp)?);
             }
             let bytes = b.encoded.clone().unwrap_or_default();
             if bytes.len() > self.config.max_request_size {
@@ -132,7 +153,7 @@ impl Sender {
         for i in too_large.into_iter().rev() {
             let b = batches.remove(i);
             let size = b.encoded.as_ref().map_or(0, |e| e.len());
-            b.fail(&Error::RecordTooLarge { size, limit: self.config.max_request_size, setting: "max.request.size" });
+            self.fail(b, &Error::RecordTooLarge { size, limit: self.config.max_request_size, setting: "max.request.size" });
         }
         if batches.is_empty() {
             return Ok(());
@@ -188,7 +209,7 @@ impl Sender {
             let Some(p) = results.get(&(b.tp.topic.clone(), b.tp.partition)).copied() else {
                 let e = Error::Protocol(format!("no result for {} in the produce response", b.tp));
                 self.acc.unmute(&b.tp);
-                b.fail(&e);
+                self.fail(b, &e);
                 continue;
             };
             if p.error_code == 0 {
@@ -214,7 +235,7 @@ impl Sender {
             tracing::debug!(tp = %batch.tp, attempt = batch.attempts + 1, error = %err, "retrying batch");
             self.acc.requeue(batch, backoff);
         } else {
-            batch.fail(&err);
+            self.fail(batch, &err);
         }
     }
 }

@@ -89,27 +89,29 @@ pub fn run(cmd: PerfCommand) -> anyhow::Result<()> {
     })
 }
 
-/// Progress on stderr: a redrawn bar on a terminal, a plain line every 5 s otherwise.
+/// Progress on stderr: an indicatif bar on a terminal, a plain line every 5 s otherwise (logs, CI).
 fn spawn_progress(total: u64, done: Arc<AtomicU64>, what: &'static str) -> tokio::task::JoinHandle<()> {
     let tty = std::io::stderr().is_terminal();
     let start = Instant::now();
     tokio::spawn(async move {
-        let tick = if tty { Duration::from_millis(200) } else { Duration::from_secs(5) };
+        let bar = tty.then(|| {
+            let bar = indicatif::ProgressBar::new(total);
+            let template = format!("{{bar:40}} {{pos}}/{{len}} {what} {{per_sec}} {{elapsed}} (eta {{eta}})");
+            if let Ok(style) = indicatif::ProgressStyle::with_template(&template) {
+                bar.set_style(style);
+            }
+            bar
+        });
+        let tick = if tty { Duration::from_millis(100) } else { Duration::from_secs(5) };
         loop {
             tokio::time::sleep(tick).await;
             let n = done.load(Ordering::Relaxed);
-            let secs = start.elapsed().as_secs_f64();
-            let rate = n as f64 / secs.max(1e-9);
-            if tty {
-                let width = 40;
-                let filled = ((n as f64 / total.max(1) as f64) * width as f64) as usize;
-                eprint!(
-                    "\r[{}{}] {n}/{total} {what} {rate:.0}/s {secs:.0}s ",
-                    "#".repeat(filled.min(width)),
-                    "-".repeat(width - filled.min(width))
-                );
-            } else {
-                eprintln!("{n} {what} in {secs:.0}s, {rate:.1} {what}/sec");
+            match &bar {
+                Some(bar) => bar.set_position(n),
+                None => {
+                    let secs = start.elapsed().as_secs_f64();
+                    eprintln!("{n} {what} in {secs:.0}s, {:.1} {what}/sec", n as f64 / secs.max(1e-9));
+                }
             }
         }
     })

@@ -37,12 +37,19 @@ pub fn validate(records: &[u8], headers: &[BatchHeader], config: &TopicConfig, n
             header.base_offset
         )));
     }
-    let body = &records[HEADER_SIZE..header.total_size()];
-    let body = match header.compression() {
-        0 => Bytes::copy_from_slice(body),
-        codec => decompress(codec, body).map_err(|e| {
-            Rejection { error: ResponseError::CorruptMessage, message: e, record_errors: Vec::new() }
-        })?,
+    let stored = &records[HEADER_SIZE..header.total_size()];
+    // Uncompressed records are walked in place (the produce hot path); only compressed ones need a buffer.
+    let decompressed;
+    let body: &[u8] = match header.compression() {
+        0 => stored,
+        codec => {
+            decompressed = decompress(codec, stored).map_err(|e| Rejection {
+                error: ResponseError::CorruptMessage,
+                message: e,
+                record_errors: Vec::new(),
+            })?;
+            &decompressed
+        }
     };
     let check_time = header.timestamp_type() == TimestampType::CreateTime
         && config.log.message_timestamp_type == TimestampType::CreateTime;
@@ -50,7 +57,7 @@ pub fn validate(records: &[u8], headers: &[BatchHeader], config: &TopicConfig, n
         now.saturating_sub(config.timestamp_before_max_ms),
         now.saturating_add(config.timestamp_after_max_ms),
     );
-    let mut reader = Reader { buf: &body, pos: 0 };
+    let mut reader = Reader { buf: body, pos: 0 };
     let mut record_errors = Vec::new();
     let mut keyless = Vec::new();
     for index in 0..header.record_count {

@@ -237,8 +237,62 @@ pub fn alter_resource(
     }
 }
 
+/// One resource of an AlterConfigs / IncrementalAlterConfigs request.
+pub struct ResourceChange {
+    pub resource_type: i8,
+    pub name: String,
+    pub ops: Vec<ConfigOp>,
+}
+
+/// Both config APIs: each resource is checked and committed on its own (one failing resource leaves the others
+/// applied, as in Kafka). `legacy` (AlterConfigs) replaces the resource's whole dynamic config set with the given
+/// SETs; otherwise the operations apply incrementally.
+pub fn alter_resources(broker: &crate::Broker, resources: &[ResourceChange], legacy: bool, validate_only: bool) -> Vec<Result<(), ApiError>> {
+    let dups = duplicate_resources(resources.iter().map(|r| (r.resource_type, r.name.as_str())));
+    resources
+        .iter()
+        .map(|res| {
+            if dups.contains(&(res.resource_type, res.name.clone())) {
+                return Err(invalid_request("Each resource must appear at most once."));
+            }
+            preprocess(&res.ops, legacy)?;
+            alter_resource(broker, res.resource_type, &res.name, validate_only, |current| {
+                if legacy {
+                    Ok(res.ops.iter().map(|o| (o.name.clone(), o.value.clone().unwrap_or_default())).collect())
+                } else {
+                    apply_incremental(current, &res.ops, res.resource_type)
+                }
+            })
+        })
+        .collect()
+}
+
+/// `alter_resources` on a blocking thread (it commits to the metadata log), as each resource's error code and
+/// message for the response.
+pub async fn alter_resources_outcome(
+    broker: std::sync::Arc<crate::Broker>,
+    resources: Vec<ResourceChange>,
+    legacy: bool,
+    validate_only: bool,
+) -> Vec<(i16, Option<kafka_protocol::protocol::StrBytes>)> {
+    let n = resources.len();
+    match tokio::task::spawn_blocking(move || alter_resources(&broker, &resources, legacy, validate_only)).await {
+        Ok(results) => results
+            .into_iter()
+            .map(|r| match r {
+                Ok(()) => (0, None),
+                Err(e) => (e.error.code(), Some(kafka_protocol::protocol::StrBytes::from_string(e.message))),
+            })
+            .collect(),
+        Err(e) => {
+            tracing::error!(error = %e, "config change task failed");
+            vec![(ResponseError::UnknownServerError.code(), None); n]
+        }
+    }
+}
+
 /// Keys of resources that appear more than once in one request: Kafka answers each of them with INVALID_REQUEST.
-pub fn duplicate_resources<'a>(resources: impl Iterator<Item = (i8, &'a str)>) -> std::collections::HashSet<(i8, String)> {
+fn duplicate_resources<'a>(resources: impl Iterator<Item = (i8, &'a str)>) -> std::collections::HashSet<(i8, String)> {
     let mut seen = std::collections::HashSet::new();
     let mut dups = std::collections::HashSet::new();
     for (t, n) in resources {

@@ -216,6 +216,27 @@ def test_idle_producer_state_expires(make_broker):
         assert (r["error_code"], r["base_offset"]) == (0, 1), r
 
 
+def test_producer_expiration_is_dynamic(make_broker):
+    """producer.id.expiration.ms is a dynamic broker config in Kafka: lowering it at run time (per-broker
+    IncrementalAlterConfigs) takes effect at the next expiry round, without a restart."""
+    import time
+    from confluent_kafka.admin import AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource, ResourceType
+    b = make_broker({"producer.id.expiration.check.interval.ms": "100"})
+    topic = unique("idem-expiry-dyn")
+    create_topic(b.bootstrap, topic)
+    with kafkawire.connect(b.port) as s:
+        _, pid, epoch = init_producer_id(s, 1)
+        assert send(s, 2, topic, idem_batch(pid, epoch, 0, [b"a"]))["error_code"] == 0
+        admin = AdminClient({"bootstrap.servers": b.bootstrap})
+        node = str(next(iter(admin.list_topics(timeout=10).brokers)))
+        res = ConfigResource(ResourceType.BROKER, node, incremental_configs=[
+            ConfigEntry("producer.id.expiration.ms", "500", incremental_operation=AlterConfigOpType.SET)])
+        admin.incremental_alter_configs([res])[res].result(timeout=10)
+        time.sleep(1.5)
+        r = send(s, 4, topic, idem_batch(pid, epoch, 5, [b"after expiry"]))
+        assert (r["error_code"], r["base_offset"]) == (0, 1), r
+
+
 def test_confluent_idempotent_producer_across_broker_kill9_has_no_duplicates(make_broker):
     """librdkafka retries the batches in flight when the broker dies; after kill -9 and restart the broker rebuilds
     its producer state from the log, so a batch that was written before the crash is acknowledged, not written

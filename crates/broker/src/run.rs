@@ -81,7 +81,8 @@ async fn producer_expiry_loop(broker: Arc<Broker>) {
     loop {
         tokio::time::sleep(interval).await;
         let b = broker.clone();
-        let expiration_ms = b.config.producer_id_expiration_ms;
+        // Dynamic in Kafka (ProducerStateManagerConfig): read the effective value every round.
+        let expiration_ms = (b.effective_config().broker_f64("producer.id.expiration.ms") as i64).max(1);
         let _ = tokio::task::spawn_blocking(move || b.replicas.expire_producers(now_ms(), expiration_ms)).await;
     }
 }

@@ -310,6 +310,7 @@ fn check_broker_value(key: &str, value: &str) -> Result<(), String> {
     let at_least = |min: f64| num.is_some_and(|n| n >= min);
     match key {
         "log.cleaner.threads" if !at_least(0.0) => bad("Value must be at least 0"),
+        "producer.id.expiration.ms" if !at_least(1.0) => bad("Value must be at least 1"),
         "log.cleaner.io.max.bytes.per.second" if !num.is_some_and(|n| n > 0.0) => bad("Value must be greater than 0"),
         "log.cleaner.dedupe.buffer.size" if !at_least(1024.0 * 1024.0) => bad("Value must be at least 1048576"),
         "log.cleaner.io.buffer.size" if !at_least(1024.0) => bad("Value must be at least 1024"),

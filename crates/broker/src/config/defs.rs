@@ -324,6 +324,7 @@ pub static DYNAMIC_BROKER_KEYS: &[&str] = &[
     "compression.lz4.level",
     "compression.zstd.level",
     "log.index.size.max.bytes",
+    "producer.id.expiration.ms",
 ];
 
 /// Whether a broker config may be altered without a restart.

@@ -41,8 +41,6 @@ pub struct BrokerConfig {
     pub delete_topic_enable: bool,
     pub socket_request_max_bytes: usize,
     pub retention_check_interval_ms: u64,
-    /// `producer.id.expiration.ms`
-    pub producer_id_expiration_ms: i64,
     /// `producer.id.expiration.check.interval.ms`
     pub producer_id_expiration_check_interval_ms: u64,
     /// Keys Strom does not use (Kafka settings for parts Strom lacks, or unknown keys); reported at start.
@@ -156,7 +154,6 @@ impl BrokerConfig {
             delete_topic_enable: boolean("delete.topic.enable"),
             socket_request_max_bytes: socket_request_max_bytes as usize,
             retention_check_interval_ms: int("log.retention.check.interval.ms").max(1) as u64,
-            producer_id_expiration_ms: int("producer.id.expiration.ms").max(1),
             producer_id_expiration_check_interval_ms: int("producer.id.expiration.check.interval.ms").max(1) as u64,
             ignored_keys: ignored,
             static_values: values,

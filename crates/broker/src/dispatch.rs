@@ -44,6 +44,9 @@ pub const SUPPORTED_APIS: &[(ApiKey, i16, i16)] = &[
     (ApiKey::AlterConfigs, 0, 2),
     (ApiKey::IncrementalAlterConfigs, 0, 1),
     (ApiKey::InitProducerId, 0, 5),
+    // Transactions, data side: markers from the transaction coordinator, transactional offset commits.
+    (ApiKey::WriteTxnMarkers, 1, 1),
+    (ApiKey::TxnOffsetCommit, 0, 5),
 ];
 
 pub fn supported_range(key: ApiKey) -> Option<(i16, i16)> {
@@ -209,6 +212,8 @@ pub async fn dispatch(ctx: &Arc<ConnectionContext>, frame: Bytes) -> Result<Repl
             let req = decode!(InitProducerIdRequest);
             ready!(handlers::init_producer_id::handle(ctx, version, req).await)
         }
+        ApiKey::WriteTxnMarkers => deferred!(WriteTxnMarkersRequest, handlers::write_txn_markers::handle),
+        ApiKey::TxnOffsetCommit => deferred!(TxnOffsetCommitRequest, handlers::txn_offset_commit::handle),
         _ => return Err(DispatchError::UnknownApiKey(raw_key)),
     };
     Ok(reply)

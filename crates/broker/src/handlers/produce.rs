@@ -56,8 +56,21 @@ pub async fn handle(ctx: &Arc<ConnectionContext>, version: i16, req: ProduceRequ
         }
     }
     let unknown = if version >= 13 { ResponseError::UnknownTopicId } else { ResponseError::UnknownTopicOrPartition };
+    let transactional_id = req.transactional_id.as_ref().map(|t| t.0.to_string());
+    let refused = verify_transactional_partitions(ctx, transactional_id.as_deref(), &work).await;
+    let (work, mut refused_outcomes): (Vec<Work>, Vec<Outcome>) = {
+        let mut kept = Vec::with_capacity(work.len());
+        let mut out = Vec::new();
+        for (i, w) in work.into_iter().enumerate() {
+            match refused.iter().find(|(j, _)| *j == i) {
+                Some((_, e)) => out.push(Outcome { topic: w.topic, response: error_response(w.index, *e, None), durable_at: None }),
+                None => kept.push(w),
+            }
+        }
+        (kept, out)
+    };
 
-    let outcomes: Vec<Outcome> = if !matches!(acks, -1 | 0 | 1) {
+    let mut outcomes: Vec<Outcome> = if !matches!(acks, -1 | 0 | 1) {
         work.into_iter()
             .map(|w| Outcome { topic: w.topic, response: error_response(w.index, ResponseError::InvalidRequiredAcks, None), durable_at: None })
             .collect()
@@ -71,6 +84,8 @@ pub async fn handle(ctx: &Arc<ConnectionContext>, version: i16, req: ProduceRequ
             }
         }
     };
+
+    outcomes.append(&mut refused_outcomes);
 
     if acks == 0 {
         // Kafka sends no response for acks=0; on an error it closes the connection, so the client notices and
@@ -103,6 +118,29 @@ pub async fn handle(ctx: &Arc<ConnectionContext>, version: i16, req: ProduceRequ
         }
         assemble(topics, done)
     }))
+}
+
+/// KIP-890 (transactions v2) seam: before a transactional batch is appended, the transaction coordinator must confirm
+/// that the producer (`transactional_id`, and the batch's producer id and epoch) has an ongoing transaction that
+/// includes the partition; otherwise a late or retried write could land in the next transaction. Returns the work
+/// items (indexes into `work`) to refuse, with their error (Kafka: INVALID_TXN_STATE, INVALID_PRODUCER_EPOCH,
+/// ...). The transaction coordinator's verification (branch txn-coord) is called here; until it is merged in, no
+/// coordinator exists to ask and every transactional batch is left to the log's own checks (producer epoch and
+/// transaction state per partition).
+async fn verify_transactional_partitions(
+    _ctx: &Arc<ConnectionContext>,
+    _transactional_id: Option<&str>,
+    work: &[Work],
+) -> Vec<(usize, ResponseError)> {
+    let _transactional: Vec<(usize, i64, i16)> = work
+        .iter()
+        .enumerate()
+        .filter_map(|(i, w)| {
+            let h = BatchHeader::parse(w.records.as_deref()?).ok()?;
+            h.is_transactional().then_some((i, h.producer_id, h.producer_epoch))
+        })
+        .collect();
+    Vec::new()
 }
 
 fn assemble(mut topics: Vec<TopicProduceResponse>, partitions: Vec<(usize, PartitionProduceResponse)>) -> ProduceResponse {
@@ -183,18 +221,11 @@ fn append_one(w: Work, acks: i16, unknown: ResponseError) -> Outcome {
     }
 }
 
-/// What can be refused before the log looks at the batch: transactional batches (no transaction coordinator yet, so
-/// no producer can have added the partition to a transaction), an idempotent batch without a sequence (Kafka's
-/// LogValidator: INVALID_RECORD), and control batches, which clients never produce. Sequence and epoch checks run in
-/// the log, under its append lock.
+/// What can be refused before the log looks at the batch: an idempotent or transactional batch without a sequence
+/// (Kafka's LogValidator: INVALID_RECORD), and control batches, which clients never produce. Sequence, epoch and
+/// transaction-state checks run in the log, under its append lock.
 fn check_producer(headers: &[BatchHeader]) -> Result<(), (ResponseError, String)> {
     for h in headers {
-        if h.is_transactional() {
-            return Err((
-                ResponseError::InvalidProducerIdMapping,
-                "transactional produce is not supported by this Strom version yet".into(),
-            ));
-        }
         if h.producer_id >= 0 && h.base_sequence < 0 {
             return Err((
                 ResponseError::InvalidRecord,

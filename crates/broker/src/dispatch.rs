@@ -50,6 +50,9 @@ pub const SUPPORTED_APIS: &[(ApiKey, i16, i16)] = &[
     (ApiKey::EndTxn, 0, 5),
     (ApiKey::DescribeTransactions, 0, 0),
     (ApiKey::ListTransactions, 1, 2),
+    // Transactions, data side: markers from the transaction coordinator, transactional offset commits.
+    (ApiKey::WriteTxnMarkers, 1, 1),
+    (ApiKey::TxnOffsetCommit, 0, 5),
 ];
 
 pub fn supported_range(key: ApiKey) -> Option<(i16, i16)> {
@@ -218,6 +221,8 @@ pub async fn dispatch(ctx: &Arc<ConnectionContext>, frame: Bytes) -> Result<Repl
         ApiKey::EndTxn => deferred!(EndTxnRequest, handlers::end_txn::handle),
         ApiKey::DescribeTransactions => deferred!(DescribeTransactionsRequest, handlers::describe_transactions::handle),
         ApiKey::ListTransactions => deferred!(ListTransactionsRequest, handlers::list_transactions::handle),
+        ApiKey::WriteTxnMarkers => deferred!(WriteTxnMarkersRequest, handlers::write_txn_markers::handle),
+        ApiKey::TxnOffsetCommit => deferred!(TxnOffsetCommitRequest, handlers::txn_offset_commit::handle),
         _ => return Err(DispatchError::UnknownApiKey(raw_key)),
     };
     Ok(reply)

@@ -13,7 +13,8 @@ pub async fn handle(ctx: &Arc<ConnectionContext>, _version: i16, req: DescribeTr
     let broker = &ctx.broker;
     let mut states = Vec::with_capacity(req.transactional_ids.len());
     for id in req.transactional_ids {
-        let mut s = TransactionState::default().with_transactional_id(id.clone()).with_producer_id(ProducerId(-1)).with_producer_epoch(-1);
+        // On an error the producer id and epoch keep their schema defaults (0), as in Kafka's answer.
+        let mut s = TransactionState::default().with_transactional_id(id.clone());
         match broker.txns.describe(broker, &id.0).await {
             Ok(d) => {
                 let mut topics: Vec<TopicData> = Vec::new();

@@ -56,8 +56,21 @@ pub async fn handle(ctx: &Arc<ConnectionContext>, version: i16, req: ProduceRequ
         }
     }
     let unknown = if version >= 13 { ResponseError::UnknownTopicId } else { ResponseError::UnknownTopicOrPartition };
+    let transactional_id = req.transactional_id.as_ref().map(|t| t.0.to_string());
+    let refused = verify_transactional_partitions(ctx, version, transactional_id.as_deref(), &work).await;
+    let (work, mut refused_outcomes): (Vec<Work>, Vec<Outcome>) = {
+        let mut kept = Vec::with_capacity(work.len());
+        let mut out = Vec::new();
+        for (i, w) in work.into_iter().enumerate() {
+            match refused.iter().find(|(j, _)| *j == i) {
+                Some((_, e)) => out.push(Outcome { topic: w.topic, response: error_response(w.index, *e, None), durable_at: None }),
+                None => kept.push(w),
+            }
+        }
+        (kept, out)
+    };
 
-    let outcomes: Vec<Outcome> = if !matches!(acks, -1 | 0 | 1) {
+    let mut outcomes: Vec<Outcome> = if !matches!(acks, -1 | 0 | 1) {
         work.into_iter()
             .map(|w| Outcome { topic: w.topic, response: error_response(w.index, ResponseError::InvalidRequiredAcks, None), durable_at: None })
             .collect()
@@ -71,6 +84,8 @@ pub async fn handle(ctx: &Arc<ConnectionContext>, version: i16, req: ProduceRequ
             }
         }
     };
+
+    outcomes.append(&mut refused_outcomes);
 
     if acks == 0 {
         // Kafka sends no response for acks=0; on an error it closes the connection, so the client notices and
@@ -103,6 +118,60 @@ pub async fn handle(ctx: &Arc<ConnectionContext>, version: i16, req: ProduceRequ
         }
         assemble(topics, done)
     }))
+}
+
+/// KIP-890: before a transactional batch is appended, the transaction coordinator confirms that the partition is in
+/// the producer's ongoing transaction (Produce v12+ under transactions v2: adds it), so a late or retried write
+/// cannot land outside its transaction or in the next one. Returns the work items (indexes into `work`) to refuse,
+/// with the error Kafka's AddPartitionsToTxnManager answers: INVALID_PRODUCER_EPOCH for a fenced producer,
+/// TRANSACTION_ABORTABLE (v11+) or INVALID_TXN_STATE for a partition not in the transaction, NOT_ENOUGH_REPLICAS
+/// while the coordinator is unavailable (producers retry it).
+async fn verify_transactional_partitions(
+    ctx: &Arc<ConnectionContext>,
+    version: i16,
+    transactional_id: Option<&str>,
+    work: &[Work],
+) -> Vec<(usize, ResponseError)> {
+    let transactional: Vec<(usize, i64, i16)> = work
+        .iter()
+        .enumerate()
+        .filter_map(|(i, w)| {
+            let h = BatchHeader::parse(w.records.as_deref()?).ok()?;
+            (h.is_transactional() && w.partition.is_some()).then_some((i, h.producer_id, h.producer_epoch))
+        })
+        .collect();
+    if transactional.is_empty() {
+        return Vec::new();
+    }
+    let Some(transactional_id) = transactional_id else {
+        // Kafka: transactional records need a transactional id the client may write for.
+        return transactional.iter().map(|(i, _, _)| (*i, ResponseError::TransactionalIdAuthorizationFailed)).collect();
+    };
+    let broker = &ctx.broker;
+    let add = version >= 12 && crate::coordinator::txn::TRANSACTION_VERSION >= 2;
+    if !add && !broker.txns.config().partition_verification {
+        return Vec::new();
+    }
+    // One producer per request in practice; group by (id, epoch) all the same.
+    let mut by_producer: std::collections::BTreeMap<(i64, i16), Vec<usize>> = std::collections::BTreeMap::new();
+    for (i, pid, epoch) in &transactional {
+        by_producer.entry((*pid, *epoch)).or_default().push(*i);
+    }
+    let mut refused = Vec::new();
+    for ((pid, epoch), items) in by_producer {
+        let partitions: Vec<(String, i32)> = items
+            .iter()
+            .filter_map(|i| work[*i].partition.as_ref().map(|p| (p.topic.clone(), p.index)))
+            .collect();
+        let result = broker.txns.verify_or_add_for_produce(broker, transactional_id, pid, epoch, partitions.clone(), add).await;
+        // `transactional` holds only items with a partition, so `partitions` lines up with `items`.
+        for (i, tp) in items.iter().zip(partitions) {
+            if let Some(Some(e)) = result.iter().find(|(p, _)| *p == tp).map(|(_, e)| *e) {
+                refused.push((*i, crate::coordinator::txn::produce_error(e, version >= 11)));
+            }
+        }
+    }
+    refused
 }
 
 fn assemble(mut topics: Vec<TopicProduceResponse>, partitions: Vec<(usize, PartitionProduceResponse)>) -> ProduceResponse {
@@ -183,18 +252,11 @@ fn append_one(w: Work, acks: i16, unknown: ResponseError) -> Outcome {
     }
 }
 
-/// What can be refused before the log looks at the batch: transactional batches (no transaction coordinator yet, so
-/// no producer can have added the partition to a transaction), an idempotent batch without a sequence (Kafka's
-/// LogValidator: INVALID_RECORD), and control batches, which clients never produce. Sequence and epoch checks run in
-/// the log, under its append lock.
+/// What can be refused before the log looks at the batch: an idempotent or transactional batch without a sequence
+/// (Kafka's LogValidator: INVALID_RECORD), and control batches, which clients never produce. Sequence, epoch and
+/// transaction-state checks run in the log, under its append lock.
 fn check_producer(headers: &[BatchHeader]) -> Result<(), (ResponseError, String)> {
     for h in headers {
-        if h.is_transactional() {
-            return Err((
-                ResponseError::InvalidProducerIdMapping,
-                "transactional produce is not supported by this Strom version yet".into(),
-            ));
-        }
         if h.producer_id >= 0 && h.base_sequence < 0 {
             return Err((
                 ResponseError::InvalidRecord,

@@ -33,11 +33,11 @@ pub async fn run(broker: BrokerRef, shard: mpsc::WeakUnboundedSender<Request>, j
     let result = if job.commit { TransactionResult::Commit } else { TransactionResult::Abort };
     while !pending.is_empty() {
         let Some(b) = broker.upgrade() else { return };
-        let errors = write_txn_markers(&b, job.producer_id, job.producer_epoch, job.coordinator_epoch, result, &pending).await;
+        let errors = write_txn_markers(&b, job.producer_id, job.producer_epoch, job.coordinator_epoch, result, pending.clone()).await;
         let image = b.image();
         let mut retry = Vec::new();
         for ((topic, partition), error) in errors {
-            match error {
+            match error.err() {
                 None => {}
                 // The topic was deleted: there is nothing left to mark (Kafka drops such markers too).
                 Some(ResponseError::UnknownTopicOrPartition) if image.topic(&topic).map_or(true, |t| !t.partitions.contains_key(&partition)) => {

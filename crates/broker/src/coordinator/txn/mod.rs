@@ -394,10 +394,66 @@ pub type BrokerRef = Weak<Broker>;
 
 #[cfg(test)]
 mod tests {
-    use super::partition_for;
+    use std::collections::BTreeMap;
+
+    use super::metadata::{TransactionMetadata, TxnTransit};
+    use super::records::{encode_key, TxnState};
+    use super::*;
+    use crate::config::BrokerConfig;
+
+    fn open(dir: &std::path::Path) -> Arc<Broker> {
+        let mut values = BTreeMap::new();
+        values.insert("log.dirs".to_string(), dir.display().to_string());
+        values.insert("transaction.state.log.num.partitions".to_string(), "2".to_string());
+        Arc::new(Broker::open(BrokerConfig::from_values(values).unwrap()).unwrap())
+    }
+
+    fn create_topic(broker: &Broker, name: &str) {
+        broker
+            .commit(|image| {
+                let t = NewTopic { name, num_partitions: 1, replication_factor: -1, assignments: Vec::new(), configs: BTreeMap::new() };
+                Ok::<_, ApiError>((plan_create_topic(image, &broker.config, &t)?.records, ()))
+            })
+            .unwrap();
+    }
+
+    /// A PrepareCommit in the log (the broker died after deciding, before every marker was written) is completed
+    /// when the partition loads: the marker is written and CompleteCommit persisted.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn loading_completes_a_prepared_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let broker = open(dir.path());
+        broker.txns.ensure_topic(&broker).unwrap();
+        create_topic(&broker, "data");
+        let id = "tx-crashed";
+        let mut m = TransactionMetadata::new(id, 4242, 60000, 1);
+        let t = m.prepare_increment_producer_epoch(60000, None, 1).unwrap();
+        m.complete_transition(&t);
+        let t = m.prepare_add_partitions(&std::collections::BTreeSet::from([("data".to_string(), 0)]), 2, 0).unwrap();
+        m.complete_transition(&t);
+        let prepared: TxnTransit = m.prepare_abort_or_commit(TxnState::PrepareCommit, 0, -1, 3, false).unwrap();
+        let p = broker.replicas.get(TRANSACTION_STATE_TOPIC_NAME, broker.txns.partition_of(&broker, id)).unwrap();
+        let records = vec![(encode_key(id), Some(prepared.to_record().encode()))];
+        let end = tokio::task::spawn_blocking(move || shard::append(&p, &records)).await.unwrap().unwrap();
+        assert_eq!(end, 1);
+
+        broker.txns.start_hosted(&broker);
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+        let state = loop {
+            match broker.txns.describe(&broker, id).await {
+                Ok(d) if d.state == TxnState::CompleteCommit || tokio::time::Instant::now() > deadline => break d,
+                _ => tokio::time::sleep(std::time::Duration::from_millis(20)).await,
+            }
+        };
+        assert_eq!((state.state, state.producer_id, state.producer_epoch), (TxnState::CompleteCommit, 4242, 0));
+        assert!(state.partitions.is_empty());
+        // The COMMIT marker is the only batch of the data partition.
+        assert_eq!(broker.replicas.get("data", 0).unwrap().high_watermark(), 1);
+    }
 
     #[test]
     fn transactional_ids_hash_like_kafka() {
+        use super::partition_for;
         // Java: "my-txn".hashCode() = -1061187895 → 1061187895 % 50 = 45.
         assert_eq!(partition_for("my-txn", 50), 45);
     }

@@ -805,7 +805,7 @@ fn read_partition(p: &Partition) -> Result<Vec<(Bytes, Option<Bytes>)>, String> 
 }
 
 /// Appends the records as one uncompressed batch; returns the offset after it. Blocking.
-fn append(p: &Partition, records: &[(Bytes, Option<Bytes>)]) -> Result<i64, ResponseError> {
+pub(super) fn append(p: &Partition, records: &[(Bytes, Option<Bytes>)]) -> Result<i64, ResponseError> {
     let now = now_ms();
     let recs: Vec<Record> = records
         .iter()

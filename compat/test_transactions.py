@@ -221,3 +221,27 @@ def test_kill9_mid_transaction_aborts_ongoing_and_keeps_committed(make_broker):
     p.produce(topic, value=b"after")
     p.commit_transaction(30)
     assert read(b.bootstrap, topic, [0], "read_committed", 4)[-1] == b"after"
+
+
+def test_idle_transactional_id_expires(make_broker):
+    b = make_broker({**BROKER_OVERRIDES, "transactional.id.expiration.ms": "1000",
+                     "transaction.remove.expired.transaction.cleanup.interval.ms": "300"})
+    topic = unique("txn-expire")
+    create_topic(b.bootstrap, topic)
+    txn = unique("tid")
+    p = txn_producer(b.bootstrap, txn)
+    p.begin_transaction()
+    p.produce(topic, value=b"x")
+    p.commit_transaction(30)
+    first = wait_state(b.port, txn, ("CompleteCommit",))
+    deadline = time.monotonic() + 15
+    while describe(b.port, txn)["error_code"] == 0 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert describe(b.port, txn)["error_code"] == 105  # TRANSACTIONAL_ID_NOT_FOUND
+    # A producer coming back with the expired id starts afresh, with a new producer id.
+    p2 = txn_producer(b.bootstrap, txn)
+    again = describe(b.port, txn)
+    assert again["error_code"] == 0 and again["producer_id"] != first["producer_id"] and again["epoch"] == 0, again
+    p2.begin_transaction()
+    p2.produce(topic, value=b"y")
+    p2.commit_transaction(30)

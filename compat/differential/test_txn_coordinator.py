@@ -75,12 +75,12 @@ def add_partitions(t, txn_id, pid, epoch, topics: dict, version=3):
                   for tr in r.results_by_topic_v3_and_below for p in tr.results_by_partition)
 
 
-def verify_partitions(t, txn_id, pid, epoch, topics: dict):
+def verify_partitions(t, txn_id, pid, epoch, topics: dict, verify_only=True, version=4):
     T = AddPartitionsToTxnRequest.AddPartitionsToTxnTopic
     X = AddPartitionsToTxnRequest.AddPartitionsToTxnTransaction
     r = wire.request(t, AddPartitionsToTxnRequest(transactions=[X(
-        transactional_id=txn_id, producer_id=pid, producer_epoch=epoch, verify_only=True,
-        topics=[T(name=n, partitions=ps) for n, ps in topics.items()])]), 4)
+        transactional_id=txn_id, producer_id=pid, producer_epoch=epoch, verify_only=verify_only,
+        topics=[T(name=n, partitions=ps) for n, ps in topics.items()])]), version)
     return {"error_code": e(r.error_code),
             "results": sorted((res.transactional_id, tr.name, p.partition_index, e(p.partition_error_code))
                               for res in r.results_by_transaction for tr in res.topic_results
@@ -224,9 +224,10 @@ def test_add_partitions_and_end(targets, differ, topic):
         out["list-duration-zero"] = list_txns(t, [txn], duration_filter=0)
         out["end-abort-while-ongoing-wrong-epoch"] = end_txn(t, txn, pid, epoch - 1, False, 3)
         out["commit"] = end_txn(t, txn, pid, epoch, True, 3)
+        # Retries once the markers are written (before, both answer CONCURRENT_TRANSACTIONS, timing-dependent).
+        out["describe-done"] = describe_until(t, txn, ("CompleteCommit",))
         out["commit-again"] = end_txn(t, txn, pid, epoch, True, 3)
         out["abort-after-commit"] = end_txn(t, txn, pid, epoch, False, 3)
-        out["describe-done"] = describe_until(t, txn, ("CompleteCommit",))
         out["list-done"] = list_txns(t, [txn], state_filters=["CompleteCommit"])
         return out
 
@@ -268,9 +269,9 @@ def test_transactions_v2_end_bumps_the_epoch(targets, differ, topic):
         # add with EndTxn v5 is the same state machine.
         out["add"] = add_partitions(t, txn, pid, epoch, {topic: [0]})
         out["commit-v5"] = end_txn(t, txn, pid, epoch, True, 5)
+        out["describe"] = describe_until(t, txn, ("CompleteCommit",))
         out["commit-v5-retry"] = end_txn(t, txn, pid, epoch, True, 5)
         out["abort-v5-retry-of-commit"] = end_txn(t, txn, pid, epoch, False, 5)
-        out["describe"] = describe_until(t, txn, ("CompleteCommit",))
         out["old-epoch-add"] = add_partitions(t, txn, pid, epoch, {topic: [0]})
         out["new-epoch-add"] = add_partitions(t, txn, pid, epoch + 1, {topic: [0]})
         out["abort-v5"] = end_txn(t, txn, pid, epoch + 1, False, 5)
@@ -278,3 +279,27 @@ def test_transactions_v2_end_bumps_the_epoch(targets, differ, topic):
         return out
 
     differ.check("txn-v2-end-bumps-epoch", *both(targets, run))
+
+
+def test_transactions_v2_fence_and_timeout(targets, differ, topic):
+    """A transaction that a broker added partitions to for a transactions v2 producer (AddPartitionsToTxn v5, as
+    Produce v12 does): fencing it by InitProducerId, and the epochs that result."""
+    txn = f"txn-v2f-{uuid.uuid4().hex[:8]}"
+
+    def run(t):
+        make_topic(t, topic, 1)
+        find_txn_coordinator(t, txn)
+        err, pid, epoch = init(t, txn, version=5)
+        out = {"init": (e(err), epoch)}
+        out["add-v5"] = verify_partitions(t, txn, pid, epoch, {topic: [0]}, verify_only=False, version=5)
+        out["describe-ongoing"] = describe(t, [txn])
+        r = wire.request(t, InitProducerIdRequest(transactional_id=txn, transaction_timeout_ms=60000,
+                                                  producer_id=-1, producer_epoch=-1), 5)
+        out["init-while-ongoing"] = e(r.error_code)
+        out["after-fence"] = describe_until(t, txn, ("CompleteAbort",))
+        err, pid2, epoch2 = init(t, txn, version=5)
+        out["init-retry"] = (e(err), pid2 == pid, epoch2)
+        out["old-end-v5"] = end_txn(t, txn, pid, epoch, True, 5)
+        return out
+
+    differ.check("txn-v2-fence", *both(targets, run))

@@ -22,7 +22,7 @@ use super::config::TxnConfig;
 use super::markers;
 use super::metadata::{is_epoch_exhausted, TopicPartition, TransactionMetadata, TxnTransit, NO_PRODUCER_EPOCH, NO_PRODUCER_ID};
 use super::records::{decode_key, encode_key, TransactionLogValue, TxnState};
-use super::{BrokerRef, TRANSACTION_VERSION};
+use super::BrokerRef;
 use crate::clock::now_ms;
 use crate::partition::Partition;
 
@@ -372,8 +372,10 @@ impl Shard {
                 // one retry (it then gets the epoch after that).
                 match m.prepare_fence_producer_epoch() {
                     Ok(t) => {
-                        let (pid, epoch) = (t.producer_id, t.producer_epoch);
-                        self.end_transaction(id, pid, epoch, false, false, TRANSACTION_VERSION, None, EndReply::Fence(tx), fx);
+                        // The abort follows the transaction's own version (as Kafka 4.3 does): a v1 client's
+                        // transaction is aborted at the fencing epoch, a v2 one's one further.
+                        let (pid, epoch, tv) = (t.producer_id, t.producer_epoch, t.client_transaction_version);
+                        self.end_transaction(id, pid, epoch, false, false, tv, None, EndReply::Fence(tx), fx);
                         return;
                     }
                     Err(e) => Err(e),
@@ -740,7 +742,7 @@ impl Shard {
             .txns
             .values()
             .filter(|m| !m.pending_transition_in_progress() && m.state == TxnState::Ongoing)
-            .filter(|m| m.start_timestamp + m.timeout_ms as i64 <= now)
+            .filter(|m| m.start_timestamp + (m.timeout_ms as i64) < now)
             .map(|m| m.transactional_id.clone())
             .collect();
         for id in timed_out {
@@ -748,8 +750,8 @@ impl Shard {
             match m.prepare_fence_producer_epoch() {
                 Ok(t) => {
                     tracing::info!(transactional_id = %id, producer_id = t.producer_id, epoch = t.producer_epoch, "aborting a timed-out transaction");
-                    let (pid, epoch) = (t.producer_id, t.producer_epoch);
-                    self.end_transaction(&id, pid, epoch, false, false, TRANSACTION_VERSION, None, EndReply::Timeout, fx);
+                    let (pid, epoch, tv) = (t.producer_id, t.producer_epoch, t.client_transaction_version);
+                    self.end_transaction(&id, pid, epoch, false, false, tv, None, EndReply::Timeout, fx);
                 }
                 Err(e) => tracing::warn!(transactional_id = %id, error = ?e, "cannot fence a timed-out transaction"),
             }
@@ -928,5 +930,71 @@ async fn flush(partition: &Arc<Partition>, self_tx: &mpsc::WeakUnboundedSender<R
                 let _ = tx.send(Request::Appended { transactional_id: id, transit, error: Some(e), then });
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shard() -> Shard {
+        let (tx, _rx) = mpsc::unbounded_channel();
+        Shard::new(0, Arc::new(TxnConfig::default()), std::sync::Weak::new(), tx.downgrade(), 0)
+    }
+
+    fn init(s: &mut Shard, fx: &mut Effects, fresh: Option<i64>, expected: Option<(i64, i16)>) -> oneshot::Receiver<Answer> {
+        let (tx, rx) = oneshot::channel();
+        s.handle(
+            Request::InitProducerId { transactional_id: "t".into(), timeout_ms: 60000, expected, fresh_producer_id: fresh, tx },
+            fx,
+        );
+        rx
+    }
+
+    /// Completes every write of `fx` as if it were durable.
+    fn durable(s: &mut Shard, fx: Effects) -> Effects {
+        let mut next = Effects::default();
+        for (id, transit, then) in fx.appended {
+            s.on_appended(&id, transit, None, then, &mut next);
+        }
+        next
+    }
+
+    #[test]
+    fn init_asks_for_a_producer_id_for_a_new_id_and_when_the_epoch_is_exhausted() {
+        let mut s = shard();
+        let mut fx = Effects::default();
+        let mut rx = init(&mut s, &mut fx, None, None);
+        assert_eq!(rx.try_recv().unwrap(), Answer::NeedProducerId);
+        let mut rx = init(&mut s, &mut fx, Some(7), None);
+        assert_eq!(fx.records.len(), 1);
+        durable(&mut s, fx);
+        assert_eq!(rx.try_recv().unwrap(), Answer::Done(Ok((7, 0))));
+
+        // Exhausted: the next init rotates to a new producer id at epoch 0.
+        s.txns.get_mut("t").unwrap().producer_epoch = i16::MAX - 1;
+        let mut fx = Effects::default();
+        let mut rx = init(&mut s, &mut fx, None, Some((7, i16::MAX - 1)));
+        assert_eq!(rx.try_recv().unwrap(), Answer::NeedProducerId);
+        let mut rx = init(&mut s, &mut fx, Some(8), Some((7, i16::MAX - 1)));
+        durable(&mut s, fx);
+        assert_eq!(rx.try_recv().unwrap(), Answer::Done(Ok((8, 0))));
+        let m = &s.txns["t"];
+        assert_eq!((m.previous_producer_id, m.last_producer_epoch), (7, i16::MAX - 1));
+    }
+
+    #[test]
+    fn a_failed_write_changes_nothing_and_a_pending_one_is_concurrent() {
+        let mut s = shard();
+        let mut fx = Effects::default();
+        let mut first = init(&mut s, &mut fx, Some(7), None);
+        let mut second = init(&mut s, &mut Effects::default(), None, None);
+        assert_eq!(second.try_recv().unwrap(), Answer::Done(Err(ResponseError::ConcurrentTransactions)));
+        for (id, transit, then) in fx.appended {
+            s.on_appended(&id, transit, Some(ResponseError::NotEnoughReplicas), then, &mut Effects::default());
+        }
+        assert_eq!(first.try_recv().unwrap(), Answer::Done(Err(ResponseError::CoordinatorNotAvailable)));
+        let m = &s.txns["t"];
+        assert_eq!((m.producer_epoch, m.pending_state), (NO_PRODUCER_EPOCH, None));
     }
 }

@@ -303,3 +303,62 @@ def test_transactions_v2_fence_and_timeout(targets, differ, topic):
         return out
 
     differ.check("txn-v2-fence", *both(targets, run))
+
+
+def test_transaction_version_feature(targets, differ):
+    """ApiVersions v3+: the finalized transaction.version (2: clients use transactions v2, KIP-890 part 2)."""
+    def run(t):
+        r = wire.request(t, wire.ApiVersionsRequest(client_software_name="strom-differential",
+                                                    client_software_version="1"), 3).to_dict()
+        fin = [f for f in r.get("finalized_features") or [] if f["name"] == "transaction.version"]
+        return {"finalized": fin, "epoch_set": (r.get("finalized_features_epoch") or -1) >= 0}
+
+    differ.check("txn-transaction-version-feature", *both(targets, run))
+
+
+def txn_batch(pid, epoch, seq, values, ts):
+    import kafkawire
+    b = kafkawire.idempotent_batch(pid, epoch, seq, values, ts)
+    return kafkawire.patch(b, kafkawire.BATCH_ATTRIBUTES, ">h", 0x10)  # transactional
+
+
+def txn_produce(t, txn_id, topic, batch, version):
+    R = wire.ProduceRequest
+    req = R(transactional_id=txn_id, acks=-1, timeout_ms=10000, topic_data=[
+        R.TopicProduceData(name=topic, topic_id=None, partition_data=[
+            R.TopicProduceData.PartitionProduceData(index=0, records=batch)])])
+    p = wire.request(t, req, version).responses[0].partition_responses[0]
+    return {"error_code": e(p.error_code), "base_offset": p.base_offset}
+
+
+def test_transactional_produce_is_verified_with_the_coordinator(targets, differ, topic):
+    """KIP-890: a transactional write to a partition that is not in the producer's transaction is refused
+    (INVALID_TXN_STATE before Produce v11, TRANSACTION_ABORTABLE from v11); a stale epoch is
+    INVALID_PRODUCER_EPOCH; Produce v12 under transactions v2 adds the partition to the transaction itself."""
+    txn = f"txn-prod-{uuid.uuid4().hex[:8]}"
+    ts = (int(time.time()) - 60) * 1000
+
+    def run(t):
+        make_topic(t, topic, 1)
+        find_txn_coordinator(t, txn)
+        init(t, txn)
+        err, pid, epoch = init(t, txn)
+        out = {"init": (e(err), epoch)}
+        out["not-added-v9"] = txn_produce(t, txn, topic, txn_batch(pid, epoch, 0, [b"a"], ts), 9)
+        out["not-added-v11"] = txn_produce(t, txn, topic, txn_batch(pid, epoch, 0, [b"a"], ts), 11)
+        out["add"] = add_partitions(t, txn, pid, epoch, {topic: [0]})
+        out["stale-epoch"] = txn_produce(t, txn, topic, txn_batch(pid, epoch - 1, 0, [b"a"], ts), 9)
+        out["added"] = txn_produce(t, txn, topic, txn_batch(pid, epoch, 0, [b"a", b"b"], ts), 9)
+        out["commit"] = end_txn(t, txn, pid, epoch, True, 3)
+        out["after-commit"] = describe_until(t, txn, ("CompleteCommit",))
+        out["late-write-v9"] = txn_produce(t, txn, topic, txn_batch(pid, epoch, 2, [b"late"], ts), 9)
+        # Produce v12 (transactions v2): the partition joins a new transaction implicitly.
+        out["implicit-add-v12"] = txn_produce(t, txn, topic, txn_batch(pid, epoch, 2, [b"c"], ts), 12)
+        out["describe-implicit"] = describe(t, [txn])
+        out["abort-v5"] = end_txn(t, txn, pid, epoch, False, 5)
+        out["after-abort"] = describe_until(t, txn, ("CompleteAbort",))
+        # The epoch moved on with the abort: a retried write of the aborted transaction is fenced.
+        out["retried-old-epoch-v12"] = txn_produce(t, txn, topic, txn_batch(pid, epoch, 3, [b"retry"], ts), 12)
+        return out
+
+    differ.check("txn-produce-verified", *both(targets, run))

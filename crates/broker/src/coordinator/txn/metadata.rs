@@ -260,7 +260,8 @@ impl TransactionMetadata {
 
     /// Ongoing → PrepareCommit/PrepareAbort. With transactions version 2 the epoch moves on here, so the markers and
     /// any later write carry an epoch that no write of this transaction has; `next_producer_id` is set when that
-    /// bump exhausts the epochs.
+    /// bump exhausts the epochs. An abort that fences a producer already bumped the epoch (`is_epoch_fence`) and
+    /// does not bump it again, as Kafka's coordinator answers.
     pub fn prepare_abort_or_commit(
         &mut self,
         state: TxnState,
@@ -268,8 +269,9 @@ impl TransactionMetadata {
         next_producer_id: i64,
         now: i64,
         no_partition_added: bool,
+        is_epoch_fence: bool,
     ) -> Result<TxnTransit, ResponseError> {
-        let (epoch, last) = if client_transaction_version >= 2 {
+        let (epoch, last) = if client_transaction_version >= 2 && !is_epoch_fence {
             (self.producer_epoch + 1, self.producer_epoch)
         } else {
             (self.producer_epoch, self.last_producer_epoch)
@@ -387,7 +389,7 @@ mod tests {
         m.complete_transition(&t);
         assert_eq!(m.start_timestamp, 10);
         assert_eq!(m.partitions.len(), 2);
-        let t = m.prepare_abort_or_commit(TxnState::PrepareCommit, 0, NO_PRODUCER_ID, 30, false).unwrap();
+        let t = m.prepare_abort_or_commit(TxnState::PrepareCommit, 0, NO_PRODUCER_ID, 30, false, false).unwrap();
         assert_eq!(t.producer_epoch, 0);
         assert_eq!(t.to_record().partitions.len(), 2);
         m.complete_transition(&t);
@@ -404,7 +406,7 @@ mod tests {
         init(&mut m, None).unwrap();
         let t = m.prepare_add_partitions(&tp("a", 0), 10, 2).unwrap();
         m.complete_transition(&t);
-        let t = m.prepare_abort_or_commit(TxnState::PrepareCommit, 2, NO_PRODUCER_ID, 30, false).unwrap();
+        let t = m.prepare_abort_or_commit(TxnState::PrepareCommit, 2, NO_PRODUCER_ID, 30, false, false).unwrap();
         assert_eq!((t.producer_epoch, t.last_producer_epoch), (1, 0));
         m.complete_transition(&t);
         let t = m.prepare_complete(40).unwrap();
@@ -414,7 +416,7 @@ mod tests {
         m.producer_epoch = i16::MAX - 1;
         let t = m.prepare_add_partitions(&tp("a", 0), 50, 2).unwrap();
         m.complete_transition(&t);
-        let t = m.prepare_abort_or_commit(TxnState::PrepareAbort, 2, 2000, 60, false).unwrap();
+        let t = m.prepare_abort_or_commit(TxnState::PrepareAbort, 2, 2000, 60, false, false).unwrap();
         assert_eq!((t.producer_epoch, t.next_producer_id), (i16::MAX, 2000));
         m.complete_transition(&t);
         let t = m.prepare_complete(70).unwrap();
@@ -440,7 +442,7 @@ mod tests {
         let mut m = TransactionMetadata::new("t", 1000, 60000, 0);
         init(&mut m, None).unwrap();
         assert_eq!(
-            m.prepare_abort_or_commit(TxnState::PrepareCommit, 0, NO_PRODUCER_ID, 1, false).unwrap_err(),
+            m.prepare_abort_or_commit(TxnState::PrepareCommit, 0, NO_PRODUCER_ID, 1, false, false).unwrap_err(),
             ResponseError::InvalidTxnState
         );
         assert!(m.pending_state.is_none());

@@ -431,7 +431,7 @@ mod tests {
         m.complete_transition(&t);
         let t = m.prepare_add_partitions(&std::collections::BTreeSet::from([("data".to_string(), 0)]), 2, 0).unwrap();
         m.complete_transition(&t);
-        let prepared: TxnTransit = m.prepare_abort_or_commit(TxnState::PrepareCommit, 0, -1, 3, false).unwrap();
+        let prepared: TxnTransit = m.prepare_abort_or_commit(TxnState::PrepareCommit, 0, -1, 3, false, false).unwrap();
         let p = broker.replicas.get(TRANSACTION_STATE_TOPIC_NAME, broker.txns.partition_of(&broker, id)).unwrap();
         let records = vec![(encode_key(id), Some(prepared.to_record().encode()))];
         let end = tokio::task::spawn_blocking(move || shard::append(&p, &records)).await.unwrap().unwrap();

@@ -499,7 +499,7 @@ impl Shard {
                             m.producer_epoch = producer_epoch;
                             m.last_producer_epoch = NO_PRODUCER_EPOCH;
                         }
-                        m.prepare_abort_or_commit(target, 0, NO_PRODUCER_ID, now, false).map_or_else(|e| EndDecision::Answer(Err(e)), EndDecision::Write)
+                        m.prepare_abort_or_commit(target, 0, NO_PRODUCER_ID, now, false, is_epoch_fence).map_or_else(|e| EndDecision::Answer(Err(e)), EndDecision::Write)
                     }
                     TxnState::CompleteCommit if commit => EndDecision::Answer(Ok((NO_PRODUCER_ID, NO_PRODUCER_EPOCH))),
                     TxnState::CompleteAbort if !commit => EndDecision::Answer(Ok((NO_PRODUCER_ID, NO_PRODUCER_EPOCH))),
@@ -550,7 +550,7 @@ impl Shard {
                         m.producer_epoch = producer_epoch;
                         m.last_producer_epoch = NO_PRODUCER_EPOCH;
                     }
-                    m.prepare_abort_or_commit(state, client_transaction_version, next, now, no_partition_added).map_or_else(|e| EndDecision::Answer(Err(e)), EndDecision::Write)
+                    m.prepare_abort_or_commit(state, client_transaction_version, next, now, no_partition_added, is_epoch_fence).map_or_else(|e| EndDecision::Answer(Err(e)), EndDecision::Write)
                 };
                 match m.state {
                     TxnState::Ongoing => complete(m, target, false),

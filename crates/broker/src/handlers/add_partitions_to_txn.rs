@@ -52,7 +52,7 @@ async fn add_one(
         topics.iter().flat_map(|t| t.partitions.iter().map(move |p| (t.name.0.to_string(), *p))).collect();
     let image = ctx.broker.image();
     let unknown: BTreeSet<&TopicPartition> =
-        partitions.iter().filter(|(t, p)| image.topic(t).map_or(true, |ti| !ti.partitions.contains_key(p))).collect();
+        partitions.iter().filter(|(t, p)| image.topic(t).is_none_or(|ti| !ti.partitions.contains_key(p))).collect();
     let errors: Vec<(TopicPartition, Option<ResponseError>)> = if !unknown.is_empty() {
         partitions
             .iter()

@@ -55,8 +55,11 @@ pub async fn handle(ctx: &Arc<ConnectionContext>, version: i16, req: FindCoordin
     resp
 }
 
+/// Creates a coordinator's internal topic if it does not exist yet.
+type CreateTopic = fn(&Broker) -> Result<(), ApiError>;
+
 async fn find(ctx: &Arc<ConnectionContext>, key_type: i8, key: &str) -> (Option<ResponseError>, Option<String>, Option<i32>) {
-    let (topic, creates): (&str, fn(&Broker) -> Result<(), ApiError>) = match key_type {
+    let (topic, creates): (&str, CreateTopic) = match key_type {
         GROUP => (GROUP_METADATA_TOPIC_NAME, |b| b.groups.ensure_topic(b)),
         TRANSACTION => (TRANSACTION_STATE_TOPIC_NAME, |b| b.txns.ensure_topic(b)),
         other => {

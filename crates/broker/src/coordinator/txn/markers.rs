@@ -40,7 +40,7 @@ pub async fn run(broker: BrokerRef, shard: mpsc::WeakUnboundedSender<Request>, j
             match error.err() {
                 None => {}
                 // The topic was deleted: there is nothing left to mark (Kafka drops such markers too).
-                Some(ResponseError::UnknownTopicOrPartition) if image.topic(&topic).map_or(true, |t| !t.partitions.contains_key(&partition)) => {
+                Some(ResponseError::UnknownTopicOrPartition) if image.topic(&topic).is_none_or(|t| !t.partitions.contains_key(&partition)) => {
                     tracing::info!(transactional_id = %job.transactional_id, topic = %topic, partition, "partition gone; its marker is dropped");
                 }
                 // A newer producer epoch or coordinator owns the partition's transaction state now: this marker is

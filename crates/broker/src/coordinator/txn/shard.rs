@@ -351,13 +351,13 @@ impl Shard {
         if m.pending_transition_in_progress() {
             return done(tx, Err(ResponseError::ConcurrentTransactions));
         }
-        if !expected.map_or(true, valid) {
+        if !expected.is_none_or(valid) {
             return done(tx, Err(ResponseError::ProducerFenced));
         }
         let transit = match m.state {
             TxnState::PrepareAbort | TxnState::PrepareCommit => return done(tx, Err(ResponseError::ConcurrentTransactions)),
             TxnState::CompleteAbort | TxnState::CompleteCommit | TxnState::Empty => {
-                if m.is_producer_epoch_exhausted() && expected.map_or(true, |(_, e)| e == m.producer_epoch) {
+                if m.is_producer_epoch_exhausted() && expected.is_none_or(|(_, e)| e == m.producer_epoch) {
                     let Some(pid) = fresh else {
                         let _ = tx.send(Answer::NeedProducerId);
                         return;
@@ -725,7 +725,7 @@ impl Shard {
             .filter(|m| f.states.is_empty() || f.states.contains(&m.state))
             .filter(|m| f.min_duration_ms < 0 || now - m.start_timestamp > f.min_duration_ms)
             .filter(|m| {
-                f.pattern.as_ref().map_or(true, |re| {
+                f.pattern.as_ref().is_none_or(|re| {
                     re.find(regex_automata::Input::new(&m.transactional_id).anchored(regex_automata::Anchored::Yes))
                         .is_some_and(|found| found.end() == m.transactional_id.len())
                 })

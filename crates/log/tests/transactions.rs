@@ -267,3 +267,61 @@ fn cleaner_drops_aborted_data_and_stops_at_the_first_open_transaction() {
     // The abort marker is kept (a control record with a key, not a data record).
     assert!(recs.iter().any(|r| r.offset == 1));
 }
+
+/// (base offset, attributes) of every stored batch.
+fn batch_attributes(log: &Log) -> Vec<(i64, i16)> {
+    let data = read_everything(log);
+    let mut out = Vec::new();
+    let mut pos = 0;
+    while pos < data.len() {
+        let base = i64::from_be_bytes(data[pos..pos + 8].try_into().unwrap());
+        let len = i32::from_be_bytes(data[pos + 8..pos + 12].try_into().unwrap()) as usize;
+        out.push((base, i16::from_be_bytes([data[pos + 21], data[pos + 22]])));
+        pos += 12 + len;
+    }
+    out
+}
+
+#[test]
+fn markers_go_after_their_transaction_and_the_delete_horizon() {
+    const CONTROL: i16 = 0x20;
+    const DELETE_HORIZON: i16 = 0x40;
+    let dir = tempfile::tempdir().unwrap();
+    let config = LogConfig { delete_retention_ms: 1_000, ..compact_config() };
+    let log = open(dir.path(), config);
+    keyed_txn(&log, 1, 0, "k", "aborted"); // 0
+    marker(&log, 1, ControlType::Abort).unwrap(); // 1
+    keyed_txn(&log, 2, 0, "c", "committed"); // 2
+    marker(&log, 2, ControlType::Commit).unwrap(); // 3
+    let mut n = 0;
+    let mut pass = |now: i64| {
+        for _ in 0..6 {
+            keyed_plain(&log, "m", &format!("filler-{n}"));
+            n += 1;
+        }
+        let txns = log.transaction_state();
+        log.clean(now, &CleanerConfig::default(), &Throttler::new(f64::MAX), &txns).unwrap().expect("a pass ran");
+        batch_attributes(&log)
+    };
+    let marker_attrs = |batches: &[(i64, i16)], offset: i64| batches.iter().find(|(b, _)| *b == offset).map(|(_, a)| *a);
+
+    // Pass 1 removes the aborted data; its marker stays (the pass saw a batch of the transaction).
+    let batches = pass(NOW);
+    assert_eq!(batches.first().map(|b| b.0), Some(1), "{batches:?}");
+    assert_eq!(marker_attrs(&batches, 1).map(|a| a & (CONTROL | DELETE_HORIZON)), Some(CONTROL));
+    // Pass 2 finds nothing of the aborted transaction left: the marker gets its delete horizon.
+    let batches = pass(NOW + 10);
+    assert_eq!(marker_attrs(&batches, 1).map(|a| a & DELETE_HORIZON), Some(DELETE_HORIZON));
+    // The committed transaction's data is still there, so its marker stays.
+    assert_eq!(marker_attrs(&batches, 3).map(|a| a & DELETE_HORIZON), Some(0));
+    // Before the horizon the marker stays; after it, it goes.
+    let batches = pass(NOW + 500);
+    assert!(marker_attrs(&batches, 1).is_some());
+    let batches = pass(NOW + 1_011);
+    assert_eq!(marker_attrs(&batches, 1), None, "{batches:?}");
+    assert!(marker_attrs(&batches, 2).is_some() && marker_attrs(&batches, 3).is_some());
+    // Reopening replays the cleaned log: nothing is left open.
+    drop(log);
+    let log = open(dir.path(), LogConfig { delete_retention_ms: 1_000, ..compact_config() });
+    assert!(log.ongoing_transactions().is_empty());
+}

@@ -8,6 +8,10 @@ use crate::records;
 
 const TRANSACTIONAL_BIT: i16 = 0x10;
 const CONTROL_BIT: i16 = 0x20;
+/// KIP-534: the batch's base timestamp is its delete horizon (set by the cleaner on markers it may remove).
+const DELETE_HORIZON_BIT: i16 = 0x40;
+const ATTRIBUTES_POS: usize = 21;
+const BASE_TIMESTAMP_POS: usize = 27;
 const ABORT_TYPE: i16 = 0;
 const COMMIT_TYPE: i16 = 1;
 
@@ -102,6 +106,22 @@ pub(crate) fn parse_marker(batch: &[u8], h: &BatchHeader) -> Result<Option<EndTx
     }
     let coordinator_epoch = i32::from_be_bytes([value[2], value[3], value[4], value[5]]);
     Ok(Some(EndTxnMarker { control_type, coordinator_epoch }))
+}
+
+/// The delete horizon the cleaner stamped on a batch, if any.
+pub(crate) fn delete_horizon(h: &BatchHeader) -> Option<i64> {
+    (h.attributes & DELETE_HORIZON_BIT != 0).then_some(h.base_timestamp)
+}
+
+/// The batch with its delete horizon set (Kafka writes it as the base timestamp, with attribute bit 6).
+pub(crate) fn with_delete_horizon(batch: &[u8], horizon: i64) -> Vec<u8> {
+    let mut out = batch.to_vec();
+    let attributes = i16::from_be_bytes([out[ATTRIBUTES_POS], out[ATTRIBUTES_POS + 1]]) | DELETE_HORIZON_BIT;
+    out[ATTRIBUTES_POS..ATTRIBUTES_POS + 2].copy_from_slice(&attributes.to_be_bytes());
+    out[BASE_TIMESTAMP_POS..BASE_TIMESTAMP_POS + 8].copy_from_slice(&horizon.to_be_bytes());
+    let crc = crate::batch::compute_crc(&out);
+    out[17..21].copy_from_slice(&crc.to_be_bytes());
+    out
 }
 
 #[cfg(test)]

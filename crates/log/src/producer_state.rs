@@ -501,14 +501,14 @@ fn check_sequence(h: &BatchHeader, entry: &ProducerEntry, first_seq: i32) -> Res
         }
         return Ok(());
     }
-    // Kafka accepts any sequence when it has no batches for the epoch (its state was lost to retention or expiry).
-    if let Some(last) = entry.last_seq() {
-        if !in_sequence(last, first_seq) {
-            return Err(LogError::OutOfOrderSequence(format!(
-                "Out of order sequence number for producer {}: {} (incoming seq. number), {} (current end sequence number)",
-                h.producer_id, first_seq, last
-            )));
-        }
+    // Kafka's checkSequence: with no batch of this epoch (a marker bumped the epoch), the next sequence is 0; only a
+    // producer without a known epoch (state lost to expiry or retention) may start anywhere.
+    let last = entry.last_seq().unwrap_or(-1);
+    if entry.epoch != -1 && !in_sequence(last, first_seq) {
+        return Err(LogError::OutOfOrderSequence(format!(
+            "Out of order sequence number for producer {}: {} (incoming seq. number), {} (current end sequence number)",
+            h.producer_id, first_seq, last
+        )));
     }
     Ok(())
 }

@@ -9,11 +9,17 @@ use kafka_protocol::messages::write_txn_markers_response::{
 };
 use kafka_protocol::messages::{TopicName, WriteTxnMarkersRequest, WriteTxnMarkersResponse};
 use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::ResponseError;
 
 use crate::dispatch::ConnectionContext;
 use crate::txn_markers::{write_txn_markers, TransactionResult};
 
 pub async fn handle(ctx: &Arc<ConnectionContext>, _version: i16, req: WriteTxnMarkersRequest) -> WriteTxnMarkersResponse {
+    if req.markers.iter().any(|m| m.producer_id.0 < 0 || m.producer_epoch < 0) {
+        // Kafka cannot build a marker batch without a producer id and epoch: the request fails as a whole with
+        // UNKNOWN_SERVER_ERROR on every partition (its generic error response), and nothing is written.
+        return failed(&req, ResponseError::UnknownServerError);
+    }
     // Markers of one request are independent (different producers): write them concurrently.
     let tasks = req.markers.into_iter().map(|m| {
         let broker = ctx.broker.clone();
@@ -52,4 +58,27 @@ pub async fn handle(ctx: &Arc<ConnectionContext>, _version: i16, req: WriteTxnMa
     });
     let markers = futures_util::future::join_all(tasks).await;
     WriteTxnMarkersResponse::default().with_markers(markers)
+}
+
+fn failed(req: &WriteTxnMarkersRequest, e: ResponseError) -> WriteTxnMarkersResponse {
+    WriteTxnMarkersResponse::default().with_markers(
+        req.markers
+            .iter()
+            .map(|m| {
+                WritableTxnMarkerResult::default().with_producer_id(m.producer_id).with_topics(
+                    m.topics
+                        .iter()
+                        .map(|t| {
+                            WritableTxnMarkerTopicResult::default().with_name(t.name.clone()).with_partitions(
+                                t.partition_indexes
+                                    .iter()
+                                    .map(|p| WritableTxnMarkerPartitionResult::default().with_partition_index(*p).with_error_code(e.code()))
+                                    .collect(),
+                            )
+                        })
+                        .collect(),
+                )
+            })
+            .collect(),
+    )
 }

@@ -222,6 +222,9 @@ def test_add_partitions_and_end(targets, differ, topic):
         out["list-other-producer"] = list_txns(t, [txn], producer_id_filters=[pid + 100000])
         out["list-duration-long"] = list_txns(t, [txn], duration_filter=3_600_000)
         out["list-duration-zero"] = list_txns(t, [txn], duration_filter=0)
+        out["list-pattern-match"] = list_txns(t, [txn], version=2, transactional_id_pattern="txn-a.d-.*|x")
+        out["list-pattern-partial"] = list_txns(t, [txn], version=2, transactional_id_pattern="txn-add")
+        out["list-pattern-bad"] = list_txns(t, [txn], version=2, transactional_id_pattern="txn-(")
         out["end-abort-while-ongoing-wrong-epoch"] = end_txn(t, txn, pid, epoch - 1, False, 3)
         out["commit"] = end_txn(t, txn, pid, epoch, True, 3)
         # Retries once the markers are written (before, both answer CONCURRENT_TRANSACTIONS, timing-dependent).

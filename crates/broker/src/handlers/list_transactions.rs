@@ -31,7 +31,8 @@ pub async fn handle(ctx: &Arc<ConnectionContext>, _version: i16, req: ListTransa
         return resp;
     }
     let pattern = match req.transactional_id_pattern.as_ref().filter(|p| !p.is_empty()) {
-        Some(p) => match regex_automata::meta::Regex::new(p.as_str()) {
+        // Java's Matcher.matches(): the whole id must match.
+        Some(p) => match regex_automata::meta::Regex::new(&format!("^(?:{})$", p.as_str())) {
             Ok(re) => Some(re),
             Err(_) => return resp.with_error_code(ResponseError::InvalidRegularExpression.code()),
         },

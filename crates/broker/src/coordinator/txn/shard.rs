@@ -59,6 +59,7 @@ pub struct ListFilter {
     pub states: BTreeSet<TxnState>,
     pub producer_ids: BTreeSet<i64>,
     pub min_duration_ms: i64,
+    /// Matched against the whole transactional id.
     pub pattern: Option<regex_automata::meta::Regex>,
 }
 
@@ -724,12 +725,7 @@ impl Shard {
             .filter(|m| f.producer_ids.is_empty() || f.producer_ids.contains(&m.producer_id))
             .filter(|m| f.states.is_empty() || f.states.contains(&m.state))
             .filter(|m| f.min_duration_ms < 0 || now - m.start_timestamp > f.min_duration_ms)
-            .filter(|m| {
-                f.pattern.as_ref().is_none_or(|re| {
-                    re.find(regex_automata::Input::new(&m.transactional_id).anchored(regex_automata::Anchored::Yes))
-                        .is_some_and(|found| found.end() == m.transactional_id.len())
-                })
-            })
+            .filter(|m| f.pattern.as_ref().is_none_or(|re| re.is_match(&m.transactional_id)))
             .map(|m| ListedTransaction { transactional_id: m.transactional_id.clone(), producer_id: m.producer_id, state: m.state })
             .collect()
     }

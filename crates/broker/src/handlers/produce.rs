@@ -57,7 +57,8 @@ pub async fn handle(ctx: &Arc<ConnectionContext>, version: i16, req: ProduceRequ
     }
     let unknown = if version >= 13 { ResponseError::UnknownTopicId } else { ResponseError::UnknownTopicOrPartition };
     let transactional_id = req.transactional_id.as_ref().map(|t| t.0.to_string());
-    let refused = verify_transactional_partitions(ctx, version, transactional_id.as_deref(), &work).await;
+    // `_guards` keep the verified producers' markers out until these batches are appended.
+    let (refused, _guards) = verify_transactional_partitions(ctx, version, transactional_id.as_deref(), &work).await;
     let (work, mut refused_outcomes): (Vec<Work>, Vec<Outcome>) = {
         let mut kept = Vec::with_capacity(work.len());
         let mut out = Vec::new();
@@ -125,13 +126,14 @@ pub async fn handle(ctx: &Arc<ConnectionContext>, version: i16, req: ProduceRequ
 /// cannot land outside its transaction or in the next one. Returns the work items (indexes into `work`) to refuse,
 /// with the error Kafka's AddPartitionsToTxnManager answers: INVALID_PRODUCER_EPOCH for a fenced producer,
 /// TRANSACTION_ABORTABLE (v11+) or INVALID_TXN_STATE for a partition not in the transaction, NOT_ENOUGH_REPLICAS
-/// while the coordinator is unavailable (producers retry it).
+/// while the coordinator is unavailable (producers retry it). The guards returned must be held until the batches
+/// are appended (see `TransactionCoordinator::guard_append`).
 async fn verify_transactional_partitions(
     ctx: &Arc<ConnectionContext>,
     version: i16,
     transactional_id: Option<&str>,
     work: &[Work],
-) -> Vec<(usize, ResponseError)> {
+) -> (Vec<(usize, ResponseError)>, Vec<crate::coordinator::txn::AppendGuard>) {
     let transactional: Vec<(usize, i64, i16)> = work
         .iter()
         .enumerate()
@@ -141,37 +143,41 @@ async fn verify_transactional_partitions(
         })
         .collect();
     if transactional.is_empty() {
-        return Vec::new();
+        return (Vec::new(), Vec::new());
     }
     let Some(transactional_id) = transactional_id else {
         // Kafka: transactional records need a transactional id the client may write for.
-        return transactional.iter().map(|(i, _, _)| (*i, ResponseError::TransactionalIdAuthorizationFailed)).collect();
+        let refused = transactional.iter().map(|(i, _, _)| (*i, ResponseError::TransactionalIdAuthorizationFailed)).collect();
+        return (refused, Vec::new());
     };
     let broker = &ctx.broker;
     let add = version >= 12 && crate::coordinator::txn::TRANSACTION_VERSION >= 2;
     if !add && !broker.txns.config().partition_verification {
-        return Vec::new();
+        return (Vec::new(), Vec::new());
     }
     // One producer per request in practice; group by (id, epoch) all the same.
     let mut by_producer: std::collections::BTreeMap<(i64, i16), Vec<usize>> = std::collections::BTreeMap::new();
     for (i, pid, epoch) in &transactional {
         by_producer.entry((*pid, *epoch)).or_default().push(*i);
     }
+    // `transactional` holds only items with a partition, so each list of partitions lines up with its items.
+    let checks: Vec<(i64, i16, Vec<(String, i32)>)> = by_producer
+        .iter()
+        .map(|((pid, epoch), items)| {
+            let partitions = items.iter().filter_map(|i| work[*i].partition.as_ref().map(|p| (p.topic.clone(), p.index))).collect();
+            (*pid, *epoch, partitions)
+        })
+        .collect();
+    let (results, guards) = broker.txns.verify_for_append(broker, transactional_id, &checks, add).await;
     let mut refused = Vec::new();
-    for ((pid, epoch), items) in by_producer {
-        let partitions: Vec<(String, i32)> = items
-            .iter()
-            .filter_map(|i| work[*i].partition.as_ref().map(|p| (p.topic.clone(), p.index)))
-            .collect();
-        let result = broker.txns.verify_or_add_for_produce(broker, transactional_id, pid, epoch, partitions.clone(), add).await;
-        // `transactional` holds only items with a partition, so `partitions` lines up with `items`.
-        for (i, tp) in items.iter().zip(partitions) {
-            if let Some(Some(e)) = result.iter().find(|(p, _)| *p == tp).map(|(_, e)| *e) {
+    for ((_, items), result) in by_producer.iter().zip(results) {
+        for (i, (_, e)) in items.iter().zip(result) {
+            if let Some(e) = e {
                 refused.push((*i, crate::coordinator::txn::produce_error(e, version >= 11)));
             }
         }
     }
-    refused
+    (refused, guards)
 }
 
 fn assemble(mut topics: Vec<TopicProduceResponse>, partitions: Vec<(usize, PartitionProduceResponse)>) -> ProduceResponse {

@@ -9,7 +9,7 @@ use kafka_protocol::messages::{TxnOffsetCommitRequest, TxnOffsetCommitResponse};
 use kafka_protocol::ResponseError;
 
 use crate::coordinator::group::{txn_offset_commit_failed, Request, GROUP_METADATA_TOPIC_NAME};
-use crate::coordinator::txn::{produce_error, TRANSACTION_VERSION};
+use crate::coordinator::txn::{produce_error, AppendGuard, TRANSACTION_VERSION};
 use crate::dispatch::ConnectionContext;
 
 pub async fn handle(ctx: &Arc<ConnectionContext>, version: i16, req: TxnOffsetCommitRequest) -> TxnOffsetCommitResponse {
@@ -19,7 +19,9 @@ pub async fn handle(ctx: &Arc<ConnectionContext>, version: i16, req: TxnOffsetCo
     }
     // KIP-890: the group's __consumer_offsets partition must be in the producer's transaction (AddOffsetsToTxn), or,
     // from v5 under transactions v2, is added to it here; as Kafka's coordinator runtime verifies before the write.
-    if let Some(e) = verify_in_transaction(ctx, version, &req, &group_id).await {
+    // The guard keeps this producer's markers out until the offsets are written.
+    let (error, _guard) = verify_in_transaction(ctx, version, &req, &group_id).await;
+    if let Some(e) = error {
         return txn_offset_commit_failed(&req, e);
     }
     let shape = req.clone();
@@ -35,17 +37,15 @@ async fn verify_in_transaction(
     version: i16,
     req: &TxnOffsetCommitRequest,
     group_id: &str,
-) -> Option<ResponseError> {
+) -> (Option<ResponseError>, Vec<AppendGuard>) {
     let broker = &ctx.broker;
     let add = version >= 5 && TRANSACTION_VERSION >= 2;
     if !add && !broker.txns.config().partition_verification {
-        return None;
+        return (None, Vec::new());
     }
     let partition = (GROUP_METADATA_TOPIC_NAME.to_string(), broker.groups.partition_of(broker, group_id));
-    let result = broker
-        .txns
-        .verify_or_add_for_produce(broker, &req.transactional_id.0, req.producer_id.0, req.producer_epoch, vec![partition], add)
-        .await;
-    let e = result.into_iter().find_map(|(_, e)| e)?;
-    Some(produce_error(e, version >= 4))
+    let check = [(req.producer_id.0, req.producer_epoch, vec![partition])];
+    let (results, guards) = broker.txns.verify_for_append(broker, &req.transactional_id.0, &check, add).await;
+    let error = results.into_iter().flatten().find_map(|(_, e)| e);
+    (error.map(|e| produce_error(e, version >= 4)), guards)
 }

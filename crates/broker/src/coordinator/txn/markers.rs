@@ -33,6 +33,7 @@ pub async fn run(broker: BrokerRef, shard: mpsc::WeakUnboundedSender<Request>, j
     let result = if job.commit { TransactionResult::Commit } else { TransactionResult::Abort };
     while !pending.is_empty() {
         let Some(b) = broker.upgrade() else { return };
+        let guard = b.txns.guard_markers(job.producer_id).await;
         let errors = write_txn_markers(&b, job.producer_id, job.producer_epoch, job.coordinator_epoch, result, pending.clone()).await;
         let image = b.image();
         let mut retry = Vec::new();
@@ -54,6 +55,7 @@ pub async fn run(broker: BrokerRef, shard: mpsc::WeakUnboundedSender<Request>, j
                 }
             }
         }
+        drop(guard);
         drop(b);
         pending = retry;
         if !pending.is_empty() {

@@ -41,15 +41,54 @@ struct ShardHandle {
 pub struct TransactionCoordinator {
     config: Arc<TxnConfig>,
     shards: Mutex<HashMap<i32, ShardHandle>>,
+    /// Kafka's verification guard, coordinator side: a verified transactional append holds its producer's stripe
+    /// for reading from the check to the end of the append, and markers are written holding it for writing. So a
+    /// marker never lands between a write's verification and the write itself (which would leave the write
+    /// outside any transaction the coordinator knows of: a hanging transaction).
+    append_guards: Vec<Arc<tokio::sync::RwLock<()>>>,
 }
+
+/// Stripes of `append_guards`: producers share a stripe only by hash, and only markers take it exclusively.
+const APPEND_GUARD_STRIPES: usize = 1024;
+
+/// Held by a transactional append from its verification to the end of the append.
+pub type AppendGuard = tokio::sync::OwnedRwLockReadGuard<()>;
 
 impl TransactionCoordinator {
     pub fn new(broker: &crate::config::BrokerConfig) -> TransactionCoordinator {
-        TransactionCoordinator { config: Arc::new(TxnConfig::from_broker(broker)), shards: Mutex::new(HashMap::new()) }
+        TransactionCoordinator {
+            config: Arc::new(TxnConfig::from_broker(broker)),
+            shards: Mutex::new(HashMap::new()),
+            append_guards: (0..APPEND_GUARD_STRIPES).map(|_| Arc::new(tokio::sync::RwLock::new(()))).collect(),
+        }
     }
 
     pub fn config(&self) -> &TxnConfig {
         &self.config
+    }
+
+    fn append_guard_stripe(&self, producer_id: i64) -> Arc<tokio::sync::RwLock<()>> {
+        self.append_guards[(producer_id as u64 % APPEND_GUARD_STRIPES as u64) as usize].clone()
+    }
+
+    /// Taken by the produce path before it verifies the producers' transactional batches; hold them until the
+    /// batches are appended. Stripes are taken in ascending order (markers take one at a time), so two requests
+    /// can never wait on each other.
+    pub async fn guard_append(&self, producer_ids: impl IntoIterator<Item = i64>) -> Vec<AppendGuard> {
+        let mut stripes: Vec<usize> =
+            producer_ids.into_iter().map(|p| (p as u64 % APPEND_GUARD_STRIPES as u64) as usize).collect();
+        stripes.sort_unstable();
+        stripes.dedup();
+        let mut guards = Vec::with_capacity(stripes.len());
+        for s in stripes {
+            guards.push(self.append_guards[s].clone().read_owned().await);
+        }
+        guards
+    }
+
+    /// Taken by the marker writer: waits for verified appends of the producer in flight.
+    pub(crate) async fn guard_markers(&self, producer_id: i64) -> tokio::sync::OwnedRwLockWriteGuard<()> {
+        self.append_guard_stripe(producer_id).write_owned().await
     }
 
     /// Partitions of `__transaction_state`: the topic's, once it exists.
@@ -342,33 +381,41 @@ impl TransactionCoordinator {
         self.call(broker, transactional_id, |tx| Request::Describe { transactional_id: transactional_id.to_string(), tx }).await?
     }
 
-    /// The produce path's check before a transactional batch is appended (KIP-890): with `add` (Produce v12+ and
-    /// TxnOffsetCommit v5+ under transactions v2) the partitions are added to the transaction implicitly, otherwise
-    /// they must already be in it. CONCURRENT_TRANSACTIONS (a completion still being written) is retried briefly,
-    /// as Kafka's AddPartitionsToTxnManager does (add.partitions.to.txn.retry.backoff.ms 20 up to 100 ms), before it
-    /// is returned. The errors are the coordinator's; `produce_error` maps them for a Produce response.
-    pub async fn verify_or_add_for_produce(
+    /// The produce path's check before transactional batches are appended (KIP-890), for each (producer id, epoch,
+    /// partitions): with `add` (Produce v12+ and TxnOffsetCommit v5+ under transactions v2) the partitions are
+    /// added to the transaction implicitly, otherwise they must already be in it. The errors are the coordinator's;
+    /// `produce_error` maps them for a Produce response. The guards returned keep the producers' markers out until
+    /// the caller has appended (drop them after the append).
+    ///
+    /// CONCURRENT_TRANSACTIONS (the previous transaction's completion is still being written) is retried briefly, as
+    /// Kafka's AddPartitionsToTxnManager does (add.partitions.to.txn.retry.backoff.ms 20, up to 100 ms), without
+    /// holding the guards meanwhile, since that completion waits for them.
+    pub async fn verify_for_append(
         &self,
         broker: &Arc<Broker>,
         transactional_id: &str,
-        producer_id: i64,
-        producer_epoch: i16,
-        partitions: Vec<metadata::TopicPartition>,
+        producers: &[(i64, i16, Vec<metadata::TopicPartition>)],
         add: bool,
-    ) -> Vec<(metadata::TopicPartition, Option<ResponseError>)> {
+    ) -> (Vec<Vec<(metadata::TopicPartition, Option<ResponseError>)>>, Vec<AppendGuard>) {
         let started = tokio::time::Instant::now();
         loop {
-            let result = if add {
-                let set: BTreeSet<_> = partitions.iter().cloned().collect();
-                let e = self.add_partitions(broker, transactional_id, producer_id, producer_epoch, set, TRANSACTION_VERSION).await;
-                partitions.iter().map(|p| (p.clone(), e)).collect::<Vec<_>>()
-            } else {
-                self.verify_partitions(broker, transactional_id, producer_id, producer_epoch, partitions.clone()).await
-            };
-            let concurrent = result.iter().any(|(_, e)| *e == Some(ResponseError::ConcurrentTransactions));
-            if !concurrent || started.elapsed() >= std::time::Duration::from_millis(100) {
-                return result;
+            let guards = self.guard_append(producers.iter().map(|(pid, _, _)| *pid)).await;
+            let mut results = Vec::with_capacity(producers.len());
+            for (pid, epoch, partitions) in producers {
+                let r = if add {
+                    let set: BTreeSet<_> = partitions.iter().cloned().collect();
+                    let e = self.add_partitions(broker, transactional_id, *pid, *epoch, set, TRANSACTION_VERSION).await;
+                    partitions.iter().map(|p| (p.clone(), e)).collect::<Vec<_>>()
+                } else {
+                    self.verify_partitions(broker, transactional_id, *pid, *epoch, partitions.clone()).await
+                };
+                results.push(r);
             }
+            let concurrent = results.iter().flatten().any(|(_, e)| *e == Some(ResponseError::ConcurrentTransactions));
+            if !concurrent || started.elapsed() >= std::time::Duration::from_millis(100) {
+                return (results, guards);
+            }
+            drop(guards);
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         }
     }

@@ -498,6 +498,19 @@ mod tests {
         assert_eq!(broker.replicas.get("data", 0).unwrap().high_watermark(), 1);
     }
 
+    /// Markers for a producer wait until its verified appends are done; other producers are not held up.
+    #[tokio::test]
+    async fn markers_wait_for_verified_appends_of_their_producer() {
+        let c = TransactionCoordinator::new(&BrokerConfig::default());
+        let append = c.guard_append([5, 5 + APPEND_GUARD_STRIPES as i64, 7]).await;
+        assert_eq!(append.len(), 2); // 5 and 5 + stripes share a stripe
+        let short = std::time::Duration::from_millis(50);
+        assert!(tokio::time::timeout(short, c.guard_markers(5)).await.is_err());
+        assert!(tokio::time::timeout(short, c.guard_markers(6)).await.is_ok());
+        drop(append);
+        assert!(tokio::time::timeout(short, c.guard_markers(5)).await.is_ok());
+    }
+
     #[test]
     fn transactional_ids_hash_like_kafka() {
         use super::partition_for;

@@ -467,11 +467,18 @@ impl Log {
         out
     }
 
-    /// Where the segment holding `offset` ends: the next segment's base offset, or the log end offset.
-    pub fn segment_end_offset(&self, offset: i64) -> i64 {
+    /// The upper bound of the aborted transactions a read of `read_len` bytes from `offset` returns (Kafka's
+    /// LocalLog.addAbortedTransactions): the first indexed batch after the bytes read, else the end of the
+    /// segment read from (the next segment's base offset, or the log end offset).
+    pub fn fetch_upper_bound(&self, offset: i64, read_len: usize) -> Result<i64, LogError> {
         let segments = self.snapshot();
         let idx = segments.partition_point(|s| s.base_offset() <= offset);
-        segments.get(idx).map_or_else(|| self.log_end_offset(), |s| s.base_offset())
+        if let Some(seg) = idx.checked_sub(1).and_then(|i| segments.get(i)) {
+            if let Some(bound) = seg.fetch_upper_bound(offset, read_len as u64)? {
+                return Ok(bound);
+            }
+        }
+        Ok(segments.get(idx).map_or_else(|| self.log_end_offset(), |s| s.base_offset()))
     }
 
     /// What the log cleaner needs to know about transactions (see [`crate::TransactionIndex`]): where the first

@@ -410,17 +410,19 @@ impl Log {
         }
         stamp(&mut records, &mut headers, offset, leader_epoch, config.message_timestamp_type, now_ms);
         active.append(&records, &headers, u64::from(config.index_interval_bytes), now_ms)?;
-        if let Some(aborted) = state.producers.commit_marker(prepared) {
-            if let Err(e) = active.txn_index().append(aborted) {
-                // The marker is in the log; recovery rebuilds the entry from it, but until then fetches would miss
-                // it, so the log must not serve more: fail like a failed write.
-                tracing::error!(dir = %self.dir.display(), error = %e, "cannot append to the transaction index");
-                return Err(e.into());
-            }
-        }
+        let index_result = match state.producers.commit_marker(prepared) {
+            Some(aborted) => active.txn_index().append(aborted),
+            None => Ok(()),
+        };
+        // The marker is in the segment either way: publish it, so no later append reuses its offset.
         self.publish_first_unstable(&state.producers);
         self.log_end.store(offset + 1, Ordering::Release);
         drop(state);
+        if let Err(e) = index_result {
+            // Reads until the next recovery would miss this aborted transaction: report a storage error.
+            tracing::error!(dir = %self.dir.display(), error = %e, "cannot append to the transaction index");
+            return Err(e.into());
+        }
         let log_append_time = match config.message_timestamp_type {
             TimestampType::LogAppendTime => now_ms,
             TimestampType::CreateTime => -1,

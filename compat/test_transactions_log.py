@@ -248,3 +248,18 @@ def test_txn_offset_commit_checks_the_group_generation(broker, generation, membe
                                        generation_id=generation, member_id=member)
     assert errs == {(topic, 0): expected}
     w.close()
+
+
+def test_txn_offset_commit_from_a_fenced_epoch_is_refused_and_leaves_nothing_pending(broker):
+    topic, group = unique("in"), unique("g")
+    create_topic(broker.bootstrap, topic, 1)
+    w = Wire(broker.port)
+    assert kafkawire.find_coordinator(w.sock, w.next(), group) == 0
+    pid = w.producer()
+    assert kafkawire.txn_offset_commit(w.sock, w.next(), "tx", group, pid, 0, {(topic, 0): 3}) == {(topic, 0): 0}
+    # KIP-890: the coordinator ends the transaction with the bumped epoch 1.
+    assert w.marker(pid, True, {"__consumer_offsets": [0]}, epoch=1) == {("__consumer_offsets", 0): 0}
+    errs = kafkawire.txn_offset_commit(w.sock, w.next(), "tx", group, pid, 0, {(topic, 0): 8})
+    assert errs == {(topic, 0): INVALID_PRODUCER_EPOCH}
+    assert group_offsets(w, group, topic, require_stable=True) == (3, 0)
+    w.close()

@@ -146,13 +146,13 @@ impl Partition {
     }
 
     /// A read_committed read: nothing at or beyond the last stable offset, plus the aborted transactions the
-    /// consumer must skip in what it gets (Kafka's upper bound: the end of the segment read from).
+    /// consumer must skip in what it gets (up to Kafka's upper bound, see `Log::fetch_upper_bound`).
     pub fn read_committed(&self, offset: i64, max_bytes: usize, min_one_batch: bool) -> Result<(ReadResult, Vec<AbortedTxn>), LogError> {
         let r = self.log.read(offset, max_bytes, self.last_stable_offset(), min_one_batch)?;
         if r.is_empty() {
             return Ok((r, Vec::new()));
         }
-        let upper = self.log.segment_end_offset(offset).max(r.last_offset + 1);
+        let upper = self.log.fetch_upper_bound(offset, r.records.len())?;
         let aborted = self.log.collect_aborted_transactions(offset, upper);
         Ok((r, aborted))
     }

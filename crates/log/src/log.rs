@@ -410,17 +410,19 @@ impl Log {
         }
         stamp(&mut records, &mut headers, offset, leader_epoch, config.message_timestamp_type, now_ms);
         active.append(&records, &headers, u64::from(config.index_interval_bytes), now_ms)?;
-        if let Some(aborted) = state.producers.commit_marker(prepared) {
-            if let Err(e) = active.txn_index().append(aborted) {
-                // The marker is in the log; recovery rebuilds the entry from it, but until then fetches would miss
-                // it, so the log must not serve more: fail like a failed write.
-                tracing::error!(dir = %self.dir.display(), error = %e, "cannot append to the transaction index");
-                return Err(e.into());
-            }
-        }
+        let index_result = match state.producers.commit_marker(prepared) {
+            Some(aborted) => active.txn_index().append(aborted),
+            None => Ok(()),
+        };
+        // The marker is in the segment either way: publish it, so no later append reuses its offset.
         self.publish_first_unstable(&state.producers);
         self.log_end.store(offset + 1, Ordering::Release);
         drop(state);
+        if let Err(e) = index_result {
+            // Reads until the next recovery would miss this aborted transaction: report a storage error.
+            tracing::error!(dir = %self.dir.display(), error = %e, "cannot append to the transaction index");
+            return Err(e.into());
+        }
         let log_append_time = match config.message_timestamp_type {
             TimestampType::LogAppendTime => now_ms,
             TimestampType::CreateTime => -1,
@@ -467,11 +469,18 @@ impl Log {
         out
     }
 
-    /// Where the segment holding `offset` ends: the next segment's base offset, or the log end offset.
-    pub fn segment_end_offset(&self, offset: i64) -> i64 {
+    /// The upper bound of the aborted transactions a read of `read_len` bytes from `offset` returns (Kafka's
+    /// LocalLog.addAbortedTransactions): the first indexed batch after the bytes read, else the end of the
+    /// segment read from (the next segment's base offset, or the log end offset).
+    pub fn fetch_upper_bound(&self, offset: i64, read_len: usize) -> Result<i64, LogError> {
         let segments = self.snapshot();
         let idx = segments.partition_point(|s| s.base_offset() <= offset);
-        segments.get(idx).map_or_else(|| self.log_end_offset(), |s| s.base_offset())
+        if let Some(seg) = idx.checked_sub(1).and_then(|i| segments.get(i)) {
+            if let Some(bound) = seg.fetch_upper_bound(offset, read_len as u64)? {
+                return Ok(bound);
+            }
+        }
+        Ok(segments.get(idx).map_or_else(|| self.log_end_offset(), |s| s.base_offset()))
     }
 
     /// What the log cleaner needs to know about transactions (see [`crate::TransactionIndex`]): where the first

@@ -475,6 +475,15 @@ impl Segment {
         Ok(found)
     }
 
+    /// Kafka's fetchUpperBoundOffset: the offset of the first indexed batch at or after the end of a read of
+    /// `read_len` bytes that started with the batch holding `offset`; None if no index entry lies beyond it.
+    pub(crate) fn fetch_upper_bound(&self, offset: i64, read_len: u64) -> Result<Option<i64>, LogError> {
+        let Some((pos, _)) = self.find_batch(offset, self.size())? else { return Ok(None) };
+        let target = pos + read_len;
+        let next = self.offset_index.first_not(|e| u64::from(e.position) < target)?;
+        Ok(next.map(|e| self.absolute(e.rel_offset)))
+    }
+
     /// Visits the header of every committed batch whose last offset is >= `offset` (producer state replay).
     pub(crate) fn walk_headers_from(
         &self,

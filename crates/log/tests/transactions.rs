@@ -325,3 +325,22 @@ fn markers_go_after_their_transaction_and_the_delete_horizon() {
     let log = open(dir.path(), LogConfig { delete_retention_ms: 1_000, ..compact_config() });
     assert!(log.ongoing_transactions().is_empty());
 }
+
+#[test]
+fn aborted_transactions_are_bounded_by_the_next_indexed_batch() {
+    for (interval, expected_upper) in [(1u32, 1i64), (4096, 4)] {
+        let dir = tempfile::tempdir().unwrap();
+        let log = open(dir.path(), LogConfig { index_interval_bytes: interval, ..LogConfig::default() });
+        append(&log, txn_batch(1, 0, 1)).unwrap(); // 0
+        marker(&log, 1, ControlType::Abort).unwrap(); // 1
+        append(&log, txn_batch(2, 0, 1)).unwrap(); // 2
+        marker(&log, 2, ControlType::Abort).unwrap(); // 3
+        let r = log.read(0, 1, i64::MAX, true).unwrap();
+        assert_eq!(r.last_offset, 0);
+        // Kafka's bound: the first indexed batch after the bytes read, else the end of the segment.
+        let upper = log.fetch_upper_bound(0, r.records.len()).unwrap();
+        assert_eq!(upper, expected_upper, "index.interval.bytes={interval}");
+        let pids: Vec<i64> = log.collect_aborted_transactions(0, upper).iter().map(|a| a.producer_id).collect();
+        assert_eq!(pids, if interval == 1 { vec![1] } else { vec![1, 2] });
+    }
+}

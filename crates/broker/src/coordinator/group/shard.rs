@@ -75,6 +75,9 @@ pub struct Effects {
     /// Records of a producer's transaction (TxnOffsetCommit): written as that producer's transactional batch.
     txn_records: Vec<TxnRecord>,
     after_write: Vec<AfterWrite>,
+    /// Answers that depend only on one producer's transactional records (its batch is appended on its own, so a
+    /// fenced producer fails alone).
+    txn_after_write: Vec<(i64, AfterWrite)>,
 }
 
 struct TxnRecord {
@@ -100,14 +103,33 @@ impl Effects {
         resp: T,
         on_error: impl FnOnce(T, ResponseError) -> T + Send + 'static,
     ) {
-        self.after_write.push(Box::new(move |err| {
-            let resp = match err {
-                None => resp,
-                Some(e) => on_error(resp, e),
-            };
-            let _ = tx.send(resp);
-        }));
+        self.after_write.push(after_write(tx, resp, on_error));
     }
+
+    /// `reply` for an answer that depends only on `producer_id`'s transactional records.
+    pub fn reply_transactional<T: Send + 'static>(
+        &mut self,
+        producer_id: i64,
+        tx: oneshot::Sender<T>,
+        resp: T,
+        on_error: impl FnOnce(T, ResponseError) -> T + Send + 'static,
+    ) {
+        self.txn_after_write.push((producer_id, after_write(tx, resp, on_error)));
+    }
+}
+
+fn after_write<T: Send + 'static>(
+    tx: oneshot::Sender<T>,
+    resp: T,
+    on_error: impl FnOnce(T, ResponseError) -> T + Send + 'static,
+) -> AfterWrite {
+    Box::new(move |err| {
+        let resp = match err {
+            None => resp,
+            Some(e) => on_error(resp, e),
+        };
+        let _ = tx.send(resp);
+    })
 }
 
 /// Named deadlines, as Kafka names its coordinator timers.
@@ -467,35 +489,34 @@ fn encode_batch(records: &[(Bytes, Option<Bytes>)], producer: Option<(i64, i16)>
     Ok(buf.to_vec())
 }
 
-/// Appends the records (plain ones in one batch, each producer's transactional ones in a batch of their own, all
-/// in one write); returns the offset after the last one. Blocking.
-fn append(p: &Partition, records: &[(Bytes, Option<Bytes>)], txn_records: &[TxnRecord]) -> Result<i64, ResponseError> {
-    let now = now_ms();
-    let failed = |e: String| {
+/// Appends the records as one batch (a transactional batch of `producer` if given); returns the offset after the
+/// last one. Blocking.
+fn append(p: &Partition, records: &[(Bytes, Option<Bytes>)], producer: Option<(i64, i16)>) -> Result<i64, ResponseError> {
+    let mut buf = encode_batch(records, producer, now_ms()).map_err(|e| {
         tracing::error!(error = %e, "cannot encode coordinator records");
         ResponseError::UnknownServerError
-    };
-    let mut buf = Vec::new();
-    if !records.is_empty() {
-        buf.extend(encode_batch(records, None, now).map_err(failed)?);
-    }
-    let mut producers: Vec<(i64, i16)> = Vec::new();
-    for r in txn_records {
-        if !producers.contains(&(r.producer_id, r.producer_epoch)) {
-            producers.push((r.producer_id, r.producer_epoch));
-        }
-    }
-    for producer in producers {
-        let recs: Vec<(Bytes, Option<Bytes>)> = txn_records
-            .iter()
-            .filter(|r| (r.producer_id, r.producer_epoch) == producer)
-            .map(|r| (r.key.clone(), r.value.clone()))
-            .collect();
-        buf.extend(encode_batch(&recs, Some(producer), now).map_err(failed)?);
-    }
+    })?;
     let headers = strom_log::validate_batches(&buf, u32::MAX).map_err(|e| crate::errors::log_error_code(&e))?;
     let info = p.append_coordinator(&mut buf, headers).map_err(|e| crate::errors::log_error_code(&e))?;
     Ok(info.last_offset + 1)
+}
+
+/// One producer's transactional records of a flush.
+struct ProducerRecords {
+    producer: (i64, i16),
+    records: Vec<(Bytes, Option<Bytes>)>,
+}
+
+fn by_producer(txn_records: Vec<TxnRecord>) -> Vec<ProducerRecords> {
+    let mut out: Vec<ProducerRecords> = Vec::new();
+    for r in txn_records {
+        let producer = (r.producer_id, r.producer_epoch);
+        match out.iter_mut().find(|g| g.producer == producer) {
+            Some(g) => g.records.push((r.key, r.value)),
+            None => out.push(ProducerRecords { producer, records: vec![(r.key, r.value)] }),
+        }
+    }
+    out
 }
 
 /// The shard's task: load, then serve requests and timers until the coordinator drops the sender.
@@ -552,41 +573,91 @@ pub async fn run(mut shard: Shard, partition: Arc<Partition>, mut rx: mpsc::Unbo
         while let Some(action) = shard.timers.pop_expired(now) {
             shard.on_timer(action, &mut fx);
         }
-        flush(&partition, fx).await;
+        for (producer_id, keys) in flush(&partition, fx).await {
+            // Not written (a fenced epoch, a storage error): these offsets were never part of the transaction.
+            shard.discard_unwritten_txn_offsets(producer_id, &keys);
+        }
     }
 }
 
-async fn flush(partition: &Arc<Partition>, fx: Effects) {
-    let Effects { records, txn_records, after_write } = fx;
+/// Writes what one loop iteration produced and releases the answers once durable: the plain records as one batch,
+/// each producer's transactional records as a batch of its own (a fenced producer fails alone). Returns the
+/// producers whose transactional records were not written, with the keys of those records.
+async fn flush(partition: &Arc<Partition>, fx: Effects) -> Vec<(i64, Vec<Bytes>)> {
+    let Effects { records, txn_records, after_write, txn_after_write } = fx;
     if records.is_empty() && txn_records.is_empty() {
-        for f in after_write {
+        for f in after_write.into_iter().chain(txn_after_write.into_iter().map(|(_, f)| f)) {
             f(None);
         }
-        return;
+        return Vec::new();
     }
     let p = partition.clone();
-    let appended = tokio::task::spawn_blocking(move || append(&p, &records, &txn_records)).await;
-    match appended {
-        Ok(Ok(end)) => {
-            let p = partition.clone();
-            tokio::spawn(async move {
-                p.wait_durable(end).await;
-                for f in after_write {
-                    f(None);
-                }
-            });
-        }
-        Ok(Err(e)) => {
-            tracing::error!(topic = %partition.topic, partition = partition.index, error = %e, "writing coordinator records failed");
-            for f in after_write {
-                f(Some(e));
-            }
-        }
+    let groups = by_producer(txn_records);
+    let appended = tokio::task::spawn_blocking(move || {
+        let plain = (!records.is_empty()).then(|| append(&p, &records, None));
+        let txns: Vec<(i64, Vec<Bytes>, Result<i64, ResponseError>)> = groups
+            .into_iter()
+            .map(|g| {
+                let result = append(&p, &g.records, Some(g.producer));
+                (g.producer.0, g.records.into_iter().map(|(k, _)| k).collect(), result)
+            })
+            .collect();
+        (plain, txns)
+    })
+    .await;
+    let (plain, txns) = match appended {
+        Ok(r) => r,
         Err(e) => {
             tracing::error!(error = %e, "coordinator append task failed");
-            for f in after_write {
+            for f in after_write.into_iter().chain(txn_after_write.into_iter().map(|(_, f)| f)) {
                 f(Some(ResponseError::UnknownServerError));
+            }
+            return Vec::new();
+        }
+    };
+    let mut end = None;
+    let mut now_failed: Vec<(AfterWrite, ResponseError)> = Vec::new();
+    let mut durable: Vec<AfterWrite> = Vec::new();
+    match plain {
+        Some(Err(e)) => {
+            tracing::error!(topic = %partition.topic, partition = partition.index, error = %e, "writing coordinator records failed");
+            now_failed.extend(after_write.into_iter().map(|f| (f, e)));
+        }
+        Some(Ok(e)) => {
+            end = Some(e);
+            durable.extend(after_write);
+        }
+        None => durable.extend(after_write),
+    }
+    let mut failed_producers = Vec::new();
+    let mut txn_errors: HashMap<i64, ResponseError> = HashMap::new();
+    for (producer_id, keys, result) in txns {
+        match result {
+            Ok(e) => end = end.max(Some(e)),
+            Err(e) => {
+                tracing::debug!(producer_id, error = %e, "transactional offset commit not written");
+                txn_errors.insert(producer_id, e);
+                failed_producers.push((producer_id, keys));
             }
         }
     }
+    for (producer_id, f) in txn_after_write {
+        match txn_errors.get(&producer_id) {
+            Some(e) => now_failed.push((f, *e)),
+            None => durable.push(f),
+        }
+    }
+    for (f, e) in now_failed {
+        f(Some(e));
+    }
+    let p = partition.clone();
+    tokio::spawn(async move {
+        if let Some(end) = end {
+            p.wait_durable(end).await;
+        }
+        for f in durable {
+            f(None);
+        }
+    });
+    failed_producers
 }

@@ -62,6 +62,19 @@ impl PendingTxnOffsets {
         self.by_producer.values().filter_map(|g| g.get(group)).flat_map(|o| o.keys().cloned()).collect()
     }
 
+    pub fn remove(&mut self, producer_id: i64, group: &str, topic: &str, partition: i32) {
+        let Some(groups) = self.by_producer.get_mut(&producer_id) else { return };
+        if let Some(offsets) = groups.get_mut(group) {
+            offsets.remove(&(topic.to_string(), partition));
+            if offsets.is_empty() {
+                groups.remove(group);
+            }
+        }
+        if groups.is_empty() {
+            self.by_producer.remove(&producer_id);
+        }
+    }
+
     fn take(&mut self, producer_id: i64) -> Option<HashMap<String, GroupOffsets>> {
         self.by_producer.remove(&producer_id)
     }
@@ -151,7 +164,7 @@ impl Shard {
             self.groups.insert(group_id.clone(), Group::Classic(ClassicGroup::new(group_id.clone(), now)));
         }
         let resp = response(&req, |t, p| errors.get(&(t.to_string(), p)).copied());
-        fx.reply(tx, resp, |mut resp, e| {
+        fx.reply_transactional(producer_id, tx, resp, |mut resp, e| {
             let e = append_error_to_response(e);
             for t in &mut resp.topics {
                 for p in &mut t.partitions {
@@ -204,6 +217,15 @@ impl Shard {
                     ResponseError::StaleMemberEpoch => ResponseError::IllegalGeneration,
                     other => other,
                 })
+            }
+        }
+    }
+
+    /// The producer's transactional records with these keys were not written: forget them as pending.
+    pub fn discard_unwritten_txn_offsets(&mut self, producer_id: i64, keys: &[bytes::Bytes]) {
+        for key in keys {
+            if let Ok(CoordinatorKey::OffsetCommit { group, topic, partition }) = CoordinatorKey::decode(key) {
+                self.txn_offsets.remove(producer_id, &group, &topic, partition);
             }
         }
     }

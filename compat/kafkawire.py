@@ -280,9 +280,10 @@ def metadata_v4_brokers(sock: socket.socket, correlation_id: int = 2):
 # --------------------------------------------------------------------------
 # Produce v3..v8 (non-flexible).
 # --------------------------------------------------------------------------
-def produce_request_body(topic: str, partitions: dict, acks: int = -1, timeout_ms: int = 10000) -> bytes:
+def produce_request_body(topic: str, partitions: dict, acks: int = -1, timeout_ms: int = 10000,
+                         transactional_id: str | None = None) -> bytes:
     body = bytearray()
-    body += string(None)  # transactional_id
+    body += string(transactional_id)
     body += struct.pack(">hi", acks, timeout_ms)
     body += struct.pack(">i", 1)
     body += string(topic)
@@ -321,9 +322,10 @@ def parse_produce_response(frame: bytes, version: int):
 
 
 def produce(sock: socket.socket, version: int, correlation_id: int, topic: str,
-            partitions: dict, acks: int = -1):
+            partitions: dict, acks: int = -1, transactional_id: str | None = None):
     sock.sendall(request_frame(API_PRODUCE, version, correlation_id,
-                               produce_request_body(topic, partitions, acks)))
+                               produce_request_body(topic, partitions, acks,
+                                                    transactional_id=transactional_id)))
     corr, result = parse_produce_response(read_frame(sock), version)
     assert corr == correlation_id, (corr, correlation_id)
     return result
@@ -334,12 +336,13 @@ def produce(sock: socket.socket, version: int, correlation_id: int, topic: str,
 # --------------------------------------------------------------------------
 def fetch_v4(sock: socket.socket, correlation_id: int, topic: str, partitions: dict,
              max_wait_ms: int = 100, min_bytes: int = 1, max_bytes: int = 1 << 20,
-             partition_max_bytes: int = 1 << 20):
-    """partitions: {index: fetch_offset}. Returns {(topic, partition): dict(error_code,
-    high_watermark, records)}."""
+             partition_max_bytes: int = 1 << 20, isolation_level: int = 0):
+    """partitions: {index: fetch_offset}. isolation_level 1 is read_committed. Returns
+    {(topic, partition): dict(error_code, high_watermark, last_stable_offset, aborted (list of
+    (producer_id, first_offset), None if null), records)}."""
     body = bytearray()
     body += struct.pack(">iiii", -1, max_wait_ms, min_bytes, max_bytes)
-    body += b"\x00"  # isolation_level READ_UNCOMMITTED
+    body += struct.pack(">b", isolation_level)
     body += struct.pack(">i", 1) + string(topic)
     body += struct.pack(">i", len(partitions))
     for index, offset in partitions.items():
@@ -356,17 +359,18 @@ def fetch_v4(sock: socket.socket, correlation_id: int, topic: str, partitions: d
             index = r.int32()
             err = r.int16()
             hw = r.int64()
-            r.int64()  # last_stable_offset
+            lso = r.int64()
             n_aborted = r.int32()
+            aborted = None if n_aborted < 0 else []
             for _ in range(max(n_aborted, 0)):
-                r.int64()
-                r.int64()
+                aborted.append((r.int64(), r.int64()))
             size = r.int32()
             records = None
             if size >= 0:
                 records = r.data[r.pos:r.pos + size]
                 r.pos += size
-            out[(name, index)] = {"error_code": err, "high_watermark": hw, "records": records}
+            out[(name, index)] = {"error_code": err, "high_watermark": hw, "last_stable_offset": lso,
+                                  "aborted": aborted, "records": records}
     return out
 
 
@@ -431,3 +435,193 @@ def idempotent_batch(producer_id: int, epoch: int, base_sequence: int, values, b
     b = patch(b, BATCH_PRODUCER_ID, ">q", producer_id)
     b = patch(b, BATCH_PRODUCER_EPOCH, ">h", epoch)
     return patch(b, BATCH_BASE_SEQUENCE, ">i", base_sequence)
+
+
+def batch_offsets(records: bytes | None):
+    """[(base_offset, last_offset, attributes, producer_id)] of the batches in fetched bytes."""
+    out = []
+    pos = 0
+    data = records or b""
+    while pos + 61 <= len(data):
+        base, length = struct.unpack_from(">qi", data, pos)
+        attrs, delta = struct.unpack_from(">hi", data, pos + BATCH_ATTRIBUTES)
+        pid = struct.unpack_from(">q", data, pos + BATCH_PRODUCER_ID)[0]
+        out.append((base, base + delta, attrs, pid))
+        pos += 12 + length
+    return out
+
+
+# --------------------------------------------------------------------------
+# Transactions, data side: transactional batches, WriteTxnMarkers v1, ListOffsets v2 (isolation level),
+# FindCoordinator v1, TxnOffsetCommit v3, OffsetFetch v7 (require_stable).
+# --------------------------------------------------------------------------
+API_FIND_COORDINATOR = 10
+API_OFFSET_FETCH = 9
+API_WRITE_TXN_MARKERS = 27
+API_TXN_OFFSET_COMMIT = 28
+ATTR_TRANSACTIONAL = 0x10
+ATTR_CONTROL = 0x20
+
+
+def transactional_batch(producer_id: int, epoch: int, base_sequence: int, values, base_timestamp: int | None = None):
+    """An idempotent batch with the transactional attribute bit."""
+    b = idempotent_batch(producer_id, epoch, base_sequence, values, base_timestamp)
+    attrs = struct.unpack_from(">h", b, BATCH_ATTRIBUTES)[0]
+    return patch(b, BATCH_ATTRIBUTES, ">h", attrs | ATTR_TRANSACTIONAL)
+
+
+def _compact_array(items) -> bytes:
+    return uvarint(len(items) + 1) + b"".join(items)
+
+
+class CompactReader(Reader):
+    def uvarint(self) -> int:
+        shift = n = 0
+        while True:
+            b = self.int8() & 0xFF
+            n |= (b & 0x7F) << shift
+            if not b & 0x80:
+                return n
+            shift += 7
+
+    def compact_string(self):
+        n = self.uvarint() - 1
+        if n < 0:
+            return None
+        s = self.data[self.pos:self.pos + n].decode()
+        self.pos += n
+        return s
+
+    def array_len(self) -> int:
+        return self.uvarint() - 1
+
+    def tags(self):
+        for _ in range(self.uvarint()):
+            self.uvarint()
+            self.pos += self.uvarint()
+
+
+def write_txn_markers(sock: socket.socket, correlation_id: int, markers):
+    """WriteTxnMarkers v1. markers: list of dict(producer_id, producer_epoch, commit (bool), coordinator_epoch,
+    topics={topic: [partitions]}). Returns {producer_id: {(topic, partition): error_code}}."""
+    body = _compact_array([
+        struct.pack(">qh?", m["producer_id"], m["producer_epoch"], m["commit"])
+        + _compact_array([
+            compact_string(t) + _compact_array([struct.pack(">i", p) for p in ps]) + b"\x00"
+            for t, ps in m["topics"].items()])
+        + struct.pack(">i", m["coordinator_epoch"]) + b"\x00"
+        for m in markers]) + b"\x00"
+    sock.sendall(request_frame(API_WRITE_TXN_MARKERS, 1, correlation_id, body, flexible_header=True))
+    r = CompactReader(read_frame(sock))
+    assert r.int32() == correlation_id
+    r.tags()
+    out = {}
+    for _ in range(r.array_len()):
+        pid = r.int64()
+        res = out.setdefault(pid, {})
+        for _ in range(r.array_len()):
+            topic = r.compact_string()
+            for _ in range(r.array_len()):
+                p = r.int32()
+                res[(topic, p)] = r.int16()
+                r.tags()
+            r.tags()
+        r.tags()
+    return out
+
+
+def list_offsets_v2(sock: socket.socket, correlation_id: int, topic: str, partitions: dict,
+                    isolation_level: int = 0):
+    """ListOffsets v2. partitions: {index: timestamp (-1 latest, -2 earliest)}. Returns
+    {partition: (error_code, timestamp, offset)}."""
+    body = struct.pack(">ib", -1, isolation_level) + struct.pack(">i", 1) + string(topic)
+    body += struct.pack(">i", len(partitions))
+    for p, ts in partitions.items():
+        body += struct.pack(">iq", p, ts)
+    sock.sendall(request_frame(API_LIST_OFFSETS, 2, correlation_id, body))
+    r = Reader(read_frame(sock))
+    assert r.int32() == correlation_id
+    r.int32()  # throttle
+    out = {}
+    for _ in range(r.int32()):
+        r.string()
+        for _ in range(r.int32()):
+            p = r.int32()
+            out[p] = (r.int16(), r.int64(), r.int64())
+    return out
+
+
+def find_coordinator(sock: socket.socket, correlation_id: int, key: str, key_type: int = 0, timeout: float = 30.0):
+    """FindCoordinator v1, retried while the coordinator is loading. Returns the final error code."""
+    deadline = time.monotonic() + timeout
+    while True:
+        body = string(key) + struct.pack(">b", key_type)
+        sock.sendall(request_frame(API_FIND_COORDINATOR, 1, correlation_id, body))
+        r = Reader(read_frame(sock))
+        assert r.int32() == correlation_id
+        r.int32()  # throttle
+        err = r.int16()
+        if err not in (14, 15) or time.monotonic() > deadline:  # COORDINATOR_LOAD_IN_PROGRESS / NOT_AVAILABLE
+            return err
+        time.sleep(0.1)
+
+
+def txn_offset_commit(sock: socket.socket, correlation_id: int, transactional_id: str, group: str,
+                      producer_id: int, producer_epoch: int, offsets: dict, generation_id: int = -1,
+                      member_id: str = "", group_instance_id: str | None = None, version: int = 3):
+    """TxnOffsetCommit v3+ (flexible). offsets: {(topic, partition): offset}. Returns {(topic, partition): error}."""
+    by_topic: dict = {}
+    for (t, p), o in offsets.items():
+        by_topic.setdefault(t, []).append((p, o))
+    body = compact_string(transactional_id) + compact_string(group) + struct.pack(">qhi", producer_id, producer_epoch,
+                                                                                   generation_id)
+    body += compact_string(member_id) + compact_string(group_instance_id)
+    body += _compact_array([
+        compact_string(t) + _compact_array([struct.pack(">iqi", p, o, -1)
+                                            + compact_string("") + b"\x00" for p, o in ps]) + b"\x00"
+        for t, ps in by_topic.items()]) + b"\x00"
+    sock.sendall(request_frame(API_TXN_OFFSET_COMMIT, version, correlation_id, body, flexible_header=True))
+    r = CompactReader(read_frame(sock))
+    assert r.int32() == correlation_id
+    r.tags()
+    r.int32()  # throttle
+    out = {}
+    for _ in range(r.array_len()):
+        t = r.compact_string()
+        for _ in range(r.array_len()):
+            p = r.int32()
+            out[(t, p)] = r.int16()
+            r.tags()
+        r.tags()
+    return out
+
+
+def offset_fetch_v7(sock: socket.socket, correlation_id: int, group: str, topics: dict | None,
+                    require_stable: bool = False):
+    """OffsetFetch v7. topics: {topic: [partitions]} or None for all. Returns
+    (error_code, {(topic, partition): (offset, error_code)})."""
+    body = compact_string(group)
+    if topics is None:
+        body += uvarint(0)
+    else:
+        body += _compact_array([compact_string(t) + _compact_array([struct.pack(">i", p) for p in ps]) + b"\x00"
+                                for t, ps in topics.items()])
+    body += struct.pack(">?", require_stable) + b"\x00"
+    sock.sendall(request_frame(API_OFFSET_FETCH, 7, correlation_id, body, flexible_header=True))
+    r = CompactReader(read_frame(sock))
+    assert r.int32() == correlation_id
+    r.tags()
+    r.int32()  # throttle
+    out = {}
+    for _ in range(r.array_len()):
+        t = r.compact_string()
+        for _ in range(r.array_len()):
+            p = r.int32()
+            offset = r.int64()
+            r.int32()  # leader epoch
+            r.compact_string()  # metadata
+            out[(t, p)] = (offset, r.int16())
+            r.tags()
+        r.tags()
+    err = r.int16()
+    return err, out

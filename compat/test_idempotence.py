@@ -16,7 +16,7 @@ from helpers import consume_partitions, create_topic
 
 OUT_OF_ORDER_SEQUENCE_NUMBER = 45
 INVALID_PRODUCER_EPOCH = 47
-COORDINATOR_NOT_AVAILABLE = 15
+NOT_COORDINATOR = 16
 
 PRODUCER_ID = kafkawire.BATCH_PRODUCER_ID
 BASE_SEQUENCE = kafkawire.BATCH_BASE_SEQUENCE
@@ -108,14 +108,16 @@ def test_init_producer_id_versions(broker, version):
             assert init_producer_id(s, 3, producer_id=pid, version=version)[0] == 42
 
 
-def test_producer_ids_are_unique_and_transactional_ids_are_refused(make_broker):
+def test_producer_ids_are_unique_and_transactional_ids_need_their_coordinator(make_broker):
     b = make_broker()
     with kafkawire.connect(b.port) as s:
         ids = [init_producer_id(s, i) for i in range(1, 4)]
         assert all(err == 0 and epoch == 0 for err, _, epoch in ids), ids
         assert len({pid for _, pid, _ in ids}) == 3
+        # A transactional id goes to its transaction coordinator, which does not exist before a FindCoordinator
+        # created __transaction_state: NOT_COORDINATOR, as Kafka answers (test_transactions.py covers the rest).
         err, pid, epoch = init_producer_id(s, 9, transactional_id="txn-1")
-        assert (err, pid, epoch) == (COORDINATOR_NOT_AVAILABLE, -1, -1)
+        assert (err, pid, epoch) == (NOT_COORDINATOR, -1, -1)
         assert init_producer_id(s, 10, transactional_id="")[0] == 42  # INVALID_REQUEST
     # Ids are never reused, even after a crash.
     b.restart(kill=True)

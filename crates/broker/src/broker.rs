@@ -4,6 +4,7 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use crate::config::BrokerConfig;
 use crate::coordinator::group::GroupCoordinator;
+use crate::coordinator::txn::TransactionCoordinator;
 use crate::metadata::{MetadataImage, MetadataLog, MetadataRecord};
 use crate::producer_ids::ProducerIdManager;
 use crate::replica_manager::ReplicaManager;
@@ -15,6 +16,7 @@ pub struct Broker {
     image: RwLock<Arc<MetadataImage>>,
     pub replicas: ReplicaManager,
     pub groups: GroupCoordinator,
+    pub txns: TransactionCoordinator,
     pub producer_ids: ProducerIdManager,
 }
 
@@ -39,6 +41,7 @@ impl Broker {
         replicas.load(&image)?;
         Ok(Broker {
             groups: GroupCoordinator::new(&config),
+            txns: TransactionCoordinator::new(&config),
             config,
             cluster_id,
             metadata_log: Mutex::new(log),

@@ -44,6 +44,15 @@ pub const SUPPORTED_APIS: &[(ApiKey, i16, i16)] = &[
     (ApiKey::AlterConfigs, 0, 2),
     (ApiKey::IncrementalAlterConfigs, 0, 1),
     (ApiKey::InitProducerId, 0, 5),
+    // Transaction coordinator (coordinator/txn).
+    (ApiKey::AddPartitionsToTxn, 0, 5),
+    (ApiKey::AddOffsetsToTxn, 0, 4),
+    (ApiKey::EndTxn, 0, 5),
+    (ApiKey::DescribeTransactions, 0, 0),
+    (ApiKey::ListTransactions, 1, 2),
+    // Transactions, data side: markers from the transaction coordinator, transactional offset commits.
+    (ApiKey::WriteTxnMarkers, 1, 1),
+    (ApiKey::TxnOffsetCommit, 0, 5),
 ];
 
 pub fn supported_range(key: ApiKey) -> Option<(i16, i16)> {
@@ -205,10 +214,15 @@ pub async fn dispatch(ctx: &Arc<ConnectionContext>, frame: Bytes) -> Result<Repl
             let req = decode!(IncrementalAlterConfigsRequest);
             ready!(handlers::incremental_alter_configs::handle(ctx, version, req).await)
         }
-        ApiKey::InitProducerId => {
-            let req = decode!(InitProducerIdRequest);
-            ready!(handlers::init_producer_id::handle(ctx, version, req).await)
-        }
+        // A transactional id waits on its coordinator shard.
+        ApiKey::InitProducerId => deferred!(InitProducerIdRequest, handlers::init_producer_id::handle),
+        ApiKey::AddPartitionsToTxn => deferred!(AddPartitionsToTxnRequest, handlers::add_partitions_to_txn::handle),
+        ApiKey::AddOffsetsToTxn => deferred!(AddOffsetsToTxnRequest, handlers::add_offsets_to_txn::handle),
+        ApiKey::EndTxn => deferred!(EndTxnRequest, handlers::end_txn::handle),
+        ApiKey::DescribeTransactions => deferred!(DescribeTransactionsRequest, handlers::describe_transactions::handle),
+        ApiKey::ListTransactions => deferred!(ListTransactionsRequest, handlers::list_transactions::handle),
+        ApiKey::WriteTxnMarkers => deferred!(WriteTxnMarkersRequest, handlers::write_txn_markers::handle),
+        ApiKey::TxnOffsetCommit => deferred!(TxnOffsetCommitRequest, handlers::txn_offset_commit::handle),
         _ => return Err(DispatchError::UnknownApiKey(raw_key)),
     };
     Ok(reply)

@@ -17,6 +17,7 @@ pub mod producer_ids;
 pub mod replica_manager;
 pub mod server;
 mod topic_name;
+pub mod txn_markers;
 
 pub use broker::Broker;
 pub use config::BrokerConfig;

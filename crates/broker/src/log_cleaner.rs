@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, PoisonError, Weak};
 use std::time::Duration;
 
-use strom_log::{CleanerConfig, NoTransactions, Throttler};
+use strom_log::{CleanerConfig, Throttler};
 
 use crate::broker::Broker;
 use crate::clock::now_ms;
@@ -150,7 +150,7 @@ impl LogCleaner {
             if p.is_closed() || in_progress.contains(&key) || failed.get(&key).is_some_and(|t| *t > now) {
                 continue;
             }
-            match p.log().cleanability(now, &NoTransactions) {
+            match p.log().cleanability(now, &p.log().transaction_state()) {
                 Ok(Some(c)) if c.needs_cleaning => {
                     if best.as_ref().is_none_or(|(f, r, _)| (c.forced, c.dirty_ratio) > (*f, *r)) {
                         best = Some((c.forced, c.dirty_ratio, p));
@@ -167,7 +167,7 @@ impl LogCleaner {
 
     fn clean(&self, p: &Arc<Partition>, pass: &CleanerConfig) {
         let key = (p.topic.clone(), p.index);
-        match p.log().clean(now_ms(), pass, &self.throttler, &NoTransactions) {
+        match p.log().clean(now_ms(), pass, &self.throttler, &p.log().transaction_state()) {
             Ok(Some(stats)) => tracing::debug!(
                 topic = %p.topic, partition = p.index, segments = stats.segments_cleaned,
                 bytes_read = stats.bytes_read, bytes_written = stats.bytes_written, elapsed_ms = stats.elapsed_ms,

@@ -4,7 +4,7 @@
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicI64, Ordering};
 use std::sync::{Arc, RwLock};
 
-use strom_log::{AppendInfo, BatchHeader, Log, LogError, ReadResult};
+use strom_log::{AbortedTxn, AppendInfo, BatchHeader, EndTxnMarker, Log, LogError, ReadResult};
 use tokio::sync::{watch, Notify};
 use uuid::Uuid;
 
@@ -99,6 +99,27 @@ impl Partition {
         Ok(info)
     }
 
+    /// Appends a group coordinator's records (Kafka's COORDINATOR origin: a transactional offset commit carries the
+    /// producer's id and epoch, which are checked, but no sequence). Blocking (file write).
+    pub fn append_coordinator(&self, records: &mut [u8], headers: Vec<BatchHeader>) -> Result<AppendInfo, LogError> {
+        let info = self.log.append_from_coordinator(records, headers, self.leader_epoch(), now_ms())?;
+        self.end_offset.send_replace(info.last_offset + 1);
+        let flush_messages = self.config.read().map(|c| c.flush_messages).unwrap_or(i64::MAX);
+        if info.last_offset + 1 - self.log.flushed_offset() >= flush_messages {
+            self.flush_wakeup.notify_one();
+        }
+        Ok(info)
+    }
+
+    /// Appends a transaction marker (WriteTxnMarkers) and ends the producer's transaction here; the log end offset
+    /// moves, which wakes fetch long-polls, read_committed ones included (the marker may release the LSO).
+    /// Blocking (file write).
+    pub fn append_marker(&self, producer_id: i64, producer_epoch: i16, marker: EndTxnMarker) -> Result<AppendInfo, LogError> {
+        let info = self.log.append_marker(producer_id, producer_epoch, marker, self.leader_epoch(), now_ms())?;
+        self.end_offset.send_replace(info.last_offset + 1);
+        Ok(info)
+    }
+
     /// Resolves once every offset below `end_offset` is on disk.
     pub async fn wait_durable(&self, end_offset: i64) {
         let mut rx = self.flushed.subscribe();
@@ -124,6 +145,18 @@ impl Partition {
         self.log.read(offset, max_bytes, self.high_watermark(), min_one_batch)
     }
 
+    /// A read_committed read: nothing at or beyond the last stable offset, plus the aborted transactions the
+    /// consumer must skip in what it gets (up to Kafka's upper bound, see `Log::fetch_upper_bound`).
+    pub fn read_committed(&self, offset: i64, max_bytes: usize, min_one_batch: bool) -> Result<(ReadResult, Vec<AbortedTxn>), LogError> {
+        let r = self.log.read(offset, max_bytes, self.last_stable_offset(), min_one_batch)?;
+        if r.is_empty() {
+            return Ok((r, Vec::new()));
+        }
+        let upper = self.log.fetch_upper_bound(offset, r.records.len())?;
+        let aborted = self.log.collect_aborted_transactions(offset, upper);
+        Ok((r, aborted))
+    }
+
     pub fn log(&self) -> &Log {
         &self.log
     }
@@ -137,9 +170,9 @@ impl Partition {
         self.log.log_end_offset()
     }
 
-    /// No transactions yet, so nothing is unstable.
+    /// Kafka's LSO: the first offset of the oldest open transaction, or the high watermark.
     pub fn last_stable_offset(&self) -> i64 {
-        self.high_watermark()
+        self.log.last_stable_offset(self.high_watermark())
     }
 
     pub fn log_start_offset(&self) -> i64 {

@@ -35,6 +35,8 @@ pub async fn run(config: BrokerConfig) -> anyhow::Result<RunningBroker> {
     );
     // Group coordinator shards load their __consumer_offsets partitions before clients arrive.
     broker.groups.start_hosted(&broker);
+    // Transaction coordinator shards complete prepared transactions left by a crash.
+    broker.txns.start_hosted(&broker);
     let listeners = bind_listeners(&broker).await?;
     let mut addresses = Vec::new();
     let mut tasks = Vec::new();

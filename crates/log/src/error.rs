@@ -23,6 +23,12 @@ pub enum LogError {
     /// Kafka's INVALID_PRODUCER_EPOCH (a fenced, older epoch of an idempotent producer).
     #[error("{0}")]
     InvalidProducerEpoch(String),
+    /// Kafka's INVALID_TXN_STATE (a plain write from a producer with an open transaction).
+    #[error("{0}")]
+    InvalidTxnState(String),
+    /// Kafka's TRANSACTION_COORDINATOR_FENCED (a marker from an older coordinator epoch).
+    #[error("{0}")]
+    TransactionCoordinatorFenced(String),
     #[error("offset {requested} is out of range [{log_start}, {log_end}]")]
     OffsetOutOfRange {
         requested: i64,

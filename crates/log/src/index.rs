@@ -163,6 +163,30 @@ impl<E: IndexEntry> IndexFile<E> {
         st.last = Some(entry);
     }
 
+    /// The first entry for which `pred` fails, where `pred` is true for a prefix of the entries.
+    pub(crate) fn first_not(&self, pred: impl Fn(&E) -> bool) -> io::Result<Option<E>> {
+        let st = self.state();
+        if let Some(mem) = &st.mem {
+            return Ok(mem.get(mem.partition_point(&pred)).copied());
+        }
+        let len = st.len;
+        drop(st);
+        let (mut lo, mut hi) = (0usize, len);
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            if pred(&read_entry(&self.file, mid)?) {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        if lo < len {
+            read_entry(&self.file, lo).map(Some)
+        } else {
+            Ok(None)
+        }
+    }
+
     /// The last entry for which `pred` holds, where `pred` is true for a prefix of the entries.
     pub(crate) fn search(&self, pred: impl Fn(&E) -> bool) -> io::Result<Option<E>> {
         let st = self.state();

@@ -14,13 +14,17 @@
 //! - `cleaner`: log compaction (the log cleaner), its checkpoint and I/O throttle
 //! - `records`, `codec`: records inside a batch and the compression codecs, for the cleaner and key checks
 //! - `checkpoint`: small atomically written state files
-//! - `producer_state`: idempotent producers' epochs and last batches (dedupe, sequence and epoch checks)
+//! - `producer_state`: idempotent producers' epochs and last batches (dedupe, sequence and epoch checks) and
+//!   their open transactions
+//! - `control`: transaction marker (control) batches
+//! - `txn_index`: the per-segment aborted-transactions index (`.txnindex`)
 
 mod batch;
 mod checkpoint;
 mod cleaner;
 mod codec;
 mod config;
+mod control;
 mod error;
 mod index;
 mod log;
@@ -33,6 +37,7 @@ mod segment;
 #[cfg(test)]
 mod testkit;
 mod time_index;
+mod txn_index;
 
 pub use batch::{compute_crc, validate_batches, BatchHeader, HEADER_SIZE, LOG_OVERHEAD, MAGIC_V2};
 pub use cleaner::{
@@ -41,4 +46,6 @@ pub use cleaner::{
 pub use config::{CleanupPolicy, LogConfig, TimestampType};
 pub use error::LogError;
 pub use producer_state::BatchMetadata;
-pub use log::{AppendInfo, Log, ReadResult, RecoveryReport, RetentionReport};
+pub use control::{ControlType, EndTxnMarker};
+pub use txn_index::AbortedTxn;
+pub use log::{AppendInfo, Log, LogTransactions, ReadResult, RecoveryReport, RetentionReport};

@@ -18,7 +18,9 @@ use crate::checkpoint;
 use crate::cleaner::state::CleanerState;
 use crate::config::{LogConfig, TimestampType};
 use crate::error::{closed_error, LogError};
-use crate::producer_state::{Prepared, ProducerStateManager};
+use crate::control::{self, EndTxnMarker};
+use crate::producer_state::{Origin, Prepared, ProducerStateManager};
+use crate::txn_index::AbortedTxn;
 use crate::recovery;
 use crate::retention::{self, SizeBudget};
 use crate::segment::{
@@ -114,7 +116,12 @@ pub struct Log {
     deleted: AtomicBool,
     /// The log cleaner's checkpoint, loaded on first use (compacted logs only).
     pub(crate) cleaner_state: Mutex<Option<CleanerState>>,
+    /// First offset of the oldest open transaction (`NO_UNSTABLE` if none), published after every append so fetches
+    /// read it without the append lock.
+    first_unstable: AtomicI64,
 }
+
+const NO_UNSTABLE: i64 = i64::MAX;
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
@@ -126,6 +133,7 @@ impl Log {
         let loaded = recovery::load(dir, &config)?;
         let log_end = loaded.report.log_end_offset;
         let producers = rebuild_producer_state(dir, &loaded.segments, log_end)?;
+        let first_unstable = producers.first_unstable_offset().unwrap_or(NO_UNSTABLE);
         tracing::debug!(dir = %dir.display(), segments = loaded.segments.len(), log_start = loaded.log_start_offset, log_end, "opened log");
         let log = Log {
             dir: dir.to_path_buf(),
@@ -141,6 +149,7 @@ impl Log {
             dir_dirty: AtomicBool::new(false),
             deleted: AtomicBool::new(false),
             cleaner_state: Mutex::new(None),
+            first_unstable: AtomicI64::new(first_unstable),
         };
         Ok((log, loaded.report))
     }
@@ -243,10 +252,35 @@ impl Log {
     pub fn append_validated(
         &self,
         records: &mut [u8],
+        headers: Vec<BatchHeader>,
+        leader_epoch: i32,
+        now_ms: i64,
+        allow_control: bool,
+    ) -> Result<AppendInfo, LogError> {
+        self.append_inner(records, headers, leader_epoch, now_ms, allow_control, Origin::Client)
+    }
+
+    /// `append_validated` for records a coordinator writes (Kafka's AppendOrigin.COORDINATOR): producer epochs
+    /// and transactions are tracked and checked, sequences are not (the group coordinator's transactional offset
+    /// commits carry the producer's id and epoch but no sequence).
+    pub fn append_from_coordinator(
+        &self,
+        records: &mut [u8],
+        headers: Vec<BatchHeader>,
+        leader_epoch: i32,
+        now_ms: i64,
+    ) -> Result<AppendInfo, LogError> {
+        self.append_inner(records, headers, leader_epoch, now_ms, false, Origin::Coordinator)
+    }
+
+    fn append_inner(
+        &self,
+        records: &mut [u8],
         mut headers: Vec<BatchHeader>,
         leader_epoch: i32,
         now_ms: i64,
         allow_control: bool,
+        origin: Origin,
     ) -> Result<AppendInfo, LogError> {
         let config = self.config();
         if !allow_control {
@@ -287,7 +321,7 @@ impl Log {
             });
         }
         let stamped_time = (config.message_timestamp_type == TimestampType::LogAppendTime).then_some(now_ms);
-        let updated_producers = match state.producers.prepare(&headers, first_offset, stamped_time)? {
+        let updated_producers = match state.producers.prepare(&headers, first_offset, stamped_time, origin)? {
             Prepared::Append(updated) => updated,
             Prepared::Duplicate(dup) => {
                 return Ok(AppendInfo {
@@ -329,6 +363,8 @@ impl Log {
         )?;
         // Stamping set the real base offsets; the producer entries were computed with the same ones.
         state.producers.commit(updated_producers);
+        // The first unstable offset before the log end, so a reader never sees the new data as stable.
+        self.publish_first_unstable(&state.producers);
         // Published after the segment's committed size, so readers that see this offset also see the bytes.
         self.log_end.store(last_offset + 1, Ordering::Release);
         drop(state);
@@ -342,6 +378,118 @@ impl Log {
             record_count,
             duplicate: false,
         })
+    }
+
+    fn publish_first_unstable(&self, producers: &ProducerStateManager) {
+        self.first_unstable.store(producers.first_unstable_offset().unwrap_or(NO_UNSTABLE), Ordering::Release);
+    }
+
+    /// Appends a COMMIT or ABORT marker (a control batch) for `producer_id` at the log end, as the transaction
+    /// coordinator's WriteTxnMarkers does: checks the producer and coordinator epochs, ends the producer's open
+    /// transaction here, and records an aborted one in the segment's transaction index. Does not fsync.
+    pub fn append_marker(
+        &self,
+        producer_id: i64,
+        producer_epoch: i16,
+        marker: EndTxnMarker,
+        leader_epoch: i32,
+        now_ms: i64,
+    ) -> Result<AppendInfo, LogError> {
+        let config = self.config();
+        let mut records = control::marker_batch(producer_id, producer_epoch, marker, now_ms);
+        let mut headers = validate_batches(&records, u32::MAX)?;
+        let mut state = lock(&self.append_lock);
+        if state.closed {
+            return Err(closed_error());
+        }
+        let offset = self.log_end.load(Ordering::Acquire);
+        let prepared = state.producers.prepare_marker(producer_id, producer_epoch, marker, offset, now_ms)?;
+        let mut active = self.active();
+        if should_roll(&active, &config, records.len() as u64, offset, now_ms) {
+            active = self.roll_locked(&state.producers)?;
+        }
+        stamp(&mut records, &mut headers, offset, leader_epoch, config.message_timestamp_type, now_ms);
+        active.append(&records, &headers, u64::from(config.index_interval_bytes), now_ms)?;
+        let index_result = match state.producers.commit_marker(prepared) {
+            Some(aborted) => active.txn_index().append(aborted),
+            None => Ok(()),
+        };
+        // The marker is in the segment either way: publish it, so no later append reuses its offset.
+        self.publish_first_unstable(&state.producers);
+        self.log_end.store(offset + 1, Ordering::Release);
+        drop(state);
+        if let Err(e) = index_result {
+            // Reads until the next recovery would miss this aborted transaction: report a storage error.
+            tracing::error!(dir = %self.dir.display(), error = %e, "cannot append to the transaction index");
+            return Err(e.into());
+        }
+        let log_append_time = match config.message_timestamp_type {
+            TimestampType::LogAppendTime => now_ms,
+            TimestampType::CreateTime => -1,
+        };
+        Ok(AppendInfo {
+            first_offset: offset,
+            last_offset: offset,
+            max_timestamp: now_ms,
+            log_append_time,
+            log_start_offset: self.log_start_offset(),
+            batch_count: 1,
+            record_count: 1,
+            duplicate: false,
+        })
+    }
+
+    /// The first offset of the oldest open transaction, if any (never below the log start offset).
+    pub fn first_unstable_offset(&self) -> Option<i64> {
+        let f = self.first_unstable.load(Ordering::Acquire);
+        (f != NO_UNSTABLE).then(|| f.max(self.log_start_offset()))
+    }
+
+    /// Kafka's last stable offset: read_committed consumers read below it. `high_watermark` is the partition's.
+    pub fn last_stable_offset(&self, high_watermark: i64) -> i64 {
+        self.first_unstable_offset().map_or(high_watermark, |f| f.min(high_watermark))
+    }
+
+    /// Open transactions on this partition as (producer id, first offset), oldest first.
+    pub fn ongoing_transactions(&self) -> Vec<(i64, i64)> {
+        lock(&self.append_lock).producers.ongoing_transactions()
+    }
+
+    /// Aborted transactions overlapping [fetch_offset, upper_bound), from the segment holding `fetch_offset` on
+    /// (Kafka's collectAbortedTransactions): what a read_committed fetch returns so the consumer skips them.
+    pub fn collect_aborted_transactions(&self, fetch_offset: i64, upper_bound: i64) -> Vec<AbortedTxn> {
+        let segments = self.snapshot();
+        let idx = segments.partition_point(|s| s.base_offset() <= fetch_offset).saturating_sub(1);
+        let mut out = Vec::new();
+        for seg in &segments[idx..] {
+            if seg.txn_index().collect(fetch_offset, upper_bound, &mut out) {
+                break;
+            }
+        }
+        out
+    }
+
+    /// The upper bound of the aborted transactions a read of `read_len` bytes from `offset` returns (Kafka's
+    /// LocalLog.addAbortedTransactions): the first indexed batch after the bytes read, else the end of the
+    /// segment read from (the next segment's base offset, or the log end offset).
+    pub fn fetch_upper_bound(&self, offset: i64, read_len: usize) -> Result<i64, LogError> {
+        let segments = self.snapshot();
+        let idx = segments.partition_point(|s| s.base_offset() <= offset);
+        if let Some(seg) = idx.checked_sub(1).and_then(|i| segments.get(i)) {
+            if let Some(bound) = seg.fetch_upper_bound(offset, read_len as u64)? {
+                return Ok(bound);
+            }
+        }
+        Ok(segments.get(idx).map_or_else(|| self.log_end_offset(), |s| s.base_offset()))
+    }
+
+    /// What the log cleaner needs to know about transactions (see [`crate::TransactionIndex`]): where the first
+    /// open transaction starts and which transactional batches were aborted.
+    pub fn transaction_state(&self) -> LogTransactions {
+        LogTransactions {
+            first_unstable: self.first_unstable_offset(),
+            aborted: self.snapshot().iter().flat_map(|s| s.txn_index().entries()).collect(),
+        }
     }
 
     /// Starts a new segment at the log end offset and snapshots the producer state there (as Kafka does at every
@@ -680,6 +828,15 @@ impl Log {
         for ext in [INDEX_EXT, TIME_INDEX_EXT, LOG_EXT] {
             renamed(ext, SWAP_SUFFIX, "")?;
         }
+        // The cleaned segment indexes the aborted transactions of every segment it replaces (their markers are
+        // kept); written under the append lock so no marker can land in between.
+        let merged: Vec<AbortedTxn> = old.iter().flat_map(|s| s.txn_index().entries()).collect();
+        if let Err(e) = new.txn_index().replace(merged) {
+            tracing::warn!(dir = %self.dir.display(), error = %e, "cannot write the cleaned segment's transaction index");
+        }
+        for seg in &old[1..] {
+            let _ = std::fs::remove_file(seg.path(crate::txn_index::TXN_INDEX_EXT));
+        }
         self.publish(|l| {
             l.splice(start..start + old.len(), [new]);
         });
@@ -735,6 +892,24 @@ impl Log {
     }
 }
 
+/// A log's transactions as of one moment, for a cleaning pass.
+pub struct LogTransactions {
+    first_unstable: Option<i64>,
+    aborted: Vec<AbortedTxn>,
+}
+
+impl crate::cleaner::TransactionIndex for LogTransactions {
+    fn first_unstable_offset(&self) -> Option<i64> {
+        self.first_unstable
+    }
+
+    fn is_aborted(&self, producer_id: i64, base_offset: i64) -> bool {
+        self.aborted
+            .iter()
+            .any(|a| a.producer_id == producer_id && a.first_offset <= base_offset && base_offset < a.last_offset)
+    }
+}
+
 /// Best-effort removal of a segment's files carrying `suffix` (an abandoned cleaning).
 pub(crate) fn remove_suffixed_files(dir: &Path, base: i64, suffix: &str) {
     for ext in [LOG_EXT, INDEX_EXT, TIME_INDEX_EXT] {
@@ -750,10 +925,43 @@ pub(crate) fn remove_suffixed_files(dir: &Path, base: i64, suffix: &str) {
 }
 
 /// The producer state as of `log_end`: the newest snapshot plus a replay of the batch headers after it.
+/// The transaction indexes are rebuilt from the same replay: entries for markers at or after the replay start are
+/// dropped and re-added from the markers read back, so an index torn or lost in a crash is made whole again.
 fn rebuild_producer_state(dir: &Path, segments: &[Arc<Segment>], log_end: i64) -> Result<ProducerStateManager, LogError> {
     let (mut producers, from) = ProducerStateManager::load_snapshot(dir, log_end)?;
+    for seg in segments.iter() {
+        seg.txn_index().truncate_from(from.min(log_end))?;
+    }
     for seg in segments.iter().filter(|s| s.next_offset() > from) {
-        seg.walk_headers_from(from.max(seg.base_offset()), |h| producers.apply(h))?;
+        let mut failed: Option<LogError> = None;
+        seg.walk_headers_from(from.max(seg.base_offset()), |pos, h| {
+            if failed.is_some() {
+                return;
+            }
+            let marker = if h.is_control() && h.producer_id >= 0 {
+                let parsed = seg
+                    .read_at(pos, h.total_size())
+                    .map_err(LogError::from)
+                    .and_then(|bytes| control::parse_marker(&bytes, h));
+                match parsed {
+                    Ok(m) => m,
+                    Err(e) => {
+                        failed = Some(e);
+                        return;
+                    }
+                }
+            } else {
+                None
+            };
+            if let Some(aborted) = producers.apply(h, marker) {
+                if let Err(e) = seg.txn_index().append(aborted) {
+                    failed = Some(e.into());
+                }
+            }
+        })?;
+        if let Some(e) = failed {
+            return Err(e);
+        }
     }
     if producers.len() > 0 {
         tracing::debug!(dir = %dir.display(), producers = producers.len(), snapshot = from, "rebuilt producer state");

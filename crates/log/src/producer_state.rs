@@ -5,16 +5,20 @@
 //! The state is rebuilt after a restart from the newest valid `<offset>.snapshot` file (written at segment roll
 //! and at clean close) plus a replay of the batch headers after it, so dedupe survives kill -9.
 //!
-//! Transactions will extend `ProducerEntry` with the first offset of the producer's open transaction (for the
-//! last stable offset) and control-batch handling in `apply`; nothing here assumes they do not exist.
+//! Transactions: a producer's first transactional batch opens its transaction on this partition (its first offset
+//! is kept in the entry and in the set of ongoing transactions, whose smallest first offset is the partition's
+//! first unstable offset); a COMMIT or ABORT marker from the coordinator closes it. Snapshot format 2 carries the
+//! open transactions and the coordinator epoch; format 1 snapshots (idempotence only) still load.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fs;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
 use crate::batch::BatchHeader;
+use crate::control::{ControlType, EndTxnMarker};
 use crate::error::LogError;
+use crate::txn_index::AbortedTxn;
 
 /// Kafka keeps the metadata of this many batches per producer (the client's max.in.flight.requests limit for
 /// idempotence is 5 as well).
@@ -22,7 +26,8 @@ pub(crate) const NUM_BATCHES_TO_RETAIN: usize = 5;
 pub(crate) const SNAPSHOT_EXT: &str = "snapshot";
 /// Snapshots kept after writing a new one; older ones only matter if the newer ones are lost in a crash.
 const SNAPSHOTS_TO_KEEP: usize = 3;
-const SNAPSHOT_MAGIC: &[u8; 8] = b"STRMPST1";
+const SNAPSHOT_MAGIC_V1: &[u8; 8] = b"STRMPST1";
+const SNAPSHOT_MAGIC: &[u8; 8] = b"STRMPST2";
 
 /// Where one batch of a producer landed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -41,11 +46,23 @@ pub(crate) struct ProducerEntry {
     /// Oldest first, at most `NUM_BATCHES_TO_RETAIN`.
     pub batches: VecDeque<BatchMetadata>,
     pub last_timestamp: i64,
+    /// The epoch of the transaction coordinator that wrote this producer's last marker (-1 before any).
+    pub coordinator_epoch: i32,
+    /// First offset of the producer's open transaction on this partition.
+    pub current_txn_first_offset: Option<i64>,
 }
 
 impl ProducerEntry {
     fn new(epoch: i16) -> ProducerEntry {
-        ProducerEntry { epoch, batches: VecDeque::new(), last_timestamp: -1 }
+        ProducerEntry { epoch, batches: VecDeque::new(), last_timestamp: -1, coordinator_epoch: -1, current_txn_first_offset: None }
+    }
+
+    /// Kafka's maybeUpdateProducerEpoch: a new epoch starts a new sequence space.
+    fn update_epoch(&mut self, epoch: i16) {
+        if epoch != self.epoch {
+            self.epoch = epoch;
+            self.batches.clear();
+        }
     }
 
     fn last_seq(&self) -> Option<i32> {
@@ -60,11 +77,8 @@ impl ProducerEntry {
     }
 
     fn push(&mut self, epoch: i16, meta: BatchMetadata) {
-        if epoch != self.epoch {
-            // A new epoch starts a new sequence space: older batches can never be duplicates again.
-            self.epoch = epoch;
-            self.batches.clear();
-        }
+        // A new epoch starts a new sequence space: older batches can never be duplicates again.
+        self.update_epoch(epoch);
         if self.batches.len() == NUM_BATCHES_TO_RETAIN {
             self.batches.pop_front();
         }
@@ -86,6 +100,14 @@ fn in_sequence(last_seq: i32, next_seq: i32) -> bool {
     next_seq == last_seq.wrapping_add(1) || (next_seq == 0 && last_seq == i32::MAX)
 }
 
+/// Who writes a batch (Kafka's AppendOrigin): clients' batches are deduplicated and sequence-checked; a
+/// coordinator's (transactional offset commits) carry no sequence, so only epochs and transactions are tracked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Origin {
+    Client,
+    Coordinator,
+}
+
 /// What an append must do after the producer checks.
 #[derive(Debug)]
 pub(crate) enum Prepared {
@@ -95,14 +117,72 @@ pub(crate) enum Prepared {
     Duplicate(BatchMetadata),
 }
 
+/// A transaction a marker ended on this partition.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct CompletedTxn {
+    pub producer_id: i64,
+    pub first_offset: i64,
+    /// The marker's offset.
+    pub last_offset: i64,
+    pub aborted: bool,
+}
+
+/// What writing a marker does to the producer state; `commit_marker` installs it after the write.
+#[derive(Debug)]
+pub(crate) struct PreparedMarker {
+    producer_id: i64,
+    entry: ProducerEntry,
+    /// None for a marker of a transaction with no data here (Kafka writes it but indexes nothing).
+    pub completed: Option<CompletedTxn>,
+}
+
 #[derive(Debug, Default)]
 pub(crate) struct ProducerStateManager {
     producers: HashMap<i64, ProducerEntry>,
+    /// Open transactions by first offset → producer id (Kafka's ongoingTxns).
+    ongoing: BTreeMap<i64, i64>,
 }
 
 impl ProducerStateManager {
     pub fn len(&self) -> usize {
         self.producers.len()
+    }
+
+    fn from_producers(producers: HashMap<i64, ProducerEntry>) -> ProducerStateManager {
+        let ongoing = producers.iter().filter_map(|(id, e)| Some((e.current_txn_first_offset?, *id))).collect();
+        ProducerStateManager { producers, ongoing }
+    }
+
+    /// The first offset of the oldest open transaction: nothing at or after it is stable.
+    pub fn first_unstable_offset(&self) -> Option<i64> {
+        self.ongoing.keys().next().copied()
+    }
+
+    /// Open transactions as (producer id, first offset), oldest first.
+    pub fn ongoing_transactions(&self) -> Vec<(i64, i64)> {
+        self.ongoing.iter().map(|(first, pid)| (*pid, *first)).collect()
+    }
+
+    /// Kafka's lastStableOffset(completedTxn): where the LSO stands once `txn` is complete.
+    pub fn last_stable_offset_after(&self, txn: &CompletedTxn) -> i64 {
+        self.ongoing
+            .iter()
+            .find(|(_, pid)| **pid != txn.producer_id)
+            .map_or(txn.last_offset + 1, |(first, _)| *first)
+    }
+
+    /// Installs `entry` for `id`, keeping the ongoing-transaction set in step.
+    fn install(&mut self, id: i64, entry: ProducerEntry) {
+        let before = self.producers.get(&id).and_then(|e| e.current_txn_first_offset);
+        if before != entry.current_txn_first_offset {
+            if let Some(first) = before {
+                self.ongoing.remove(&first);
+            }
+            if let Some(first) = entry.current_txn_first_offset {
+                self.ongoing.insert(first, id);
+            }
+        }
+        self.producers.insert(id, entry);
     }
 
     #[cfg(test)]
@@ -114,7 +194,13 @@ impl ProducerStateManager {
     /// `first_offset` on, in Kafka's order: duplicate first (UnifiedLog.analyzeAndValidateProducerState), then
     /// epoch, then sequence (ProducerAppendInfo). Batches without a producer id are not tracked. `log_append_time`
     /// is the time the log stamps into the batches on a LogAppendTime topic: what the batch's timestamp will be.
-    pub fn prepare(&self, headers: &[BatchHeader], first_offset: i64, log_append_time: Option<i64>) -> Result<Prepared, LogError> {
+    pub fn prepare(
+        &self,
+        headers: &[BatchHeader],
+        first_offset: i64,
+        log_append_time: Option<i64>,
+        origin: Origin,
+    ) -> Result<Prepared, LogError> {
         let mut updated: Vec<(i64, ProducerEntry)> = Vec::new();
         let mut offset = first_offset;
         for h in headers {
@@ -129,8 +215,10 @@ impl ProducerStateManager {
                 Some(i) => i,
                 None => {
                     let current = self.producers.get(&h.producer_id);
-                    if let Some(dup) = current.and_then(|e| e.find_duplicate(h.producer_epoch, first_seq, last_seq)) {
-                        return Ok(Prepared::Duplicate(dup));
+                    if origin == Origin::Client {
+                        if let Some(dup) = current.and_then(|e| e.find_duplicate(h.producer_epoch, first_seq, last_seq)) {
+                            return Ok(Prepared::Duplicate(dup));
+                        }
                     }
                     let entry = current.cloned().unwrap_or_else(|| ProducerEntry::new(-1));
                     updated.push((h.producer_id, entry));
@@ -139,7 +227,29 @@ impl ProducerStateManager {
             };
             let entry = &mut updated[slot].1;
             check_epoch(h, entry)?;
+            if origin == Origin::Coordinator {
+                // No sequence space: keep the epoch and the transaction, not batch metadata that could later pass
+                // for a client's duplicate.
+                if h.is_transactional() && entry.current_txn_first_offset.is_none() {
+                    entry.current_txn_first_offset = Some(batch_first);
+                }
+                entry.update_epoch(h.producer_epoch);
+                entry.last_timestamp = log_append_time.unwrap_or(h.max_timestamp);
+                continue;
+            }
             check_sequence(h, entry, first_seq)?;
+            // Kafka's ProducerAppendInfo: a transactional batch opens the producer's transaction here; a plain
+            // write while one is open would interleave with it.
+            match (h.is_transactional(), entry.current_txn_first_offset) {
+                (true, None) => entry.current_txn_first_offset = Some(batch_first),
+                (false, Some(_)) => {
+                    return Err(LogError::InvalidTxnState(format!(
+                        "Expected transactional write from producer {} at offset {}",
+                        h.producer_id, batch_first
+                    )))
+                }
+                _ => {}
+            }
             entry.push(
                 h.producer_epoch,
                 BatchMetadata {
@@ -156,17 +266,89 @@ impl ProducerStateManager {
 
     /// Installs what `prepare` computed, once the write succeeded.
     pub fn commit(&mut self, updated: Vec<(i64, ProducerEntry)>) {
-        self.producers.extend(updated);
+        for (id, entry) in updated {
+            self.install(id, entry);
+        }
+    }
+
+    /// Checks a COMMIT/ABORT marker the coordinator writes at `offset`, as Kafka's appendEndTxnMarker: an older
+    /// producer epoch is INVALID_PRODUCER_EPOCH, an older coordinator epoch TRANSACTION_COORDINATOR_FENCED.
+    pub fn prepare_marker(
+        &self,
+        producer_id: i64,
+        producer_epoch: i16,
+        marker: EndTxnMarker,
+        offset: i64,
+        timestamp: i64,
+    ) -> Result<PreparedMarker, LogError> {
+        let mut entry = self.producers.get(&producer_id).cloned().unwrap_or_else(|| ProducerEntry::new(-1));
+        if producer_epoch < entry.epoch {
+            return Err(LogError::InvalidProducerEpoch(format!(
+                "Epoch of producer {producer_id} at offset {offset} is {producer_epoch}, which is smaller than the last seen epoch {}",
+                entry.epoch
+            )));
+        }
+        if entry.coordinator_epoch > marker.coordinator_epoch {
+            return Err(LogError::TransactionCoordinatorFenced(format!(
+                "Invalid coordinator epoch for producerId {producer_id} at offset {offset}: {} (zombie), {} (current)",
+                marker.coordinator_epoch, entry.coordinator_epoch
+            )));
+        }
+        Ok(Self::marker_update(producer_id, &mut entry, producer_epoch, marker, offset, timestamp))
+    }
+
+    fn marker_update(
+        producer_id: i64,
+        entry: &mut ProducerEntry,
+        producer_epoch: i16,
+        marker: EndTxnMarker,
+        offset: i64,
+        timestamp: i64,
+    ) -> PreparedMarker {
+        let completed = entry.current_txn_first_offset.map(|first_offset| CompletedTxn {
+            producer_id,
+            first_offset,
+            last_offset: offset,
+            aborted: marker.control_type == ControlType::Abort,
+        });
+        entry.update_epoch(producer_epoch);
+        entry.current_txn_first_offset = None;
+        entry.coordinator_epoch = marker.coordinator_epoch;
+        entry.last_timestamp = timestamp;
+        PreparedMarker { producer_id, entry: entry.clone(), completed }
+    }
+
+    /// Installs a written marker; returns the aborted-transaction index entry to add, if it aborted data here.
+    pub fn commit_marker(&mut self, m: PreparedMarker) -> Option<AbortedTxn> {
+        let aborted = m.completed.filter(|c| c.aborted).map(|c| AbortedTxn {
+            producer_id: c.producer_id,
+            first_offset: c.first_offset,
+            last_offset: c.last_offset,
+            last_stable_offset: self.last_stable_offset_after(&c),
+        });
+        self.install(m.producer_id, m.entry);
+        aborted
     }
 
     /// Replays a batch already in the log (recovery): no checks, as Kafka loads with the replication origin.
-    pub fn apply(&mut self, h: &BatchHeader) {
-        if h.producer_id < 0 || h.is_control() {
-            return;
+    /// `marker` is the parsed marker of a control batch. Returns the aborted-transaction entry a replayed ABORT
+    /// marker produces, so recovery can rebuild the transaction index.
+    pub fn apply(&mut self, h: &BatchHeader, marker: Option<EndTxnMarker>) -> Option<AbortedTxn> {
+        if h.producer_id < 0 {
+            return None;
         }
-        let entry = self.producers.entry(h.producer_id).or_insert_with(|| ProducerEntry::new(h.producer_epoch));
+        if h.is_control() {
+            let marker = marker?;
+            let mut entry = self.producers.get(&h.producer_id).cloned().unwrap_or_else(|| ProducerEntry::new(-1));
+            let m = Self::marker_update(h.producer_id, &mut entry, h.producer_epoch, marker, h.base_offset, h.max_timestamp);
+            return self.commit_marker(m);
+        }
+        let mut entry = self.producers.get(&h.producer_id).cloned().unwrap_or_else(|| ProducerEntry::new(h.producer_epoch));
         if h.producer_epoch < entry.epoch {
-            return;
+            return None;
+        }
+        if h.is_transactional() && entry.current_txn_first_offset.is_none() {
+            entry.current_txn_first_offset = Some(h.base_offset);
         }
         entry.push(
             h.producer_epoch,
@@ -178,13 +360,17 @@ impl ProducerStateManager {
                 timestamp: h.max_timestamp,
             },
         );
+        self.install(h.producer_id, entry);
+        None
     }
 
     /// Forgets producers idle for `expiration_ms` (Kafka's `producer.id.expiration.ms`); a later batch from one of
     /// them is accepted with any sequence, as for any unknown producer.
     pub fn remove_expired(&mut self, now_ms: i64, expiration_ms: i64) -> usize {
         let before = self.producers.len();
-        self.producers.retain(|_, e| now_ms.saturating_sub(e.last_timestamp) < expiration_ms);
+        // A producer with an open transaction is never expired (Kafka's isProducerExpired): its first offset holds
+        // the LSO until the coordinator ends it.
+        self.producers.retain(|_, e| e.current_txn_first_offset.is_some() || now_ms.saturating_sub(e.last_timestamp) < expiration_ms);
         before - self.producers.len()
     }
 
@@ -200,6 +386,8 @@ impl ProducerStateManager {
             body.extend_from_slice(&id.to_be_bytes());
             body.extend_from_slice(&e.epoch.to_be_bytes());
             body.extend_from_slice(&e.last_timestamp.to_be_bytes());
+            body.extend_from_slice(&e.coordinator_epoch.to_be_bytes());
+            body.extend_from_slice(&e.current_txn_first_offset.unwrap_or(-1).to_be_bytes());
             body.push(e.batches.len() as u8);
             for b in &e.batches {
                 body.extend_from_slice(&b.first_seq.to_be_bytes());
@@ -217,7 +405,11 @@ impl ProducerStateManager {
     }
 
     fn decode(bytes: &[u8]) -> Option<ProducerStateManager> {
-        let rest = bytes.strip_prefix(SNAPSHOT_MAGIC)?;
+        // Format 1 (before transactions) has no coordinator epoch and no open transaction per producer.
+        let (v2, rest) = match bytes.strip_prefix(SNAPSHOT_MAGIC) {
+            Some(rest) => (true, rest),
+            None => (false, bytes.strip_prefix(SNAPSHOT_MAGIC_V1)?),
+        };
         let (crc, body) = rest.split_at_checked(4)?;
         if u32::from_be_bytes(crc.try_into().ok()?) != crc32c::crc32c(body) {
             return None;
@@ -229,6 +421,7 @@ impl ProducerStateManager {
             let id = r.i64()?;
             let epoch = r.i16()?;
             let last_timestamp = r.i64()?;
+            let (coordinator_epoch, txn_first) = if v2 { (r.i32()?, r.i64()?) } else { (-1, -1) };
             let count = r.u8()?;
             let mut batches = VecDeque::with_capacity(count as usize);
             for _ in 0..count {
@@ -240,9 +433,10 @@ impl ProducerStateManager {
                     timestamp: r.i64()?,
                 });
             }
-            producers.insert(id, ProducerEntry { epoch, batches, last_timestamp });
+            let current_txn_first_offset = (txn_first >= 0).then_some(txn_first);
+            producers.insert(id, ProducerEntry { epoch, batches, last_timestamp, coordinator_epoch, current_txn_first_offset });
         }
-        r.0.is_empty().then_some(ProducerStateManager { producers })
+        r.0.is_empty().then(|| ProducerStateManager::from_producers(producers))
     }
 
     /// Writes `<offset>.snapshot`: the state after every batch below `offset`. Not fsynced: a snapshot lost or
@@ -307,14 +501,14 @@ fn check_sequence(h: &BatchHeader, entry: &ProducerEntry, first_seq: i32) -> Res
         }
         return Ok(());
     }
-    // Kafka accepts any sequence when it has no batches for the epoch (its state was lost to retention or expiry).
-    if let Some(last) = entry.last_seq() {
-        if !in_sequence(last, first_seq) {
-            return Err(LogError::OutOfOrderSequence(format!(
-                "Out of order sequence number for producer {}: {} (incoming seq. number), {} (current end sequence number)",
-                h.producer_id, first_seq, last
-            )));
-        }
+    // Kafka's checkSequence: with no batch of this epoch (a marker bumped the epoch), the next sequence is 0; only a
+    // producer without a known epoch (state lost to expiry or retention) may start anywhere.
+    let last = entry.last_seq().unwrap_or(-1);
+    if entry.epoch != -1 && !in_sequence(last, first_seq) {
+        return Err(LogError::OutOfOrderSequence(format!(
+            "Out of order sequence number for producer {}: {} (incoming seq. number), {} (current end sequence number)",
+            h.producer_id, first_seq, last
+        )));
     }
     Ok(())
 }
@@ -393,7 +587,7 @@ mod tests {
 
     /// Runs prepare + commit as an append at `offset` would.
     fn append(m: &mut ProducerStateManager, h: BatchHeader, offset: i64) -> Result<Option<BatchMetadata>, LogError> {
-        match m.prepare(&[h], offset, None)? {
+        match m.prepare(&[h], offset, None, Origin::Client)? {
             Prepared::Append(u) => {
                 m.commit(u);
                 Ok(None)
@@ -473,10 +667,10 @@ mod tests {
     fn several_batches_in_one_append_are_checked_in_order() {
         let m = ProducerStateManager::default();
         let hs = [header(1, 0, 0, 2), header(1, 0, 2, 2)];
-        let Prepared::Append(u) = m.prepare(&hs, 10, None).unwrap() else { panic!() };
+        let Prepared::Append(u) = m.prepare(&hs, 10, None, Origin::Client).unwrap() else { panic!() };
         assert_eq!(u.len(), 1);
         assert_eq!(u[0].1.batches.iter().map(|b| b.first_offset).collect::<Vec<_>>(), vec![10, 12]);
-        assert!(m.prepare(&[header(1, 0, 0, 2), header(1, 0, 3, 2)], 10, None).is_err());
+        assert!(m.prepare(&[header(1, 0, 0, 2), header(1, 0, 3, 2)], 10, None, Origin::Client).is_err());
     }
 
     #[test]

@@ -15,6 +15,7 @@ pub(crate) struct RecordView<'a> {
     pub timestamp_delta: i64,
     pub offset_delta: i32,
     pub key: Option<&'a [u8]>,
+    pub value: Option<&'a [u8]>,
     /// A tombstone: the value is null.
     pub value_is_null: bool,
 }
@@ -107,6 +108,7 @@ pub(crate) fn parse(section: &[u8], expected: i32) -> Result<Vec<RecordView<'_>>
             timestamp_delta,
             offset_delta,
             key,
+            value,
             value_is_null: value.is_none(),
         });
     }

@@ -18,6 +18,7 @@ use crate::log::RecoveryReport;
 use crate::offset_index::{self, OffsetEntry, OffsetIndex};
 use crate::segment::{self, Parts, Segment, TimestampOffset, INDEX_EXT, LOG_EXT, TIME_INDEX_EXT};
 use crate::time_index::{self, TimeIndex};
+use crate::txn_index::TXN_INDEX_EXT;
 
 /// Read-ahead for recovery scans; batches larger than this are streamed through the CRC.
 const SCAN_BUFFER: usize = 1 << 20;
@@ -186,9 +187,11 @@ fn complete_swaps(dir: &Path) -> io::Result<()> {
             let name = entry?.file_name();
             let Some(name) = name.to_str() else { continue };
             if let Some((b, ext)) = segment::parse_file_name(name) {
+                // The cleaned segment keeps the first one's transaction index name; the others' go with them.
+                let replaced_txn_index = ext == TXN_INDEX_EXT && b > base;
                 if b >= base
                     && b < end.max(base + 1)
-                    && [LOG_EXT, INDEX_EXT, TIME_INDEX_EXT].contains(&ext)
+                    && ([LOG_EXT, INDEX_EXT, TIME_INDEX_EXT].contains(&ext) || replaced_txn_index)
                 {
                     fs::remove_file(dir.join(name))?;
                 }
@@ -223,7 +226,7 @@ fn list_segments(dir: &Path) -> io::Result<Vec<i64>> {
             LOG_EXT => {
                 logs.insert(base);
             }
-            INDEX_EXT | TIME_INDEX_EXT => indexes.push((base, name.to_owned())),
+            INDEX_EXT | TIME_INDEX_EXT | TXN_INDEX_EXT => indexes.push((base, name.to_owned())),
             _ if [".deleted", ".swap", ".cleaned", ".tmp"]
                 .iter()
                 .any(|s| ext.ends_with(s)) =>
@@ -297,7 +300,7 @@ fn delete_segment_files(dir: &Path, base: i64, log_end: i64) -> u64 {
     let log_path = dir.join(segment::file_name(base, LOG_EXT));
     let bytes = fs::metadata(&log_path).map_or(0, |m| m.len());
     tracing::warn!(dir = %dir.display(), segment = base, bytes, log_end, "deleting segment beyond the recovered log end");
-    for ext in [LOG_EXT, INDEX_EXT, TIME_INDEX_EXT] {
+    for ext in [LOG_EXT, INDEX_EXT, TIME_INDEX_EXT, TXN_INDEX_EXT] {
         let path = dir.join(segment::file_name(base, ext));
         if let Err(e) = fs::remove_file(&path) {
             if e.kind() != io::ErrorKind::NotFound {
@@ -343,7 +346,7 @@ fn open_trusted(
                 time_index,
                 max: None,
             };
-            return Ok(Some(Segment::from_parts(dir, base, parts)));
+            return Ok(Some(Segment::from_parts(dir, base, parts)?));
         }
         return Ok(None);
     };
@@ -402,7 +405,7 @@ fn open_trusted(
         time_index,
         max: Some(max),
     };
-    Ok(Some(Segment::from_parts(dir, base, parts)))
+    Ok(Some(Segment::from_parts(dir, base, parts)?))
 }
 
 #[derive(Default)]
@@ -431,7 +434,7 @@ fn recover_segment(dir: &Path, base: i64, interval: u64) -> Result<(Segment, Out
         time_index,
         max: None,
     };
-    let seg = Segment::from_parts(dir, base, parts);
+    let seg = Segment::from_parts(dir, base, parts)?;
     let scan = scan_batches(seg.log_file(), 0, file_size, base, base, |pos, h| {
         seg.track_batch(pos, h, interval)
     })?;

@@ -16,6 +16,7 @@ use crate::error::LogError;
 use crate::log::ReadResult;
 use crate::offset_index::{self, OffsetEntry, OffsetIndex};
 use crate::time_index::{self, TimeEntry, TimeIndex};
+use crate::txn_index::{TxnIndex, TXN_INDEX_EXT};
 
 pub(crate) const LOG_EXT: &str = "log";
 pub(crate) const INDEX_EXT: &str = "index";
@@ -79,6 +80,8 @@ pub(crate) struct Segment {
     next_offset: AtomicI64,
     offset_index: OffsetIndex,
     time_index: TimeIndex,
+    /// The aborted transactions whose ABORT marker is in this segment.
+    txn_index: TxnIndex,
     stats: Mutex<Stats>,
     /// Wall-clock time of the first append, for segment.ms.
     rolling_ts: AtomicI64,
@@ -118,11 +121,22 @@ impl Segment {
             time_index,
             max: None,
         };
-        Ok(Segment::from_parts(dir, base_offset, parts))
+        let txn_path = dir.join(file_name(base_offset, TXN_INDEX_EXT));
+        // A cleaned segment gets its entries when it is swapped in; a new one starts empty (a stale file of the
+        // same name belongs to data that is gone).
+        let txn_index = if suffix.is_empty() { TxnIndex::create(txn_path)? } else { TxnIndex::empty(txn_path) };
+        Ok(Segment::with_txn_index(dir, base_offset, parts, txn_index))
     }
 
-    pub(crate) fn from_parts(dir: &Path, base_offset: i64, parts: Parts) -> Segment {
+    /// A segment recovery found on disk, with its transaction index file if it has one.
+    pub(crate) fn from_parts(dir: &Path, base_offset: i64, parts: Parts) -> io::Result<Segment> {
+        let txn_index = TxnIndex::load(dir.join(file_name(base_offset, TXN_INDEX_EXT)))?;
+        Ok(Segment::with_txn_index(dir, base_offset, parts, txn_index))
+    }
+
+    fn with_txn_index(dir: &Path, base_offset: i64, parts: Parts, txn_index: TxnIndex) -> Segment {
         Segment {
+            txn_index,
             base_offset,
             dir: dir.to_path_buf(),
             log: parts.log,
@@ -170,6 +184,10 @@ impl Segment {
 
     pub(crate) fn time_index(&self) -> &TimeIndex {
         &self.time_index
+    }
+
+    pub(crate) fn txn_index(&self) -> &TxnIndex {
+        &self.txn_index
     }
 
     pub(crate) fn max_timestamp(&self) -> Option<TimestampOffset> {
@@ -329,6 +347,8 @@ impl Segment {
                 return Err(e);
             }
         }
+        // Aborted-transaction entries are durable with the markers they describe.
+        self.txn_index.sync_if_dirty()?;
         if include_indexes && self.dirty_index.swap(false, Ordering::AcqRel) {
             if let Err(e) = self
                 .offset_index
@@ -385,7 +405,7 @@ impl Segment {
 
     /// Unlinks the segment's files. Open handles (readers holding the segment) keep working.
     pub(crate) fn delete_files(&self) {
-        for ext in [LOG_EXT, INDEX_EXT, TIME_INDEX_EXT] {
+        for ext in [LOG_EXT, INDEX_EXT, TIME_INDEX_EXT, TXN_INDEX_EXT] {
             let path = self.path(ext);
             match fs::remove_file(&path) {
                 Ok(()) => {}
@@ -455,18 +475,27 @@ impl Segment {
         Ok(found)
     }
 
+    /// Kafka's fetchUpperBoundOffset: the offset of the first indexed batch at or after the end of a read of
+    /// `read_len` bytes that started with the batch holding `offset`; None if no index entry lies beyond it.
+    pub(crate) fn fetch_upper_bound(&self, offset: i64, read_len: u64) -> Result<Option<i64>, LogError> {
+        let Some((pos, _)) = self.find_batch(offset, self.size())? else { return Ok(None) };
+        let target = pos + read_len;
+        let next = self.offset_index.first_not(|e| u64::from(e.position) < target)?;
+        Ok(next.map(|e| self.absolute(e.rel_offset)))
+    }
+
     /// Visits the header of every committed batch whose last offset is >= `offset` (producer state replay).
     pub(crate) fn walk_headers_from(
         &self,
         offset: i64,
-        mut visit: impl FnMut(&BatchHeader),
+        mut visit: impl FnMut(u64, &BatchHeader),
     ) -> Result<(), LogError> {
         let mut cursor = self.cursor(self.size());
         let Some((pos, _)) = self.find_batch_with(&mut cursor, offset)? else {
             return Ok(());
         };
-        cursor.walk(pos, |_, h| {
-            visit(h);
+        cursor.walk(pos, |p, h| {
+            visit(p, h);
             true
         })
     }

@@ -2,3 +2,4 @@
 //! so that they can later move between brokers with partition leadership.
 
 pub mod group;
+pub mod txn;

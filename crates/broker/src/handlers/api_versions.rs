@@ -1,6 +1,7 @@
 //! ApiVersions: the served APIs and version ranges, straight from the dispatch table.
 
-use kafka_protocol::messages::api_versions_response::ApiVersion;
+use kafka_protocol::messages::api_versions_response::{ApiVersion, FinalizedFeatureKey, SupportedFeatureKey};
+use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::messages::{ApiVersionsRequest, ApiVersionsResponse};
 use kafka_protocol::ResponseError;
 
@@ -26,7 +27,23 @@ pub fn handle(ctx: &ConnectionContext, version: i16, req: ApiVersionsRequest) ->
         }
         tracing::debug!(peer = %ctx.peer, client = name, client_version = ver, "client software");
     }
-    ApiVersionsResponse::default().with_api_keys(api_keys())
+    with_features(ApiVersionsResponse::default().with_api_keys(api_keys()))
+}
+
+/// The feature levels this broker finalizes (v3+, tagged fields): `transaction.version` 2, as a new Kafka 4.x
+/// cluster, which makes Java clients use transactions v2 (KIP-890 part 2). The epoch only has to be set (clients
+/// ignore features with an epoch below one they already saw); the levels never change at run time.
+fn with_features(resp: ApiVersionsResponse) -> ApiVersionsResponse {
+    let tv = crate::coordinator::txn::TRANSACTION_VERSION;
+    resp.with_supported_features(vec![SupportedFeatureKey::default()
+        .with_name(StrBytes::from_static_str("transaction.version"))
+        .with_min_version(0)
+        .with_max_version(2)])
+        .with_finalized_features_epoch(1)
+        .with_finalized_features(vec![FinalizedFeatureKey::default()
+            .with_name(StrBytes::from_static_str("transaction.version"))
+            .with_min_version_level(tv)
+            .with_max_version_level(tv)])
 }
 
 /// The v0 answer to a request version this broker does not know (KIP-511 fallback).

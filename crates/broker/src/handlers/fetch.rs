@@ -1,4 +1,5 @@
-//! Fetch: stored batches returned as they are, with long-polling on `max.wait.ms` / `min.bytes`, the request's
+//! Fetch: stored batches returned as they are (below the high watermark, or below the last stable offset with
+//! isolation_level=1, read_committed, which also gets the aborted transactions of the range it reads), with long-polling on `max.wait.ms` / `min.bytes`, the request's
 //! `max.bytes` and per-partition limits (KIP-74: the first batch is returned whole even if larger).
 //! Fetch sessions (KIP-227) are not kept: every response carries session id 0, which tells clients to keep sending
 //! full fetch requests, as Kafka does when its session cache is full.
@@ -8,8 +9,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::future::select_all;
-use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
-use kafka_protocol::messages::{FetchRequest, FetchResponse, TopicName};
+use kafka_protocol::messages::fetch_response::{AbortedTransaction, FetchableTopicResponse, PartitionData};
+use kafka_protocol::messages::{FetchRequest, FetchResponse, ProducerId, TopicName};
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 use uuid::Uuid;
@@ -137,10 +138,24 @@ fn read_all(wanted: &[Wanted], max_bytes: usize, read_committed: bool) -> Vec<Pa
             }
             let limit = w.max_bytes.min(remaining);
             // KIP-74: the first batch of the first partition with data comes back whole, so progress is always made.
-            match p.read(w.fetch_offset, limit, !any_data) {
-                Ok(r) => {
+            // read_committed (isolation level 1) stops at the LSO and names the aborted transactions to skip.
+            let read = if read_committed {
+                p.read_committed(w.fetch_offset, limit, !any_data).map(|(r, aborted)| (r, Some(aborted)))
+            } else {
+                p.read(w.fetch_offset, limit, !any_data).map(|r| (r, None))
+            };
+            match read {
+                Ok((r, aborted)) => {
                     remaining = remaining.saturating_sub(r.records.len());
                     any_data |= !r.records.is_empty();
+                    let base = match aborted {
+                        Some(a) => base.with_aborted_transactions(Some(
+                            a.into_iter()
+                                .map(|t| AbortedTransaction::default().with_producer_id(ProducerId(t.producer_id)).with_first_offset(t.first_offset))
+                                .collect(),
+                        )),
+                        None => base,
+                    };
                     base.with_records(Some(r.records))
                 }
                 Err(e) => failed(log_error_code(&e), true),

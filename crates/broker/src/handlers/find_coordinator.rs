@@ -1,5 +1,6 @@
-//! FindCoordinator: the broker leading the `__consumer_offsets` partition a group id hashes to. The first request
-//! creates the topic, as Kafka does. v4+ asks for many keys at once (`coordinator_keys`).
+//! FindCoordinator: the broker leading the `__consumer_offsets` partition a group id hashes to (key type 0), or the
+//! `__transaction_state` partition a transactional id hashes to (key type 1). The first request creates the topic,
+//! as Kafka does. v4+ asks for many keys at once (`coordinator_keys`).
 
 use std::sync::Arc;
 
@@ -8,7 +9,10 @@ use kafka_protocol::messages::{BrokerId, FindCoordinatorRequest, FindCoordinator
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 
+use crate::broker::Broker;
+use crate::controller::ApiError;
 use crate::coordinator::group::GROUP_METADATA_TOPIC_NAME;
+use crate::coordinator::txn::TRANSACTION_STATE_TOPIC_NAME;
 use crate::dispatch::ConnectionContext;
 
 /// Kafka's CoordinatorType.
@@ -51,35 +55,33 @@ pub async fn handle(ctx: &Arc<ConnectionContext>, version: i16, req: FindCoordin
     resp
 }
 
+/// Creates a coordinator's internal topic if it does not exist yet.
+type CreateTopic = fn(&Broker) -> Result<(), ApiError>;
+
 async fn find(ctx: &Arc<ConnectionContext>, key_type: i8, key: &str) -> (Option<ResponseError>, Option<String>, Option<i32>) {
-    match key_type {
-        GROUP => {}
-        TRANSACTION => {
-            // The transaction coordinator (and __transaction_state) does not exist yet: Kafka answers this code
-            // while it cannot serve transactions, and clients retry.
-            return (
-                Some(ResponseError::CoordinatorNotAvailable),
-                Some("transactions are not supported by this Strom version yet".into()),
-                None,
-            );
-        }
+    let (topic, creates): (&str, CreateTopic) = match key_type {
+        GROUP => (GROUP_METADATA_TOPIC_NAME, |b| b.groups.ensure_topic(b)),
+        TRANSACTION => (TRANSACTION_STATE_TOPIC_NAME, |b| b.txns.ensure_topic(b)),
         other => {
             return (Some(ResponseError::InvalidRequest), Some(format!("Unknown coordinator type: {other}")), None);
         }
-    }
+    };
     let broker = ctx.broker.clone();
-    let created = tokio::task::spawn_blocking(move || broker.groups.ensure_topic(&broker)).await;
+    let created = tokio::task::spawn_blocking(move || creates(&broker)).await;
     match created {
         Ok(Ok(())) => {}
         Ok(Err(e)) => {
-            tracing::error!(error = %e, "cannot create {GROUP_METADATA_TOPIC_NAME}");
+            tracing::error!(error = %e, "cannot create {topic}");
             return (Some(ResponseError::CoordinatorNotAvailable), Some(e.message), None);
         }
         Err(e) => return (Some(ResponseError::CoordinatorNotAvailable), Some(e.to_string()), None),
     }
     let image = ctx.broker.image();
-    let p = ctx.broker.groups.partition_of(&ctx.broker, key);
-    let leader = image.topic(GROUP_METADATA_TOPIC_NAME).and_then(|t| t.partitions.get(&p)).map(|p| p.leader);
+    let p = match key_type {
+        GROUP => ctx.broker.groups.partition_of(&ctx.broker, key),
+        _ => ctx.broker.txns.partition_of(&ctx.broker, key),
+    };
+    let leader = image.topic(topic).and_then(|t| t.partitions.get(&p)).map(|p| p.leader);
     match leader {
         Some(l) if l == ctx.broker.config.node_id => (None, None, Some(l)),
         _ => (Some(ResponseError::CoordinatorNotAvailable), None, None),

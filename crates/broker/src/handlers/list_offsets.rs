@@ -80,10 +80,11 @@ fn lookup(p: &Partition, timestamp: i64, current_leader_epoch: i32, read_committ
     if let Some(e) = crate::handlers::leader_epoch_error(current_leader_epoch, epoch) {
         return resp.with_error_code(e.code());
     }
-    let hw = p.high_watermark();
+    // read_committed sees nothing at or beyond the LSO, timestamp lookups included (Kafka's lastFetchableOffset).
+    let hw = if read_committed { p.last_stable_offset() } else { p.high_watermark() };
     let found = |offset: i64, ts: i64| resp.clone().with_offset(offset).with_timestamp(ts).with_leader_epoch(epoch);
     match timestamp {
-        LATEST_TIMESTAMP => found(if read_committed { p.last_stable_offset() } else { hw }, -1),
+        LATEST_TIMESTAMP => found(hw, -1),
         EARLIEST_TIMESTAMP | EARLIEST_LOCAL_TIMESTAMP => found(p.log_start_offset(), -1),
         // No tiered storage: nothing is tiered.
         LATEST_TIERED_TIMESTAMP => resp.with_offset(-1).with_timestamp(-1),

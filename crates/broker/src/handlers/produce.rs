@@ -56,8 +56,22 @@ pub async fn handle(ctx: &Arc<ConnectionContext>, version: i16, req: ProduceRequ
         }
     }
     let unknown = if version >= 13 { ResponseError::UnknownTopicId } else { ResponseError::UnknownTopicOrPartition };
+    let transactional_id = req.transactional_id.as_ref().map(|t| t.0.to_string());
+    // `_guards` keep the verified producers' markers out until these batches are appended.
+    let (refused, _guards) = verify_transactional_partitions(ctx, version, transactional_id.as_deref(), &work).await;
+    let (work, mut refused_outcomes): (Vec<Work>, Vec<Outcome>) = {
+        let mut kept = Vec::with_capacity(work.len());
+        let mut out = Vec::new();
+        for (i, w) in work.into_iter().enumerate() {
+            match refused.iter().find(|(j, _)| *j == i) {
+                Some((_, e)) => out.push(Outcome { topic: w.topic, response: error_response(w.index, *e, None), durable_at: None }),
+                None => kept.push(w),
+            }
+        }
+        (kept, out)
+    };
 
-    let outcomes: Vec<Outcome> = if !matches!(acks, -1 | 0 | 1) {
+    let mut outcomes: Vec<Outcome> = if !matches!(acks, -1 | 0 | 1) {
         work.into_iter()
             .map(|w| Outcome { topic: w.topic, response: error_response(w.index, ResponseError::InvalidRequiredAcks, None), durable_at: None })
             .collect()
@@ -71,6 +85,8 @@ pub async fn handle(ctx: &Arc<ConnectionContext>, version: i16, req: ProduceRequ
             }
         }
     };
+
+    outcomes.append(&mut refused_outcomes);
 
     if acks == 0 {
         // Kafka sends no response for acks=0; on an error it closes the connection, so the client notices and
@@ -103,6 +119,65 @@ pub async fn handle(ctx: &Arc<ConnectionContext>, version: i16, req: ProduceRequ
         }
         assemble(topics, done)
     }))
+}
+
+/// KIP-890: before a transactional batch is appended, the transaction coordinator confirms that the partition is in
+/// the producer's ongoing transaction (Produce v12+ under transactions v2: adds it), so a late or retried write
+/// cannot land outside its transaction or in the next one. Returns the work items (indexes into `work`) to refuse,
+/// with the error Kafka's AddPartitionsToTxnManager answers: INVALID_PRODUCER_EPOCH for a fenced producer,
+/// TRANSACTION_ABORTABLE (v11+) or INVALID_TXN_STATE for a partition not in the transaction, NOT_ENOUGH_REPLICAS
+/// while the coordinator is unavailable (producers retry it). The guards returned must be held until the batches
+/// are appended (see `TransactionCoordinator::guard_append`).
+async fn verify_transactional_partitions(
+    ctx: &Arc<ConnectionContext>,
+    version: i16,
+    transactional_id: Option<&str>,
+    work: &[Work],
+) -> (Vec<(usize, ResponseError)>, Vec<crate::coordinator::txn::AppendGuard>) {
+    let transactional: Vec<(usize, i64, i16)> = work
+        .iter()
+        .enumerate()
+        .filter_map(|(i, w)| {
+            let h = BatchHeader::parse(w.records.as_deref()?).ok()?;
+            (h.is_transactional() && w.partition.is_some()).then_some((i, h.producer_id, h.producer_epoch))
+        })
+        .collect();
+    if transactional.is_empty() {
+        return (Vec::new(), Vec::new());
+    }
+    let Some(transactional_id) = transactional_id else {
+        // Kafka: transactional records need a transactional id the client may write for.
+        let refused = transactional.iter().map(|(i, _, _)| (*i, ResponseError::TransactionalIdAuthorizationFailed)).collect();
+        return (refused, Vec::new());
+    };
+    let broker = &ctx.broker;
+    let add = version >= 12 && crate::coordinator::txn::TRANSACTION_VERSION >= 2;
+    if !add && !broker.txns.config().partition_verification {
+        return (Vec::new(), Vec::new());
+    }
+    // One producer per request in practice; group by (id, epoch) all the same.
+    let mut by_producer: std::collections::BTreeMap<(i64, i16), Vec<usize>> = std::collections::BTreeMap::new();
+    for (i, pid, epoch) in &transactional {
+        by_producer.entry((*pid, *epoch)).or_default().push(*i);
+    }
+    // `transactional` holds only items with a partition, so each list of partitions lines up with its items.
+    let checks: Vec<(i64, i16, Vec<(String, i32)>)> = by_producer
+        .iter()
+        .map(|((pid, epoch), items)| {
+            let partitions = items.iter().filter_map(|i| work[*i].partition.as_ref().map(|p| (p.topic.clone(), p.index))).collect();
+            (*pid, *epoch, partitions)
+        })
+        .collect();
+    let (results, guards) = broker.txns.verify_for_append(broker, transactional_id, &checks, add).await;
+    let mut refused = Vec::new();
+    for ((_, items), result) in by_producer.iter().zip(results) {
+        for (i, (_, e)) in items.iter().zip(result) {
+            if let Some(e) = e {
+                refused.push((*i, crate::coordinator::txn::produce_error(e, version >= 11)));
+            }
+        }
+    }
+    (refused, guards)
 }
 
 fn assemble(mut topics: Vec<TopicProduceResponse>, partitions: Vec<(usize, PartitionProduceResponse)>) -> ProduceResponse {
@@ -183,18 +258,11 @@ fn append_one(w: Work, acks: i16, unknown: ResponseError) -> Outcome {
     }
 }
 
-/// What can be refused before the log looks at the batch: transactional batches (no transaction coordinator yet, so
-/// no producer can have added the partition to a transaction), an idempotent batch without a sequence (Kafka's
-/// LogValidator: INVALID_RECORD), and control batches, which clients never produce. Sequence and epoch checks run in
-/// the log, under its append lock.
+/// What can be refused before the log looks at the batch: an idempotent or transactional batch without a sequence
+/// (Kafka's LogValidator: INVALID_RECORD), and control batches, which clients never produce. Sequence, epoch and
+/// transaction-state checks run in the log, under its append lock.
 fn check_producer(headers: &[BatchHeader]) -> Result<(), (ResponseError, String)> {
     for h in headers {
-        if h.is_transactional() {
-            return Err((
-                ResponseError::InvalidProducerIdMapping,
-                "transactional produce is not supported by this Strom version yet".into(),
-            ));
-        }
         if h.producer_id >= 0 && h.base_sequence < 0 {
             return Err((
                 ResponseError::InvalidRecord,

@@ -18,8 +18,10 @@
 //!    through the `.swap` commit point, which recovery completes.
 //!
 //! The active segment is never touched. Cleaner I/O goes through a shared [`Throttler`]. Transactional data is
-//! handled through [`TransactionIndex`]: control batches are kept, aborted batches dropped, and the pass stops at the
-//! first unstable offset; until transactions exist the broker supplies [`NoTransactions`].
+//! handled through [`TransactionIndex`]: the pass stops at the first unstable offset, aborted batches are dropped,
+//! and a COMMIT/ABORT marker goes as Kafka's cleaner decides: once a pass finds no batch of its transaction left,
+//! the marker gets a delete horizon (`delete.retention.ms` from then, stamped in the batch as KIP-534 does), and a
+//! pass after the horizon removes it.
 
 mod offset_map;
 pub(crate) mod state;
@@ -272,6 +274,7 @@ impl Log {
             now_ms,
             delete_retention_ms: config.delete_retention_ms,
             txns,
+            txn_batches_seen: Default::default(),
         };
         for group in group_segments(&to_clean, &config) {
             let Some(cleaned) = clean_group(
@@ -439,6 +442,9 @@ struct Filter<'a> {
     now_ms: i64,
     delete_retention_ms: i64,
     txns: &'a dyn TransactionIndex,
+    /// Producers with a transactional batch seen since their last marker in this pass (Kafka's
+    /// CleanedTransactionMetadata): their next marker must stay.
+    txn_batches_seen: std::cell::RefCell<std::collections::HashSet<i64>>,
 }
 
 enum Outcome {
@@ -478,8 +484,10 @@ impl Filter<'_> {
         tombstones: &mut Vec<i64>,
     ) -> Result<Outcome, LogError> {
         if h.is_control() {
-            // Transaction markers stay until transactions (and their delete horizon) exist.
-            return Ok(Outcome::Keep);
+            return self.control_batch(bytes, h, must_keep_last);
+        }
+        if h.is_transactional() {
+            self.txn_batches_seen.borrow_mut().insert(h.producer_id);
         }
         let aborted = h.is_transactional() && self.txns.is_aborted(h.producer_id, h.base_offset);
         let section = records::section(bytes, h)?;
@@ -525,6 +533,25 @@ impl Filter<'_> {
             kept.len() as i32,
             max_timestamp,
         )))
+    }
+}
+
+impl Filter<'_> {
+    /// A transaction marker stays while any batch of its transaction is left (this pass saw one since the
+    /// producer's previous marker); then it gets a delete horizon, and goes once the horizon has passed.
+    fn control_batch(&self, bytes: &[u8], h: &BatchHeader, must_keep_last: bool) -> Result<Outcome, LogError> {
+        let data_left = self.txn_batches_seen.borrow_mut().remove(&h.producer_id);
+        if data_left || crate::control::parse_marker(bytes, h)?.is_none() {
+            return Ok(Outcome::Keep);
+        }
+        match crate::control::delete_horizon(h) {
+            Some(horizon) if horizon <= self.now_ms && !must_keep_last => Ok(Outcome::Drop),
+            Some(_) => Ok(Outcome::Keep),
+            None => Ok(Outcome::Rewrite(crate::control::with_delete_horizon(
+                bytes,
+                self.now_ms.saturating_add(self.delete_retention_ms),
+            ))),
+        }
     }
 }
 

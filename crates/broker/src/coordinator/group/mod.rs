@@ -18,6 +18,7 @@ mod offsets;
 pub mod records;
 mod shard;
 mod timer;
+mod txn_offsets;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
@@ -27,6 +28,7 @@ use tokio::sync::{mpsc, oneshot};
 
 pub use config::GroupConfig;
 pub use shard::{ListedGroup, Request};
+pub use txn_offsets::txn_offset_commit_failed;
 
 use crate::broker::{Broker, CommitError};
 use crate::config::BrokerConfig;
@@ -161,6 +163,32 @@ impl GroupCoordinator {
         tx.send(make(otx)).map_err(|_| ResponseError::NotCoordinator)?;
         // A dropped answer means the shard stopped (its partition went away): the client looks again.
         orx.await.map_err(|_| ResponseError::NotCoordinator)
+    }
+
+    /// A transaction's markers are durable on these `__consumer_offsets` partitions: their shards settle the
+    /// producer's pending transactional offsets (Kafka's onTransactionCompleted).
+    pub async fn on_transaction_completed(
+        &self,
+        broker: &Broker,
+        producer_id: i64,
+        partitions: &[i32],
+        result: crate::txn_markers::TransactionResult,
+    ) {
+        let mut waits = Vec::new();
+        for &p in partitions {
+            match self.shard_for_partition(broker, p) {
+                Ok(tx) => {
+                    let (otx, orx) = oneshot::channel();
+                    if tx.send(Request::CompleteTransaction { producer_id, result, tx: otx }).is_ok() {
+                        waits.push(orx);
+                    }
+                }
+                Err(e) => tracing::warn!(partition = p, producer_id, error = ?e, "no group coordinator shard to complete a transaction"),
+            }
+        }
+        for w in waits {
+            let _ = w.await;
+        }
     }
 
     /// Every group on every hosted shard.

@@ -137,6 +137,7 @@ impl Shard {
                     CoordinatorKey::OffsetCommit { group: group_id.clone(), topic: topic.clone(), partition: p.partition_index },
                     Some(value.encode()),
                 );
+                self.txn_offsets.supersede(&group_id, &topic, p.partition_index);
                 self.offsets.put(&group_id, topic.clone(), p.partition_index, value);
             }
         }

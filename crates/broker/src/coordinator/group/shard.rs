@@ -22,6 +22,8 @@ use super::consumer_group::ConsumerGroup;
 use super::offsets::OffsetStore;
 use super::records::{CoordinatorKey, GroupMetadataValue, OffsetCommitValue};
 use super::timer::Timers;
+use super::txn_offsets::PendingTxnOffsets;
+use crate::txn_markers::TransactionResult;
 use crate::clock::now_ms;
 use crate::metadata::MetadataImage;
 use crate::partition::Partition;
@@ -70,12 +72,28 @@ type AfterWrite = Box<dyn FnOnce(Option<ResponseError>) + Send>;
 #[derive(Default)]
 pub struct Effects {
     records: Vec<(Bytes, Option<Bytes>)>,
+    /// Records of a producer's transaction (TxnOffsetCommit): written as that producer's transactional batch.
+    txn_records: Vec<TxnRecord>,
     after_write: Vec<AfterWrite>,
+    /// Answers that depend only on one producer's transactional records (its batch is appended on its own, so a
+    /// fenced producer fails alone).
+    txn_after_write: Vec<(i64, AfterWrite)>,
+}
+
+struct TxnRecord {
+    producer_id: i64,
+    producer_epoch: i16,
+    key: Bytes,
+    value: Option<Bytes>,
 }
 
 impl Effects {
     pub fn write(&mut self, key: CoordinatorKey, value: Option<Bytes>) {
         self.records.push((key.encode(), value));
+    }
+
+    pub fn write_transactional(&mut self, producer_id: i64, producer_epoch: i16, key: CoordinatorKey, value: Option<Bytes>) {
+        self.txn_records.push(TxnRecord { producer_id, producer_epoch, key: key.encode(), value });
     }
 
     /// Sends `resp` once this batch's records are durable; if the write fails, `on_error` rewrites it first.
@@ -85,14 +103,33 @@ impl Effects {
         resp: T,
         on_error: impl FnOnce(T, ResponseError) -> T + Send + 'static,
     ) {
-        self.after_write.push(Box::new(move |err| {
-            let resp = match err {
-                None => resp,
-                Some(e) => on_error(resp, e),
-            };
-            let _ = tx.send(resp);
-        }));
+        self.after_write.push(after_write(tx, resp, on_error));
     }
+
+    /// `reply` for an answer that depends only on `producer_id`'s transactional records.
+    pub fn reply_transactional<T: Send + 'static>(
+        &mut self,
+        producer_id: i64,
+        tx: oneshot::Sender<T>,
+        resp: T,
+        on_error: impl FnOnce(T, ResponseError) -> T + Send + 'static,
+    ) {
+        self.txn_after_write.push((producer_id, after_write(tx, resp, on_error)));
+    }
+}
+
+fn after_write<T: Send + 'static>(
+    tx: oneshot::Sender<T>,
+    resp: T,
+    on_error: impl FnOnce(T, ResponseError) -> T + Send + 'static,
+) -> AfterWrite {
+    Box::new(move |err| {
+        let resp = match err {
+            None => resp,
+            Some(e) => on_error(resp, e),
+        };
+        let _ = tx.send(resp);
+    })
 }
 
 /// Named deadlines, as Kafka names its coordinator timers.
@@ -167,6 +204,16 @@ pub enum Request {
     },
     /// Committed offsets and the topics the group consumes (for lag).
     GroupOffsets { group_id: String, tx: oneshot::Sender<GroupOffsets> },
+    TxnOffsetCommit { req: TxnOffsetCommitRequest, image: Arc<MetadataImage>, tx: oneshot::Sender<TxnOffsetCommitResponse> },
+    /// A transaction's marker is durable on this partition: settle the producer's pending offsets.
+    CompleteTransaction { producer_id: i64, result: TransactionResult, tx: oneshot::Sender<()> },
+    /// OffsetFetch with require_stable: the offsets plus the partitions whose offsets a transaction may still change.
+    OffsetFetchStable {
+        group_id: String,
+        topics: Option<Vec<(String, Vec<i32>)>>,
+        member: Option<(String, i32)>,
+        tx: oneshot::Sender<Result<(FetchedOffsets, std::collections::HashSet<(String, i32)>), ResponseError>>,
+    },
 }
 
 pub struct Shard {
@@ -174,6 +221,7 @@ pub struct Shard {
     pub config: Arc<GroupConfig>,
     pub groups: HashMap<String, Group>,
     pub offsets: OffsetStore,
+    pub txn_offsets: PendingTxnOffsets,
     pub timers: Timers<TimerKey, TimerAction>,
 }
 
@@ -183,7 +231,7 @@ const MAX_BATCH: usize = 512;
 
 impl Shard {
     pub fn new(partition_index: i32, config: Arc<GroupConfig>) -> Shard {
-        Shard { partition_index, config, groups: HashMap::new(), offsets: OffsetStore::default(), timers: Timers::default() }
+        Shard { partition_index, config, groups: HashMap::new(), offsets: OffsetStore::default(), txn_offsets: PendingTxnOffsets::default(), timers: Timers::default() }
     }
 
     /// Applies one record of the partition while loading (Kafka's replay).
@@ -203,6 +251,8 @@ impl Shard {
                             let g = ClassicGroup::new(group.clone(), v.commit_timestamp);
                             self.groups.insert(group.clone(), Group::Classic(g));
                         }
+                        // A plain commit after a transactional one is the most recent record for the partition.
+                        self.txn_offsets.supersede(&group, &topic, partition);
                         self.offsets.put(&group, topic, partition, v);
                     }
                     Err(e) => tracing::warn!(group = %group, error = %e, "skipping unreadable offset commit value"),
@@ -288,6 +338,15 @@ impl Shard {
             Request::GroupOffsets { group_id, tx } => {
                 let _ = tx.send(self.group_offsets(&group_id));
             }
+            Request::TxnOffsetCommit { req, image, tx } => self.txn_offset_commit(req, image, tx, fx),
+            Request::CompleteTransaction { producer_id, result, tx } => {
+                self.complete_transaction(producer_id, result);
+                let _ = tx.send(());
+            }
+            Request::OffsetFetchStable { group_id, topics, member, tx } => {
+                let unstable = self.txn_offsets.pending_partitions(&group_id);
+                let _ = tx.send(self.offset_fetch(&group_id, topics, member).map(|o| (o, unstable)));
+            }
         }
     }
 
@@ -352,8 +411,17 @@ impl Shard {
     }
 }
 
-/// Reads the whole partition into (key, value) pairs. Blocking.
-fn read_partition(p: &Partition) -> Result<Vec<(Bytes, Option<Bytes>)>, String> {
+/// One thing the load replays, in log order.
+enum Loaded {
+    Record(Bytes, Option<Bytes>),
+    /// A record of a producer's transaction (a TxnOffsetCommit).
+    Transactional(i64, Bytes, Option<Bytes>),
+    /// A COMMIT or ABORT marker of a producer's transaction.
+    Marker(i64, TransactionResult),
+}
+
+/// Reads the whole partition in log order. Blocking.
+fn read_partition(p: &Partition) -> Result<Vec<Loaded>, String> {
     let mut out = Vec::new();
     let mut offset = p.log_start_offset();
     let end = p.high_watermark();
@@ -366,11 +434,24 @@ fn read_partition(p: &Partition) -> Result<Vec<(Bytes, Option<Bytes>)>, String> 
         let sets = RecordBatchDecoder::decode_all(&mut bytes).map_err(|e| e.to_string())?;
         for set in sets {
             for rec in set.records {
-                if rec.control || rec.offset < offset {
+                if rec.offset < offset {
+                    continue;
+                }
+                if rec.control {
+                    // EndTransactionMarker key: version (i16), type (i16: 0 abort, 1 commit).
+                    match rec.key.as_deref().map(|k| k.get(2..4).map(|t| i16::from_be_bytes([t[0], t[1]]))) {
+                        Some(Some(0)) => out.push(Loaded::Marker(rec.producer_id, TransactionResult::Abort)),
+                        Some(Some(1)) => out.push(Loaded::Marker(rec.producer_id, TransactionResult::Commit)),
+                        _ => {}
+                    }
                     continue;
                 }
                 if let Some(k) = rec.key {
-                    out.push((k, rec.value));
+                    if rec.transactional {
+                        out.push(Loaded::Transactional(rec.producer_id, k, rec.value));
+                    } else {
+                        out.push(Loaded::Record(k, rec.value));
+                    }
                 }
             }
         }
@@ -379,17 +460,19 @@ fn read_partition(p: &Partition) -> Result<Vec<(Bytes, Option<Bytes>)>, String> 
     Ok(out)
 }
 
-fn encode_batch(records: &[(Bytes, Option<Bytes>)], now: i64) -> Result<Vec<u8>, String> {
+/// One batch of records; with a producer (id, epoch) a transactional batch of that producer.
+fn encode_batch(records: &[(Bytes, Option<Bytes>)], producer: Option<(i64, i16)>, now: i64) -> Result<Vec<u8>, String> {
+    let (producer_id, producer_epoch) = producer.unwrap_or((-1, -1));
     let recs: Vec<Record> = records
         .iter()
         .enumerate()
         .map(|(i, (k, v))| Record {
-            transactional: false,
+            transactional: producer.is_some(),
             control: false,
             delete_horizon: false,
             partition_leader_epoch: -1,
-            producer_id: -1,
-            producer_epoch: -1,
+            producer_id,
+            producer_epoch,
             timestamp_type: TimestampType::Creation,
             offset: i as i64,
             // One batch: kafka-protocol splits batches where offset - sequence changes.
@@ -406,15 +489,34 @@ fn encode_batch(records: &[(Bytes, Option<Bytes>)], now: i64) -> Result<Vec<u8>,
     Ok(buf.to_vec())
 }
 
-/// Appends the records; returns the offset after the last one. Blocking.
-fn append(p: &Partition, records: &[(Bytes, Option<Bytes>)]) -> Result<i64, ResponseError> {
-    let mut buf = encode_batch(records, now_ms()).map_err(|e| {
+/// Appends the records as one batch (a transactional batch of `producer` if given); returns the offset after the
+/// last one. Blocking.
+fn append(p: &Partition, records: &[(Bytes, Option<Bytes>)], producer: Option<(i64, i16)>) -> Result<i64, ResponseError> {
+    let mut buf = encode_batch(records, producer, now_ms()).map_err(|e| {
         tracing::error!(error = %e, "cannot encode coordinator records");
         ResponseError::UnknownServerError
     })?;
     let headers = strom_log::validate_batches(&buf, u32::MAX).map_err(|e| crate::errors::log_error_code(&e))?;
-    let info = p.append(&mut buf, headers).map_err(|e| crate::errors::log_error_code(&e))?;
+    let info = p.append_coordinator(&mut buf, headers).map_err(|e| crate::errors::log_error_code(&e))?;
     Ok(info.last_offset + 1)
+}
+
+/// One producer's transactional records of a flush.
+struct ProducerRecords {
+    producer: (i64, i16),
+    records: Vec<(Bytes, Option<Bytes>)>,
+}
+
+fn by_producer(txn_records: Vec<TxnRecord>) -> Vec<ProducerRecords> {
+    let mut out: Vec<ProducerRecords> = Vec::new();
+    for r in txn_records {
+        let producer = (r.producer_id, r.producer_epoch);
+        match out.iter_mut().find(|g| g.producer == producer) {
+            Some(g) => g.records.push((r.key, r.value)),
+            None => out.push(ProducerRecords { producer, records: vec![(r.key, r.value)] }),
+        }
+    }
+    out
 }
 
 /// The shard's task: load, then serve requests and timers until the coordinator drops the sender.
@@ -424,8 +526,12 @@ pub async fn run(mut shard: Shard, partition: Arc<Partition>, mut rx: mpsc::Unbo
     match tokio::task::spawn_blocking(move || read_partition(&p)).await {
         Ok(Ok(records)) => {
             let n = records.len();
-            for (k, v) in &records {
-                shard.replay(k, v.as_deref());
+            for loaded in &records {
+                match loaded {
+                    Loaded::Record(k, v) => shard.replay(k, v.as_deref()),
+                    Loaded::Transactional(pid, k, v) => shard.replay_transactional(*pid, k, v.as_deref()),
+                    Loaded::Marker(pid, result) => shard.complete_transaction(*pid, *result),
+                }
             }
             shard.on_loaded();
             tracing::info!(
@@ -467,41 +573,91 @@ pub async fn run(mut shard: Shard, partition: Arc<Partition>, mut rx: mpsc::Unbo
         while let Some(action) = shard.timers.pop_expired(now) {
             shard.on_timer(action, &mut fx);
         }
-        flush(&partition, fx).await;
+        for (producer_id, keys) in flush(&partition, fx).await {
+            // Not written (a fenced epoch, a storage error): these offsets were never part of the transaction.
+            shard.discard_unwritten_txn_offsets(producer_id, &keys);
+        }
     }
 }
 
-async fn flush(partition: &Arc<Partition>, fx: Effects) {
-    let Effects { records, after_write } = fx;
-    if records.is_empty() {
-        for f in after_write {
+/// Writes what one loop iteration produced and releases the answers once durable: the plain records as one batch,
+/// each producer's transactional records as a batch of its own (a fenced producer fails alone). Returns the
+/// producers whose transactional records were not written, with the keys of those records.
+async fn flush(partition: &Arc<Partition>, fx: Effects) -> Vec<(i64, Vec<Bytes>)> {
+    let Effects { records, txn_records, after_write, txn_after_write } = fx;
+    if records.is_empty() && txn_records.is_empty() {
+        for f in after_write.into_iter().chain(txn_after_write.into_iter().map(|(_, f)| f)) {
             f(None);
         }
-        return;
+        return Vec::new();
     }
     let p = partition.clone();
-    let appended = tokio::task::spawn_blocking(move || append(&p, &records)).await;
-    match appended {
-        Ok(Ok(end)) => {
-            let p = partition.clone();
-            tokio::spawn(async move {
-                p.wait_durable(end).await;
-                for f in after_write {
-                    f(None);
-                }
-            });
-        }
-        Ok(Err(e)) => {
-            tracing::error!(topic = %partition.topic, partition = partition.index, error = %e, "writing coordinator records failed");
-            for f in after_write {
-                f(Some(e));
-            }
-        }
+    let groups = by_producer(txn_records);
+    let appended = tokio::task::spawn_blocking(move || {
+        let plain = (!records.is_empty()).then(|| append(&p, &records, None));
+        let txns: Vec<(i64, Vec<Bytes>, Result<i64, ResponseError>)> = groups
+            .into_iter()
+            .map(|g| {
+                let result = append(&p, &g.records, Some(g.producer));
+                (g.producer.0, g.records.into_iter().map(|(k, _)| k).collect(), result)
+            })
+            .collect();
+        (plain, txns)
+    })
+    .await;
+    let (plain, txns) = match appended {
+        Ok(r) => r,
         Err(e) => {
             tracing::error!(error = %e, "coordinator append task failed");
-            for f in after_write {
+            for f in after_write.into_iter().chain(txn_after_write.into_iter().map(|(_, f)| f)) {
                 f(Some(ResponseError::UnknownServerError));
+            }
+            return Vec::new();
+        }
+    };
+    let mut end = None;
+    let mut now_failed: Vec<(AfterWrite, ResponseError)> = Vec::new();
+    let mut durable: Vec<AfterWrite> = Vec::new();
+    match plain {
+        Some(Err(e)) => {
+            tracing::error!(topic = %partition.topic, partition = partition.index, error = %e, "writing coordinator records failed");
+            now_failed.extend(after_write.into_iter().map(|f| (f, e)));
+        }
+        Some(Ok(e)) => {
+            end = Some(e);
+            durable.extend(after_write);
+        }
+        None => durable.extend(after_write),
+    }
+    let mut failed_producers = Vec::new();
+    let mut txn_errors: HashMap<i64, ResponseError> = HashMap::new();
+    for (producer_id, keys, result) in txns {
+        match result {
+            Ok(e) => end = end.max(Some(e)),
+            Err(e) => {
+                tracing::debug!(producer_id, error = %e, "transactional offset commit not written");
+                txn_errors.insert(producer_id, e);
+                failed_producers.push((producer_id, keys));
             }
         }
     }
+    for (producer_id, f) in txn_after_write {
+        match txn_errors.get(&producer_id) {
+            Some(e) => now_failed.push((f, *e)),
+            None => durable.push(f),
+        }
+    }
+    for (f, e) in now_failed {
+        f(Some(e));
+    }
+    let p = partition.clone();
+    tokio::spawn(async move {
+        if let Some(end) = end {
+            p.wait_durable(end).await;
+        }
+        for f in durable {
+            f(None);
+        }
+    });
+    failed_producers
 }

@@ -1,0 +1,75 @@
+"""Differential scenarios for the data side of transactions through the raw protocol: WriteTxnMarkers (the
+transaction coordinator's request; no ACL without an authorizer) on a partition an idempotent producer writes to,
+with its producer-epoch and coordinator-epoch checks, what the markers do to later writes of that producer, and
+how Fetch (read_uncommitted and read_committed: control batches, last_stable_offset, aborted_transactions) and
+ListOffsets (both isolation levels) show them.
+
+Transactional batches and TxnOffsetCommit are not here: Kafka verifies them with its transaction coordinator
+(KIP-890) and refuses them without one (NOT_ENOUGH_REPLICAS / COORDINATOR_NOT_AVAILABLE); they come with the
+coordinator's scenarios. Producer ids differ between the brokers, so they are replaced by names.
+"""
+
+from __future__ import annotations
+
+import time
+
+import kafkawire
+import wire
+from obs import both
+from test_idempotence import init_producer_id, make_topic
+
+
+def test_txn_markers_on_an_idempotent_producers_partition(targets, differ, topic):
+    ts = (int(time.time()) - 60) * 1000
+
+    def run(t):
+        make_topic(t, topic)
+        err, pid, _ = init_producer_id(t)
+        assert err == 0
+        names = {pid: "P", pid + 1000: "Q"}
+        out = {}
+        with kafkawire.connect(t.port) as s:
+            corr = iter(range(1, 1000))
+
+            def produce(epoch, seq, n=1):
+                r = kafkawire.produce(s, 8, next(corr), topic, {0: kafkawire.idempotent_batch(pid, epoch, seq, [b"v"] * n, ts)})
+                p = r[(topic, 0)]
+                return {"error_code": wire.err(p["error_code"]), "base_offset": p["base_offset"]}
+
+            def marker(producer, epoch, commit, coordinator_epoch, partitions=(0,)):
+                res = kafkawire.write_txn_markers(s, next(corr), [dict(
+                    producer_id=producer, producer_epoch=epoch, commit=commit,
+                    coordinator_epoch=coordinator_epoch, topics={topic: list(partitions)})])
+                return {f"{names[p]}/{tp[1]}": wire.err(e) for p, r in res.items() for tp, e in sorted(r.items())}
+
+            def fetch(isolation, offset=0):
+                f = kafkawire.fetch_v4(s, next(corr), topic, {0: offset}, isolation_level=isolation)[(topic, 0)]
+                return {
+                    "error_code": wire.err(f["error_code"]),
+                    "high_watermark": f["high_watermark"],
+                    "last_stable_offset": f["last_stable_offset"],
+                    "aborted": None if f["aborted"] is None else [(names.get(p, p), o) for p, o in f["aborted"]],
+                    "batches": [(b, l, a, names.get(p, p)) for b, l, a, p in kafkawire.batch_offsets(f["records"])],
+                }
+
+            def latest(isolation):
+                return kafkawire.list_offsets_v2(s, next(corr), topic, {0: -1}, isolation)[0]
+
+            out["produce"] = produce(0, 0, 2)
+            out["abort"] = marker(pid, 0, False, 5, partitions=(0, 7))
+            out["older-coordinator-epoch"] = marker(pid, 0, True, 4)
+            out["bumped-epoch-commit"] = marker(pid, 1, True, 5)
+            out["older-producer-epoch"] = marker(pid, 0, True, 5)
+            out["negative-producer-epoch"] = marker(pid, -1, True, 5)
+            out["unknown-producer"] = marker(pid + 1000, 0, False, 0)
+            out["produce-old-epoch"] = produce(0, 2)
+            out["produce-new-epoch-nonzero-sequence"] = produce(1, 2)
+            out["produce-new-epoch"] = produce(1, 0)
+            out["fetch-read-uncommitted"] = fetch(0)
+            out["fetch-read-committed"] = fetch(1)
+            out["fetch-read-committed-from-marker"] = fetch(1, 2)
+            out["latest-read-uncommitted"] = latest(0)
+            out["latest-read-committed"] = latest(1)
+        return out
+
+    differ.check("txn-markers-idempotent-partition", *both(targets, run))

@@ -1,0 +1,520 @@
+//! The transaction coordinator (Kafka's TransactionCoordinator, TransactionStateManager and
+//! TransactionMarkerChannelManager).
+//!
+//! A transactional id belongs to the `__transaction_state` partition its id hashes to (the same Java-hash rule as
+//! groups), and is served by that partition's shard (`shard.rs`), which keeps every state change in the partition
+//! and rebuilds its state from it on start. This type only routes: it creates the topic on first use, starts a
+//! shard per hosted partition, and hands requests to the right shard.
+
+pub mod config;
+mod markers;
+pub mod metadata;
+pub mod records;
+mod shard;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+
+use kafka_protocol::ResponseError;
+use tokio::sync::{mpsc, oneshot};
+
+pub use config::TxnConfig;
+pub use shard::{DescribedTransaction, ListFilter, ListedTransaction, Request};
+
+use crate::broker::{Broker, CommitError};
+use crate::controller::{plan_create_topic, ApiError, NewTopic};
+use crate::coordinator::group::partition_for;
+
+/// Kafka's internal topic for transaction state.
+pub const TRANSACTION_STATE_TOPIC_NAME: &str = "__transaction_state";
+
+/// The transaction version (KIP-890) this broker finalizes: 2, as a new Apache Kafka 4.x cluster. Clients that see
+/// it use EndTxn v5 (the epoch moves on with every transaction) and let the broker add partitions implicitly.
+pub const TRANSACTION_VERSION: i16 = 2;
+
+struct ShardHandle {
+    tx: mpsc::UnboundedSender<Request>,
+    loaded: Arc<AtomicBool>,
+}
+
+pub struct TransactionCoordinator {
+    config: Arc<TxnConfig>,
+    shards: Mutex<HashMap<i32, ShardHandle>>,
+    /// Kafka's verification guard, coordinator side: a verified transactional append holds its producer's stripe
+    /// for reading from the check to the end of the append, and markers are written holding it for writing. So a
+    /// marker never lands between a write's verification and the write itself (which would leave the write
+    /// outside any transaction the coordinator knows of: a hanging transaction).
+    append_guards: Vec<Arc<tokio::sync::RwLock<()>>>,
+}
+
+/// Stripes of `append_guards`: producers share a stripe only by hash, and only markers take it exclusively.
+const APPEND_GUARD_STRIPES: usize = 1024;
+
+/// Held by a transactional append from its verification to the end of the append.
+pub type AppendGuard = tokio::sync::OwnedRwLockReadGuard<()>;
+
+impl TransactionCoordinator {
+    pub fn new(broker: &crate::config::BrokerConfig) -> TransactionCoordinator {
+        TransactionCoordinator {
+            config: Arc::new(TxnConfig::from_broker(broker)),
+            shards: Mutex::new(HashMap::new()),
+            append_guards: (0..APPEND_GUARD_STRIPES).map(|_| Arc::new(tokio::sync::RwLock::new(()))).collect(),
+        }
+    }
+
+    pub fn config(&self) -> &TxnConfig {
+        &self.config
+    }
+
+    fn append_guard_stripe(&self, producer_id: i64) -> Arc<tokio::sync::RwLock<()>> {
+        self.append_guards[(producer_id as u64 % APPEND_GUARD_STRIPES as u64) as usize].clone()
+    }
+
+    /// Taken by the produce path before it verifies the producers' transactional batches; hold them until the
+    /// batches are appended. Stripes are taken in ascending order (markers take one at a time), so two requests
+    /// can never wait on each other.
+    pub async fn guard_append(&self, producer_ids: impl IntoIterator<Item = i64>) -> Vec<AppendGuard> {
+        let mut stripes: Vec<usize> =
+            producer_ids.into_iter().map(|p| (p as u64 % APPEND_GUARD_STRIPES as u64) as usize).collect();
+        stripes.sort_unstable();
+        stripes.dedup();
+        let mut guards = Vec::with_capacity(stripes.len());
+        for s in stripes {
+            guards.push(self.append_guards[s].clone().read_owned().await);
+        }
+        guards
+    }
+
+    /// Taken by the marker writer: waits for verified appends of the producer in flight.
+    pub(crate) async fn guard_markers(&self, producer_id: i64) -> tokio::sync::OwnedRwLockWriteGuard<()> {
+        self.append_guard_stripe(producer_id).write_owned().await
+    }
+
+    /// Partitions of `__transaction_state`: the topic's, once it exists.
+    pub fn num_partitions(&self, broker: &Broker) -> i32 {
+        broker
+            .image()
+            .topic(TRANSACTION_STATE_TOPIC_NAME)
+            .map(|t| t.partitions.len() as i32)
+            .unwrap_or(self.config.num_partitions)
+    }
+
+    pub fn partition_of(&self, broker: &Broker, transactional_id: &str) -> i32 {
+        partition_for(transactional_id, self.num_partitions(broker))
+    }
+
+    /// Creates `__transaction_state` if it does not exist yet (Kafka does so on the first FindCoordinator for a
+    /// transaction). Blocking: call from a blocking thread.
+    pub fn ensure_topic(&self, broker: &Broker) -> Result<(), ApiError> {
+        if broker.image().topic(TRANSACTION_STATE_TOPIC_NAME).is_some() {
+            return Ok(());
+        }
+        // Kafka's transactionTopicConfigs: compacted, the configured segment size and min ISR (capped by the one
+        // replica a single node has). Compression stays `producer`, the only one Strom serves; the coordinator
+        // writes uncompressed batches, as Kafka's does.
+        let mut configs = BTreeMap::new();
+        configs.insert("cleanup.policy".to_string(), "compact".to_string());
+        configs.insert("compression.type".to_string(), "producer".to_string());
+        configs.insert("unclean.leader.election.enable".to_string(), "false".to_string());
+        configs.insert("min.insync.replicas".to_string(), self.config.min_isr.min(1).to_string());
+        configs.insert("segment.bytes".to_string(), self.config.segment_bytes.to_string());
+        let result = broker.commit(|image| {
+            if image.topic(TRANSACTION_STATE_TOPIC_NAME).is_some() {
+                return Ok((Vec::new(), false));
+            }
+            let planned = plan_create_topic(
+                image,
+                &broker.config,
+                &NewTopic {
+                    name: TRANSACTION_STATE_TOPIC_NAME,
+                    num_partitions: self.config.num_partitions,
+                    replication_factor: -1,
+                    assignments: Vec::new(),
+                    configs: configs.clone(),
+                },
+            )?;
+            Ok((planned.records, true))
+        });
+        match result {
+            Ok(false) => Ok(()),
+            Ok(true) => {
+                tracing::info!(topic = TRANSACTION_STATE_TOPIC_NAME, partitions = self.config.num_partitions, "created internal topic");
+                Ok(())
+            }
+            Err(CommitError::Rejected(e)) => Err(e),
+            Err(CommitError::Io(e)) => Err(ApiError::new(ResponseError::KafkaStorageError, e.to_string())),
+        }
+    }
+
+    /// Starts a shard for every hosted `__transaction_state` partition, so that prepared transactions are completed
+    /// and ongoing ones time out after a restart without waiting for a request. Called when the broker starts.
+    pub fn start_hosted(&self, broker: &Arc<Broker>) {
+        if broker.image().topic(TRANSACTION_STATE_TOPIC_NAME).is_none() {
+            return;
+        }
+        for p in 0..self.num_partitions(broker) {
+            let _ = self.shard_for_partition(broker, p);
+        }
+    }
+
+    fn shard_for_partition(&self, broker: &Arc<Broker>, p: i32) -> Result<mpsc::UnboundedSender<Request>, ResponseError> {
+        let mut shards = self.shards.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(h) = shards.get(&p) {
+            if !h.tx.is_closed() {
+                if !h.loaded.load(Ordering::Acquire) {
+                    return Err(ResponseError::CoordinatorLoadInProgress);
+                }
+                return Ok(h.tx.clone());
+            }
+        }
+        let partition = broker.replicas.get(TRANSACTION_STATE_TOPIC_NAME, p).ok_or(ResponseError::NotCoordinator)?;
+        let (tx, rx) = mpsc::unbounded_channel();
+        let loaded = Arc::new(AtomicBool::new(false));
+        let shard = shard::Shard::new(p, self.config.clone(), Arc::downgrade(broker), tx.downgrade(), partition.leader_epoch());
+        tokio::spawn(shard::run(shard, partition, rx, loaded.clone()));
+        shards.insert(p, ShardHandle { tx: tx.clone(), loaded });
+        // The request that started the shard waits in its queue for the load; later ones are told to retry until
+        // it is done, as Kafka answers while it loads a partition.
+        Ok(tx)
+    }
+
+    /// Sends a request to the transactional id's shard and waits for its answer. The error is Kafka's answer when
+    /// the coordinator cannot serve yet: COORDINATOR_LOAD_IN_PROGRESS while the partition loads, NOT_COORDINATOR when
+    /// this broker does not host it.
+    pub async fn call<T>(
+        &self,
+        broker: &Arc<Broker>,
+        transactional_id: &str,
+        make: impl FnOnce(oneshot::Sender<T>) -> Request,
+    ) -> Result<T, ResponseError> {
+        if broker.image().topic(TRANSACTION_STATE_TOPIC_NAME).is_none() {
+            return Err(ResponseError::NotCoordinator);
+        }
+        let p = self.partition_of(broker, transactional_id);
+        let tx = self.shard_for_partition(broker, p)?;
+        let (otx, orx) = oneshot::channel();
+        tx.send(make(otx)).map_err(|_| ResponseError::NotCoordinator)?;
+        orx.await.map_err(|_| ResponseError::NotCoordinator)
+    }
+
+    /// Every transaction on every hosted shard that passes the filters (ListTransactions). Err while a shard loads.
+    pub async fn list(
+        &self,
+        broker: &Arc<Broker>,
+        filter: shard::ListFilter,
+    ) -> Result<Vec<ListedTransaction>, ResponseError> {
+        if broker.image().topic(TRANSACTION_STATE_TOPIC_NAME).is_none() {
+            return Ok(Vec::new());
+        }
+        let filter = Arc::new(filter);
+        let mut receivers = Vec::new();
+        let mut loading = false;
+        for p in 0..self.num_partitions(broker) {
+            match self.shard_for_partition(broker, p) {
+                Ok(tx) => {
+                    let (otx, orx) = oneshot::channel();
+                    if tx.send(Request::List { filter: filter.clone(), tx: otx }).is_ok() {
+                        receivers.push(orx);
+                    }
+                }
+                Err(ResponseError::CoordinatorLoadInProgress) => loading = true,
+                Err(_) => {}
+            }
+        }
+        if loading {
+            return Err(ResponseError::CoordinatorLoadInProgress);
+        }
+        let mut out = Vec::new();
+        for r in receivers {
+            if let Ok(list) = r.await {
+                out.extend(list);
+            }
+        }
+        out.sort_by(|a, b| a.transactional_id.cmp(&b.transactional_id));
+        Ok(out)
+    }
+}
+
+/// The coordinator's operations, as the handlers (and the produce path) call them.
+impl TransactionCoordinator {
+    /// A producer id for a new id or a rotation, allocated off the async workers (a new id block is a metadata
+    /// commit).
+    async fn fresh_producer_id(broker: &Arc<Broker>) -> Result<i64, ResponseError> {
+        let b = broker.clone();
+        match tokio::task::spawn_blocking(move || b.producer_ids.generate(&b)).await {
+            Ok(Ok(id)) => Ok(id),
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "producer id allocation failed");
+                Err(e.error)
+            }
+            Err(_) => Err(ResponseError::UnknownServerError),
+        }
+    }
+
+    /// InitProducerId for a transactional id (Kafka's handleInitProducerId).
+    pub async fn init_producer_id(
+        &self,
+        broker: &Arc<Broker>,
+        transactional_id: &str,
+        timeout_ms: i32,
+        expected: Option<(i64, i16)>,
+    ) -> Result<(i64, i16), ResponseError> {
+        if transactional_id.is_empty() {
+            return Err(ResponseError::InvalidRequest);
+        }
+        if timeout_ms <= 0 || timeout_ms > self.config.max_timeout_ms {
+            return Err(ResponseError::InvalidTransactionTimeout);
+        }
+        let mut fresh = None;
+        loop {
+            let answer = self
+                .call(broker, transactional_id, |tx| Request::InitProducerId {
+                    transactional_id: transactional_id.to_string(),
+                    timeout_ms,
+                    expected,
+                    fresh_producer_id: fresh,
+                    tx,
+                })
+                .await?;
+            match answer {
+                shard::Answer::Done(r) => return r,
+                shard::Answer::NeedProducerId if fresh.is_none() => fresh = Some(Self::fresh_producer_id(broker).await?),
+                shard::Answer::NeedProducerId => return Err(ResponseError::UnknownServerError),
+            }
+        }
+    }
+
+    /// AddPartitionsToTxn / AddOffsetsToTxn, and the implicit add of transactions v2 (Kafka's
+    /// handleAddPartitionsToTransaction). None: added.
+    pub async fn add_partitions(
+        &self,
+        broker: &Arc<Broker>,
+        transactional_id: &str,
+        producer_id: i64,
+        producer_epoch: i16,
+        partitions: BTreeSet<metadata::TopicPartition>,
+        client_transaction_version: i16,
+    ) -> Option<ResponseError> {
+        if transactional_id.is_empty() {
+            return Some(ResponseError::InvalidRequest);
+        }
+        self.call(broker, transactional_id, |tx| Request::AddPartitions {
+            transactional_id: transactional_id.to_string(),
+            producer_id,
+            producer_epoch,
+            partitions,
+            client_transaction_version,
+            tx,
+        })
+        .await
+        .unwrap_or_else(Some)
+    }
+
+    /// AddPartitionsToTxn v4+ with verify_only (Kafka's handleVerifyPartitionsInTransaction).
+    pub async fn verify_partitions(
+        &self,
+        broker: &Arc<Broker>,
+        transactional_id: &str,
+        producer_id: i64,
+        producer_epoch: i16,
+        partitions: Vec<metadata::TopicPartition>,
+    ) -> Vec<(metadata::TopicPartition, Option<ResponseError>)> {
+        if transactional_id.is_empty() {
+            return partitions.into_iter().map(|p| (p, Some(ResponseError::InvalidRequest))).collect();
+        }
+        let all = partitions.clone();
+        match self
+            .call(broker, transactional_id, |tx| Request::VerifyPartitions {
+                transactional_id: transactional_id.to_string(),
+                producer_id,
+                producer_epoch,
+                partitions,
+                tx,
+            })
+            .await
+        {
+            Ok(r) => r,
+            Err(e) => all.into_iter().map(|p| (p, Some(e))).collect(),
+        }
+    }
+
+    /// EndTxn (Kafka's handleEndTransaction): the (producer id, epoch) the producer continues with under
+    /// transactions v2, (-1, -1) under v1.
+    pub async fn end_txn(
+        &self,
+        broker: &Arc<Broker>,
+        transactional_id: &str,
+        producer_id: i64,
+        producer_epoch: i16,
+        commit: bool,
+        client_transaction_version: i16,
+    ) -> Result<(i64, i16), ResponseError> {
+        if transactional_id.is_empty() {
+            return Err(ResponseError::InvalidRequest);
+        }
+        let mut next = None;
+        loop {
+            let answer = self
+                .call(broker, transactional_id, |tx| Request::EndTxn {
+                    transactional_id: transactional_id.to_string(),
+                    producer_id,
+                    producer_epoch,
+                    commit,
+                    client_transaction_version,
+                    next_producer_id: next,
+                    tx,
+                })
+                .await?;
+            match answer {
+                shard::Answer::Done(r) => return r,
+                shard::Answer::NeedProducerId if next.is_none() => next = Some(Self::fresh_producer_id(broker).await?),
+                shard::Answer::NeedProducerId => return Err(ResponseError::UnknownServerError),
+            }
+        }
+    }
+
+    pub async fn describe(&self, broker: &Arc<Broker>, transactional_id: &str) -> Result<DescribedTransaction, ResponseError> {
+        if transactional_id.is_empty() {
+            return Err(ResponseError::InvalidRequest);
+        }
+        self.call(broker, transactional_id, |tx| Request::Describe { transactional_id: transactional_id.to_string(), tx }).await?
+    }
+
+    /// The produce path's check before transactional batches are appended (KIP-890), for each (producer id, epoch,
+    /// partitions): with `add` (Produce v12+ and TxnOffsetCommit v5+ under transactions v2) the partitions are
+    /// added to the transaction implicitly, otherwise they must already be in it. The errors are the coordinator's;
+    /// `produce_error` maps them for a Produce response. The guards returned keep the producers' markers out until
+    /// the caller has appended (drop them after the append).
+    ///
+    /// CONCURRENT_TRANSACTIONS (the previous transaction's completion is still being written) is retried briefly, as
+    /// Kafka's AddPartitionsToTxnManager does (add.partitions.to.txn.retry.backoff.ms 20, up to 100 ms), without
+    /// holding the guards meanwhile, since that completion waits for them.
+    pub async fn verify_for_append(
+        &self,
+        broker: &Arc<Broker>,
+        transactional_id: &str,
+        producers: &[(i64, i16, Vec<metadata::TopicPartition>)],
+        add: bool,
+    ) -> (Vec<Vec<(metadata::TopicPartition, Option<ResponseError>)>>, Vec<AppendGuard>) {
+        let started = tokio::time::Instant::now();
+        loop {
+            let guards = self.guard_append(producers.iter().map(|(pid, _, _)| *pid)).await;
+            let mut results = Vec::with_capacity(producers.len());
+            for (pid, epoch, partitions) in producers {
+                let r = if add {
+                    let set: BTreeSet<_> = partitions.iter().cloned().collect();
+                    let e = self.add_partitions(broker, transactional_id, *pid, *epoch, set, TRANSACTION_VERSION).await;
+                    partitions.iter().map(|p| (p.clone(), e)).collect::<Vec<_>>()
+                } else {
+                    self.verify_partitions(broker, transactional_id, *pid, *epoch, partitions.clone()).await
+                };
+                results.push(r);
+            }
+            let concurrent = results.iter().flatten().any(|(_, e)| *e == Some(ResponseError::ConcurrentTransactions));
+            if !concurrent || started.elapsed() >= std::time::Duration::from_millis(100) {
+                return (results, guards);
+            }
+            drop(guards);
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+}
+
+/// How a coordinator error from the produce-path check is answered in a Produce (or TxnOffsetCommit) response, as
+/// Kafka's AddPartitionsToTxnManager maps it: a fenced producer gets INVALID_PRODUCER_EPOCH; a partition that is
+/// not in the transaction gets TRANSACTION_ABORTABLE where the client knows it (Produce v11+, TxnOffsetCommit v5+)
+/// and INVALID_TXN_STATE otherwise; coordinator unavailability becomes NOT_ENOUGH_REPLICAS, which producers retry.
+pub fn produce_error(e: ResponseError, supports_abortable: bool) -> ResponseError {
+    match e {
+        ResponseError::ProducerFenced => ResponseError::InvalidProducerEpoch,
+        ResponseError::TransactionAbortable if !supports_abortable => ResponseError::InvalidTxnState,
+        ResponseError::CoordinatorNotAvailable | ResponseError::NotCoordinator | ResponseError::CoordinatorLoadInProgress => {
+            ResponseError::NotEnoughReplicas
+        }
+        e => e,
+    }
+}
+
+/// The broker, for shards and marker tasks that must not keep it alive after shutdown.
+pub type BrokerRef = Weak<Broker>;
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::metadata::{TransactionMetadata, TxnTransit};
+    use super::records::{encode_key, TxnState};
+    use super::*;
+    use crate::config::BrokerConfig;
+
+    fn open(dir: &std::path::Path) -> Arc<Broker> {
+        let mut values = BTreeMap::new();
+        values.insert("log.dirs".to_string(), dir.display().to_string());
+        values.insert("transaction.state.log.num.partitions".to_string(), "2".to_string());
+        Arc::new(Broker::open(BrokerConfig::from_values(values).unwrap()).unwrap())
+    }
+
+    fn create_topic(broker: &Broker, name: &str) {
+        broker
+            .commit(|image| {
+                let t = NewTopic { name, num_partitions: 1, replication_factor: -1, assignments: Vec::new(), configs: BTreeMap::new() };
+                Ok::<_, ApiError>((plan_create_topic(image, &broker.config, &t)?.records, ()))
+            })
+            .unwrap();
+    }
+
+    /// A PrepareCommit in the log (the broker died after deciding, before every marker was written) is completed
+    /// when the partition loads: the marker is written and CompleteCommit persisted.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn loading_completes_a_prepared_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let broker = open(dir.path());
+        broker.txns.ensure_topic(&broker).unwrap();
+        create_topic(&broker, "data");
+        let id = "tx-crashed";
+        let mut m = TransactionMetadata::new(id, 4242, 60000, 1);
+        let t = m.prepare_increment_producer_epoch(60000, None, 1).unwrap();
+        m.complete_transition(&t);
+        let t = m.prepare_add_partitions(&std::collections::BTreeSet::from([("data".to_string(), 0)]), 2, 0).unwrap();
+        m.complete_transition(&t);
+        let prepared: TxnTransit = m.prepare_abort_or_commit(TxnState::PrepareCommit, 0, -1, 3, false, false).unwrap();
+        let p = broker.replicas.get(TRANSACTION_STATE_TOPIC_NAME, broker.txns.partition_of(&broker, id)).unwrap();
+        let records = vec![(encode_key(id), Some(prepared.to_record().encode()))];
+        let end = tokio::task::spawn_blocking(move || shard::append(&p, &records)).await.unwrap().unwrap();
+        assert_eq!(end, 1);
+
+        broker.txns.start_hosted(&broker);
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+        let state = loop {
+            match broker.txns.describe(&broker, id).await {
+                Ok(d) if d.state == TxnState::CompleteCommit || tokio::time::Instant::now() > deadline => break d,
+                _ => tokio::time::sleep(std::time::Duration::from_millis(20)).await,
+            }
+        };
+        assert_eq!((state.state, state.producer_id, state.producer_epoch), (TxnState::CompleteCommit, 4242, 0));
+        assert!(state.partitions.is_empty());
+        // The COMMIT marker is the only batch of the data partition.
+        assert_eq!(broker.replicas.get("data", 0).unwrap().high_watermark(), 1);
+    }
+
+    /// Markers for a producer wait until its verified appends are done; other producers are not held up.
+    #[tokio::test]
+    async fn markers_wait_for_verified_appends_of_their_producer() {
+        let c = TransactionCoordinator::new(&BrokerConfig::default());
+        let append = c.guard_append([5, 5 + APPEND_GUARD_STRIPES as i64, 7]).await;
+        assert_eq!(append.len(), 2); // 5 and 5 + stripes share a stripe
+        let short = std::time::Duration::from_millis(50);
+        assert!(tokio::time::timeout(short, c.guard_markers(5)).await.is_err());
+        assert!(tokio::time::timeout(short, c.guard_markers(6)).await.is_ok());
+        drop(append);
+        assert!(tokio::time::timeout(short, c.guard_markers(5)).await.is_ok());
+    }
+
+    #[test]
+    fn transactional_ids_hash_like_kafka() {
+        use super::partition_for;
+        // Java: "my-txn".hashCode() = -1061187895 → 1061187895 % 50 = 45.
+        assert_eq!(partition_for("my-txn", 50), 45);
+    }
+}

@@ -73,7 +73,8 @@ def read_all(t, topic, partitions=1, isolation="read_committed", timeout=20.0):
     Returns {partition: [(offset, key, value), ...]}."""
     c = Consumer({"bootstrap.servers": t.bootstrap, "group.id": unique("reader"),
                   "enable.auto.commit": False, "isolation.level": isolation,
-                  "enable.partition.eof": True, "auto.offset.reset": "earliest"})
+                  "enable.partition.eof": True, "auto.offset.reset": "earliest",
+                  "fetch.wait.max.ms": 50})
     c.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in range(partitions)])
     out = {p: [] for p in range(partitions)}
     at_end = set()
@@ -508,6 +509,90 @@ def test_transactional_duplicate_resent_on_new_connection(targets, differ, topic
     assert k["resent_new_connection"]["base_offset"] == k["first"]["base_offset"], k
 
 
+def test_raw_fencing_and_epochs(targets, differ, topic):
+    """Raw protocol: a transaction is open (partition added, a batch written) when InitProducerId is sent
+    again for the same transactional id: the open transaction is aborted and the epoch bumped. The old epoch
+    then gets fencing errors from AddPartitionsToTxn, Produce and EndTxn (each version up to 3); the new epoch
+    can run a transaction that commits, and read_committed fetches list the fenced one as aborted."""
+    from kafka.protocol.metadata.find_coordinator import FindCoordinatorRequest
+    from kafka.protocol.producer.transaction import (AddPartitionsToTxnRequest, EndTxnRequest,
+                                                     InitProducerIdRequest)
+    ts = (int(time.time()) - 60) * 1000
+    txn_id = f"raw-fence-{uuid.uuid4().hex[:8]}"
+    notes = []
+
+    def run(t):
+        make_topic(t, topic)
+        _retry(lambda: wire.request(t, FindCoordinatorRequest(key=txn_id, key_type=1), 3))
+
+        def init(version=4):
+            seen = []  # error codes until success (CONCURRENT_TRANSACTIONS while the old one is aborted)
+
+            def send():
+                r = wire.request(t, InitProducerIdRequest(
+                    transactional_id=txn_id, transaction_timeout_ms=60000, producer_id=-1, producer_epoch=-1), version)
+                if not seen or seen[-1] != r.error_code:
+                    seen.append(r.error_code)
+                return r
+            r = _retry(send)
+            notes.append(f"{t.name}: InitProducerId answers {[wire.err(c) for c in seen]}, "
+                         f"epoch {r.producer_epoch}")
+            return r.error_code, r.producer_id, r.producer_epoch
+
+        def add_partitions(pid, epoch):
+            R = AddPartitionsToTxnRequest
+            r = _retry(lambda: wire.request(t, R(
+                v3_and_below_transactional_id=txn_id, v3_and_below_producer_id=pid,
+                v3_and_below_producer_epoch=epoch,
+                v3_and_below_topics=[R.AddPartitionsToTxnTopic(name=topic, partitions=[0])]), 3))
+            return [wire.err(y.partition_error_code) for x in r.results_by_topic_v3_and_below
+                    for y in x.results_by_partition]
+
+        def produce(pid, epoch, seq, vals):
+            r = wire.produce(t, topic, {0: txn_batch(pid, epoch, seq, vals, ts)}, version=9,
+                             transactional_id=txn_id)
+            p = r.responses[0].partition_responses[0]
+            return {"error_code": wire.err(p.error_code), "base_offset": p.base_offset}
+
+        def end_txn(pid, epoch, commit, version=3):
+            r = _retry(lambda: wire.request(t, EndTxnRequest(
+                transactional_id=txn_id, producer_id=pid, producer_epoch=epoch, committed=commit), version))
+            return wire.err(r.error_code)
+
+        out = {}
+        err, pid, e0 = init()
+        out["first_init"] = {"error_code": wire.err(err), "epoch": e0}
+        out["add"] = add_partitions(pid, e0)
+        out["zombie_write"] = produce(pid, e0, 0, [b"zombie-0", b"zombie-1"])
+        out["open_lso"] = dict(zip(("high_watermark", "last_stable"), lso(t, topic)))
+        err, pid2, e1 = init()
+        out["second_init"] = {"error_code": wire.err(err), "same_producer_id": pid2 == pid,
+                              "epoch_bump": e1 - e0}
+        notes.append(f"{t.name}: producer id {pid}, epochs {e0} -> {e1}")
+        wait_lso(t, topic, 3)
+        out["after_fence_lso"] = dict(zip(("high_watermark", "last_stable"), lso(t, topic)))
+        out["old_epoch"] = {
+            "add_partitions": add_partitions(pid, e0),
+            "produce": produce(pid, e0, 2, [b"zombie-2"]),
+            "end_txn": {f"v{v}": end_txn(pid, e0, True, v) for v in range(0, 4)},
+        }
+        out["new_epoch"] = {
+            "end_txn_without_partitions": end_txn(pid, e1, True),
+            "add_partitions": add_partitions(pid, e1),
+            "produce": produce(pid, e1, 0, [b"good-0", b"good-1"]),
+            "commit": end_txn(pid, e1, True),
+        }
+        wait_lso(t, topic, 6)
+        PIDS[(t.name, topic)] = pid
+        out["fetch_read_committed"] = fetch_obs(t, topic, 0, READ_COMMITTED)
+        out["read_committed"] = values(read_all(t, topic, 1, "read_committed"))
+        return out
+
+    k, s = both(targets, run)
+    differ.check("txn-raw-fencing-epochs", k, s, notes=notes)
+    assert k["read_committed"] == ["good-0", "good-1"], k
+
+
 # -------------------------------------------------------------- kafka-python
 def test_kafka_python_transactions(targets, differ):
     """kafka-python's transactional producer: committed records visible, aborted ones not (read_committed);
@@ -520,7 +605,7 @@ def test_kafka_python_transactions(targets, differ):
 
     def committed_values(t, name, isolation):
         c = KafkaConsumer(bootstrap_servers=t.bootstrap, isolation_level=isolation, enable_auto_commit=False,
-                          consumer_timeout_ms=1500, auto_offset_reset="earliest")
+                          consumer_timeout_ms=1000, fetch_max_wait_ms=50, auto_offset_reset="earliest")
         c.assign([KTP(name, 0)])
         c.seek_to_beginning()
         got = [(m.offset, m.value.decode()) for m in c]

@@ -50,7 +50,7 @@ def transaction_coordinators_ready(targets):
     from kafka.protocol.admin.transactions import ListTransactionsRequest
     from kafka.protocol.metadata.find_coordinator import FindCoordinatorRequest
     for t in targets:
-        _retry(lambda: wire.request(t, FindCoordinatorRequest(key="warm-up", key_type=1), 3), timeout=60)
+        _retry(lambda: wire.request(t, FindCoordinatorRequest(key="warm-up", key_type=1), 3), timeout=30)
         if 66 in wire.api_versions(t):  # ListTransactions
             _retry(lambda: wire.request(t, ListTransactionsRequest(
                 state_filters=[], producer_id_filters=[]), 0), timeout=60)
@@ -142,9 +142,10 @@ RPW_SEED = 20261124
 
 def _run_worker_until_done(t, in_topic, out_topic, group, txn_id, logdir: Path):
     """Start the worker, SIGKILL it after a seeded random delay, restart, ...; after RPW_KILLS kills let it
-    finish. Returns (kills, failed exits [(run, last line)], seconds)."""
+    finish. Returns (kills, failed exits [(run, last line)], transactions committed per run, seconds)."""
     rng = random.Random(RPW_SEED)
     kills, failures, run = 0, [], 0
+    progress = []  # transactions committed by each run, for the notes
     t0 = time.monotonic()
     cmd = [sys.executable, str(WORKER), t.bootstrap, in_topic, out_topic, group, txn_id, "25"]
     while True:
@@ -156,17 +157,18 @@ def _run_worker_until_done(t, in_topic, out_topic, group, txn_id, logdir: Path):
         try:
             code = p.wait(limit)
         except subprocess.TimeoutExpired:
-            if kills >= RPW_KILLS:
-                p.kill()
-                p.wait()
-                raise AssertionError(f"{t.name}: worker did not finish in 60s; log {log}:\n"
-                                     f"{log.read_text(errors='replace')[-3000:]}")
             p.kill()  # SIGKILL: no clean shutdown, the open transaction stays open
             p.wait()
+            code = None
+        progress.append(log.read_text(errors="replace").count("committed "))
+        if code is None:
+            if kills >= RPW_KILLS:
+                raise AssertionError(f"{t.name}: worker did not finish in 60s; log {log}:\n"
+                                     f"{log.read_text(errors='replace')[-3000:]}")
             kills += 1
             continue
         if code == 0:
-            return kills, failures, time.monotonic() - t0
+            return kills, failures, progress, time.monotonic() - t0
         lines = log.read_text(errors="replace").strip().splitlines()
         failures.append((run, lines[-1] if lines else f"exit {code}"))
         if len(failures) > 2:
@@ -187,7 +189,7 @@ def test_read_process_write_sigkill_exactly_once(targets, differ, tmp_path):
         for i in range(RPW_RECORDS):
             p.produce(in_topic, key=f"k{i % RPW_KEYS:02d}", value=str(i))
         assert p.flush(30) == 0
-        kills, failures, secs = _run_worker_until_done(t, in_topic, out_topic, group, txn_id, tmp_path)
+        kills, failures, progress, secs = _run_worker_until_done(t, in_topic, out_topic, group, txn_id, tmp_path)
         committed = read_all(t, out_topic, RPW_PARTITIONS, "read_committed", timeout=30)
         uncommitted = read_all(t, out_topic, RPW_PARTITIONS, "read_uncommitted", timeout=30)
         seen = Counter()
@@ -209,6 +211,7 @@ def test_read_process_write_sigkill_exactly_once(targets, differ, tmp_path):
         c.close()
         n_unc = sum(len(v) for v in uncommitted.values())
         notes.append(f"{t.name}: {kills} SIGKILLs, {len(failures)} failed exits {failures}, {secs:.1f}s; "
+                     f"transactions committed per run {progress}; "
                      f"read_uncommitted sees {n_unc} records in out (aborted duplicates included)")
         return {
             "input_records": RPW_RECORDS,
@@ -597,11 +600,13 @@ def test_raw_fencing_and_epochs(targets, differ, topic):
 def test_kafka_python_transactions(targets, differ):
     """kafka-python's transactional producer: committed records visible, aborted ones not (read_committed);
     a read-process-write pass with send_offsets_to_transaction where one transaction is aborted and redone:
-    the group's offsets move only with committed transactions."""
+    the group's offsets move only with committed transactions; a second producer with the same
+    transactional id fences the first (its commit fails, its record stays invisible)."""
     from kafka import KafkaConsumer, KafkaProducer, TopicPartition as KTP
     from kafka.structs import OffsetAndMetadata
     topic, in_topic, out_topic = unique("kp-txn"), unique("kp-in"), unique("kp-out")
     txn_id, group = unique("kp-txn-id"), unique("kp-group")
+    fence_topic, fence_id = unique("kp-fence"), unique("kp-fence-id")
 
     def committed_values(t, name, isolation):
         c = KafkaConsumer(bootstrap_servers=t.bootstrap, isolation_level=isolation, enable_auto_commit=False,
@@ -616,6 +621,7 @@ def test_kafka_python_transactions(targets, differ):
         make_topic(t, topic)
         make_topic(t, in_topic)
         make_topic(t, out_topic)
+        make_topic(t, fence_topic)
         out = {}
         p = KafkaProducer(bootstrap_servers=t.bootstrap, transactional_id=txn_id, transaction_timeout_ms=10000)
         p.init_transactions()
@@ -675,6 +681,28 @@ def test_kafka_python_transactions(targets, differ):
         c.close()
         p.close()
         out["out_read_committed"] = [v for _, v in committed_values(t, out_topic, "read_committed")]
+
+        # Fencing: a second producer with the same transactional id; the first's commit fails.
+        zombie = KafkaProducer(bootstrap_servers=t.bootstrap, transactional_id=fence_id,
+                               transaction_timeout_ms=10000)
+        zombie.init_transactions()
+        zombie.begin_transaction()
+        zombie.send(fence_topic, b"zombie")
+        zombie.flush()
+        fresh = KafkaProducer(bootstrap_servers=t.bootstrap, transactional_id=fence_id,
+                              transaction_timeout_ms=10000)
+        fresh.init_transactions()
+        try:
+            zombie.commit_transaction()
+            out["fenced_commit"] = "committed"
+        except Exception as e:  # noqa: BLE001 (the exception class is the observation)
+            out["fenced_commit"] = type(e).__name__
+        zombie.close(timeout=2)
+        fresh.begin_transaction()
+        fresh.send(fence_topic, b"good")
+        fresh.commit_transaction()
+        fresh.close()
+        out["fence_read_committed"] = [v for _, v in committed_values(t, fence_topic, "read_committed")]
         return out
 
     k, s = both(targets, run)

@@ -153,17 +153,19 @@ def _run_worker_until_done(t, in_topic, out_topic, group, txn_id, logdir: Path):
         log = logdir / f"worker-{t.name}-{run}.log"
         with open(log, "wb") as f:
             p = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-        limit = rng.uniform(0.4, 2.5) if kills < RPW_KILLS else 60.0
+        limit = rng.uniform(0.4, 2.5) if kills < RPW_KILLS else 40.0
         try:
             code = p.wait(limit)
         except subprocess.TimeoutExpired:
-            p.kill()  # SIGKILL: no clean shutdown, the open transaction stays open
-            p.wait()
             code = None
+        finally:
+            if p.poll() is None:  # also when the test is interrupted (pytest-timeout): no orphaned worker
+                p.kill()  # SIGKILL: no clean shutdown, the open transaction stays open
+                p.wait()
         progress.append(log.read_text(errors="replace").count("committed "))
         if code is None:
             if kills >= RPW_KILLS:
-                raise AssertionError(f"{t.name}: worker did not finish in 60s; log {log}:\n"
+                raise AssertionError(f"{t.name}: worker did not finish in 40s; log {log}:\n"
                                      f"{log.read_text(errors='replace')[-3000:]}")
             kills += 1
             continue
@@ -241,14 +243,14 @@ def test_fencing_confluent(targets, differ):
     def run(t):
         make_topic(t, topic)
         first = txn_producer(t, txn_id)
-        first.init_transactions(30)
+        first.init_transactions(20)
         first.begin_transaction()
         for i in range(3):
             first.produce(topic, key=b"z", value=f"zombie-{i}".encode())
         assert first.flush(10) == 0
         second = txn_producer(t, txn_id)
         t0 = time.monotonic()
-        second.init_transactions(30)  # bumps the epoch; the coordinator aborts the first's transaction
+        second.init_transactions(20)  # bumps the epoch; the coordinator aborts the first's transaction
         init_secs = time.monotonic() - t0
         out = {}
         try:
@@ -291,7 +293,7 @@ def test_abort_visibility_and_lso_confluent(targets, differ):
         make_topic(t, topic)
         out = {}
         p = txn_producer(t, txn_id)
-        p.init_transactions(30)
+        p.init_transactions(20)
         p.begin_transaction()
         for i in range(4):
             p.produce(topic, value=f"aborted-{i}".encode())
@@ -623,7 +625,8 @@ def test_kafka_python_transactions(targets, differ):
         make_topic(t, out_topic)
         make_topic(t, fence_topic)
         out = {}
-        p = KafkaProducer(bootstrap_servers=t.bootstrap, transactional_id=txn_id, transaction_timeout_ms=10000)
+        p = KafkaProducer(bootstrap_servers=t.bootstrap, transactional_id=txn_id, transaction_timeout_ms=10000,
+                          max_block_ms=20000)
         p.init_transactions()
         p.begin_transaction()
         for i in range(3):
@@ -684,13 +687,13 @@ def test_kafka_python_transactions(targets, differ):
 
         # Fencing: a second producer with the same transactional id; the first's commit fails.
         zombie = KafkaProducer(bootstrap_servers=t.bootstrap, transactional_id=fence_id,
-                               transaction_timeout_ms=10000)
+                               transaction_timeout_ms=10000, max_block_ms=20000)
         zombie.init_transactions()
         zombie.begin_transaction()
         zombie.send(fence_topic, b"zombie")
         zombie.flush()
         fresh = KafkaProducer(bootstrap_servers=t.bootstrap, transactional_id=fence_id,
-                              transaction_timeout_ms=10000)
+                              transaction_timeout_ms=10000, max_block_ms=20000)
         fresh.init_transactions()
         try:
             zombie.commit_transaction()
@@ -757,7 +760,7 @@ def test_aiokafka_transactions(targets, differ):
 
     def run(t):
         make_topic(t, topic)
-        return asyncio.run(scenario(t))
+        return asyncio.run(asyncio.wait_for(scenario(t), 45))
 
     k, s = both(targets, run)
     differ.check("txn-aiokafka", k, s)

@@ -598,6 +598,79 @@ def test_raw_fencing_and_epochs(targets, differ, topic):
     assert k["read_committed"] == ["good-0", "good-1"], k
 
 
+def test_raw_transactional_offset_commit(targets, differ, topic):
+    """Raw protocol: group offsets sent in a transaction (AddOffsetsToTxn v3 + TxnOffsetCommit v3, generation
+    -1 as an assign()-only consumer sends) are pending until the transaction ends: OffsetFetch v7 with
+    require_stable answers UNSTABLE_OFFSET_COMMIT, without it the last committed offset; after commit the
+    new offset, after abort the old one stays. Also TxnOffsetCommit before AddOffsetsToTxn."""
+    from kafka.protocol.consumer import OffsetFetchRequest
+    from kafka.protocol.metadata.find_coordinator import FindCoordinatorRequest
+    from kafka.protocol.producer.transaction import (AddOffsetsToTxnRequest, EndTxnRequest, InitProducerIdRequest,
+                                                     TxnOffsetCommitRequest)
+    txn_id, group = f"raw-offsets-{uuid.uuid4().hex[:8]}", f"raw-offsets-g-{uuid.uuid4().hex[:8]}"
+
+    def run(t):
+        make_topic(t, topic)
+        _retry(lambda: wire.request(t, FindCoordinatorRequest(key=txn_id, key_type=1), 3))
+        _retry(lambda: wire.request(t, FindCoordinatorRequest(key=group, key_type=0), 3))
+        init = _retry(lambda: wire.request(t, InitProducerIdRequest(
+            transactional_id=txn_id, transaction_timeout_ms=60000, producer_id=-1, producer_epoch=-1), 4))
+        pid, epoch = init.producer_id, init.producer_epoch
+
+        def add_offsets():
+            return wire.err(_retry(lambda: wire.request(t, AddOffsetsToTxnRequest(
+                transactional_id=txn_id, producer_id=pid, producer_epoch=epoch, group_id=group), 3)).error_code)
+
+        def txn_offset_commit(offset):
+            R = TxnOffsetCommitRequest
+            r = wire.request(t, R(
+                transactional_id=txn_id, group_id=group, producer_id=pid, producer_epoch=epoch, generation_id=-1,
+                member_id="", group_instance_id=None, topics=[R.TxnOffsetCommitRequestTopic(name=topic, partitions=[
+                    R.TxnOffsetCommitRequestTopic.TxnOffsetCommitRequestPartition(
+                        partition_index=0, committed_offset=offset, committed_leader_epoch=-1,
+                        committed_metadata="m")])]), 3)
+            return [wire.err(p.error_code) for tp in r.topics for p in tp.partitions]
+
+        def offset_fetch(require_stable):
+            R = OffsetFetchRequest
+            r = wire.request(t, R(group_id=group, topics=[R.OffsetFetchRequestTopic(
+                name=topic, partition_indexes=[0])], require_stable=require_stable), 7)
+            p = r.topics[0].partitions[0]
+            return {"error_code": wire.err(r.error_code), "partition_error": wire.err(p.error_code),
+                    "offset": p.committed_offset, "metadata": p.metadata}
+
+        def end_txn(commit):
+            return wire.err(_retry(lambda: wire.request(t, EndTxnRequest(
+                transactional_id=txn_id, producer_id=pid, producer_epoch=epoch, committed=commit), 3)).error_code)
+
+
+        out = {"txn_offset_commit_before_add_offsets": txn_offset_commit(3)}
+        out["first"] = {"add_offsets": add_offsets(), "txn_offset_commit": txn_offset_commit(5),
+                        "fetch_stable": offset_fetch(True), "fetch_unstable": offset_fetch(False),
+                        "end": end_txn(True)}
+        out["after_commit"] = {"fetch_stable": _retry(lambda: _Err(offset_fetch(True)), (88,)).value,
+                               "fetch_unstable": offset_fetch(False)}
+        out["second"] = {"add_offsets": add_offsets(), "txn_offset_commit": txn_offset_commit(9),
+                         "fetch_stable": offset_fetch(True), "fetch_unstable": offset_fetch(False),
+                         "end": end_txn(False)}
+        out["after_abort"] = {"fetch_stable": _retry(lambda: _Err(offset_fetch(True)), (88,)).value,
+                              "fetch_unstable": offset_fetch(False)}
+        return out
+
+    k, s = both(targets, run)
+    differ.check("txn-raw-offset-commit", k, s)
+    assert k["after_commit"]["fetch_stable"]["offset"] == 5, k
+
+
+class _Err:
+    """Adapts an offset_fetch() observation to _retry(): retried while the partition is UNSTABLE_OFFSET_COMMIT
+    (the markers of the transaction that just ended are still being written)."""
+
+    def __init__(self, value):
+        self.value = value
+        self.error_code = int(value["partition_error"].split("(")[1].rstrip(")"))
+
+
 # -------------------------------------------------------------- kafka-python
 def test_kafka_python_transactions(targets, differ):
     """kafka-python's transactional producer: committed records visible, aborted ones not (read_committed);

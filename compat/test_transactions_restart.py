@@ -78,12 +78,20 @@ def read_values(bootstrap, topic, isolation, timeout=20.0):
     raise AssertionError(f"{topic}: end not reached in {timeout}s ({isolation}); read {out}")
 
 
-def committed_offset(bootstrap, group, topic):
-    c = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "isolation.level": "read_committed"})
-    try:
-        return c.committed([TopicPartition(topic, 0)], timeout=15)[0].offset
-    finally:
-        c.close()
+def committed_offset(bootstrap, group, topic, timeout=30.0):
+    """The group's committed offset (require_stable: waits out pending transactional offsets); coordinator
+    errors right after a restart (NOT_COORDINATOR, load in progress) are retried as an application would."""
+    deadline = time.monotonic() + timeout
+    while True:
+        c = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "isolation.level": "read_committed"})
+        try:
+            return c.committed([TopicPartition(topic, 0)], timeout=10)[0].offset
+        except KafkaException as e:
+            if time.monotonic() > deadline or e.args[0].fatal():
+                raise
+        finally:
+            c.close()
+        time.sleep(0.2)
 
 
 def wait_until(cond, timeout, what):
@@ -215,6 +223,7 @@ if __name__ == "__main__":
                     break
 
         def start(self):
+            time.sleep(float(os.environ.get("RESTART_DELAY", "0")))
             cmd = [sys.executable, str(script), "start", "--target", target, "--port", port, "--data-dir",
                    str(data_dir)]
             if target == "kafka":

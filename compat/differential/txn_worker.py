@@ -18,7 +18,6 @@ that position is committed; prints one line per committed transaction.
 from __future__ import annotations
 
 import sys
-import time
 
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 

@@ -1,7 +1,8 @@
 """The Java client's transactional producer (reference/java-client, class
 Transactions): N transactions with some aborted, read back with read_committed
-(only the committed records) and read_uncommitted (all); and fencing (a second
-producer with the same transactional.id, the first's commit fails).
+(only the committed records) and read_uncommitted (all); fencing (a second
+producer with the same transactional.id, the first's commit fails); and a
+read-process-write pass with a group consumer and sendOffsetsToTransaction.
 
 The Java client 4.x takes the transactions v2 path of KIP-890 when the broker
 advertises the finalized feature transaction.version >= 2 (EndTxn v5, no
@@ -96,3 +97,18 @@ def test_java_transactions_fencing(java_client, targets, differ):  # noqa: F811
     k, s = both(targets, run)
     differ.check("txn-java-fencing", k, s, notes=notes)
     assert k["first_commit"] == "ProducerFencedException", k
+
+
+def test_java_read_process_write(java_client, targets, differ):  # noqa: F811
+    """A group consumer (subscribe, read_committed) and the transactional producer copy 60 records, sending
+    the consumed offsets with the consumer's group metadata (KIP-447) into each transaction; one transaction is
+    aborted and its input re-read from the group's committed offsets."""
+    notes = []
+
+    def run(t):
+        res, note = run_java(java_client, t, "rpw", "--partitions", "2", "--records", "60")
+        notes.append(note)
+        print(note)
+        return res
+
+    differ.check("txn-java-read-process-write", *both(targets, run), notes=notes)

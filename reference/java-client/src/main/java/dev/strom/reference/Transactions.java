@@ -37,13 +37,18 @@ import org.apache.kafka.common.serialization.ByteArraySerializer;
  *   <li>{@code fencing}: a first producer writes in an open transaction, a second producer with the same
  *   transactional.id initializes (fencing the first); the first's commit must fail (the exception class is
  *   printed), the second commits, and read_committed sees only the second's records.</li>
+ *   <li>{@code rpw}: read-process-write. The topic is the input (filled with plain records); a consumer in a
+ *   group (subscribe, read_committed, no auto commit) and a transactional producer copy it to TOPIC-out,
+ *   sending the consumed offsets with the group metadata into each transaction; the second transaction is
+ *   aborted and its input read again from the group's committed offset. Then TOPIC-out read with
+ *   read_committed holds every input exactly once, and the group's offsets are at the input's end.</li>
  * </ul>
  *
  * <p>Prints {@code RESULT key=value} lines that the test compares between brokers and ends with
  * {@code OK mode=...}; exit 0 when every check passed, 1 on a mismatch, 2 when a client call fails.
  *
- * <p>Arguments: --bootstrap HOST:PORT --mode txns|fencing [--topic NAME] [--partitions N]
- * [--transactions N] [--records-per-txn R] [--abort-every K] [--producer-prop k=v]...
+ * <p>Arguments: --bootstrap HOST:PORT --mode txns|fencing|rpw [--topic NAME] [--partitions N]
+ * [--transactions N] [--records-per-txn R] [--abort-every K] [--records N] [--producer-prop k=v]...
  */
 public final class Transactions {
 
@@ -75,6 +80,10 @@ public final class Transactions {
                     break;
                 case "fencing":
                     code = fencing(bootstrap, topic, partitions, producerProps);
+                    break;
+                case "rpw":
+                    code = readProcessWrite(bootstrap, topic, partitions,
+                            Integer.parseInt(opts.getOrDefault("records", "60")), producerProps);
                     break;
                 default:
                     System.err.println("unknown mode " + opts.get("mode"));
@@ -266,6 +275,109 @@ public final class Transactions {
             problems.add("read_committed saw " + rc + ", want only the second producer's good-0, good-1");
         }
         return report("fencing", problems);
+    }
+
+    static int readProcessWrite(String bootstrap, String in, int partitions, int records,
+                                Map<String, String> extra) throws Exception {
+        String out = in + "-out";
+        createTopic(bootstrap, out, partitions);
+        String group = "java-rpw-" + in;
+        Properties plain = new Properties();
+        plain.put(ProducerConfig.BOOTSTRAP_SERVERS_CONFIG, bootstrap);
+        plain.put(ProducerConfig.KEY_SERIALIZER_CLASS_CONFIG, ByteArraySerializer.class.getName());
+        plain.put(ProducerConfig.VALUE_SERIALIZER_CLASS_CONFIG, ByteArraySerializer.class.getName());
+        try (KafkaProducer<byte[], byte[]> feed = new KafkaProducer<>(plain)) {
+            for (int i = 0; i < records; i++) {
+                feed.send(new ProducerRecord<>(in, i % partitions, null, ("in-" + i).getBytes(StandardCharsets.UTF_8)));
+            }
+        }
+        Properties cp = new Properties();
+        cp.put(ConsumerConfig.BOOTSTRAP_SERVERS_CONFIG, bootstrap);
+        cp.put(ConsumerConfig.KEY_DESERIALIZER_CLASS_CONFIG, ByteArrayDeserializer.class.getName());
+        cp.put(ConsumerConfig.VALUE_DESERIALIZER_CLASS_CONFIG, ByteArrayDeserializer.class.getName());
+        cp.put(ConsumerConfig.GROUP_ID_CONFIG, group);
+        cp.put(ConsumerConfig.ENABLE_AUTO_COMMIT_CONFIG, "false");
+        cp.put(ConsumerConfig.AUTO_OFFSET_RESET_CONFIG, "earliest");
+        cp.put(ConsumerConfig.ISOLATION_LEVEL_CONFIG, "read_committed");
+        cp.put(ConsumerConfig.MAX_POLL_RECORDS_CONFIG, "10");
+        cp.put(ConsumerConfig.FETCH_MAX_WAIT_MS_CONFIG, "50");
+        List<String> problems = new ArrayList<>();
+        int commits = 0;
+        int aborts = 0;
+        List<TopicPartition> tps = new ArrayList<>();
+        for (int p = 0; p < partitions; p++) {
+            tps.add(new TopicPartition(in, p));
+        }
+        try (KafkaProducer<byte[], byte[]> p = producer(bootstrap, "java-rpw-" + in, extra);
+             KafkaConsumer<byte[], byte[]> c = new KafkaConsumer<>(cp)) {
+            p.initTransactions();
+            c.subscribe(List.of(in));
+            long deadline = System.currentTimeMillis() + 60_000;
+            Map<TopicPartition, Long> end = c.endOffsets(tps, Duration.ofSeconds(10));
+            while (System.currentTimeMillis() < deadline) {
+                var batch = c.poll(Duration.ofMillis(200));
+                if (batch.isEmpty()) {
+                    if (!c.assignment().isEmpty() && c.assignment().size() == partitions
+                            && tps.stream().allMatch(tp -> c.position(tp) >= end.get(tp))) {
+                        break;
+                    }
+                    continue;
+                }
+                p.beginTransaction();
+                Map<TopicPartition, org.apache.kafka.clients.consumer.OffsetAndMetadata> offsets = new HashMap<>();
+                for (ConsumerRecord<byte[], byte[]> r : batch) {
+                    p.send(new ProducerRecord<>(out, r.partition(), null,
+                            ("out-" + new String(r.value(), StandardCharsets.UTF_8)).getBytes(StandardCharsets.UTF_8)));
+                    offsets.put(new TopicPartition(r.topic(), r.partition()),
+                            new org.apache.kafka.clients.consumer.OffsetAndMetadata(r.offset() + 1));
+                }
+                p.sendOffsetsToTransaction(offsets, c.groupMetadata());
+                if (commits == 1 && aborts == 0) {
+                    p.flush();
+                    p.abortTransaction();
+                    aborts++;
+                    // The aborted transaction's offsets are not committed: rewind to the group's offsets.
+                    Map<TopicPartition, org.apache.kafka.clients.consumer.OffsetAndMetadata> committed =
+                            c.committed(new java.util.HashSet<>(c.assignment()), Duration.ofSeconds(10));
+                    for (TopicPartition tp : c.assignment()) {
+                        var om = committed.get(tp);
+                        c.seek(tp, om == null ? 0 : om.offset());
+                    }
+                    continue;
+                }
+                p.commitTransaction();
+                commits++;
+            }
+            Map<TopicPartition, org.apache.kafka.clients.consumer.OffsetAndMetadata> committed =
+                    c.committed(new java.util.HashSet<>(tps), Duration.ofSeconds(10));
+            for (TopicPartition tp : tps) {
+                var om = committed.get(tp);
+                if (om == null || om.offset() != end.get(tp)) {
+                    problems.add("group offset of " + tp + " is " + (om == null ? "none" : om.offset())
+                            + ", want the end " + end.get(tp));
+                }
+            }
+        }
+        List<String> rc = readAll(bootstrap, out, partitions, "read_committed");
+        Map<String, Integer> seen = new HashMap<>();
+        for (String s : rc) {
+            seen.merge(s.substring(s.indexOf('=') + 1), 1, Integer::sum);
+        }
+        int missing = 0;
+        int duplicated = 0;
+        for (int i = 0; i < records; i++) {
+            int n = seen.getOrDefault("out-in-" + i, 0);
+            missing += n == 0 ? 1 : 0;
+            duplicated += n > 1 ? 1 : 0;
+        }
+        if (missing > 0 || duplicated > 0 || rc.size() != records) {
+            problems.add("out read_committed: " + rc.size() + " records, " + missing + " inputs missing, "
+                    + duplicated + " duplicated");
+        }
+        System.out.println("RESULT records=" + records + " out_read_committed=" + rc.size() + " missing=" + missing
+                + " duplicated=" + duplicated + " aborted_transactions=" + aborts);
+        System.out.println("NOTE committed transactions: " + commits);
+        return report("rpw", problems);
     }
 
     static int report(String mode, List<String> problems) {

@@ -671,6 +671,126 @@ class _Err:
         self.error_code = int(value["partition_error"].split("(")[1].rstrip(")"))
 
 
+class RawTxn:
+    """A transactional id driven through raw requests at the versions the Java client uses on the v1 path."""
+
+    def __init__(self, t, txn_id, timeout_ms=60000):
+        from kafka.protocol.metadata.find_coordinator import FindCoordinatorRequest
+        self.t, self.txn_id = t, txn_id
+        _retry(lambda: wire.request(t, FindCoordinatorRequest(key=txn_id, key_type=1), 3))
+        self.init_codes = []
+        r = self.init(timeout_ms)
+        self.pid, self.epoch = r.producer_id, r.producer_epoch
+
+    def init(self, timeout_ms=60000, producer_id=-1, producer_epoch=-1, version=4):
+        from kafka.protocol.producer.transaction import InitProducerIdRequest
+        self.init_codes = []
+
+        def send():
+            r = wire.request(self.t, InitProducerIdRequest(
+                transactional_id=self.txn_id, transaction_timeout_ms=timeout_ms, producer_id=producer_id,
+                producer_epoch=producer_epoch), version)
+            if not self.init_codes or self.init_codes[-1] != r.error_code:
+                self.init_codes.append(r.error_code)
+            return r
+        return _retry(send)
+
+    def add_partitions(self, topic, partitions=(0,), pid=None, epoch=None):
+        from kafka.protocol.producer.transaction import AddPartitionsToTxnRequest as R
+        r = _retry(lambda: wire.request(self.t, R(
+            v3_and_below_transactional_id=self.txn_id,
+            v3_and_below_producer_id=self.pid if pid is None else pid,
+            v3_and_below_producer_epoch=self.epoch if epoch is None else epoch,
+            v3_and_below_topics=[R.AddPartitionsToTxnTopic(name=topic, partitions=list(partitions))]), 3))
+        return {f"{x.name}-{y.partition_index}": wire.err(y.partition_error_code)
+                for x in r.results_by_topic_v3_and_below for y in x.results_by_partition}
+
+    def produce(self, topic, seq, values_, epoch=None, transactional_id="same", ts=None):
+        ts = (int(time.time()) - 60) * 1000 if ts is None else ts
+        batch = txn_batch(self.pid, self.epoch if epoch is None else epoch, seq, values_, ts)
+        r = wire.produce(self.t, topic, {0: batch}, version=9,
+                         transactional_id=self.txn_id if transactional_id == "same" else transactional_id)
+        p = r.responses[0].partition_responses[0]
+        return {"error_code": wire.err(p.error_code), "base_offset": p.base_offset}
+
+    def end(self, commit, epoch=None, pid=None, version=3):
+        from kafka.protocol.producer.transaction import EndTxnRequest
+        return wire.err(_retry(lambda: wire.request(self.t, EndTxnRequest(
+            transactional_id=self.txn_id, producer_id=self.pid if pid is None else pid,
+            producer_epoch=self.epoch if epoch is None else epoch, committed=commit), version)).error_code)
+
+
+def test_raw_transaction_errors(targets, differ, topic):
+    """Raw protocol error answers: a transaction timeout above transaction.max.timeout.ms, requests for an
+    unknown transactional id or with the wrong producer id, AddPartitionsToTxn with an unknown topic among
+    known ones, a transactional batch in a Produce request without transactional_id, EndTxn with nothing
+    added."""
+    missing = unique("no-such-topic")
+    txn_id = f"raw-errors-{uuid.uuid4().hex[:8]}"
+
+    def run(t):
+        make_topic(t, topic)
+        out = {}
+        x = RawTxn(t, txn_id)
+        r = x.init(timeout_ms=900001)  # Kafka's transaction.max.timeout.ms default is 900000
+        out["init_timeout_above_max"] = {"error_code": wire.err(r.error_code), "epoch": r.producer_epoch}
+        r = x.init(timeout_ms=60000)
+        x.epoch = r.producer_epoch
+        out["init_again"] = {"error_code": wire.err(r.error_code), "epoch_bump": r.producer_epoch}
+        out["end_txn_nothing_added"] = {"commit": x.end(True), "abort": x.end(False)}
+        out["add_partitions_wrong_producer_id"] = x.add_partitions(topic, pid=x.pid + 1000)
+        out["add_partitions_old_epoch"] = x.add_partitions(topic, epoch=x.epoch - 1) if x.epoch > 0 else None
+        out["add_partitions_unknown_topic"] = x.add_partitions(missing) | x.add_partitions(topic, (0, 7))
+        out["after_failed_add_produce"] = x.produce(topic, 0, [b"a"])
+        out["add_partitions"] = x.add_partitions(topic)
+        out["produce_without_transactional_id"] = x.produce(topic, 0, [b"a"], transactional_id=None)
+        out["produce_other_transactional_id"] = x.produce(topic, 0, [b"a"], transactional_id=txn_id + "-other")
+        out["produce"] = x.produce(topic, 0, [b"a"])
+        out["end_txn_wrong_producer_id"] = x.end(True, pid=x.pid + 1000)
+        out["end_txn_commit"] = x.end(True)
+        unknown = RawTxn.__new__(RawTxn)
+        unknown.t, unknown.txn_id, unknown.pid, unknown.epoch = t, f"{txn_id}-never-initialized", x.pid, 0
+        out["unknown_transactional_id"] = {"add_partitions": unknown.add_partitions(topic),
+                                           "end_txn": unknown.end(True)}
+        return out
+
+    differ.check("txn-raw-errors", *both(targets, run))
+
+
+def test_raw_transaction_timeout_abort(targets, differ, topic):
+    """A transaction left open past its transaction.timeout.ms (1000 ms) is aborted by the coordinator on its
+    own (Kafka checks every transaction.abort.timed.out.transaction.cleanup.interval.ms, 10 s by default):
+    the abort marker releases the LSO, and the producer's old epoch is fenced afterwards; InitProducerId with
+    the old producer id and epoch (KIP-360) recovers the producer."""
+    txn_id = f"raw-timeout-{uuid.uuid4().hex[:8]}"
+    notes = []
+
+    def run(t):
+        make_topic(t, topic)
+        out = {}
+        x = RawTxn(t, txn_id, timeout_ms=1000)
+        e0 = x.epoch
+        out["add_partitions"] = x.add_partitions(topic)
+        out["produce"] = x.produce(topic, 0, [b"x0", b"x1"])
+        out["open"] = dict(zip(("high_watermark", "last_stable"), lso(t, topic)))
+        t0 = time.monotonic()
+        wait_lso(t, topic, 3, timeout=30)
+        notes.append(f"{t.name}: the timed-out transaction was aborted {time.monotonic() - t0:.1f}s after its "
+                     f"first write (transaction.timeout.ms=1000)")
+        PIDS[(t.name, topic)] = x.pid
+        out["aborted"] = fetch_obs(t, topic, 0, READ_COMMITTED)
+        out["old_epoch"] = {"produce": x.produce(topic, 2, [b"x2"]), "add_partitions": x.add_partitions(topic),
+                            "end_txn_commit": x.end(True)}
+        r = x.init(timeout_ms=1000, producer_id=x.pid, producer_epoch=e0)
+        notes.append(f"{t.name}: InitProducerId(producer id, old epoch {e0}) answers "
+                     f"{[wire.err(c) for c in x.init_codes]}, epoch {r.producer_epoch}")
+        out["recover_with_old_epoch"] = {"error_code": wire.err(r.error_code), "same_producer_id": r.producer_id == x.pid,
+                                         "epoch_bump": r.producer_epoch - e0}
+        return out
+
+    differ.check("txn-raw-timeout-abort", *both(targets, run), notes=notes)
+
+
 # -------------------------------------------------------------- kafka-python
 def test_kafka_python_transactions(targets, differ):
     """kafka-python's transactional producer: committed records visible, aborted ones not (read_committed);

@@ -20,13 +20,12 @@ import subprocess
 
 from conftest import REPO, unique
 from obs import both
-from test_java_client import java_client  # noqa: F401  (session fixture: builds reference/java-client)
 
 PROJECT = REPO / "reference" / "java-client"
 DEBUG_LOG = PROJECT / "log4j2-txn-debug.properties"
 
 
-def run_java(java_client, target, mode, *extra):  # noqa: F811
+def run_java(java_client, target, mode, *extra):
     """Run Transactions; returns (RESULT lines as a dict, the client path notes)."""
     java, heap = java_client[0], java_client[1]
     rest = java_client[2:-1]  # -cp CLASSPATH
@@ -72,7 +71,7 @@ def path_notes(target, mode, stdout, stderr) -> str:
             f"requests sent: {', '.join(parts)}" + (f"; {'; '.join(notes)}" if notes else ""))
 
 
-def test_java_transactions_commit_and_abort(java_client, targets, differ):  # noqa: F811
+def test_java_transactions_commit_and_abort(java_client, targets, differ):
     notes = []
 
     def run(t):
@@ -85,7 +84,7 @@ def test_java_transactions_commit_and_abort(java_client, targets, differ):  # no
     differ.check("txn-java-commit-abort", *both(targets, run), notes=notes)
 
 
-def test_java_transactions_fencing(java_client, targets, differ):  # noqa: F811
+def test_java_transactions_fencing(java_client, targets, differ):
     notes = []
 
     def run(t):
@@ -99,7 +98,7 @@ def test_java_transactions_fencing(java_client, targets, differ):  # noqa: F811
     assert k["first_commit"] == "ProducerFencedException", k
 
 
-def test_java_read_process_write(java_client, targets, differ):  # noqa: F811
+def test_java_read_process_write(java_client, targets, differ):
     """A group consumer (subscribe, read_committed) and the transactional producer copy 60 records, sending
     the consumed offsets with the consumer's group metadata (KIP-447) into each transaction; one transaction is
     aborted and its input re-read from the group's committed offsets."""

@@ -179,6 +179,21 @@ def make_pair(tmp_path_factory):
         _ACTIVE.remove(t)
 
 
+JAVA_CLIENT = REPO / "reference" / "java-client"
+
+
+@pytest.fixture(scope="session")
+def java_client():
+    """Build once per session (Maven; the dependencies come from the local
+    repository after the first run). Returns the java command prefix."""
+    r = subprocess.run(["mvn", "-q", "-B", "-f", str(JAVA_CLIENT / "pom.xml"), "package"],
+                       capture_output=True, text=True, timeout=600)
+    if r.returncode != 0:
+        pytest.fail(f"building reference/java-client failed:\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}")
+    cp = f"{JAVA_CLIENT / 'target' / 'classes'}:{JAVA_CLIENT / 'target' / 'lib'}/*"
+    return ["java", "-Xmx256m", "-cp", cp, "dev.strom.reference.RoundTrip"]
+
+
 @pytest.fixture(scope="session")
 def differ():
     return _DIFFER

@@ -8,23 +8,7 @@ from __future__ import annotations
 import os
 import subprocess
 
-import pytest
-
-from conftest import REPO, unique
-
-PROJECT = REPO / "reference" / "java-client"
-
-
-@pytest.fixture(scope="session")
-def java_client():
-    """Build once per session (Maven; the dependencies come from the local
-    repository after the first run). Returns the java command prefix."""
-    r = subprocess.run(["mvn", "-q", "-B", "-f", str(PROJECT / "pom.xml"), "package"],
-                       capture_output=True, text=True, timeout=600)
-    if r.returncode != 0:
-        pytest.fail(f"building reference/java-client failed:\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}")
-    cp = f"{PROJECT / 'target' / 'classes'}:{PROJECT / 'target' / 'lib'}/*"
-    return ["java", "-Xmx256m", "-cp", cp, "dev.strom.reference.RoundTrip"]
+from conftest import unique
 
 
 def roundtrip(java_client, target, *extra, records=200, partitions=3):

@@ -67,7 +67,13 @@ def err(code) -> str:
     """An error code as 'NAME(code)' so diffs read well."""
     if code is None:
         return None
-    return f"{ERRORS.get(code, '?')}({code})"
+    name = ERRORS.get(code)
+    if name is None:
+        # Codes the table above does not list: kafka-python's error classes carry Kafka's names.
+        import kafka.errors
+        cls = kafka.errors.for_code(code)
+        name = cls.message if cls is not kafka.errors.UnknownError else "?"
+    return f"{name}({code})"
 
 
 class Conn:
@@ -148,10 +154,10 @@ def create_topics(target, topics, version: int = 7, timeout_ms: int = 30000, val
 
 
 def produce(target, topic: str, partition_batches: dict, version: int = 9, acks: int = -1,
-            timeout_ms: int = 10000):
+            timeout_ms: int = 10000, transactional_id: str | None = None):
     """partition_batches: {partition: record batch bytes}."""
     R = ProduceRequest
-    req = R(transactional_id=None, acks=acks, timeout_ms=timeout_ms, topic_data=[
+    req = R(transactional_id=transactional_id, acks=acks, timeout_ms=timeout_ms, topic_data=[
         R.TopicProduceData(name=topic, topic_id=None, partition_data=[
             R.TopicProduceData.PartitionProduceData(index=p, records=b)
             for p, b in partition_batches.items()])])
@@ -159,12 +165,12 @@ def produce(target, topic: str, partition_batches: dict, version: int = 9, acks:
 
 
 def fetch(target, topic: str, partitions: dict, version: int = 12, max_wait_ms: int = 0,
-          topic_id=None, max_bytes: int = 1 << 20):
+          topic_id=None, max_bytes: int = 1 << 20, isolation_level: int = 0):
     """partitions: {partition: fetch_offset}. version <= 12 addresses the topic
-    by name, >= 13 by topic_id."""
+    by name, >= 13 by topic_id. isolation_level 1 is READ_COMMITTED."""
     R = FetchRequest
     req = R(replica_id=-1, max_wait_ms=max_wait_ms, min_bytes=1, max_bytes=max_bytes,
-            isolation_level=0, session_id=0, session_epoch=-1,
+            isolation_level=isolation_level, session_id=0, session_epoch=-1,
             topics=[R.FetchTopic(topic=topic, topic_id=topic_id, partitions=[
                 R.FetchTopic.FetchPartition(partition=p, current_leader_epoch=-1, fetch_offset=o,
                                             last_fetched_epoch=-1, log_start_offset=-1,

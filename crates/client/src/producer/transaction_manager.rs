@@ -102,6 +102,9 @@ enum Next {
     Done,
     /// Retry after the backoff; `true`: find the coordinator again first.
     Retry(bool),
+    /// CONCURRENT_TRANSACTIONS: the previous transaction's markers are still being written, which takes
+    /// milliseconds; Java retries after 20 ms rather than retry.backoff.ms.
+    RetrySoon,
     Fail(Error),
 }
 
@@ -344,11 +347,16 @@ impl TransactionManager {
                 },
                 Err(e) => Err(e),
             };
+            let mut backoff = self.retry_backoff;
             let (refind, err) = match result {
                 Ok(resp) => match decide(&resp) {
                     Next::Done => return Ok(resp),
                     Next::Fail(e) => return Err(e),
                     Next::Retry(refind) => (refind, None),
+                    Next::RetrySoon => {
+                        backoff = backoff.min(Duration::from_millis(20));
+                        (false, None)
+                    }
                 },
                 Err(e) if e.is_retriable() => (true, Some(e)),
                 Err(e) => return Err(e),
@@ -361,7 +369,7 @@ impl TransactionManager {
             }
             tracing::debug!(what, error = ?err, "coordinator request will be retried");
             last = err.or(last);
-            tokio::time::sleep(self.retry_backoff).await;
+            tokio::time::sleep(backoff).await;
         }
     }
 
@@ -371,9 +379,9 @@ impl TransactionManager {
             0 => Next::Done,
             // NOT_COORDINATOR, COORDINATOR_NOT_AVAILABLE: find it again.
             15 | 16 => Next::Retry(true),
-            // COORDINATOR_LOAD_IN_PROGRESS, CONCURRENT_TRANSACTIONS (the previous transaction is still completing),
-            // UNKNOWN_TOPIC_OR_PARTITION (metadata propagating), REQUEST_TIMED_OUT.
-            14 | 51 | 3 | 7 => Next::Retry(false),
+            51 => Next::RetrySoon,
+            // COORDINATOR_LOAD_IN_PROGRESS, UNKNOWN_TOPIC_OR_PARTITION (metadata propagating), REQUEST_TIMED_OUT.
+            14 | 3 | 7 => Next::Retry(false),
             code => Next::Fail(Error::kafka(code, context(), None)),
         }
     }
@@ -562,7 +570,8 @@ impl TransactionManager {
                 match code {
                     // The group coordinator moved, or is loading.
                     15 | 16 | 7 => Next::Retry(true),
-                    14 | 3 | 51 => Next::Retry(false),
+                    14 | 3 => Next::Retry(false),
+                    51 => Next::RetrySoon,
                     0 => Next::Done,
                     // UNKNOWN_MEMBER_ID, ILLEGAL_GENERATION, FENCED_INSTANCE_ID and the rest: abortable or fatal below.
                     code => Next::Fail(Error::kafka(code, format!("TxnOffsetCommit for group {}", group.group_id), None)),

@@ -415,6 +415,48 @@ mod tests {
         assert_eq!(acc.ready(now).0.len(), 1, "a flush makes every batch ready");
     }
 
+    #[test]
+    fn retries_go_alone_and_in_sequence_order() {
+        let acc = Accumulator::new(1 << 20, 10, Duration::ZERO, 5);
+        let tp = TopicPartition::new("t", 0);
+        let mut rxs = vec![];
+        for _ in 0..4 {
+            let (r, rx) = record();
+            rxs.push(rx);
+            acc.append(tp.clone(), r, 10); // one batch each (batch.size 10)
+        }
+        // Three batches go out pipelined, stamped 0, 1, 2.
+        let mut sent = vec![];
+        for seq in 0..3 {
+            let mut b = acc.drain(&acc.ready(Instant::now()).0, 1 << 20).pop().unwrap();
+            let stamp = ProducerStamp { producer_id: 1, epoch: 0, base_sequence: seq };
+            b.stamp = Some(stamp);
+            acc.stamped(&tp, stamp);
+            sent.push(b);
+        }
+        let third = sent.pop().unwrap();
+        let second = sent.pop().unwrap();
+        // The third fails behind the second: an earlier sequence is still in flight.
+        assert!(acc.earlier_sequence_pending(&tp, third.stamp.unwrap()));
+        acc.requeue(third, Duration::ZERO);
+        acc.requeue(second, Duration::ZERO);
+        // Retries wait for what is in flight (sequence 0), then go first, in sequence order, one at a time.
+        assert!(acc.ready(Instant::now()).0.is_empty());
+        let first = sent.pop().unwrap();
+        acc.sent(&first);
+        let b = acc.drain(&acc.ready(Instant::now()).0, 1 << 20).pop().unwrap();
+        assert_eq!(b.stamp.unwrap().base_sequence, 1);
+        acc.stamped(&tp, b.stamp.unwrap());
+        assert!(acc.ready(Instant::now()).0.is_empty(), "the next retry waits for this one");
+        acc.sent(&b);
+        let b = acc.drain(&acc.ready(Instant::now()).0, 1 << 20).pop().unwrap();
+        assert_eq!(b.stamp.unwrap().base_sequence, 2);
+        acc.stamped(&tp, b.stamp.unwrap());
+        // The fresh batch behind the retries may be pipelined again.
+        let fresh = acc.drain(&acc.ready(Instant::now()).0, 1 << 20).pop().unwrap();
+        assert!(fresh.stamp.is_none());
+    }
+
     #[tokio::test]
     async fn buffer_memory_blocks_until_a_batch_completes() {
         let acc = Accumulator::new(100, 1000, Duration::ZERO, 5);

@@ -273,8 +273,7 @@ impl Accumulator {
     /// The partition's epoch was bumped: hold new batches back until what is in flight came back.
     pub fn stall(&self, tp: &TopicPartition) {
         let mut queues = self.queues.lock().unwrap_or_else(|e| e.into_inner());
-        let q = queues.entry(tp.clone()).or_default();
-        if q.in_flight > 0 {
+        if let Some(q) = queues.get_mut(tp).filter(|q| q.in_flight > 0) {
             q.stalled = true;
         }
     }

@@ -378,3 +378,31 @@ async fn idempotent_producer_keeps_order_with_five_in_flight_through_lost_reques
         assert!(v.starts_with(&format!("{i:06}-")), "record {i} out of order: {}", &v[..6]);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_record_makes_the_transaction_abortable_and_the_producer_carries_on() {
+    let b = broker();
+    let topic = unique("txn-abortable");
+    let admin = Admin::new(ClientConfig::new(&b.bootstrap)).await.unwrap();
+    admin.create_topic(NewTopic::new(&topic, 1, 1).config("max.message.bytes", "1000")).await.unwrap();
+    let p = transactional(&b.bootstrap, &unique("tx-abortable")).await;
+
+    p.begin_transaction().unwrap();
+    let small = send(&p, &topic, 0, "fits").await;
+    let big = p.send(ProducerRecord::new(&topic).partition(0).value(vec![b'x'; 4000])).await.unwrap();
+    let err = big.await.unwrap_err();
+    assert_eq!(err.code(), Some(10), "RECORD_TOO_LARGE from the broker: {err}");
+    let _ = small.await;
+    // The transaction cannot commit any more; abort is the way out, and the producer stays usable.
+    let commit = p.commit_transaction().await.unwrap_err();
+    assert_eq!(commit.code(), Some(10), "{commit}");
+    assert_eq!(p.transaction_state(), Some(TransactionState::AbortableError));
+    p.abort_transaction().await.unwrap();
+    assert_eq!(p.transaction_state(), Some(TransactionState::Ready));
+
+    p.begin_transaction().unwrap();
+    send(&p, &topic, 0, "after-abort").await;
+    p.commit_transaction().await.unwrap();
+    let mut rc = consumer(&b, "read_committed", vec![TopicPartition::new(&topic, 0)]).await;
+    assert_eq!(values(&read_all(&mut rc).await), ["after-abort"]);
+}

@@ -175,8 +175,9 @@ impl Accumulator {
         Appended { rolled_over }
     }
 
-    /// Partitions whose first batch may be sent now, and when to look again for the others.
-    pub fn ready(&self, now: Instant) -> (Vec<TopicPartition>, Option<Instant>) {
+    /// Partitions whose first batch may be sent now, and when to look again for the others. A partition with a
+    /// batch in flight gets another only if `may_pipeline` says so.
+    pub fn ready(&self, now: Instant, may_pipeline: impl Fn(&TopicPartition) -> bool) -> (Vec<TopicPartition>, Option<Instant>) {
         let flushing = self.flushing.load(Ordering::SeqCst) > 0 || self.closed.load(Ordering::SeqCst);
         // Someone is blocked on buffer.memory: send everything rather than linger.
         let exhausted = self.budget.memory.available_permits() < self.batch_size;
@@ -191,7 +192,7 @@ impl Accumulator {
             }
             // A retry of a stamped batch goes alone, once everything sent before it is back (Java's
             // RecordAccumulator does the same): it must not overtake, nor be overtaken by, other sequences.
-            if (first.stamp.is_some() || q.stalled) && q.in_flight > 0 {
+            if q.in_flight > 0 && (first.stamp.is_some() || q.stalled || !may_pipeline(tp)) {
                 continue;
             }
             if let Some(t) = first.retry_at.filter(|t| *t > now) {
@@ -393,7 +394,7 @@ mod tests {
         // 40+40 fit in 100; the third starts a new batch, the fifth another.
         assert_eq!(rolled, vec![false, false, true, false, true]);
         // The first batch is ready (more batches queued behind it) although linger has not passed.
-        let (ready, _) = acc.ready(Instant::now());
+        let (ready, _) = acc.ready(Instant::now(), |_| true);
         assert_eq!(ready, vec![tp.clone()]);
         let drained = acc.drain(&ready, 1 << 20);
         assert_eq!(drained[0].records.len(), 2);
@@ -405,13 +406,13 @@ mod tests {
         let (r, _rx) = record();
         acc.append(TopicPartition::new("t", 0), r, 10);
         let now = Instant::now();
-        let (ready, next) = acc.ready(now);
+        let (ready, next) = acc.ready(now, |_| true);
         assert!(ready.is_empty());
         assert!(next.is_some_and(|t| t > now));
-        let (ready, _) = acc.ready(now + Duration::from_millis(60));
+        let (ready, _) = acc.ready(now + Duration::from_millis(60), |_| true);
         assert_eq!(ready.len(), 1);
         acc.begin_flush();
-        assert_eq!(acc.ready(now).0.len(), 1, "a flush makes every batch ready");
+        assert_eq!(acc.ready(now, |_| true).0.len(), 1, "a flush makes every batch ready");
     }
 
     #[test]
@@ -427,7 +428,7 @@ mod tests {
         // Three batches go out pipelined, stamped 0, 1, 2.
         let mut sent = vec![];
         for seq in 0..3 {
-            let mut b = acc.drain(&acc.ready(Instant::now()).0, 1 << 20).pop().unwrap();
+            let mut b = acc.drain(&acc.ready(Instant::now(), |_| true).0, 1 << 20).pop().unwrap();
             let stamp = ProducerStamp { producer_id: 1, epoch: 0, base_sequence: seq };
             b.stamp = Some(stamp);
             acc.stamped(&tp, stamp);
@@ -440,20 +441,37 @@ mod tests {
         acc.requeue(third, Duration::ZERO);
         acc.requeue(second, Duration::ZERO);
         // Retries wait for what is in flight (sequence 0), then go first, in sequence order, one at a time.
-        assert!(acc.ready(Instant::now()).0.is_empty());
+        assert!(acc.ready(Instant::now(), |_| true).0.is_empty());
         let first = sent.pop().unwrap();
         acc.sent(&first);
-        let b = acc.drain(&acc.ready(Instant::now()).0, 1 << 20).pop().unwrap();
+        let b = acc.drain(&acc.ready(Instant::now(), |_| true).0, 1 << 20).pop().unwrap();
         assert_eq!(b.stamp.unwrap().base_sequence, 1);
         acc.stamped(&tp, b.stamp.unwrap());
-        assert!(acc.ready(Instant::now()).0.is_empty(), "the next retry waits for this one");
+        assert!(acc.ready(Instant::now(), |_| true).0.is_empty(), "the next retry waits for this one");
         acc.sent(&b);
-        let b = acc.drain(&acc.ready(Instant::now()).0, 1 << 20).pop().unwrap();
+        let b = acc.drain(&acc.ready(Instant::now(), |_| true).0, 1 << 20).pop().unwrap();
         assert_eq!(b.stamp.unwrap().base_sequence, 2);
         acc.stamped(&tp, b.stamp.unwrap());
         // The fresh batch behind the retries may be pipelined again.
-        let fresh = acc.drain(&acc.ready(Instant::now()).0, 1 << 20).pop().unwrap();
+        let fresh = acc.drain(&acc.ready(Instant::now(), |_| true).0, 1 << 20).pop().unwrap();
         assert!(fresh.stamp.is_none());
+    }
+
+    #[test]
+    fn the_first_batch_of_a_partition_goes_alone_until_acknowledged() {
+        let acc = Accumulator::new(1 << 20, 10, Duration::ZERO, 5);
+        let tp = TopicPartition::new("t", 0);
+        let mut rxs = vec![];
+        for _ in 0..2 {
+            let (r, rx) = record();
+            rxs.push(rx);
+            acc.append(tp.clone(), r, 10);
+        }
+        let first = acc.drain(&acc.ready(Instant::now(), |_| false).0, 1 << 20).pop().unwrap();
+        assert!(acc.ready(Instant::now(), |_| false).0.is_empty(), "no pipelining before the first acknowledgement");
+        assert_eq!(acc.ready(Instant::now(), |_| true).0, vec![tp.clone()]);
+        acc.sent(&first);
+        assert_eq!(acc.ready(Instant::now(), |_| false).0, vec![tp]);
     }
 
     #[tokio::test]

@@ -77,7 +77,7 @@ impl Sender {
                 self.fail(b, &err, false);
             }
             self.drop_doomed_batches();
-            let (ready, mut next) = self.acc.ready(now);
+            let (ready, mut next) = self.acc.ready(now, |tp| self.txn.as_ref().is_none_or(|t| t.may_pipeline(tp)));
             let mut by_leader: BTreeMap<i32, Vec<TopicPartition>> = BTreeMap::new();
             let mut unknown = Vec::new();
             for tp in ready {
@@ -268,6 +268,9 @@ impl Sender {
             match p.error_code {
                 0 => {
                     self.acc.sent(&b);
+                    if let (Some(txn), Some(stamp)) = (&self.txn, b.stamp) {
+                        txn.acked(&b.tp, stamp);
+                    }
                     let append_time = (p.log_append_time_ms != -1).then_some(p.log_append_time_ms);
                     b.succeed(p.base_offset, append_time);
                 }

@@ -63,6 +63,10 @@ pub enum TransactionState {
 struct PartitionSequence {
     epoch: i16,
     next: i32,
+    /// A batch of this epoch was acknowledged. Until then only one batch goes at a time: a broker that does not
+    /// know the producer yet accepts any first sequence, so a second batch could be written ahead of a first one
+    /// that failed and is being retried.
+    acked: bool,
 }
 
 struct Shared {
@@ -192,7 +196,7 @@ impl TransactionManager {
     pub fn next(&self, tp: &TopicPartition, count: i32) -> ProducerStamp {
         let mut sh = self.lock();
         let (producer_id, epoch) = (sh.producer_id, sh.epoch);
-        let st = sh.sequences.entry(tp.clone()).or_insert(PartitionSequence { epoch, next: 0 });
+        let st = sh.sequences.entry(tp.clone()).or_insert(PartitionSequence { epoch, next: 0, acked: false });
         let stamp = ProducerStamp { producer_id, epoch: st.epoch, base_sequence: st.next };
         st.next = next_sequence(st.next, count);
         stamp
@@ -204,6 +208,20 @@ impl TransactionManager {
         let sh = self.lock();
         let epoch = sh.sequences.get(tp).map_or(sh.epoch, |st| st.epoch);
         stamp.producer_id != sh.producer_id || stamp.epoch != epoch
+    }
+
+    /// The broker acknowledged a batch with this stamp.
+    pub fn acked(&self, tp: &TopicPartition, stamp: ProducerStamp) {
+        if let Some(st) = self.lock().sequences.get_mut(tp) {
+            if st.epoch == stamp.epoch {
+                st.acked = true;
+            }
+        }
+    }
+
+    /// Whether `tp` may have more than one batch in flight (see `PartitionSequence::acked`).
+    pub fn may_pipeline(&self, tp: &TopicPartition) -> bool {
+        self.lock().sequences.get(tp).is_some_and(|st| st.acked)
     }
 
     /// A batch ended for good with `err`; `stamped` when it had a sequence number (which is now in doubt).
@@ -252,6 +270,7 @@ impl TransactionManager {
             Some(e) => {
                 st.epoch = e;
                 st.next = 0;
+                st.acked = false;
                 tracing::debug!(%tp, epoch = e, "idempotent producer bumped the partition's epoch");
             }
             None => {

@@ -406,3 +406,86 @@ async fn a_failed_record_makes_the_transaction_abortable_and_the_producer_carrie
     let mut rc = consumer(&b, "read_committed", vec![TopicPartition::new(&topic, 0)]).await;
     assert_eq!(values(&read_all(&mut rc).await), ["after-abort"]);
 }
+
+/// The read-process-write loop of exactly-once processing: a group member reads `in` with read_committed, writes
+/// each record to `out` and commits its offsets in the same transaction, with its group metadata (KIP-447). A
+/// crashed run (aborted transaction) is redone by the next member from the last committed offsets.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_process_write_moves_each_record_exactly_once_across_an_aborted_run() {
+    let b = broker();
+    let input = unique("rpw-in");
+    let output = unique("rpw-out");
+    create(&b, &input, 1).await;
+    create(&b, &output, 1).await;
+    let mut plain = ProducerConfig::new(&b.bootstrap);
+    plain.linger = Duration::ZERO;
+    let feeder = Producer::new(plain).await.unwrap();
+    for i in 0..20 {
+        feeder.send(ProducerRecord::new(&input).partition(0).value(format!("r{i:02}"))).await.unwrap();
+    }
+    feeder.flush().await;
+    let group = unique("rpw-group");
+    let member = || async {
+        let mut c = ConsumerConfig::new(&b.bootstrap);
+        c.group_id = Some(group.clone());
+        c.enable_auto_commit = false;
+        c.auto_offset_reset = OffsetReset::Earliest;
+        c.session_timeout = Duration::from_secs(6);
+        c.heartbeat_interval = Duration::from_millis(500);
+        c.fetch_max_wait = Duration::from_millis(100);
+        c.max_poll_records = 5;
+        c.set("isolation.level", "read_committed").unwrap();
+        let mut c = Consumer::new(c).await.unwrap();
+        c.subscribe(&[&input]).unwrap();
+        c
+    };
+    let id = unique("tx-rpw");
+    let mut c = member().await;
+    let p = transactional(&b.bootstrap, &id).await;
+    let mut done = 0;
+    while done < 10 {
+        done += step(&mut c, &p, &output, true).await;
+    }
+    // The "crash": the next batch is written and aborted, and the member goes away without committing.
+    while step(&mut c, &p, &output, false).await == 0 {}
+    c.close().await.unwrap();
+    drop(p);
+
+    let mut c = member().await;
+    let p = transactional(&b.bootstrap, &id).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut rc = consumer(&b, "read_committed", vec![TopicPartition::new(&output, 0)]).await;
+    let mut out = Vec::new();
+    while out.len() < 20 {
+        assert!(Instant::now() < deadline, "only {} records reached out", out.len());
+        step(&mut c, &p, &output, true).await;
+        out.extend(values(&rc.poll(Duration::from_millis(100)).await.unwrap()));
+    }
+    out.extend(values(&read_all(&mut rc).await));
+    let want: Vec<String> = (0..20).map(|i| format!("r{i:02}")).collect();
+    assert_eq!(out, want, "each input exactly once, in order");
+}
+
+/// One read-process-write step: poll up to 5 records, write them, commit the offsets after them in the same
+/// transaction; `commit` false plays a crash (the transaction is aborted). Returns the records processed.
+async fn step(c: &mut Consumer, p: &Producer, output: &str, commit: bool) -> usize {
+    let records = c.poll(Duration::from_millis(500)).await.unwrap();
+    if records.is_empty() {
+        return 0;
+    }
+    p.begin_transaction().unwrap();
+    let mut next = BTreeMap::new();
+    for r in &records {
+        p.send(ProducerRecord::new(output).partition(0).value(r.value.clone().unwrap())).await.unwrap();
+        next.insert(TopicPartition::new(&r.topic, r.partition), OffsetAndMetadata { offset: r.offset + 1, metadata: String::new() });
+    }
+    let meta = c.consumer_group_metadata().unwrap();
+    assert!(meta.generation_id > 0 && !meta.member_id.is_empty(), "{meta:?}");
+    p.send_offsets_to_transaction(&next, &meta).await.unwrap();
+    if commit {
+        p.commit_transaction().await.unwrap();
+    } else {
+        p.abort_transaction().await.unwrap();
+    }
+    records.len()
+}

@@ -166,7 +166,8 @@ async fn produce(a: ProduceArgs) -> anyhow::Result<()> {
     for (i, p) in clients.into_iter().enumerate() {
         let share = a.num_records / producers as u64 + u64::from((i as u64) < a.num_records % producers as u64);
         let throughput = if a.throughput > 0 { a.throughput as f64 / producers as f64 } else { -1.0 };
-        tasks.push(tokio::spawn(produce_one(p, a.topic.clone(), a.partition, value.clone(), share, throughput, per_transaction, done.clone())));
+        let load = Load { topic: a.topic.clone(), partition: a.partition, value: value.clone(), records: share, throughput, per_transaction };
+        tasks.push(tokio::spawn(produce_one(p, load, done.clone())));
     }
     let mut hist = Histogram::<u64>::new(3)?;
     let mut records = 0;
@@ -201,16 +202,20 @@ async fn produce(a: ProduceArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn produce_one(
-    p: Producer,
+/// What one producer of `perf produce` sends.
+struct Load {
     topic: String,
     partition: Option<i32>,
     value: Bytes,
     records: u64,
+    /// Records per second, or <= 0 for no limit.
     throughput: f64,
+    /// Commit a transaction every this many records.
     per_transaction: Option<u64>,
-    done: Arc<AtomicU64>,
-) -> anyhow::Result<ProducerResult> {
+}
+
+async fn produce_one(p: Producer, load: Load, done: Arc<AtomicU64>) -> anyhow::Result<ProducerResult> {
+    let Load { topic, partition, value, records, throughput, per_transaction } = load;
     // Sends from this task; acknowledgements are collected by another, so a slow ack never delays the next send.
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(Instant, strom_client::DeliveryFuture)>();
     let collector = tokio::spawn(async move {

@@ -122,9 +122,9 @@ async fn committed_records_reach_read_committed_and_aborted_ones_only_read_uncom
     let mut sorted = before.clone();
     sorted.sort();
     assert_eq!(sorted, ["committed-0", "committed-1", "committed-2"]);
-    let stable = rc.end_offsets(&[tp0.clone()]).await.unwrap()[&tp0];
+    let stable = rc.end_offsets(std::slice::from_ref(&tp0)).await.unwrap()[&tp0];
     let mut ru = consumer(&b, "read_uncommitted", parts.clone()).await;
-    let high = ru.end_offsets(&[tp0.clone()]).await.unwrap()[&tp0];
+    let high = ru.end_offsets(std::slice::from_ref(&tp0)).await.unwrap()[&tp0];
     assert!(stable < high, "last stable offset {stable} must stay below the high watermark {high} while open");
 
     p.commit_transaction().await.unwrap();

@@ -403,6 +403,18 @@ mod tests {
     }
 
     #[test]
+    fn a_transactional_producer_is_idempotent() {
+        let mut c = ProducerConfig::default();
+        c.set("transactional.id", "tx").unwrap().set("transaction.timeout.ms", "15000").unwrap();
+        assert_eq!((c.transactional_id.as_deref(), c.transaction_timeout), (Some("tx"), Duration::from_secs(15)));
+        assert!(c.idempotence().unwrap());
+        c.set("enable.idempotence", "false").unwrap();
+        assert!(c.idempotence().is_err(), "transactional.id needs idempotence");
+        c.set("enable.idempotence", "true").unwrap().set("acks", "1").unwrap();
+        assert!(c.idempotence().is_err(), "and acks=all");
+    }
+
+    #[test]
     fn properties_by_kafka_name() {
         let mut c = ProducerConfig::default();
         c.set("acks", "all").unwrap().set("linger.ms", "7").unwrap().set("compression.type", "zstd").unwrap();

@@ -58,6 +58,9 @@ pub struct ConsumeArgs {
     /// keys and values that are not UTF-8 appear as "key_hex"/"value_hex".
     #[arg(long, value_enum, default_value = "text")]
     format: Format,
+    /// read_uncommitted (default) or read_committed: skip aborted transactions, stop at the last stable offset.
+    #[arg(long = "isolation-level")]
+    isolation_level: Option<String>,
     /// Any consumer property, key=value (repeatable).
     #[arg(long = "consumer-property", value_parser = key_value)]
     consumer_property: Vec<(String, String)>,
@@ -67,6 +70,9 @@ pub fn run(a: ConsumeArgs) -> anyhow::Result<()> {
     runtime()?.block_on(async move {
         let mut cfg = ConsumerConfig { client: a.bootstrap.client_config(), ..Default::default() };
         cfg.auto_offset_reset = if a.from_beginning { OffsetReset::Earliest } else { OffsetReset::Latest };
+        if let Some(level) = &a.isolation_level {
+            cfg.set("isolation.level", level)?;
+        }
         for (k, v) in &a.consumer_property {
             cfg.set(k, v)?;
         }

@@ -1,5 +1,5 @@
 //! The `strom` binary: the broker (`server`) and the operator tools (`topics`, `produce`, `consume`, `configs`,
-//! `groups`, `perf`), the tools built on strom-client so they work against any Kafka-compatible broker.
+//! `groups`, `transactions`, `perf`), the tools built on strom-client so they work against any Kafka-compatible broker.
 
 mod configs;
 mod connect_args;
@@ -9,6 +9,7 @@ mod perf;
 mod produce;
 mod server;
 mod topics;
+mod transactions;
 
 use std::process::ExitCode;
 
@@ -39,6 +40,9 @@ enum Command {
     /// (kafka-consumer-groups.sh).
     #[command(subcommand)]
     Groups(groups::GroupsCommand),
+    /// List and describe transactions: state, producer, partitions and age (kafka-transactions.sh).
+    #[command(subcommand)]
+    Transactions(transactions::TransactionsCommand),
     /// Load generators (kafka-producer-perf-test / kafka-consumer-perf-test equivalents).
     #[command(subcommand)]
     Perf(perf::PerfCommand),
@@ -54,6 +58,7 @@ fn main() -> ExitCode {
         Command::Configs(cmd) => configs::run(cmd),
         Command::Groups(cmd) => groups::run(cmd),
         Command::Perf(cmd) => perf::run(cmd),
+        Command::Transactions(cmd) => transactions::run(cmd),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

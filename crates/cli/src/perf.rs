@@ -52,6 +52,12 @@ pub struct ProduceArgs {
     /// Send every record to this partition (default: the partitioner spreads them).
     #[arg(long)]
     partition: Option<i32>,
+    /// Produce in transactions with this transactional.id (suffixed -0, -1, ... with several --producers).
+    #[arg(long = "transactional-id")]
+    transactional_id: Option<String>,
+    /// Records per transaction: commit every N records (with --transactional-id).
+    #[arg(long = "transaction-records", default_value_t = 100, requires = "transactional_id")]
+    transaction_records: u64,
     /// Producer properties, key=value ... (applied last, so they override the flags above).
     #[arg(long = "producer-props", num_args = 1.., value_parser = key_value)]
     producer_props: Vec<(String, String)>,
@@ -75,6 +81,9 @@ pub struct ConsumeArgs {
     /// Give up when no record arrived for this long.
     #[arg(long = "timeout-ms", default_value_t = 10_000)]
     timeout_ms: u64,
+    /// read_uncommitted (default) or read_committed.
+    #[arg(long = "isolation-level")]
+    isolation_level: Option<String>,
     /// Consumer properties, key=value ...
     #[arg(long = "consumer-props", num_args = 1.., value_parser = key_value)]
     consumer_props: Vec<(String, String)>,
@@ -120,6 +129,7 @@ fn spawn_progress(total: u64, done: Arc<AtomicU64>, what: &'static str) -> tokio
 struct ProducerResult {
     histogram: Histogram<u64>,
     records: u64,
+    transactions: u64,
 }
 
 async fn produce(a: ProduceArgs) -> anyhow::Result<()> {
@@ -137,25 +147,36 @@ async fn produce(a: ProduceArgs) -> anyhow::Result<()> {
     let value = Bytes::from((0..a.record_size).map(|i| b'A' + (i % 26) as u8).collect::<Vec<u8>>());
     // Connect (and create the topic if the broker auto-creates) before the clock starts.
     let mut clients = Vec::new();
-    for _ in 0..producers {
-        let p = Producer::new(cfg.clone()).await?;
+    for i in 0..producers {
+        let mut cfg = cfg.clone();
+        if let Some(id) = &a.transactional_id {
+            cfg.transactional_id = Some(if producers > 1 { format!("{id}-{i}") } else { id.clone() });
+        }
+        let p = Producer::new(cfg).await?;
         p.partition_count(&a.topic).await.with_context(|| format!("topic {}", a.topic))?;
+        if a.transactional_id.is_some() {
+            p.init_transactions().await.context("init_transactions")?;
+        }
         clients.push(p);
     }
+    let per_transaction = a.transactional_id.as_ref().map(|_| a.transaction_records.max(1));
     let start = Instant::now();
     let progress = spawn_progress(a.num_records, done.clone(), "records");
     let mut tasks = Vec::new();
     for (i, p) in clients.into_iter().enumerate() {
         let share = a.num_records / producers as u64 + u64::from((i as u64) < a.num_records % producers as u64);
         let throughput = if a.throughput > 0 { a.throughput as f64 / producers as f64 } else { -1.0 };
-        tasks.push(tokio::spawn(produce_one(p, a.topic.clone(), a.partition, value.clone(), share, throughput, done.clone())));
+        let load = Load { topic: a.topic.clone(), partition: a.partition, value: value.clone(), records: share, throughput, per_transaction };
+        tasks.push(tokio::spawn(produce_one(p, load, done.clone())));
     }
     let mut hist = Histogram::<u64>::new(3)?;
     let mut records = 0;
+    let mut transactions = 0;
     for t in tasks {
         let r = t.await??;
         hist.add(&r.histogram)?;
         records += r.records;
+        transactions += r.transactions;
     }
     progress.abort();
     if std::io::stderr().is_terminal() {
@@ -163,8 +184,13 @@ async fn produce(a: ProduceArgs) -> anyhow::Result<()> {
     }
     let secs = start.elapsed().as_secs_f64();
     let mb = records as f64 * a.record_size as f64 / (1024.0 * 1024.0);
+    let txn = if a.transactional_id.is_some() {
+        format!("{transactions} transactions committed, {:.1} transactions/sec, ", transactions as f64 / secs)
+    } else {
+        String::new()
+    };
     println!(
-        "{records} records sent, {:.1} records/sec ({:.2} MB/sec), {:.2} ms p50, {:.2} ms p95, {:.2} ms p99, {:.2} ms p99.9, {:.2} ms max latency.",
+        "{records} records sent, {txn}{:.1} records/sec ({:.2} MB/sec), {:.2} ms p50, {:.2} ms p95, {:.2} ms p99, {:.2} ms p99.9, {:.2} ms max latency.",
         records as f64 / secs,
         mb / secs,
         hist.value_at_quantile(0.50) as f64 / 1000.0,
@@ -176,15 +202,20 @@ async fn produce(a: ProduceArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn produce_one(
-    p: Producer,
+/// What one producer of `perf produce` sends.
+struct Load {
     topic: String,
     partition: Option<i32>,
     value: Bytes,
     records: u64,
+    /// Records per second, or <= 0 for no limit.
     throughput: f64,
-    done: Arc<AtomicU64>,
-) -> anyhow::Result<ProducerResult> {
+    /// Commit a transaction every this many records.
+    per_transaction: Option<u64>,
+}
+
+async fn produce_one(p: Producer, load: Load, done: Arc<AtomicU64>) -> anyhow::Result<ProducerResult> {
+    let Load { topic, partition, value, records, throughput, per_transaction } = load;
     // Sends from this task; acknowledgements are collected by another, so a slow ack never delays the next send.
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(Instant, strom_client::DeliveryFuture)>();
     let collector = tokio::spawn(async move {
@@ -208,7 +239,11 @@ async fn produce_one(
         anyhow::Ok(hist)
     });
     let start = Instant::now();
+    let mut transactions = 0;
     for i in 0..records {
+        if per_transaction.is_some_and(|n| i % n == 0) {
+            p.begin_transaction()?;
+        }
         if throughput > 0.0 {
             // Like Kafka's ThroughputThrottler: sleep when ahead of the target rate.
             let due = Duration::from_secs_f64(i as f64 / throughput);
@@ -225,11 +260,15 @@ async fn produce_one(
         if tx.send((sent, f)).is_err() {
             break;
         }
+        if per_transaction.is_some_and(|n| (i + 1) % n == 0 || i + 1 == records) {
+            p.commit_transaction().await.context("commit_transaction")?;
+            transactions += 1;
+        }
     }
     drop(tx);
     p.flush().await;
     let histogram = collector.await??;
-    Ok(ProducerResult { records: histogram.len(), histogram })
+    Ok(ProducerResult { records: histogram.len(), histogram, transactions })
 }
 
 async fn consume(a: ConsumeArgs) -> anyhow::Result<()> {
@@ -239,6 +278,9 @@ async fn consume(a: ConsumeArgs) -> anyhow::Result<()> {
     cfg.max_partition_fetch_bytes = a.max_bytes;
     cfg.fetch_max_bytes = a.max_bytes.saturating_mul(8);
     cfg.max_poll_records = 100_000;
+    if let Some(level) = &a.isolation_level {
+        cfg.set("isolation.level", level)?;
+    }
     for (k, v) in &a.consumer_props {
         cfg.set(k, v)?;
     }

@@ -50,6 +50,11 @@ pub fn encode(records: &[RecordView<'_>], compression: Compression) -> Result<By
 
 /// `encode` with an idempotent producer's id, epoch and base sequence.
 pub fn encode_with(records: &[RecordView<'_>], compression: Compression, stamp: ProducerStamp) -> Result<Bytes> {
+    encode_batch(records, compression, stamp, false)
+}
+
+/// `encode_with`, flagged as part of a transaction (attribute bit 4) when `transactional`.
+pub fn encode_batch(records: &[RecordView<'_>], compression: Compression, stamp: ProducerStamp, transactional: bool) -> Result<Bytes> {
     if records.is_empty() {
         return Err(Error::Protocol("empty batch".into()));
     }
@@ -62,7 +67,7 @@ pub fn encode_with(records: &[RecordView<'_>], compression: Compression, stamp: 
     buf.put_i32(-1); // partition leader epoch: the broker sets it
     buf.put_i8(2);
     buf.put_u32(0); // crc, patched below
-    buf.put_i16(compression.attribute());
+    buf.put_i16(compression.attribute() | if transactional { 0x10 } else { 0 });
     buf.put_i32(records.len() as i32 - 1);
     buf.put_i64(base_ts);
     buf.put_i64(max_ts);
@@ -104,6 +109,18 @@ pub fn encode_with(records: &[RecordView<'_>], compression: Compression, stamp: 
     Ok(buf.freeze())
 }
 
+/// Rewrites an encoded batch's producer id, epoch and base sequence (and its CRC): a retried batch that was
+/// stamped under an epoch since bumped is resent under the new epoch with a new sequence.
+pub fn restamp(encoded: &Bytes, stamp: ProducerStamp) -> Bytes {
+    let mut buf = BytesMut::from(&encoded[..]);
+    buf[43..51].copy_from_slice(&stamp.producer_id.to_be_bytes());
+    buf[51..53].copy_from_slice(&stamp.epoch.to_be_bytes());
+    buf[53..57].copy_from_slice(&stamp.base_sequence.to_be_bytes());
+    let crc = crc32c::crc32c(&buf[CRC_START..]);
+    buf[17..21].copy_from_slice(&crc.to_be_bytes());
+    buf.freeze()
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DecodedRecord {
     pub offset: i64,
@@ -122,7 +139,18 @@ pub struct DecodedBatch {
     pub control: bool,
     pub transactional: bool,
     pub producer_id: i64,
+    /// For a control batch: what its marker says (the key of its one control record).
+    pub control_type: Option<ControlType>,
     pub records: Vec<DecodedRecord>,
+}
+
+/// A transaction marker's type (the control record key's `type` field).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ControlType {
+    Abort,
+    Commit,
+    /// Other control records (e.g. KRaft's); consumers skip them like markers.
+    Other(i16),
 }
 
 /// Decodes every complete batch in `data`; a partial batch at the end (the broker cuts at max bytes) is ignored.
@@ -180,7 +208,17 @@ fn decode_batch(batch: Bytes, check_crc: bool) -> Result<DecodedBatch> {
         c => return Err(Error::Protocol(format!("unknown compression codec {c}"))),
     };
     let mut records = Vec::with_capacity(count.max(0) as usize);
-    if !control {
+    let mut control_type = None;
+    if control {
+        // The control record's key is (version: int16, type: int16): 0 = ABORT, 1 = COMMIT.
+        if let Some(r) = decode_record(&mut body, base_offset, base_ts) {
+            control_type = r.key.filter(|k| k.len() >= 4).map(|k| match i16::from_be_bytes([k[2], k[3]]) {
+                0 => ControlType::Abort,
+                1 => ControlType::Commit,
+                t => ControlType::Other(t),
+            });
+        }
+    } else {
         for _ in 0..count {
             let r = decode_record(&mut body, base_offset, base_ts).ok_or_else(|| {
                 Error::Protocol(format!("truncated record in the batch at offset {base_offset}"))
@@ -200,6 +238,7 @@ fn decode_batch(batch: Bytes, check_crc: bool) -> Result<DecodedBatch> {
         control,
         transactional,
         producer_id,
+        control_type,
         records,
     })
 }
@@ -342,6 +381,23 @@ mod tests {
         let last = bad.len() - 1;
         bad[last] ^= 0xff;
         assert!(decode_all(bad.freeze(), true).is_err());
+    }
+
+    #[test]
+    fn restamped_transactional_batch_keeps_its_records_and_a_valid_crc() {
+        let recs = [RecordView { timestamp: 5, key: Some(b"k"), value: Some(b"v"), headers: &[] }];
+        let stamp = ProducerStamp { producer_id: 9, epoch: 1, base_sequence: 4 };
+        let bytes = encode_batch(&recs, Compression::Lz4, stamp, true).unwrap();
+        let new = ProducerStamp { producer_id: 9, epoch: 2, base_sequence: 0 };
+        let again = restamp(&bytes, new);
+        let mut check = again.clone();
+        let decoded = kafka_protocol::records::RecordBatchDecoder::decode(&mut check).unwrap();
+        let r = &decoded.records[0];
+        assert!(r.transactional);
+        assert_eq!((r.producer_id, r.producer_epoch, r.sequence), (9, 2, 0));
+        let b = &decode_all(again, true).unwrap()[0];
+        assert!(b.transactional && !b.control);
+        assert_eq!(b.records[0].value.as_deref(), Some(&b"v"[..]));
     }
 
     #[test]

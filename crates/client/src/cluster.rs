@@ -207,6 +207,10 @@ impl Cluster {
             return Ok(t);
         }
         let deadline = Instant::now() + wait;
+        // A topic created a moment ago may be missing from a broker's metadata for a few milliseconds (Kafka applies
+        // its metadata log asynchronously): UNKNOWN_TOPIC_OR_PARTITION is believed once it persisted for half a
+        // second (or `wait`), not at the first answer.
+        let mut unknown_since: Option<Instant> = None;
         loop {
             let resp = match self.fetch_metadata(Some(&[name.to_string()]), auto_create).await {
                 Ok(r) => r,
@@ -228,7 +232,12 @@ impl Cluster {
                         return Ok(t);
                     }
                 }
-                3 => return Err(Error::UnknownTopic(name.to_string())),
+                3 if unknown_since.is_some_and(|t| t.elapsed() >= Duration::from_millis(500)) || Instant::now() >= deadline => {
+                    return Err(Error::UnknownTopic(name.to_string()))
+                }
+                3 => {
+                    unknown_since.get_or_insert_with(Instant::now);
+                }
                 // LEADER_NOT_AVAILABLE while an auto-created topic gets its partitions: wait and ask again.
                 5 if Instant::now() < deadline => {}
                 code => return Err(Error::kafka(code, format!("metadata for topic '{name}'"), None)),
@@ -236,7 +245,8 @@ impl Cluster {
             if Instant::now() >= deadline {
                 return Err(Error::Timeout(format!("metadata for topic '{name}'"), wait));
             }
-            tokio::time::sleep(self.config.retry_backoff).await;
+            let pause = if code == 3 { self.config.retry_backoff.min(Duration::from_millis(50)) } else { self.config.retry_backoff };
+            tokio::time::sleep(pause).await;
         }
     }
 

@@ -132,6 +132,10 @@ pub struct ProducerConfig {
     pub partitioner: PartitionerKind,
     /// `allow.auto.create.topics`: ask the broker to create unknown topics on the first metadata request.
     pub allow_auto_create_topics: bool,
+    /// `transactional.id`: makes the producer transactional (`init_transactions`, `begin_transaction`, ...).
+    pub transactional_id: Option<String>,
+    /// `transaction.timeout.ms`: how long the coordinator lets a transaction stay open before aborting it.
+    pub transaction_timeout: Duration,
 }
 
 impl Default for ProducerConfig {
@@ -150,6 +154,8 @@ impl Default for ProducerConfig {
             enable_idempotence: None,
             partitioner: PartitionerKind::Default,
             allow_auto_create_topics: true,
+            transactional_id: None,
+            transaction_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -172,6 +178,14 @@ impl ProducerConfig {
         } else {
             None
         };
+        if self.transactional_id.is_some() {
+            // Java: a transactional producer is idempotent; it cannot be turned off nor conflict.
+            return match (self.enable_idempotence, conflict) {
+                (Some(false), _) => Err(Error::Config("transactional.id needs enable.idempotence=true".into())),
+                (_, Some(c)) => Err(Error::Config(format!("transactional.id: {c}"))),
+                _ => Ok(true),
+            };
+        }
         match (self.enable_idempotence, conflict) {
             (Some(true), Some(c)) => Err(Error::Config(format!("enable.idempotence=true: {c}"))),
             (Some(enabled), _) => Ok(enabled),
@@ -210,6 +224,8 @@ impl ProducerConfig {
                 }
             }
             "allow.auto.create.topics" => self.allow_auto_create_topics = boolean(key, value)?,
+            "transactional.id" => self.transactional_id = Some(value.to_string()).filter(|v| !v.is_empty()),
+            "transaction.timeout.ms" => self.transaction_timeout = millis(key, value)?,
             // Accepted for compatibility with Kafka's tools; the client has no use for them.
             "key.serializer" | "value.serializer" | "send.buffer.bytes" | "receive.buffer.bytes" => {}
             _ => return Err(Error::Config(format!("unknown producer property '{key}'"))),
@@ -258,8 +274,9 @@ pub struct ConsumerConfig {
     pub fetch_max_wait: Duration,
     /// `max.partition.fetch.bytes`
     pub max_partition_fetch_bytes: i32,
-    /// `isolation.level`: `read_committed` is sent to the broker, but aborted transactions are not yet filtered
-    /// client-side (transactions do not exist yet).
+    /// `isolation.level`: with `read_committed` fetches stop at the last stable offset and records of aborted
+    /// transactions are dropped client-side (from the fetch response's aborted transactions). The Java consumer's
+    /// default is `read_uncommitted`.
     pub read_committed: bool,
     /// `check.crcs`
     pub check_crcs: bool,
@@ -383,6 +400,18 @@ mod tests {
         assert!(c.idempotence().is_err());
         c.set("enable.idempotence", "false").unwrap();
         assert!(!c.idempotence().unwrap());
+    }
+
+    #[test]
+    fn a_transactional_producer_is_idempotent() {
+        let mut c = ProducerConfig::default();
+        c.set("transactional.id", "tx").unwrap().set("transaction.timeout.ms", "15000").unwrap();
+        assert_eq!((c.transactional_id.as_deref(), c.transaction_timeout), (Some("tx"), Duration::from_secs(15)));
+        assert!(c.idempotence().unwrap());
+        c.set("enable.idempotence", "false").unwrap();
+        assert!(c.idempotence().is_err(), "transactional.id needs idempotence");
+        c.set("enable.idempotence", "true").unwrap().set("acks", "1").unwrap();
+        assert!(c.idempotence().is_err(), "and acks=all");
     }
 
     #[test]

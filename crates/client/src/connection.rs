@@ -115,6 +115,17 @@ impl Connection {
         self.versions.get().is_some_and(|v| v.contains_key(&(key as i16)))
     }
 
+    /// The highest version both sides speak for request type `R`, at most `cap` (a protocol generation the caller
+    /// speaks, e.g. transactions v1).
+    pub fn version_at_most<R: Request>(&self, cap: i16) -> Result<i16> {
+        let v = self.version::<R>()?;
+        let min = self.versions.get().and_then(|m| m.get(&R::KEY)).map_or(0, |r| r.0).max(R::VERSIONS.min);
+        if cap < min {
+            return Err(Error::UnsupportedApi { addr: self.addr().to_string(), api: api_name(R::KEY), key: R::KEY });
+        }
+        Ok(v.min(cap))
+    }
+
     /// The highest version both sides speak for request type `R`.
     pub fn version<R: Request>(&self) -> Result<i16> {
         let ours = (R::VERSIONS.min, R::VERSIONS.max.min(client_cap(R::KEY)));
@@ -301,6 +312,13 @@ pub(crate) fn api_name(key: i16) -> &'static str {
             ApiKey::IncrementalAlterConfigs => "IncrementalAlterConfigs",
             ApiKey::DescribeCluster => "DescribeCluster",
             ApiKey::InitProducerId => "InitProducerId",
+            ApiKey::FindCoordinator => "FindCoordinator",
+            ApiKey::AddPartitionsToTxn => "AddPartitionsToTxn",
+            ApiKey::AddOffsetsToTxn => "AddOffsetsToTxn",
+            ApiKey::EndTxn => "EndTxn",
+            ApiKey::TxnOffsetCommit => "TxnOffsetCommit",
+            ApiKey::DescribeTransactions => "DescribeTransactions",
+            ApiKey::ListTransactions => "ListTransactions",
             _ => "API",
         },
         Err(_) => "unknown API",

@@ -51,6 +51,15 @@ pub enum Error {
     #[error("serialization error: {0}")]
     Serialization(String),
 
+    /// A transactional producer was asked for something its state does not allow (Java's IllegalStateException),
+    /// e.g. `send` outside a transaction, `commit_transaction` after a fatal error.
+    #[error("transaction state: {0}")]
+    TransactionState(String),
+
+    /// The record was still queued when its transaction was aborted, so it was never sent.
+    #[error("the transaction was aborted before the record was sent")]
+    TransactionAborted,
+
     /// The producer or consumer was closed while the operation was pending.
     #[error("client closed")]
     Closed,
@@ -96,6 +105,18 @@ impl Error {
             Error::Disconnected { .. } | Error::Connect { .. } | Error::Timeout(..) => true,
             _ => false,
         }
+    }
+
+    /// True for the errors that end a transactional producer for good, as the Java client: another producer with
+    /// the same transactional.id took over (PRODUCER_FENCED, INVALID_PRODUCER_EPOCH, TRANSACTION_COORDINATOR_FENCED),
+    /// or it is not allowed (TRANSACTIONAL_ID_AUTHORIZATION_FAILED, CLUSTER_AUTHORIZATION_FAILED).
+    pub fn is_fatal_for_producer(&self) -> bool {
+        matches!(self.code(), Some(90 | 47 | 52 | 53 | 31))
+    }
+
+    /// True when another producer with the same transactional.id fenced this one.
+    pub fn is_producer_fenced(&self) -> bool {
+        matches!(self.code(), Some(90 | 47 | 52))
     }
 
     /// True when the client's view of partition leadership is stale and metadata should be refreshed.

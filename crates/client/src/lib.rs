@@ -18,6 +18,7 @@ pub mod partitioner;
 pub mod producer;
 pub mod record;
 pub mod serializer;
+pub mod transaction_admin;
 
 
 pub use admin::Admin;
@@ -25,5 +26,6 @@ pub use config::{ClientConfig, Compression, ConsumerConfig, OffsetReset, Partiti
 
 pub use consumer::Consumer;
 pub use error::{Error, Result};
-pub use producer::{DeliveryFuture, Producer};
+pub use group::ConsumerGroupMetadata;
+pub use producer::{DeliveryFuture, Producer, TransactionState};
 pub use record::{ConsumerRecord, Header, ProducerRecord, RecordMetadata, TimestampType, TopicPartition};

@@ -94,6 +94,19 @@ impl Consumer {
         self.group.as_ref().map(|g| g.generation())
     }
 
+    /// What a transactional producer needs to commit this consumer's offsets in its transaction
+    /// (`Producer::send_offsets_to_transaction`); `None` without `subscribe`.
+    pub fn consumer_group_metadata(&self) -> Option<crate::group::ConsumerGroupMetadata> {
+        let group = self.group.as_ref()?;
+        let (generation_id, member_id) = group.generation();
+        Some(crate::group::ConsumerGroupMetadata {
+            group_id: self.config.group_id.clone().unwrap_or_default(),
+            generation_id,
+            member_id,
+            group_instance_id: self.config.group_instance_id.clone(),
+        })
+    }
+
     /// Replaces the assignment. Partitions must exist; their position starts per `auto.offset.reset`.
     pub async fn assign(&mut self, partitions: Vec<TopicPartition>) -> Result<()> {
         if self.group.is_some() {

@@ -10,15 +10,28 @@ use crate::cluster::Cluster;
 use crate::connection::Connection;
 use crate::error::{check, Error, Result};
 
+/// FindCoordinator's key types.
+pub const GROUP: i8 = 0;
+pub const TRANSACTION: i8 = 1;
+
 /// The coordinator's (node id, host:port) for `group`.
 pub async fn find(cluster: &Cluster, group: &str) -> Result<(i32, String)> {
+    find_for(cluster, group, GROUP).await
+}
+
+/// The coordinator's (node id, host:port) for a key of `key_type` (a group id or a transactional id).
+pub async fn find_for(cluster: &Cluster, key: &str, key_type: i8) -> Result<(i32, String)> {
+    let group = key;
     let conn = cluster.any_connection().await?;
     let version = conn.version::<FindCoordinatorRequest>()?;
-    let mut req = FindCoordinatorRequest::default().with_key_type(0);
+    if key_type != GROUP && version < 1 {
+        return Err(Error::UnsupportedApi { addr: conn.addr().to_string(), api: "FindCoordinator v1", key: 10 });
+    }
+    let mut req = FindCoordinatorRequest::default().with_key_type(key_type);
     if version >= 4 {
-        req.coordinator_keys = vec![StrBytes::from_string(group.to_string())];
+        req.coordinator_keys = vec![StrBytes::from_string(key.to_string())];
     } else {
-        req.key = StrBytes::from_string(group.to_string());
+        req.key = StrBytes::from_string(key.to_string());
     }
     let resp = conn.call_version(&req, version).await?;
     let (code, message, node, host, port) = if version >= 4 {
@@ -27,7 +40,8 @@ pub async fn find(cluster: &Cluster, group: &str) -> Result<(i32, String)> {
     } else {
         (resp.error_code, resp.error_message, resp.node_id.0, resp.host, resp.port)
     };
-    check(code, || format!("FindCoordinator for group {group}"), message.as_deref())?;
+    let what = if key_type == GROUP { "group" } else { "transactional id" };
+    check(code, || format!("FindCoordinator for {what} {group}"), message.as_deref())?;
     Ok((node, format!("{host}:{port}")))
 }
 

@@ -1,12 +1,16 @@
 //! The producer: `send` picks a partition and appends to the accumulator (waiting for `buffer.memory` when it is
 //! full); a background sender batches records to the partition leaders. Idempotence is on by default, as in Java
-//! (see `idempotence`): retries are deduplicated by the broker and keep their order. Without it, retries may reorder
-//! or duplicate records when more than one request is in flight.
+//! (see `transaction_manager`): up to `max.in.flight.requests.per.connection` (at most 5) batches per partition are
+//! in flight, retries are deduplicated by the broker and keep their order. Without it, retries may reorder or
+//! duplicate records when more than one request is in flight. With `transactional.id` the producer is
+//! transactional: `init_transactions`, then `begin_transaction` / `send` / `send_offsets_to_transaction` /
+//! `commit_transaction` or `abort_transaction`.
 
 mod accumulator;
-mod idempotence;
 mod sender;
+mod transaction_manager;
 
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -19,11 +23,14 @@ use crate::batch::{estimate_size, BATCH_OVERHEAD};
 use crate::cluster::Cluster;
 use crate::config::{PartitionerKind, ProducerConfig};
 use crate::error::{Error, Result};
+use crate::group::offsets::OffsetAndMetadata;
+use crate::group::ConsumerGroupMetadata;
 use crate::partitioner::{DefaultPartitioner, Partitioner, RoundRobinPartitioner};
 use crate::record::{ProducerRecord, RecordMetadata, TopicPartition};
 use accumulator::{Accumulator, PendingRecord};
-use idempotence::Idempotence;
 use sender::Sender;
+use transaction_manager::TransactionManager;
+pub use transaction_manager::TransactionState;
 
 /// Resolves when the broker acknowledged the record (or the producer gave up on it).
 #[derive(Debug)]
@@ -43,7 +50,8 @@ struct Inner {
     cluster: Arc<Cluster>,
     acc: Arc<Accumulator>,
     partitioner: Arc<dyn Partitioner>,
-    idem: Option<Arc<Idempotence>>,
+    /// Set when the producer is idempotent (and so when it is transactional).
+    txn: Option<Arc<TransactionManager>>,
 }
 
 impl Drop for Inner {
@@ -77,16 +85,20 @@ impl Producer {
         let idempotent = config.idempotence()?;
         let cluster = Cluster::new(config.client.clone())?;
         cluster.fetch_metadata(Some(&[]), false).await?;
-        let idem = if idempotent {
-            Some(Arc::new(Idempotence::init(&cluster, config.max_block, config.client.retry_backoff).await?))
-        } else {
-            None
+        let txn = match (&config.transactional_id, idempotent) {
+            // InitProducerId waits for init_transactions, which also finds the coordinator.
+            (Some(id), _) => Some(Arc::new(TransactionManager::transactional(cluster.clone(), id.clone(), config.transaction_timeout, config.max_block))),
+            (None, true) => Some(Arc::new(TransactionManager::idempotent(cluster.clone(), config.max_block).await?)),
+            (None, false) => None,
         };
-        let acc = Arc::new(Accumulator::new(config.buffer_memory, config.batch_size, config.linger));
+        // Without idempotence more than one batch in flight may reorder retries, as in Java; with it, sequence
+        // numbers keep up to 5 in order.
+        let per_partition = if txn.is_some() { config.client.max_in_flight.min(5) } else { config.client.max_in_flight };
+        let acc = Arc::new(Accumulator::new(config.buffer_memory, config.batch_size, config.linger, per_partition));
         let config = Arc::new(config);
-        let sender = Sender::new(acc.clone(), cluster.clone(), config.clone(), idem.clone());
+        let sender = Sender::new(acc.clone(), cluster.clone(), config.clone(), txn.clone());
         tokio::spawn(sender.run());
-        Ok(Producer { inner: Arc::new(Inner { config, cluster, acc, partitioner, idem }) })
+        Ok(Producer { inner: Arc::new(Inner { config, cluster, acc, partitioner, txn }) })
     }
 
     /// Queues a record: returns once it is in the accumulator (after waiting up to `max.block.ms` for metadata and
@@ -115,6 +127,12 @@ impl Producer {
             Some(p) => p,
             None => inner.partitioner.partition(&record.topic, record.key.as_deref(), count),
         };
+        if let Some(txn) = &inner.txn {
+            txn.check_send()?;
+            // A transaction's partitions are added before the first record to each is appended (so never sent
+            // before the coordinator knows them).
+            txn.maybe_add_partition(&TopicPartition { topic: record.topic.clone(), partition }).await?;
+        }
         inner.acc.reserve(size, config.max_block.saturating_sub(start.elapsed())).await?;
         let (tx, rx) = oneshot::channel();
         let timestamp = record.timestamp.unwrap_or_else(now_millis);
@@ -149,9 +167,70 @@ impl Producer {
         &self.inner.config
     }
 
-    /// The producer id from InitProducerId when the producer is idempotent.
+    /// The producer id from InitProducerId when the producer is idempotent (-1 for a transactional producer before
+    /// `init_transactions`).
     pub fn producer_id(&self) -> Option<i64> {
-        self.inner.idem.as_ref().map(|i| i.producer_id())
+        self.inner.txn.as_ref().map(|t| t.producer_id())
+    }
+
+    /// The producer epoch from InitProducerId when the producer is idempotent.
+    pub fn producer_epoch(&self) -> Option<i16> {
+        self.inner.txn.as_ref().map(|t| t.producer_epoch())
+    }
+
+    fn transactions(&self) -> Result<&TransactionManager> {
+        match &self.inner.txn {
+            Some(t) if t.is_transactional() => Ok(t),
+            _ => Err(Error::TransactionState("the producer has no transactional.id".into())),
+        }
+    }
+
+    /// The transaction state (Java's TransactionManager.State); `None` without `transactional.id`.
+    pub fn transaction_state(&self) -> Option<TransactionState> {
+        self.transactions().ok().map(|t| t.state())
+    }
+
+    /// Registers the transactional.id with its coordinator (FindCoordinator, InitProducerId): fences any earlier
+    /// producer with the same id and completes (commits or aborts) its open transaction. Call once, before the first
+    /// transaction; after a timeout it may be called again.
+    pub async fn init_transactions(&self) -> Result<()> {
+        self.transactions()?.init_transactions().await
+    }
+
+    /// Starts a transaction: records sent from now on are committed or aborted together.
+    pub fn begin_transaction(&self) -> Result<()> {
+        self.transactions()?.begin_transaction()
+    }
+
+    /// Adds a consumer group's offsets to the transaction (AddOffsetsToTxn, then TxnOffsetCommit to the group
+    /// coordinator): they become the group's committed offsets only if the transaction commits. Offsets are the next
+    /// record to read, as in `Consumer::commit_offsets`.
+    pub async fn send_offsets_to_transaction(&self, offsets: &BTreeMap<TopicPartition, OffsetAndMetadata>, group: &ConsumerGroupMetadata) -> Result<()> {
+        self.transactions()?.send_offsets_to_transaction(offsets, group).await
+    }
+
+    /// Flushes the transaction's records, then commits it (EndTxn). When a record failed, the transaction is in
+    /// ABORTABLE_ERROR and this returns that error: call `abort_transaction`. A fencing error is fatal.
+    pub async fn commit_transaction(&self) -> Result<()> {
+        let txn = self.transactions()?;
+        txn.begin_commit()?;
+        self.flush().await;
+        txn.end_transaction(true).await
+    }
+
+    /// Aborts the transaction: records not sent yet are dropped (their futures fail with
+    /// `Error::TransactionAborted`), those in flight complete, then the coordinator writes the abort markers.
+    pub async fn abort_transaction(&self) -> Result<()> {
+        let txn = self.transactions()?;
+        txn.begin_abort()?;
+        for b in self.inner.acc.take_queued() {
+            if b.stamp.is_some() {
+                txn.dropped_stamped_batch();
+            }
+            b.fail(&Error::TransactionAborted);
+        }
+        self.flush().await;
+        txn.end_transaction(false).await
     }
 
     /// Number of partitions of `topic` (from the metadata cache, fetched if needed).

@@ -1,9 +1,8 @@
 //! The KIP-848 consumer group protocol as Kafka's GroupMetadataManager serves it: ConsumerGroupHeartbeat (join,
 //! heartbeat, subscription changes, leave) with server-side assignment, and ConsumerGroupDescribe.
 //!
-//! Not yet persisted: a KIP-848 group's members and assignments live in memory only (their committed offsets are
-//! persisted like any group's). After a broker restart members are told UNKNOWN_MEMBER_ID and rejoin with epoch 0,
-//! which the protocol allows; Kafka would have kept their epochs.
+//! Every change is persisted (the shard writes the group's changed records, consumer_records.rs) before the answer
+//! goes out, so after a broker restart members continue with their ids, epochs and assignments.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -20,6 +19,7 @@ use tokio::sync::oneshot;
 
 use super::assignor::{self, Assignment, MemberSpec};
 use super::consumer_group::{is_subset, ConsumerGroup, ConsumerMember, MemberState};
+use super::records::CoordinatorKey;
 use super::shard::{Effects, Group, Shard, TimerAction, TimerKey};
 use crate::metadata::MetadataImage;
 
@@ -114,10 +114,20 @@ impl Shard {
         client_host: String,
         image: &MetadataImage,
         tx: oneshot::Sender<ConsumerGroupHeartbeatResponse>,
-        _fx: &mut Effects,
+        fx: &mut Effects,
     ) {
+        let group_id = req.group_id.0.to_string();
+        let was_classic_with_record = matches!(self.groups.get(&group_id), Some(Group::Classic(c)) if c.protocol_type.is_some());
         let resp = self.consumer_heartbeat_inner(req, version, client_id, client_host, image);
-        let _ = tx.send(resp);
+        if was_classic_with_record && matches!(self.groups.get(&group_id), Some(Group::Consumer(_))) {
+            // The empty classic group it replaces is deleted, as Kafka does when it converts a group.
+            fx.write(CoordinatorKey::GroupMetadata { group: group_id }, None);
+        }
+        // Answered once the group's new state is durable: a member must never hold an epoch the log does not.
+        fx.reply(tx, resp, |_, e| {
+            let e = super::offsets::append_error_to_response(e);
+            error(e, "writing the group's state failed")
+        });
     }
 
     fn consumer_heartbeat_inner(

@@ -13,6 +13,7 @@ mod classic_group;
 pub mod config;
 mod consumer;
 mod consumer_group;
+mod consumer_records;
 pub mod consumer_protocol;
 mod offsets;
 pub mod records;

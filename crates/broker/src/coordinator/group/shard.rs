@@ -19,6 +19,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::classic_group::{ClassicGroup, ClassicGroupState};
 use super::config::GroupConfig;
 use super::consumer_group::ConsumerGroup;
+use super::consumer_records::{self, GroupRecords, LoadingGroup};
 use super::offsets::OffsetStore;
 use super::records::{CoordinatorKey, GroupMetadataValue, OffsetCommitValue};
 use super::timer::Timers;
@@ -76,6 +77,11 @@ pub struct Effects {
 impl Effects {
     pub fn write(&mut self, key: CoordinatorKey, value: Option<Bytes>) {
         self.records.push((key.encode(), value));
+    }
+
+    /// A record whose key is already encoded.
+    pub fn write_encoded(&mut self, key: Bytes, value: Option<Bytes>) {
+        self.records.push((key, value));
     }
 
     /// Sends `resp` once this batch's records are durable; if the write fails, `on_error` rewrites it first.
@@ -175,6 +181,10 @@ pub struct Shard {
     pub groups: HashMap<String, Group>,
     pub offsets: OffsetStore,
     pub timers: Timers<TimerKey, TimerAction>,
+    /// What the partition holds for each KIP-848 group, so a change writes only the records that differ.
+    consumer_records: HashMap<String, GroupRecords>,
+    /// KIP-848 groups being rebuilt while the shard loads.
+    loading: HashMap<String, LoadingGroup>,
 }
 
 /// How many queued requests one loop iteration handles before writing: their records share one append and one
@@ -183,12 +193,20 @@ const MAX_BATCH: usize = 512;
 
 impl Shard {
     pub fn new(partition_index: i32, config: Arc<GroupConfig>) -> Shard {
-        Shard { partition_index, config, groups: HashMap::new(), offsets: OffsetStore::default(), timers: Timers::default() }
+        Shard {
+            partition_index,
+            config,
+            groups: HashMap::new(),
+            offsets: OffsetStore::default(),
+            timers: Timers::default(),
+            consumer_records: HashMap::new(),
+            loading: HashMap::new(),
+        }
     }
 
     /// Applies one record of the partition while loading (Kafka's replay).
-    pub fn replay(&mut self, key: &[u8], value: Option<&[u8]>) {
-        let key = match CoordinatorKey::decode(key) {
+    pub fn replay(&mut self, raw_key: &[u8], value: Option<&[u8]>) {
+        let key = match CoordinatorKey::decode(raw_key) {
             Ok(k) => k,
             Err(e) => {
                 tracing::warn!(partition = self.partition_index, error = %e, "skipping unreadable __consumer_offsets key");
@@ -219,9 +237,22 @@ impl Shard {
                     Err(e) => tracing::warn!(group = %group, error = %e, "skipping unreadable group metadata value"),
                 },
                 None => {
-                    self.groups.remove(&group);
+                    if matches!(self.groups.get(&group), Some(Group::Classic(_))) {
+                        self.groups.remove(&group);
+                    }
                 }
             },
+            CoordinatorKey::ConsumerGroupMetadata { ref group }
+            | CoordinatorKey::ConsumerGroupPartitionMetadata { ref group }
+            | CoordinatorKey::ConsumerGroupMemberMetadata { ref group, .. }
+            | CoordinatorKey::ConsumerGroupTargetAssignmentMetadata { ref group }
+            | CoordinatorKey::ConsumerGroupTargetAssignmentMember { ref group, .. }
+            | CoordinatorKey::ConsumerGroupCurrentMemberAssignment { ref group, .. } => {
+                let loading = self.loading.entry(group.clone()).or_default();
+                if let Err(e) = loading.replay(&key, &Bytes::copy_from_slice(raw_key), value) {
+                    tracing::warn!(group = %group, error = %e, "skipping unreadable consumer group record");
+                }
+            }
             CoordinatorKey::Other(_) => {}
         }
     }
@@ -229,10 +260,41 @@ impl Shard {
     /// After loading: members of loaded groups must heartbeat within their session timeout (Kafka's onLoaded),
     /// and offset expiry starts ticking.
     pub fn on_loaded(&mut self) {
+        // KIP-848 groups take the place of any classic placeholder an offset record created; their members must
+        // heartbeat within the session timeout (and revoke within the rebalance timeout), as after a join.
+        let mut consumer_sessions = Vec::new();
+        for (id, loading) in std::mem::take(&mut self.loading) {
+            let Some((g, records)) = loading.finish() else { continue };
+            for m in g.members.values() {
+                consumer_sessions.push((id.clone(), m.member_id.clone(), m.state, m.member_epoch, m.rebalance_timeout_ms));
+            }
+            self.consumer_records.insert(id.clone(), records);
+            self.groups.insert(id, Group::Consumer(g));
+        }
+        for (group, member, state, epoch, rebalance_timeout) in consumer_sessions {
+            self.timers.schedule(
+                TimerKey::Heartbeat { group: group.clone(), member: member.clone() },
+                Duration::from_millis(self.config.consumer_session_timeout_ms.max(0) as u64),
+                TimerAction::ConsumerSessionExpired { group: group.clone(), member: member.clone() },
+            );
+            if state == super::consumer_group::MemberState::UnrevokedPartitions {
+                self.timers.schedule(
+                    TimerKey::Revocation { group: group.clone(), member: member.clone() },
+                    Duration::from_millis(rebalance_timeout.max(0) as u64),
+                    TimerAction::ConsumerRevocationExpired { group, member, epoch },
+                );
+            }
+        }
         // Groups with no members and no offsets left (a deleted group's tombstones were compacted away, or the
-        // group record was the last thing written) are not kept.
+        // group record was the last thing written) are not kept. Empty KIP-848 groups stay until offset expiry
+        // deletes them with tombstones.
         let offsets = &self.offsets;
-        self.groups.retain(|id, g| !g.is_empty() || offsets.has_offsets(id) || matches!(g, Group::Classic(c) if c.protocol_type.is_some()));
+        self.groups.retain(|id, g| {
+            !g.is_empty()
+                || offsets.has_offsets(id)
+                || matches!(g, Group::Classic(c) if c.protocol_type.is_some())
+                || matches!(g, Group::Consumer(_))
+        });
         let mut sessions = Vec::new();
         for (id, g) in &self.groups {
             if let Group::Classic(g) = g {
@@ -261,7 +323,12 @@ impl Shard {
 
     fn handle(&mut self, r: Request, fx: &mut Effects) {
         match r {
-            Request::Join { req, version, client_id, client_host, tx } => self.classic_join(req, version, client_id, client_host, tx, fx),
+            Request::Join { req, version, client_id, client_host, tx } => {
+                let group_id = req.group_id.0.to_string();
+                self.classic_join(req, version, client_id, client_host, tx, fx);
+                // An empty consumer group a classic member joins becomes a classic group.
+                self.persist_consumer_group(&group_id, fx);
+            }
             Request::Sync { req, tx } => self.classic_sync(req, tx, fx),
             Request::Heartbeat { req, tx } => {
                 let _ = tx.send(self.classic_heartbeat(req));
@@ -280,7 +347,9 @@ impl Shard {
             }
             Request::DeleteGroup { group_id, tx } => self.delete_group(&group_id, tx, fx),
             Request::ConsumerHeartbeat { req, version, client_id, client_host, image, tx } => {
-                self.consumer_heartbeat(req, version, client_id, client_host, &image, tx, fx)
+                let group_id = req.group_id.0.to_string();
+                self.consumer_heartbeat(req, version, client_id, client_host, &image, tx, fx);
+                self.persist_consumer_group(&group_id, fx);
             }
             Request::ConsumerDescribe { group_id, image, tx } => {
                 let _ = tx.send(self.consumer_describe(&group_id, &image));
@@ -306,9 +375,13 @@ impl Shard {
                 self.initial_rebalance_elapsed(&group, delay_ms, remaining_ms, fx)
             }
             TimerAction::SyncExpired { group, generation } => self.classic_sync_expired(&group, generation, fx),
-            TimerAction::ConsumerSessionExpired { group, member } => self.consumer_session_expired(&group, &member, fx),
+            TimerAction::ConsumerSessionExpired { group, member } => {
+                self.consumer_session_expired(&group, &member, fx);
+                self.persist_consumer_group(&group, fx);
+            }
             TimerAction::ConsumerRevocationExpired { group, member, epoch } => {
-                self.consumer_revocation_expired(&group, &member, epoch, fx)
+                self.consumer_revocation_expired(&group, &member, epoch, fx);
+                self.persist_consumer_group(&group, fx);
             }
             TimerAction::ExpireOffsets => {
                 self.expire_offsets(fx);
@@ -328,8 +401,29 @@ impl Shard {
             self.offsets.remove(group_id, &t, p);
             fx.write(CoordinatorKey::OffsetCommit { group: group_id.to_string(), topic: t, partition: p }, None);
         }
-        if self.groups.remove(group_id).is_some() {
-            fx.write(CoordinatorKey::GroupMetadata { group: group_id.to_string() }, None);
+        match self.groups.remove(group_id) {
+            Some(Group::Classic(_)) => fx.write(CoordinatorKey::GroupMetadata { group: group_id.to_string() }, None),
+            Some(Group::Consumer(_)) => self.persist_consumer_group(group_id, fx),
+            None => {}
+        }
+    }
+
+    /// Writes what changed in a KIP-848 group since its records were last written: changed records, and
+    /// tombstones for members that left or for the whole group when it is gone (deleted, or now classic).
+    pub fn persist_consumer_group(&mut self, group_id: &str, fx: &mut Effects) {
+        let now = match self.groups.get(group_id) {
+            Some(Group::Consumer(g)) => Some(g),
+            _ => None,
+        };
+        if now.is_none() && !self.consumer_records.contains_key(group_id) {
+            return;
+        }
+        let before = self.consumer_records.entry(group_id.to_string()).or_default();
+        for (k, v) in consumer_records::diff(before, now) {
+            fx.write_encoded(k, v);
+        }
+        if before.is_empty() {
+            self.consumer_records.remove(group_id);
         }
     }
 

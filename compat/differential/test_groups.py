@@ -47,13 +47,20 @@ def subscription(topic: str) -> bytes:
 
 
 def coordinator_ready(t, group):
-    """FindCoordinator until the coordinator answers (Kafka creates __consumer_offsets first)."""
+    """FindCoordinator until the coordinator answers (Kafka creates __consumer_offsets first), then OffsetFetch until
+    the group's coordinator has loaded its partition (Kafka answers COORDINATOR_LOAD_IN_PROGRESS meanwhile)."""
     deadline = time.monotonic() + TIMEOUT
     while True:
         r = wire.request(t, FindCoordinatorRequest(key=group, key_type=0), 3)
         if r.error_code == 0:
-            return
+            break
         assert time.monotonic() < deadline, r
+        time.sleep(0.2)
+    while True:
+        f = wire.request(t, OffsetFetchRequest(group_id=group, topics=None, require_stable=False), 7)
+        if f.error_code not in (14, 15, 16):  # load in progress, not available, not coordinator
+            return
+        assert time.monotonic() < deadline, f
         time.sleep(0.2)
 
 

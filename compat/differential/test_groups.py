@@ -9,6 +9,7 @@ Member ids, hosts and timings differ by nature and are left out of the observati
 
 from __future__ import annotations
 
+import os
 import struct
 import time
 
@@ -213,6 +214,42 @@ def test_consumer_protocol_kip848(targets, differ):
             c2.close()
 
     differ.check("groups-kip848", *both(targets, run))
+
+
+def test_kafka_decodes_stroms_kip848_records(strom):
+    """Strom writes a KIP-848 group's state in Kafka's coordinator record schemas: Kafka's own DumpLogSegments
+    (--offsets-decoder, kafka-tools 4.3.1) decodes every record of Strom's __consumer_offsets segments."""
+    import glob
+    import subprocess
+    from pathlib import Path
+
+    topic, group = unique("dgt"), unique("dg")
+    make_topic(strom, topic, 2)
+    produce(strom, topic, 10, 2)
+    c = Consumer({"bootstrap.servers": strom.bootstrap, "group.id": group, "group.protocol": "consumer",
+                  "auto.offset.reset": "earliest"})
+    c.subscribe([topic])
+    try:
+        deadline = time.monotonic() + TIMEOUT
+        while len(c.assignment()) < 2:
+            assert time.monotonic() < deadline, "no assignment"
+            c.poll(0.1)
+    finally:
+        c.close()
+    libs = Path(__file__).resolve().parents[2] / ".cache" / "kafka-4.3.1" / "libs"
+    segments = sorted(glob.glob(str(strom.data_dir / "**" / "__consumer_offsets-*" / "*.log"), recursive=True))
+    assert segments, f"no __consumer_offsets segments under {strom.data_dir}"
+    r = subprocess.run(["java", "-Xmx256m", "-cp", f"{libs}/*", "org.apache.kafka.tools.DumpLogSegments",
+                        "--offsets-decoder", "--files", ",".join(segments)],
+                       capture_output=True, text=True, timeout=120, env={**os.environ, "JAVA_TOOL_OPTIONS": ""})
+    assert r.returncode == 0, r.stderr[-3000:]
+    records = [line for line in r.stdout.splitlines() if " key: " in line]
+    mine = [line for line in records if f'"groupId":"{group}"' in line]
+    types = {line.split('"type":"', 1)[1].split('"', 1)[0] for line in mine}
+    assert {"3", "5", "6", "7", "8"} <= types, (types, mine[:5])
+    bad = [line for line in records if '"type":"' not in line.split(" key: ", 1)[1]
+           or not (" payload: {" in line or line.endswith("payload: <DELETE>"))]
+    assert not bad, bad[:5]
 
 
 def test_kafka_python_resumes_and_admin(targets, differ):

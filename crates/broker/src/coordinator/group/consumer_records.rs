@@ -280,8 +280,19 @@ pub fn diff(before: &mut GroupRecords, now: Option<&ConsumerGroup>) -> Vec<(Byte
             if member_level { &mut member_tombstones } else { &mut group_tombstones }.push(key.clone());
         }
     }
-    // Kafka's tombstone order for the group's own records: target metadata, partition metadata, group metadata.
-    group_tombstones.sort_by_key(|k| std::cmp::Reverse(k.get(..2).map(|v| v[1]).unwrap_or(0)));
+    // Kafka's tombstone order: per member its current assignment, target assignment, then metadata (keys 8, 7, 5);
+    // for the group its target metadata, partition metadata, then group metadata (6, 4, 3).
+    let key_type = |k: &Bytes| k.get(1).copied().unwrap_or(0);
+    let member_of = |k: &Bytes| match CoordinatorKey::decode(k) {
+        Ok(
+            CoordinatorKey::ConsumerGroupMemberMetadata { member, .. }
+            | CoordinatorKey::ConsumerGroupTargetAssignmentMember { member, .. }
+            | CoordinatorKey::ConsumerGroupCurrentMemberAssignment { member, .. },
+        ) => member,
+        _ => String::new(),
+    };
+    member_tombstones.sort_by_cached_key(|k| (member_of(k), std::cmp::Reverse(key_type(k))));
+    group_tombstones.sort_by_key(|k| std::cmp::Reverse(key_type(k)));
     let mut out = Vec::new();
     for k in member_tombstones {
         before.remove(&k);
@@ -518,8 +529,9 @@ mod tests {
         g.group_epoch = 6;
         g.assignment_epoch = 6;
         let left = diff(&mut persisted, Some(&g));
-        // three member tombstones first, then the new epochs
+        // three member tombstones first (current assignment, target, metadata, as Kafka), then the new epochs
         assert!(left[..3].iter().all(|(_, v)| v.is_none()));
+        assert_eq!(left[..3].iter().map(|(k, _)| k[1]).collect::<Vec<_>>(), vec![8, 7, 5]);
         assert_eq!(left.len(), 5);
         log.extend(left.clone());
         let (back, _) = load(&log).unwrap();

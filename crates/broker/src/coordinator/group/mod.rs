@@ -60,10 +60,12 @@ pub struct PartitionLag {
     pub lag: i64,
 }
 
+/// A running shard's request channel and the partition it was loaded from.
+type ShardHandle = (mpsc::UnboundedSender<Request>, Arc<Partition>);
+
 pub struct GroupCoordinator {
     config: Arc<GroupConfig>,
-    /// Each running shard with the partition it was loaded from.
-    shards: Mutex<HashMap<i32, (mpsc::UnboundedSender<Request>, Arc<Partition>)>>,
+    shards: Mutex<HashMap<i32, ShardHandle>>,
     partition_count: OnceLock<i32>,
 }
 

@@ -294,3 +294,63 @@ def test_kafka_python_resumes_and_admin(targets, differ):
                 "described_state": str(described.state), "delete": delete, "delete_again": again}
 
     differ.check("groups-kafka-python-resume-admin", *both(targets, run))
+
+
+def test_mixed_group_classic_member_joins_consumer_group(targets, differ):
+    """Kafka 4 mixed groups: a classic member (kafka-python) joins a group that uses the consumer protocol
+    (confluent-kafka group.protocol=consumer); both are assigned by the server, consume with commits, and the
+    classic member's partitions return when it leaves."""
+    topic, group = unique("dgt"), unique("dg")
+
+    def run(t):
+        make_topic(t, topic, 4)
+        modern = Consumer({"bootstrap.servers": t.bootstrap, "group.id": group, "group.protocol": "consumer",
+                           "auto.offset.reset": "earliest", "enable.auto.commit": False})
+        modern.subscribe([topic])
+        got: list[str] = []
+        classic_got: list[str] = []
+
+        def step():
+            m = modern.poll(0.05)
+            if m is not None and not m.error():
+                got.append(m.value().decode())
+                modern.commit(message=m, asynchronous=False)
+
+        def until(cond):
+            deadline = time.monotonic() + TIMEOUT
+            while not cond() and time.monotonic() < deadline:
+                step()
+            return cond()
+
+        out = {"modern_alone": until(lambda: len(modern.assignment()) == 4)}
+        classic = KafkaConsumer(topic, bootstrap_servers=t.bootstrap, group_id=group, auto_offset_reset="earliest",
+                                enable_auto_commit=False, session_timeout_ms=10000, heartbeat_interval_ms=500)
+        try:
+            def both_step():
+                step()
+                batch = classic.poll(timeout_ms=50)
+                for records in batch.values():
+                    classic_got.extend(r.value.decode() for r in records)
+                if batch:
+                    classic.commit()
+
+            def until_both(cond):
+                deadline = time.monotonic() + TIMEOUT
+                while not cond() and time.monotonic() < deadline:
+                    both_step()
+                return cond()
+
+            out["shared"] = until_both(lambda: len(modern.assignment()) == 2 and len(classic.assignment()) == 2)
+            produce(t, topic, 40, 4)
+            out["all_consumed"] = until_both(lambda: len(got) + len(classic_got) >= 40)
+            out["records"] = sorted(got + classic_got, key=lambda v: int(v[1:]))
+            out["both_consumed"] = bool(got) and bool(classic_got)
+        finally:
+            classic.close()
+        out["back_to_one"] = until(lambda: len(modern.assignment()) == 4)
+        committed = modern.committed([TopicPartition(topic, p) for p in range(4)], timeout=30)
+        out["committed"] = [tp.offset for tp in committed]
+        modern.close()
+        return out
+
+    differ.check("groups-mixed-classic-in-consumer-group", *both(targets, run))

@@ -39,7 +39,7 @@ fn compile_regex(pattern: &str) -> Result<Regex, String> {
 }
 
 /// The topics a group's members subscribe to, resolved against the image: name → (id, partitions).
-fn resolve_subscriptions(g: &ConsumerGroup, image: &MetadataImage) -> BTreeMap<String, (uuid::Uuid, i32)> {
+pub(super) fn resolve_subscriptions(g: &ConsumerGroup, image: &MetadataImage) -> BTreeMap<String, (uuid::Uuid, i32)> {
     let mut out = BTreeMap::new();
     for m in g.members.values() {
         for n in &m.subscribed_topic_names {
@@ -66,7 +66,7 @@ fn member_topics(m: &ConsumerMember, resolved: &BTreeMap<String, (uuid::Uuid, i3
 }
 
 /// Recomputes the target assignment at the group epoch (Kafka's TargetAssignmentBuilder).
-fn compute_target(g: &mut ConsumerGroup, default_assignor: &str) {
+pub(super) fn compute_target(g: &mut ConsumerGroup, default_assignor: &str) {
     let resolved = g.subscription_metadata.clone();
     let partitions: BTreeMap<uuid::Uuid, i32> = resolved.values().cloned().collect();
     // The assignor most members ask for, else the broker's default (Kafka picks the most popular one too).
@@ -246,6 +246,7 @@ impl Shard {
                         server_assignor: None,
                         assigned: Assignment::new(),
                         pending_revocation: Assignment::new(),
+                        classic: None,
                     },
                 );
                 tracing::info!(group = %group_id, member = %member_id, "consumer group member joined");
@@ -338,12 +339,12 @@ impl Shard {
         resp
     }
 
-    fn remove_consumer_member(&mut self, group_id: &str, member_id: &str, why: &str) {
+    pub(super) fn remove_consumer_member(&mut self, group_id: &str, member_id: &str, why: &str) {
         let Some(Group::Consumer(g)) = self.groups.get_mut(group_id) else { return };
         if g.members.remove(member_id).is_none() {
             return;
         }
-        tracing::info!(group = %group_id, member = %member_id, reason = why, "fenced consumer group member");
+        tracing::info!(group = %group_id, member = %member_id, reason = why, "removed consumer group member");
         g.target.remove(member_id);
         g.group_epoch += 1;
         let default_assignor = self.config.consumer_assignors.first().cloned().unwrap_or_else(|| assignor::UNIFORM.to_string());

@@ -20,7 +20,7 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 use uuid::Uuid;
 
 use super::assignor::Assignment;
-use super::consumer_group::{ConsumerGroup, ConsumerMember, MemberState};
+use super::consumer_group::{ClassicMemberMetadata, ConsumerGroup, ConsumerMember, MemberState};
 use super::records::{CoordinatorKey, RecordError};
 
 /// The records of one group: encoded key → encoded value.
@@ -125,6 +125,13 @@ impl Reader<'_> {
         self.0.advance(n);
         Ok(Some(s))
     }
+    fn compact_bytes(&mut self) -> Result<Bytes, RecordError> {
+        let n = self.compact_len()?.unwrap_or(0);
+        self.need(n)?;
+        let b = Bytes::copy_from_slice(&self.0[..n]);
+        self.0.advance(n);
+        Ok(b)
+    }
     fn string(&mut self) -> Result<String, RecordError> {
         self.compact_string()?.ok_or_else(|| RecordError("null in a non-nullable string".into()))
     }
@@ -203,7 +210,26 @@ fn member_metadata_value(m: &ConsumerMember) -> Bytes {
     put_compact_string(&mut b, m.subscribed_topic_regex.as_deref());
     b.put_i32(m.rebalance_timeout_ms);
     put_compact_string(&mut b, m.server_assignor.as_deref());
-    put_no_tags(&mut b);
+    match &m.classic {
+        None => put_no_tags(&mut b),
+        Some(c) => {
+            // Tagged field 0: ClassicMemberMetadata.
+            let mut t = BytesMut::new();
+            t.put_i32(c.session_timeout_ms);
+            put_compact_len(&mut t, c.protocols.len());
+            for (name, metadata) in &c.protocols {
+                put_compact_string(&mut t, Some(name));
+                put_compact_len(&mut t, metadata.len());
+                t.put_slice(metadata);
+                put_no_tags(&mut t);
+            }
+            put_no_tags(&mut t);
+            put_uvarint(&mut b, 1);
+            put_uvarint(&mut b, 0);
+            put_uvarint(&mut b, t.len() as u64);
+            b.put_slice(&t);
+        }
+    }
     b.freeze()
 }
 
@@ -338,6 +364,7 @@ fn blank_member(member_id: &str) -> ConsumerMember {
         server_assignor: None,
         assigned: Assignment::new(),
         pending_revocation: Assignment::new(),
+        classic: None,
     }
 }
 
@@ -400,6 +427,26 @@ impl LoadingGroup {
                 let regex = r.compact_string()?;
                 let rebalance_timeout_ms = r.i32()?;
                 let server_assignor = r.compact_string()?;
+                let mut classic = None;
+                for _ in 0..r.uvarint()? {
+                    let tag = r.uvarint()?;
+                    let size = r.uvarint()? as usize;
+                    r.need(size)?;
+                    let (field, rest) = r.0.split_at(size);
+                    r.0 = rest;
+                    if tag == 0 {
+                        let mut f = Reader(field);
+                        let session_timeout_ms = f.i32()?;
+                        let mut protocols = Vec::new();
+                        for _ in 0..f.compact_len()?.unwrap_or(0) {
+                            let name = f.string()?;
+                            let metadata = f.compact_bytes()?;
+                            f.skip_tags()?;
+                            protocols.push((name, metadata));
+                        }
+                        classic = Some(ClassicMemberMetadata { session_timeout_ms, protocols });
+                    }
+                }
                 let m = self.group(group).members.entry(member.clone()).or_insert_with(|| blank_member(member));
                 m.instance_id = instance_id;
                 m.rack_id = rack_id;
@@ -409,6 +456,7 @@ impl LoadingGroup {
                 m.subscribed_topic_regex = regex;
                 m.rebalance_timeout_ms = rebalance_timeout_ms;
                 m.server_assignor = server_assignor;
+                m.classic = classic;
                 self.with_metadata.insert(member.clone());
             }
             CoordinatorKey::ConsumerGroupTargetAssignmentMetadata { group } => {
@@ -480,6 +528,7 @@ mod tests {
         m.subscribed_topic_names = vec!["orders".into()];
         m.server_assignor = Some("uniform".into());
         m.rebalance_timeout_ms = 45000;
+        m.classic = Some(ClassicMemberMetadata { session_timeout_ms: 10000, protocols: vec![("range".into(), Bytes::from_static(b"sub"))] });
         m.member_epoch = 5;
         m.previous_member_epoch = 4;
         m.state = MemberState::UnrevokedPartitions;
@@ -517,6 +566,7 @@ mod tests {
         assert_eq!((&a.assigned, &a.pending_revocation), (&b.assigned, &b.pending_revocation));
         assert_eq!((&a.instance_id, &a.client_id, &a.subscribed_topic_names, &a.server_assignor), (&b.instance_id, &b.client_id, &b.subscribed_topic_names, &b.server_assignor));
         assert_eq!(a.rebalance_timeout_ms, 45000);
+        assert_eq!(a.classic, b.classic);
     }
 
     #[test]

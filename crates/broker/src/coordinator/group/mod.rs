@@ -12,6 +12,7 @@ mod classic;
 mod classic_group;
 pub mod config;
 mod consumer;
+mod consumer_classic;
 mod consumer_group;
 mod consumer_records;
 pub mod consumer_protocol;

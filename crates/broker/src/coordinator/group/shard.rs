@@ -141,8 +141,15 @@ pub type GroupOffsets = Option<(Vec<(String, i32, i64)>, Vec<String>)>;
 
 /// The requests a shard serves. Each carries the channel its answer goes back on.
 pub enum Request {
-    Join { req: JoinGroupRequest, version: i16, client_id: String, client_host: String, tx: oneshot::Sender<JoinGroupResponse> },
-    Sync { req: SyncGroupRequest, tx: oneshot::Sender<SyncGroupResponse> },
+    Join {
+        req: JoinGroupRequest,
+        version: i16,
+        client_id: String,
+        client_host: String,
+        image: Arc<MetadataImage>,
+        tx: oneshot::Sender<JoinGroupResponse>,
+    },
+    Sync { req: SyncGroupRequest, image: Arc<MetadataImage>, tx: oneshot::Sender<SyncGroupResponse> },
     Heartbeat { req: HeartbeatRequest, tx: oneshot::Sender<HeartbeatResponse> },
     /// Members normalised to the v3+ batch form.
     Leave { group_id: String, members: Vec<leave_group_request::MemberIdentity>, tx: oneshot::Sender<LeaveGroupResponse> },
@@ -323,17 +330,31 @@ impl Shard {
 
     fn handle(&mut self, r: Request, fx: &mut Effects) {
         match r {
-            Request::Join { req, version, client_id, client_host, tx } => {
+            Request::Join { req, version, client_id, client_host, image, tx } => {
                 let group_id = req.group_id.0.to_string();
-                self.classic_join(req, version, client_id, client_host, tx, fx);
+                self.classic_join(req, version, client_id, client_host, &image, tx, fx);
                 // An empty consumer group a classic member joins becomes a classic group.
                 self.persist_consumer_group(&group_id, fx);
             }
-            Request::Sync { req, tx } => self.classic_sync(req, tx, fx),
+            // Classic members of a KIP-848 group are served from the group's server-side assignment.
+            Request::Sync { req, image, tx } => match self.groups.get(req.group_id.0.as_str()) {
+                Some(Group::Consumer(_)) => self.classic_sync_to_consumer_group(req, &image, tx),
+                _ => self.classic_sync(req, tx, fx),
+            },
             Request::Heartbeat { req, tx } => {
-                let _ = tx.send(self.classic_heartbeat(req));
+                let resp = match self.groups.get(req.group_id.0.as_str()) {
+                    Some(Group::Consumer(_)) => self.classic_heartbeat_to_consumer_group(req),
+                    _ => self.classic_heartbeat(req),
+                };
+                let _ = tx.send(resp);
             }
-            Request::Leave { group_id, members, tx } => self.classic_leave(group_id, members, tx, fx),
+            Request::Leave { group_id, members, tx } => match self.groups.get(&group_id) {
+                Some(Group::Consumer(_)) => {
+                    self.classic_leave_consumer_group(&group_id, members, tx, fx);
+                    self.persist_consumer_group(&group_id, fx);
+                }
+                _ => self.classic_leave(group_id, members, tx, fx),
+            },
             Request::OffsetCommit { req, version, image, tx } => self.offset_commit(req, version, image, tx, fx),
             Request::OffsetFetch { group_id, topics, member, tx } => {
                 let _ = tx.send(self.offset_fetch(&group_id, topics, member));

@@ -323,6 +323,10 @@ def test_mixed_group_classic_member_joins_consumer_group(targets, differ):
             return cond()
 
         out = {"modern_alone": until(lambda: len(modern.assignment()) == 4)}
+        with wire.Conn(t.port) as c:
+            out["raw_join_other_protocol_type"] = wire.err(join(c, group, "", topic, protocol_type="connect").error_code)
+            first = join(c, group, "", topic)
+            out["raw_join_first"] = {"error": wire.err(first.error_code), "has_member_id": bool(first.member_id)}
         classic = KafkaConsumer(topic, bootstrap_servers=t.bootstrap, group_id=group, auto_offset_reset="earliest",
                                 enable_auto_commit=False, session_timeout_ms=10000, heartbeat_interval_ms=500)
         try:

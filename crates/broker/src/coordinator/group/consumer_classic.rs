@@ -109,16 +109,19 @@ impl Shard {
             let _ = tx.send(join_error(&member_id, ResponseError::GroupMaxSizeReached));
             return;
         }
-        let subscription = a.protocols.first().and_then(|(_, m)| consumer_protocol::subscription(m));
-        let Some(subscription) = subscription.filter(|_| supports_classic_protocols(g, &a.protocol_type, &a.protocols)) else {
+        if !supports_classic_protocols(g, &a.protocol_type, &a.protocols) {
             let _ = tx.send(join_error(&a.member_id, ResponseError::InconsistentGroupProtocol));
             return;
-        };
+        }
         if !known && a.version >= 4 && a.instance_id.is_none() {
             // As for a classic group: a dynamic member learns its id first and joins again with it.
             let _ = tx.send(join_error(&member_id, ResponseError::MemberIdRequired));
             return;
         }
+        let Some(subscription) = a.protocols.first().and_then(|(_, m)| consumer_protocol::subscription(m)) else {
+            let _ = tx.send(join_error(&a.member_id, ResponseError::InconsistentGroupProtocol));
+            return;
+        };
         if g.members.get(&member_id).is_some_and(|m| m.classic.is_none()) {
             // The id of a member that uses the consumer protocol.
             let _ = tx.send(join_error(&member_id, ResponseError::InconsistentGroupProtocol));

@@ -94,3 +94,44 @@ def test_classic_member_joins_consumer_protocol_group(make_broker):
         if classic is not None:
             classic.close()
         modern.close()
+
+
+def test_consumer_protocol_member_upgrades_classic_group(make_broker):
+    """Kafka's online upgrade (group.consumer.migration.policy=bidirectional, the default): a consumer-protocol
+    member joins a classic group that has a member, the group becomes a consumer group, and the two share the
+    partitions; when the new member leaves, the classic member gets them all back."""
+    b = make_broker(BROKER_OVERRIDES)
+    topic, group = unique("mix"), unique("g")
+    create_topic(b.bootstrap, topic, 4)
+    classic = ClassicMember(b.bootstrap, group, topic)
+    modern = None
+    modern_values: list[str] = []
+
+    def step():
+        if modern is None:
+            time.sleep(0.05)
+            return
+        m = modern.poll(0.05)
+        if m is not None and not m.error():
+            modern_values.append(m.value().decode())
+            modern.commit(message=m, asynchronous=False)
+
+    try:
+        wait_until(lambda: len(classic.partitions) == 4, "the classic member to own all partitions")
+        modern = Consumer({"bootstrap.servers": b.bootstrap, "group.id": group, "group.protocol": "consumer",
+                           "auto.offset.reset": "earliest", "enable.auto.commit": False})
+        modern.subscribe([topic])
+        wait_until(lambda: len(modern.assignment()) == 2 and len(classic.partitions) == 2,
+                   "the two members to share the partitions", step)
+        values = {f"v{i}" for i in range(100)}
+        produce_sync(producer(b.bootstrap), topic,
+                     [{"value": f"v{i}".encode(), "partition": i % 4} for i in range(100)])
+        wait_until(lambda: values <= set(modern_values) | set(classic.values), "all records", step)
+        assert sorted(modern_values + classic.values) == sorted(values), "each record once"
+        modern.close()
+        modern = None
+        wait_until(lambda: len(classic.partitions) == 4, "the partitions to go back to the classic member")
+    finally:
+        if modern is not None:
+            modern.close()
+        classic.close()

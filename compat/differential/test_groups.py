@@ -358,3 +358,65 @@ def test_mixed_group_classic_member_joins_consumer_group(targets, differ):
         return out
 
     differ.check("groups-mixed-classic-in-consumer-group", *both(targets, run))
+
+
+def test_mixed_group_consumer_member_upgrades_classic_group(targets, differ):
+    """Kafka 4's online upgrade (group.consumer.migration.policy=bidirectional): a consumer-protocol member
+    (confluent-kafka) joins a classic group with one kafka-python member; the group becomes a consumer group and the
+    two share the partitions; after the new member leaves, the classic member owns everything again."""
+    topic, group = unique("dgt"), unique("dg")
+
+    def run(t):
+        make_topic(t, topic, 4)
+        admin = AdminClient({"bootstrap.servers": t.bootstrap})
+
+        def group_type():
+            d = admin.describe_consumer_groups([group])[group].result(30)
+            return str(d.type)
+
+        classic = KafkaConsumer(topic, bootstrap_servers=t.bootstrap, group_id=group, auto_offset_reset="earliest",
+                                enable_auto_commit=False, session_timeout_ms=10000, heartbeat_interval_ms=500)
+        modern = None
+        got: list[str] = []
+        classic_got: list[str] = []
+
+        def step():
+            batch = classic.poll(timeout_ms=50)
+            for records in batch.values():
+                classic_got.extend(r.value.decode() for r in records)
+            if batch:
+                classic.commit()
+            if modern is not None:
+                m = modern.poll(0.05)
+                if m is not None and not m.error():
+                    got.append(m.value().decode())
+                    modern.commit(message=m, asynchronous=False)
+
+        def until(cond):
+            deadline = time.monotonic() + TIMEOUT
+            while not cond() and time.monotonic() < deadline:
+                step()
+            return cond()
+
+        try:
+            out = {"classic_alone": until(lambda: len(classic.assignment()) == 4), "type_before": group_type()}
+            modern = Consumer({"bootstrap.servers": t.bootstrap, "group.id": group, "group.protocol": "consumer",
+                               "auto.offset.reset": "earliest", "enable.auto.commit": False})
+            modern.subscribe([topic])
+            out["shared"] = until(lambda: len(modern.assignment()) == 2 and len(classic.assignment()) == 2)
+            out["type_mixed"] = group_type()
+            produce(t, topic, 40, 4)
+            out["all_consumed"] = until(lambda: len(got) + len(classic_got) >= 40)
+            out["records"] = sorted(got + classic_got, key=lambda v: int(v[1:]))
+            out["both_consumed"] = bool(got) and bool(classic_got)
+            modern.close()
+            modern = None
+            out["classic_owns_all_again"] = until(lambda: len(classic.assignment()) == 4)
+            out["type_after"] = group_type()
+        finally:
+            if modern is not None:
+                modern.close()
+            classic.close()
+        return out
+
+    differ.check("groups-mixed-upgrade-classic-group", *both(targets, run))

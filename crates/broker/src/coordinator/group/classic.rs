@@ -54,7 +54,7 @@ fn new_member_id(prefix: &str) -> String {
     format!("{prefix}-{}", uuid::Uuid::new_v4())
 }
 
-fn write_group(g: &ClassicGroup, fx: &mut Effects) {
+pub(super) fn write_group(g: &ClassicGroup, fx: &mut Effects) {
     fx.write(CoordinatorKey::GroupMetadata { group: g.group_id.clone() }, Some(g.to_record().encode()));
 }
 
@@ -610,7 +610,7 @@ fn maybe_prepare_rebalance_or_complete_join(g: &mut ClassicGroup, reason: &str, 
     }
 }
 
-fn prepare_rebalance(g: &mut ClassicGroup, reason: &str, env: &mut Env) {
+pub(super) fn prepare_rebalance(g: &mut ClassicGroup, reason: &str, env: &mut Env) {
     if g.is(S::CompletingRebalance) {
         // Members waiting for their assignment must rejoin instead.
         reset_and_propagate_assignment_with_error(g, ResponseError::RebalanceInProgress);

@@ -187,10 +187,15 @@ impl Shard {
                 self.groups.insert(group_id.clone(), Group::Consumer(ConsumerGroup::new(group_id.clone())));
             }
             Some(Group::Classic(c)) => {
-                if !(c.members.is_empty() && c.pending_members.is_empty()) || epoch != 0 {
+                let empty = c.members.is_empty() && c.pending_members.is_empty();
+                if epoch != 0 {
                     return error(ResponseError::GroupIdNotFound, &format!("Group {group_id} is not a consumer group."));
                 }
-                self.groups.insert(group_id.clone(), Group::Consumer(ConsumerGroup::new(group_id.clone())));
+                if empty {
+                    self.groups.insert(group_id.clone(), Group::Consumer(ConsumerGroup::new(group_id.clone())));
+                } else if let Err(why) = self.upgrade_classic_group(&group_id, image) {
+                    return error(ResponseError::GroupIdNotFound, &format!("Cannot upgrade classic group {group_id} to consumer group because {why}."));
+                }
             }
             Some(Group::Consumer(_)) => {}
         }

@@ -22,10 +22,13 @@ use kafka_protocol::ResponseError;
 use tokio::sync::oneshot;
 
 use super::assignor::{self, Assignment};
+use super::classic::{prepare_rebalance, write_group, Env};
+use super::classic_group::{ClassicGroup, ClassicGroupState, ClassicMember};
 use super::consumer::{compute_target, resolve_subscriptions};
 use super::consumer_group::{ClassicMemberMetadata, ConsumerGroup, ConsumerMember, MemberState};
 use super::consumer_protocol;
 use super::shard::{Effects, Group, Shard, TimerAction, TimerKey};
+use crate::clock::now_ms;
 use crate::metadata::MetadataImage;
 
 /// What a classic JoinGroup carries, for a consumer group.
@@ -89,6 +92,131 @@ fn waiting_on_unreleased(g: &ConsumerGroup, member_id: &str) -> bool {
 }
 
 impl Shard {
+    /// Kafka's online upgrade: a consumer-protocol member joins a non-empty classic group, which becomes a consumer
+    /// group whose classic members keep their partitions at the classic generation (as member epoch and group
+    /// epoch); parked JoinGroup/SyncGroup requests are answered REBALANCE_IN_PROGRESS, and the classic members then
+    /// follow the group through heartbeats and rejoins. Err names why the group cannot be converted.
+    pub fn upgrade_classic_group(&mut self, group_id: &str, image: &MetadataImage) -> Result<(), String> {
+        let Some(Group::Classic(c)) = self.groups.get(group_id) else { return Err("it does not exist".into()) };
+        if !self.config.consumer_upgrade_enabled {
+            return Err("the online upgrade is disabled (group.consumer.migration.policy)".into());
+        }
+        if c.protocol_type.as_deref() != Some("consumer") {
+            return Err("the group does not use the consumer embedded protocol".into());
+        }
+        if c.members.len() >= self.config.consumer_max_size {
+            return Err("the group is full".into());
+        }
+        let Some(Group::Classic(mut c)) = self.groups.remove(group_id) else { unreachable!("checked above") };
+        let generation = c.generation_id;
+        let protocol = c.protocol_name.clone().unwrap_or_default();
+        let mut g = ConsumerGroup::new(group_id.to_string());
+        g.group_epoch = generation;
+        g.assignment_epoch = generation;
+        let mut sessions = Vec::new();
+        for mut m in c.members.drain(..) {
+            if let Some(tx) = m.awaiting_join.take() {
+                let _ = tx.send(join_error(&m.member_id, ResponseError::RebalanceInProgress));
+            }
+            if let Some(tx) = m.awaiting_sync.take() {
+                let _ = tx.send(SyncGroupResponse::default().with_error_code(ResponseError::RebalanceInProgress.code()));
+            }
+            let subscription = consumer_protocol::subscription(&m.metadata(&protocol));
+            let assigned = owned_by_name(&consumer_protocol::assignment_partitions(&m.assignment), image);
+            g.target.insert(m.member_id.clone(), assigned.clone());
+            sessions.push((m.member_id.clone(), m.session_timeout_ms));
+            g.members.insert(
+                m.member_id.clone(),
+                ConsumerMember {
+                    member_id: m.member_id.clone(),
+                    instance_id: m.group_instance_id.clone(),
+                    rack_id: subscription.as_ref().and_then(|s| s.rack_id.clone()),
+                    client_id: m.client_id.clone(),
+                    client_host: m.client_host.clone(),
+                    member_epoch: generation,
+                    previous_member_epoch: generation,
+                    state: MemberState::Stable,
+                    rebalance_timeout_ms: m.rebalance_timeout_ms,
+                    subscribed_topic_names: subscription.map(|s| s.topics).unwrap_or_default(),
+                    subscribed_topic_regex: None,
+                    server_assignor: None,
+                    assigned,
+                    pending_revocation: Assignment::new(),
+                    classic: Some(ClassicMemberMetadata { session_timeout_ms: m.session_timeout_ms, protocols: m.protocols.clone() }),
+                },
+            );
+        }
+        g.subscription_metadata = resolve_subscriptions(&g, image);
+        tracing::info!(group = %group_id, generation, members = g.members.len(), "converted classic group to consumer group");
+        self.timers.cancel(&TimerKey::Join { group: group_id.to_string() });
+        self.timers.cancel(&TimerKey::Sync { group: group_id.to_string() });
+        for (member, timeout) in sessions {
+            self.timers.schedule(
+                TimerKey::Heartbeat { group: group_id.to_string(), member: member.clone() },
+                Duration::from_millis(timeout.max(0) as u64),
+                TimerAction::ConsumerSessionExpired { group: group_id.to_string(), member },
+            );
+        }
+        self.groups.insert(group_id.to_string(), Group::Consumer(g));
+        Ok(())
+    }
+
+    /// Kafka's online downgrade: once a consumer-protocol member is gone and only classic members are left, the
+    /// group becomes a classic group again (generation = the group epoch, each member keeping its partitions as its
+    /// assignment) and rebalances, so the members rejoin through the classic protocol.
+    pub fn maybe_downgrade_consumer_group(&mut self, group_id: &str, fx: &mut Effects) {
+        let Some(Group::Consumer(g)) = self.groups.get(group_id) else { return };
+        if !self.config.consumer_downgrade_enabled
+            || g.members.is_empty()
+            || g.members.values().any(|m| m.classic.is_none())
+            || g.members.len() > self.config.max_size
+        {
+            return;
+        }
+        let Some(Group::Consumer(g)) = self.groups.remove(group_id) else { unreachable!("checked above") };
+        // Assigned topics are subscribed ones, so the group's subscription metadata names them.
+        let names: std::collections::HashMap<uuid::Uuid, &String> = g.subscription_metadata.iter().map(|(n, (id, _))| (*id, n)).collect();
+        let mut c = ClassicGroup::new(group_id.to_string(), now_ms());
+        c.generation_id = g.group_epoch;
+        c.state = ClassicGroupState::Stable;
+        for m in g.members.values() {
+            let classic = m.classic.clone().expect("all members are classic");
+            let partitions: Vec<(String, Vec<i32>)> = m
+                .assigned
+                .iter()
+                .filter_map(|(t, ps)| names.get(t).map(|n| ((*n).clone(), ps.iter().cloned().collect())))
+                .collect();
+            c.add(ClassicMember {
+                member_id: m.member_id.clone(),
+                group_instance_id: m.instance_id.clone(),
+                client_id: m.client_id.clone(),
+                client_host: m.client_host.clone(),
+                rebalance_timeout_ms: m.rebalance_timeout_ms,
+                session_timeout_ms: classic.session_timeout_ms,
+                protocol_type: "consumer".into(),
+                protocols: classic.protocols,
+                assignment: consumer_protocol::encode_assignment(&partitions),
+                awaiting_join: None,
+                awaiting_sync: None,
+                is_new: false,
+            });
+        }
+        c.protocol_name = c.select_protocol();
+        tracing::info!(group = %group_id, generation = c.generation_id, members = c.members.len(), "converted consumer group to classic group");
+        for m in &c.members {
+            self.timers.schedule(
+                TimerKey::Heartbeat { group: group_id.to_string(), member: m.member_id.clone() },
+                Duration::from_millis(m.session_timeout_ms.max(0) as u64),
+                TimerAction::HeartbeatExpired { group: group_id.to_string(), member: m.member_id.clone() },
+            );
+            self.timers.cancel(&TimerKey::Revocation { group: group_id.to_string(), member: m.member_id.clone() });
+        }
+        write_group(&c, fx);
+        let Shard { timers, config, .. } = self;
+        prepare_rebalance(&mut c, &format!("Downgrade group {group_id} from consumer to classic."), &mut Env { timers, config, fx });
+        self.groups.insert(group_id.to_string(), Group::Classic(c));
+    }
+
     /// JoinGroup from a classic member to a non-empty consumer group.
     pub fn classic_join_to_consumer_group(
         &mut self,

@@ -351,6 +351,7 @@ impl Shard {
             Request::Leave { group_id, members, tx } => match self.groups.get(&group_id) {
                 Some(Group::Consumer(_)) => {
                     self.classic_leave_consumer_group(&group_id, members, tx, fx);
+                    self.maybe_downgrade_consumer_group(&group_id, fx);
                     self.persist_consumer_group(&group_id, fx);
                 }
                 _ => self.classic_leave(group_id, members, tx, fx),
@@ -370,6 +371,7 @@ impl Shard {
             Request::ConsumerHeartbeat { req, version, client_id, client_host, image, tx } => {
                 let group_id = req.group_id.0.to_string();
                 self.consumer_heartbeat(req, version, client_id, client_host, &image, tx, fx);
+                self.maybe_downgrade_consumer_group(&group_id, fx);
                 self.persist_consumer_group(&group_id, fx);
             }
             Request::ConsumerDescribe { group_id, image, tx } => {
@@ -398,10 +400,12 @@ impl Shard {
             TimerAction::SyncExpired { group, generation } => self.classic_sync_expired(&group, generation, fx),
             TimerAction::ConsumerSessionExpired { group, member } => {
                 self.consumer_session_expired(&group, &member, fx);
+                self.maybe_downgrade_consumer_group(&group, fx);
                 self.persist_consumer_group(&group, fx);
             }
             TimerAction::ConsumerRevocationExpired { group, member, epoch } => {
                 self.consumer_revocation_expired(&group, &member, epoch, fx);
+                self.maybe_downgrade_consumer_group(&group, fx);
                 self.persist_consumer_group(&group, fx);
             }
             TimerAction::ExpireOffsets => {

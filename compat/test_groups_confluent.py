@@ -281,3 +281,52 @@ def test_group_offsets_survive_broker_kill9(make_broker):
         assert group in {g.group_id for g in groups.valid}
     finally:
         c.c.close()
+
+
+def test_consumer_protocol_members_continue_across_broker_kill9(make_broker):
+    """KIP-848 group state (members, epochs, assignments) is persisted in __consumer_offsets: after a kill -9 and
+    restart of the broker, the members go on heartbeating with their member ids and epochs, so there is no
+    rebalance (no assignment change seen by the clients), and with commits after processing no record is skipped."""
+    b = make_broker({"offsets.topic.num.partitions": "3"})
+    topic, group = unique("gt"), unique("g848k")
+    create_topic(b.bootstrap, topic, 4)
+    before = produce_values(b.bootstrap, topic, 100, 4)
+
+    def mk():
+        return Consumer({"bootstrap.servers": b.bootstrap, "group.id": group, "group.protocol": "consumer",
+                         "auto.offset.reset": "earliest", "enable.auto.commit": False})
+
+    c1, c2 = Tracked(mk(), topic), Tracked(mk(), topic)
+
+    def step():
+        c1.poll()
+        c2.poll()
+
+    def described():
+        admin = AdminClient({"bootstrap.servers": b.bootstrap})
+        d = admin.describe_consumer_groups([group])[group].result(30)
+        return {m.member_id: sorted(tp.partition for tp in m.assignment.topic_partitions) for m in d.members}
+
+    try:
+        wait_until(lambda: len(c1.assignment) == 2 and len(c2.assignment) == 2, 60, step, "a 2/2 server-side split")
+        wait_until(lambda: before <= set(c1.values) | set(c2.values), 60, step, "the first records")
+        members_before = described()
+        events_before = (len(c1.events), len(c2.events))
+        b.kill9()
+        b.start()
+        after = {f"after{i}" for i in range(40)}
+        produce_sync(producer(b.bootstrap), topic,
+                     [{"value": f"after{i}".encode(), "partition": i % 4} for i in range(40)])
+        wait_until(lambda: after <= set(c1.values) | set(c2.values), 60, step, "the records after the restart")
+        deadline = time.monotonic() + 2
+        while time.monotonic() < deadline:
+            step()
+        assert described() == members_before, "same members with the same assignments"
+        assert (len(c1.events), len(c2.events)) == events_before, \
+            f"no rebalance after the restart: {c1.events[events_before[0]:]} {c2.events[events_before[1]:]}"
+        values = c1.values + c2.values
+        assert set(values) == before | after, "no record skipped"
+        assert len(values) == len(set(values)), "nothing consumed twice: commits survived too"
+    finally:
+        c1.c.close()
+        c2.c.close()

@@ -9,6 +9,7 @@ Member ids, hosts and timings differ by nature and are left out of the observati
 
 from __future__ import annotations
 
+import os
 import struct
 import time
 
@@ -47,13 +48,20 @@ def subscription(topic: str) -> bytes:
 
 
 def coordinator_ready(t, group):
-    """FindCoordinator until the coordinator answers (Kafka creates __consumer_offsets first)."""
+    """FindCoordinator until the coordinator answers (Kafka creates __consumer_offsets first), then OffsetFetch until
+    the group's coordinator has loaded its partition (Kafka answers COORDINATOR_LOAD_IN_PROGRESS meanwhile)."""
     deadline = time.monotonic() + TIMEOUT
     while True:
         r = wire.request(t, FindCoordinatorRequest(key=group, key_type=0), 3)
         if r.error_code == 0:
-            return
+            break
         assert time.monotonic() < deadline, r
+        time.sleep(0.2)
+    while True:
+        f = wire.request(t, OffsetFetchRequest(group_id=group, topics=None, require_stable=False), 7)
+        if f.error_code not in (14, 15, 16):  # load in progress, not available, not coordinator
+            return
+        assert time.monotonic() < deadline, f
         time.sleep(0.2)
 
 
@@ -208,6 +216,42 @@ def test_consumer_protocol_kip848(targets, differ):
     differ.check("groups-kip848", *both(targets, run))
 
 
+def test_kafka_decodes_stroms_kip848_records(strom):
+    """Strom writes a KIP-848 group's state in Kafka's coordinator record schemas: Kafka's own DumpLogSegments
+    (--offsets-decoder, kafka-tools 4.3.1) decodes every record of Strom's __consumer_offsets segments."""
+    import glob
+    import subprocess
+    from pathlib import Path
+
+    topic, group = unique("dgt"), unique("dg")
+    make_topic(strom, topic, 2)
+    produce(strom, topic, 10, 2)
+    c = Consumer({"bootstrap.servers": strom.bootstrap, "group.id": group, "group.protocol": "consumer",
+                  "auto.offset.reset": "earliest"})
+    c.subscribe([topic])
+    try:
+        deadline = time.monotonic() + TIMEOUT
+        while len(c.assignment()) < 2:
+            assert time.monotonic() < deadline, "no assignment"
+            c.poll(0.1)
+    finally:
+        c.close()
+    libs = Path(__file__).resolve().parents[2] / ".cache" / "kafka-4.3.1" / "libs"
+    segments = sorted(glob.glob(str(strom.data_dir / "**" / "__consumer_offsets-*" / "*.log"), recursive=True))
+    assert segments, f"no __consumer_offsets segments under {strom.data_dir}"
+    r = subprocess.run(["java", "-Xmx256m", "-cp", f"{libs}/*", "org.apache.kafka.tools.DumpLogSegments",
+                        "--offsets-decoder", "--files", ",".join(segments)],
+                       capture_output=True, text=True, timeout=120, env={**os.environ, "JAVA_TOOL_OPTIONS": ""})
+    assert r.returncode == 0, r.stderr[-3000:]
+    records = [line for line in r.stdout.splitlines() if " key: " in line]
+    mine = [line for line in records if f'"groupId":"{group}"' in line]
+    types = {line.split('"type":"', 1)[1].split('"', 1)[0] for line in mine}
+    assert {"3", "5", "6", "7", "8"} <= types, (types, mine[:5])
+    bad = [line for line in records if '"type":"' not in line.split(" key: ", 1)[1]
+           or not (" payload: {" in line or line.endswith("payload: <DELETE>"))]
+    assert not bad, bad[:5]
+
+
 def test_kafka_python_resumes_and_admin(targets, differ):
     topic, group = unique("dgt"), unique("dg")
 
@@ -250,3 +294,129 @@ def test_kafka_python_resumes_and_admin(targets, differ):
                 "described_state": str(described.state), "delete": delete, "delete_again": again}
 
     differ.check("groups-kafka-python-resume-admin", *both(targets, run))
+
+
+def test_mixed_group_classic_member_joins_consumer_group(targets, differ):
+    """Kafka 4 mixed groups: a classic member (kafka-python) joins a group that uses the consumer protocol
+    (confluent-kafka group.protocol=consumer); both are assigned by the server, consume with commits, and the
+    classic member's partitions return when it leaves."""
+    topic, group = unique("dgt"), unique("dg")
+
+    def run(t):
+        make_topic(t, topic, 4)
+        modern = Consumer({"bootstrap.servers": t.bootstrap, "group.id": group, "group.protocol": "consumer",
+                           "auto.offset.reset": "earliest", "enable.auto.commit": False})
+        modern.subscribe([topic])
+        got: list[str] = []
+        classic_got: list[str] = []
+
+        def step():
+            m = modern.poll(0.05)
+            if m is not None and not m.error():
+                got.append(m.value().decode())
+                modern.commit(message=m, asynchronous=False)
+
+        def until(cond):
+            deadline = time.monotonic() + TIMEOUT
+            while not cond() and time.monotonic() < deadline:
+                step()
+            return cond()
+
+        out = {"modern_alone": until(lambda: len(modern.assignment()) == 4)}
+        with wire.Conn(t.port) as c:
+            out["raw_join_other_protocol_type"] = wire.err(join(c, group, "", topic, protocol_type="connect").error_code)
+            first = join(c, group, "", topic)
+            out["raw_join_first"] = {"error": wire.err(first.error_code), "has_member_id": bool(first.member_id)}
+        classic = KafkaConsumer(topic, bootstrap_servers=t.bootstrap, group_id=group, auto_offset_reset="earliest",
+                                enable_auto_commit=False, session_timeout_ms=10000, heartbeat_interval_ms=500)
+        try:
+            def both_step():
+                step()
+                batch = classic.poll(timeout_ms=50)
+                for records in batch.values():
+                    classic_got.extend(r.value.decode() for r in records)
+                if batch:
+                    classic.commit()
+
+            def until_both(cond):
+                deadline = time.monotonic() + TIMEOUT
+                while not cond() and time.monotonic() < deadline:
+                    both_step()
+                return cond()
+
+            out["shared"] = until_both(lambda: len(modern.assignment()) == 2 and len(classic.assignment()) == 2)
+            produce(t, topic, 40, 4)
+            out["all_consumed"] = until_both(lambda: len(got) + len(classic_got) >= 40)
+            out["records"] = sorted(got + classic_got, key=lambda v: int(v[1:]))
+            out["both_consumed"] = bool(got) and bool(classic_got)
+        finally:
+            classic.close()
+        out["back_to_one"] = until(lambda: len(modern.assignment()) == 4)
+        committed = modern.committed([TopicPartition(topic, p) for p in range(4)], timeout=30)
+        out["committed"] = [tp.offset for tp in committed]
+        modern.close()
+        return out
+
+    differ.check("groups-mixed-classic-in-consumer-group", *both(targets, run))
+
+
+def test_mixed_group_consumer_member_upgrades_classic_group(targets, differ):
+    """Kafka 4's online upgrade (group.consumer.migration.policy=bidirectional): a consumer-protocol member
+    (confluent-kafka) joins a classic group with one kafka-python member; the group becomes a consumer group and the
+    two share the partitions; after the new member leaves, the classic member owns everything again."""
+    topic, group = unique("dgt"), unique("dg")
+
+    def run(t):
+        make_topic(t, topic, 4)
+        admin = AdminClient({"bootstrap.servers": t.bootstrap})
+
+        def group_type():
+            d = admin.describe_consumer_groups([group])[group].result(30)
+            return str(d.type)
+
+        classic = KafkaConsumer(topic, bootstrap_servers=t.bootstrap, group_id=group, auto_offset_reset="earliest",
+                                enable_auto_commit=False, session_timeout_ms=10000, heartbeat_interval_ms=500)
+        modern = None
+        got: list[str] = []
+        classic_got: list[str] = []
+
+        def step():
+            batch = classic.poll(timeout_ms=50)
+            for records in batch.values():
+                classic_got.extend(r.value.decode() for r in records)
+            if batch:
+                classic.commit()
+            if modern is not None:
+                m = modern.poll(0.05)
+                if m is not None and not m.error():
+                    got.append(m.value().decode())
+                    modern.commit(message=m, asynchronous=False)
+
+        def until(cond):
+            deadline = time.monotonic() + TIMEOUT
+            while not cond() and time.monotonic() < deadline:
+                step()
+            return cond()
+
+        try:
+            out = {"classic_alone": until(lambda: len(classic.assignment()) == 4), "type_before": group_type()}
+            modern = Consumer({"bootstrap.servers": t.bootstrap, "group.id": group, "group.protocol": "consumer",
+                               "auto.offset.reset": "earliest", "enable.auto.commit": False})
+            modern.subscribe([topic])
+            out["shared"] = until(lambda: len(modern.assignment()) == 2 and len(classic.assignment()) == 2)
+            out["type_mixed"] = group_type()
+            produce(t, topic, 40, 4)
+            out["all_consumed"] = until(lambda: len(got) + len(classic_got) >= 40)
+            out["records"] = sorted(got + classic_got, key=lambda v: int(v[1:]))
+            out["both_consumed"] = bool(got) and bool(classic_got)
+            modern.close()
+            modern = None
+            out["classic_owns_all_again"] = until(lambda: len(classic.assignment()) == 4)
+            out["type_after"] = group_type()
+        finally:
+            if modern is not None:
+                modern.close()
+            classic.close()
+        return out
+
+    differ.check("groups-mixed-upgrade-classic-group", *both(targets, run))

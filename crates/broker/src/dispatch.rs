@@ -145,7 +145,7 @@ pub async fn dispatch(ctx: &Arc<ConnectionContext>, frame: Bytes) -> Result<Repl
         }
         ApiKey::Produce => {
             let req = decode!(ProduceRequest);
-            match handlers::produce::handle(ctx, version, req).await {
+            match handlers::produce::handle(ctx, version, &client_id, req).await {
                 Respond::Now(resp) => ready!(resp),
                 Respond::Nothing => Reply::Ready(None),
                 Respond::Close(reason) => return Err(DispatchError::Refused(reason)),

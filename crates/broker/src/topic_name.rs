@@ -1,6 +1,25 @@
-//! Kafka's topic name rules: 1–249 characters of [a-zA-Z0-9._-], not "." or "..".
+//! Kafka's topic name rules: 1–249 characters of [a-zA-Z0-9._-], not "." or ".."; and which names are Kafka's
+//! internal topics.
 
 pub const MAX_NAME_LENGTH: usize = 249;
+
+/// The group coordinator's state and committed offsets.
+pub const GROUP_METADATA_TOPIC_NAME: &str = "__consumer_offsets";
+/// The transaction coordinator's state.
+pub const TRANSACTION_STATE_TOPIC_NAME: &str = "__transaction_state";
+/// The share group coordinator's state (KIP-932).
+pub const SHARE_GROUP_STATE_TOPIC_NAME: &str = "__share_group_state";
+
+/// Kafka's `Topic.isInternal`: exactly the coordinators' topics (a user topic named `__x` is not internal).
+/// Internal topics are flagged in Metadata, left out of regex subscriptions, and clients may not produce to them
+/// or delete their records (Kafka 4.3 still lets clients delete them and add partitions, and so does Strom).
+pub fn is_internal(name: &str) -> bool {
+    matches!(name, GROUP_METADATA_TOPIC_NAME | TRANSACTION_STATE_TOPIC_NAME | SHARE_GROUP_STATE_TOPIC_NAME)
+}
+
+/// Kafka's `AdminUtils.ADMIN_CLIENT_ID`: Produce requests with this client id may write to internal topics
+/// (Kafka's escape hatch for repairing them by hand).
+pub const ADMIN_CLIENT_ID: &str = "__admin_client";
 
 pub fn validate(name: &str) -> Result<(), String> {
     if name.is_empty() {
@@ -42,5 +61,7 @@ mod tests {
         assert!(validate(&"a".repeat(250)).is_err());
         assert!(collides("a.b", "a_b"));
         assert!(!collides("a.b", "a.b"));
+        assert!(is_internal("__consumer_offsets") && is_internal("__transaction_state"));
+        assert!(!is_internal("__foo") && !is_internal("__consumer_offsets2"));
     }
 }

@@ -348,8 +348,10 @@ fn consumer_protocol_heartbeat_assigns_and_fences() {
     assert_eq!(d.groups[0].error_code, NONE);
     assert_eq!(d.groups[0].members.len(), 2);
     assert_eq!(d.groups[0].group_epoch, 2);
-    // Both protocols coexist: a classic JoinGroup on the consumer group is refused, one on another id works.
-    assert_eq!(join(&mut c, "cg", "", None, "consumer", 9).error_code, ResponseError::InconsistentGroupProtocol.code());
+    // Both protocols coexist: a classic member may join the consumer group (Kafka 4's mixed groups) when it speaks
+    // the consumer protocol type, and a classic group works beside it.
+    assert_eq!(join(&mut c, "cg", "", None, "connect", 9).error_code, ResponseError::InconsistentGroupProtocol.code());
+    assert_eq!(join(&mut c, "cg", "", None, "consumer", 9).error_code, ResponseError::MemberIdRequired.code());
     assert_eq!(join(&mut c, "classic", "", None, "consumer", 9).error_code, ResponseError::MemberIdRequired.code());
     let l = c.send(&ListGroupsRequest::default(), 5);
     let cg = l.groups.iter().find(|g| g.group_id.0.as_str() == "cg").unwrap();

@@ -225,6 +225,12 @@ pub static CONFIG_DEFS: &[ConfigDef] = &[
     broker("group.consumer.max.heartbeat.interval.ms", Int, Some("15000"), "Maximum consumer-protocol heartbeat interval."),
     broker("group.consumer.max.size", Int, Some("2147483647"), "The maximum number of members in one consumer-protocol group."),
     broker(
+        "group.consumer.migration.policy",
+        String,
+        Some("bidirectional"),
+        "Converting groups between protocols: `upgrade` (a classic group to a consumer group when a consumer-protocol member joins), `downgrade`, `bidirectional` or `disabled`.",
+    ),
+    broker(
         "group.consumer.assignors",
         List,
         Some("uniform,range"),

@@ -10,6 +10,7 @@ use kafka_protocol::ResponseError;
 use crate::dispatch::ConnectionContext;
 use crate::errors::log_error_code;
 use crate::partition::Partition;
+use crate::topic_name;
 
 /// `offset = -1` asks for everything below the high watermark (DeleteRecordsRequest.HIGH_WATERMARK).
 const HIGH_WATERMARK: i64 = -1;
@@ -27,6 +28,8 @@ pub async fn handle(ctx: &Arc<ConnectionContext>, _version: i16, req: DeleteReco
                         let partition = broker.replicas.get(&t.name.0, p.partition_index);
                         let (low_watermark, error) = match partition {
                             None => (-1, Some(ResponseError::UnknownTopicOrPartition)),
+                            // Kafka's ReplicaManager: "Cannot delete records of internal topic".
+                            Some(_) if topic_name::is_internal(&t.name.0) => (-1, Some(ResponseError::InvalidTopicException)),
                             Some(part) => match delete_below(&part, p.offset) {
                                 Ok(low) => (low, None),
                                 Err(e) => (-1, Some(e)),

@@ -22,7 +22,7 @@ pub async fn handle(ctx: &Arc<ConnectionContext>, version: i16, req: DescribeGro
             // Before v6 an unknown group is simply Dead, with no error.
             if version < 6 {
                 g.error_code = 0;
-            } else {
+            } else if g.error_message.is_none() {
                 g.error_message = Some(StrBytes::from_string(format!("Group {group_id} not found.")));
             }
         }

@@ -20,7 +20,7 @@ pub async fn handle(ctx: &Arc<ConnectionContext>, version: i16, client_id: Strin
     let mut resp = match ctx
         .broker
         .groups
-        .call(&ctx.broker, &group_id, |tx| Request::Join { req, version, client_id, client_host: host, tx })
+        .call(&ctx.broker, &group_id, |tx| Request::Join { req, version, client_id, client_host: host, image: ctx.broker.image(), tx })
         .await
     {
         Ok(r) => r,

@@ -12,7 +12,7 @@ use uuid::Uuid;
 use crate::controller::{plan_create_topic, ApiError, NewTopic};
 use crate::dispatch::ConnectionContext;
 use crate::metadata::{MetadataImage, TopicImage};
-use crate::topic_name;
+use crate::topic_name::{self, GROUP_METADATA_TOPIC_NAME};
 
 enum Wanted {
     Name(String),
@@ -77,6 +77,7 @@ pub async fn handle(ctx: &Arc<ConnectionContext>, version: i16, req: MetadataReq
                             };
                             MetadataResponseTopic::default()
                                 .with_error_code(error.code())
+                                .with_is_internal(topic_name::is_internal(&n))
                                 .with_name(Some(TopicName(StrBytes::from_string(n))))
                         }
                     },
@@ -107,6 +108,14 @@ pub async fn handle(ctx: &Arc<ConnectionContext>, version: i16, req: MetadataReq
 fn auto_create_topics(broker: &crate::broker::Broker, names: &[String]) -> BTreeMap<String, ApiError> {
     let mut errors = BTreeMap::new();
     for name in names {
+        if name == GROUP_METADATA_TOPIC_NAME {
+            // As Kafka's AutoTopicCreationManager: created as the coordinator creates it (its partition count,
+            // compacted), never as a plain topic.
+            if let Err(e) = broker.groups.ensure_topic(broker) {
+                errors.insert(name.clone(), e);
+            }
+            continue;
+        }
         let result = broker.commit(|image: &MetadataImage| {
             if image.topic(name).is_some() {
                 return Ok((Vec::new(), ())); // created concurrently by another request

@@ -16,11 +16,14 @@ use crate::dispatch::{ConnectionContext, Respond};
 use crate::errors::log_error_code;
 use crate::partition::Partition;
 use crate::record_validation;
+use crate::topic_name;
 
 struct Work {
     topic: usize,
     index: i32,
     partition: Option<Arc<Partition>>,
+    /// The partition belongs to an internal topic this client may not write.
+    internal: bool,
     records: Option<bytes::Bytes>,
 }
 
@@ -31,8 +34,11 @@ struct Outcome {
     durable_at: Option<(Arc<Partition>, i64)>,
 }
 
-pub async fn handle(ctx: &Arc<ConnectionContext>, version: i16, req: ProduceRequest) -> Respond<ProduceResponse> {
+pub async fn handle(ctx: &Arc<ConnectionContext>, version: i16, client_id: &str, req: ProduceRequest) -> Respond<ProduceResponse> {
     let acks = req.acks;
+    // Internal topics are written by their coordinators only (Kafka: "Cannot append to internal topic"), except by
+    // Kafka's admin client id.
+    let internal_allowed = client_id == topic_name::ADMIN_CLIENT_ID;
     let image = ctx.broker.image();
     let mut topics: Vec<TopicProduceResponse> = Vec::with_capacity(req.topic_data.len());
     let mut work = Vec::new();
@@ -50,9 +56,10 @@ pub async fn handle(ctx: &Arc<ConnectionContext>, version: i16, req: ProduceRequ
                 .with_name(TopicName(StrBytes::from_string(name.clone().unwrap_or_default())))
                 .with_topic_id(id),
         );
+        let internal = !internal_allowed && name.as_deref().is_some_and(topic_name::is_internal);
         for p in t.partition_data {
             let partition = name.as_deref().and_then(|n| ctx.broker.replicas.get(n, p.index));
-            work.push(Work { topic: ti, index: p.index, partition, records: p.records });
+            work.push(Work { topic: ti, index: p.index, partition, internal, records: p.records });
         }
     }
     let unknown = if version >= 13 { ResponseError::UnknownTopicId } else { ResponseError::UnknownTopicOrPartition };
@@ -201,6 +208,9 @@ fn append_one(w: Work, acks: i16, unknown: ResponseError) -> Outcome {
         return Outcome { topic: w.topic, response: error_response(w.index, unknown, None), durable_at: None };
     };
     let fail = |e: ResponseError, m: Option<String>| Outcome { topic: w.topic, response: error_response(w.index, e, m), durable_at: None };
+    if w.internal {
+        return fail(ResponseError::InvalidTopicException, None);
+    }
     let Some(records) = w.records.as_ref().filter(|r| !r.is_empty()) else {
         return fail(ResponseError::InvalidRecord, Some("produce request has no records".into()));
     };

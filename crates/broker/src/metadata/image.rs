@@ -25,7 +25,7 @@ pub struct TopicImage {
 
 impl TopicImage {
     pub fn is_internal(&self) -> bool {
-        self.name.starts_with("__")
+        crate::topic_name::is_internal(&self.name)
     }
 }
 

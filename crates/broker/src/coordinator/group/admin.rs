@@ -16,8 +16,15 @@ impl Shard {
         let base = DescribedGroup::default()
             .with_group_id(GroupId(StrBytes::from_string(group_id.to_string())))
             .with_group_state(StrBytes::from_static_str(ClassicGroupState::Dead.name()));
-        let Some(Group::Classic(g)) = self.groups.get(group_id) else {
-            return base.with_error_code(ResponseError::GroupIdNotFound.code());
+        let g = match self.groups.get(group_id) {
+            Some(Group::Classic(g)) => g,
+            // As Kafka: DescribeGroups describes classic groups only (ConsumerGroupDescribe the others).
+            Some(Group::Consumer(_)) => {
+                return base
+                    .with_error_code(ResponseError::GroupIdNotFound.code())
+                    .with_error_message(Some(StrBytes::from_string(format!("Group {group_id} is not a classic group."))))
+            }
+            None => return base.with_error_code(ResponseError::GroupIdNotFound.code()),
         };
         let protocol = g.protocol_name.clone().unwrap_or_default();
         // Members and their metadata are only meaningful once a generation is running (Kafka's summary).

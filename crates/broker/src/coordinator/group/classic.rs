@@ -15,12 +15,14 @@ use kafka_protocol::ResponseError;
 use tokio::sync::oneshot;
 
 use super::classic_group::{ClassicGroup, ClassicGroupState as S, ClassicMember};
+use super::consumer_classic::ClassicJoin;
 use super::config::GroupConfig;
 use super::offsets::{append_error_to_response, validate_classic_member};
 use super::records::CoordinatorKey;
 use super::shard::{Effects, Group, Shard, TimerAction, TimerKey};
 use super::timer::Timers;
 use crate::clock::now_ms;
+use crate::metadata::MetadataImage;
 
 /// What the classic rules need besides the group: the timers, the settings, and the records/answers to release.
 pub struct Env<'a> {
@@ -52,7 +54,7 @@ fn new_member_id(prefix: &str) -> String {
     format!("{prefix}-{}", uuid::Uuid::new_v4())
 }
 
-fn write_group(g: &ClassicGroup, fx: &mut Effects) {
+pub(super) fn write_group(g: &ClassicGroup, fx: &mut Effects) {
     fx.write(CoordinatorKey::GroupMetadata { group: g.group_id.clone() }, Some(g.to_record().encode()));
 }
 
@@ -96,6 +98,7 @@ impl Shard {
         version: i16,
         client_id: String,
         client_host: String,
+        image: &MetadataImage,
         tx: oneshot::Sender<JoinGroupResponse>,
         fx: &mut Effects,
     ) {
@@ -131,8 +134,20 @@ impl Shard {
             }
             Some(Group::Consumer(c)) => {
                 if !c.members.is_empty() {
-                    // Classic members inside a KIP-848 group (Kafka's protocol bridge) are not served yet.
-                    return reject(tx, ResponseError::InconsistentGroupProtocol);
+                    // A classic member joins a group that uses the consumer protocol (Kafka's mixed groups).
+                    let join = ClassicJoin {
+                        group_id,
+                        member_id: a.member_id,
+                        instance_id: a.instance,
+                        client_id: a.client_id,
+                        client_host: a.client_host,
+                        session_timeout_ms: a.session_timeout_ms,
+                        rebalance_timeout_ms: a.rebalance_timeout_ms,
+                        protocol_type: a.protocol_type,
+                        protocols: a.protocols,
+                        version: a.version,
+                    };
+                    return self.classic_join_to_consumer_group(join, image, tx, fx);
                 }
                 // An empty consumer group becomes a classic group, as Kafka converts it.
                 self.groups.insert(group_id.clone(), Group::Classic(ClassicGroup::new(group_id.clone(), now_ms())));
@@ -595,7 +610,7 @@ fn maybe_prepare_rebalance_or_complete_join(g: &mut ClassicGroup, reason: &str, 
     }
 }
 
-fn prepare_rebalance(g: &mut ClassicGroup, reason: &str, env: &mut Env) {
+pub(super) fn prepare_rebalance(g: &mut ClassicGroup, reason: &str, env: &mut Env) {
     if g.is(S::CompletingRebalance) {
         // Members waiting for their assignment must rejoin instead.
         reset_and_propagate_assignment_with_error(g, ResponseError::RebalanceInProgress);

@@ -25,6 +25,10 @@ pub struct GroupConfig {
     pub consumer_max_size: usize,
     /// Server-side assignor names; the first is the default.
     pub consumer_assignors: Vec<String>,
+    /// `group.consumer.migration.policy` allows converting a classic group when a consumer-protocol member joins.
+    pub consumer_upgrade_enabled: bool,
+    /// ... and converting a consumer group back once only classic members are left.
+    pub consumer_downgrade_enabled: bool,
 }
 
 impl GroupConfig {
@@ -59,6 +63,8 @@ impl GroupConfig {
             consumer_heartbeat_interval_ms: int("group.consumer.heartbeat.interval.ms") as i32,
             consumer_max_size: int("group.consumer.max.size").max(1) as usize,
             consumer_assignors: list("group.consumer.assignors"),
+            consumer_upgrade_enabled: list("group.consumer.migration.policy").iter().any(|p| p == "upgrade" || p == "bidirectional"),
+            consumer_downgrade_enabled: list("group.consumer.migration.policy").iter().any(|p| p == "downgrade" || p == "bidirectional"),
         }
     }
 }

@@ -1,9 +1,8 @@
 //! The KIP-848 consumer group protocol as Kafka's GroupMetadataManager serves it: ConsumerGroupHeartbeat (join,
 //! heartbeat, subscription changes, leave) with server-side assignment, and ConsumerGroupDescribe.
 //!
-//! Not yet persisted: a KIP-848 group's members and assignments live in memory only (their committed offsets are
-//! persisted like any group's). After a broker restart members are told UNKNOWN_MEMBER_ID and rejoin with epoch 0,
-//! which the protocol allows; Kafka would have kept their epochs.
+//! Every change is persisted (the shard writes the group's changed records, consumer_records.rs) before the answer
+//! goes out, so after a broker restart members continue with their ids, epochs and assignments.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -20,6 +19,7 @@ use tokio::sync::oneshot;
 
 use super::assignor::{self, Assignment, MemberSpec};
 use super::consumer_group::{is_subset, ConsumerGroup, ConsumerMember, MemberState};
+use super::records::CoordinatorKey;
 use super::shard::{Effects, Group, Shard, TimerAction, TimerKey};
 use crate::metadata::MetadataImage;
 
@@ -39,7 +39,7 @@ fn compile_regex(pattern: &str) -> Result<Regex, String> {
 }
 
 /// The topics a group's members subscribe to, resolved against the image: name → (id, partitions).
-fn resolve_subscriptions(g: &ConsumerGroup, image: &MetadataImage) -> BTreeMap<String, (uuid::Uuid, i32)> {
+pub(super) fn resolve_subscriptions(g: &ConsumerGroup, image: &MetadataImage) -> BTreeMap<String, (uuid::Uuid, i32)> {
     let mut out = BTreeMap::new();
     for m in g.members.values() {
         for n in &m.subscribed_topic_names {
@@ -66,7 +66,7 @@ fn member_topics(m: &ConsumerMember, resolved: &BTreeMap<String, (uuid::Uuid, i3
 }
 
 /// Recomputes the target assignment at the group epoch (Kafka's TargetAssignmentBuilder).
-fn compute_target(g: &mut ConsumerGroup, default_assignor: &str) {
+pub(super) fn compute_target(g: &mut ConsumerGroup, default_assignor: &str) {
     let resolved = g.subscription_metadata.clone();
     let partitions: BTreeMap<uuid::Uuid, i32> = resolved.values().cloned().collect();
     // The assignor most members ask for, else the broker's default (Kafka picks the most popular one too).
@@ -114,10 +114,20 @@ impl Shard {
         client_host: String,
         image: &MetadataImage,
         tx: oneshot::Sender<ConsumerGroupHeartbeatResponse>,
-        _fx: &mut Effects,
+        fx: &mut Effects,
     ) {
+        let group_id = req.group_id.0.to_string();
+        let was_classic_with_record = matches!(self.groups.get(&group_id), Some(Group::Classic(c)) if c.protocol_type.is_some());
         let resp = self.consumer_heartbeat_inner(req, version, client_id, client_host, image);
-        let _ = tx.send(resp);
+        if was_classic_with_record && matches!(self.groups.get(&group_id), Some(Group::Consumer(_))) {
+            // The empty classic group it replaces is deleted, as Kafka does when it converts a group.
+            fx.write(CoordinatorKey::GroupMetadata { group: group_id }, None);
+        }
+        // Answered once the group's new state is durable: a member must never hold an epoch the log does not.
+        fx.reply(tx, resp, |_, e| {
+            let e = super::offsets::append_error_to_response(e);
+            error(e, "writing the group's state failed")
+        });
     }
 
     fn consumer_heartbeat_inner(
@@ -177,10 +187,15 @@ impl Shard {
                 self.groups.insert(group_id.clone(), Group::Consumer(ConsumerGroup::new(group_id.clone())));
             }
             Some(Group::Classic(c)) => {
-                if !(c.members.is_empty() && c.pending_members.is_empty()) || epoch != 0 {
+                let empty = c.members.is_empty() && c.pending_members.is_empty();
+                if epoch != 0 {
                     return error(ResponseError::GroupIdNotFound, &format!("Group {group_id} is not a consumer group."));
                 }
-                self.groups.insert(group_id.clone(), Group::Consumer(ConsumerGroup::new(group_id.clone())));
+                if empty {
+                    self.groups.insert(group_id.clone(), Group::Consumer(ConsumerGroup::new(group_id.clone())));
+                } else if let Err(why) = self.upgrade_classic_group(&group_id, image) {
+                    return error(ResponseError::GroupIdNotFound, &format!("Cannot upgrade classic group {group_id} to consumer group because {why}."));
+                }
             }
             Some(Group::Consumer(_)) => {}
         }
@@ -236,6 +251,7 @@ impl Shard {
                         server_assignor: None,
                         assigned: Assignment::new(),
                         pending_revocation: Assignment::new(),
+                        classic: None,
                     },
                 );
                 tracing::info!(group = %group_id, member = %member_id, "consumer group member joined");
@@ -328,12 +344,12 @@ impl Shard {
         resp
     }
 
-    fn remove_consumer_member(&mut self, group_id: &str, member_id: &str, why: &str) {
+    pub(super) fn remove_consumer_member(&mut self, group_id: &str, member_id: &str, why: &str) {
         let Some(Group::Consumer(g)) = self.groups.get_mut(group_id) else { return };
         if g.members.remove(member_id).is_none() {
             return;
         }
-        tracing::info!(group = %group_id, member = %member_id, reason = why, "fenced consumer group member");
+        tracing::info!(group = %group_id, member = %member_id, reason = why, "removed consumer group member");
         g.target.remove(member_id);
         g.group_epoch += 1;
         let default_assignor = self.config.consumer_assignors.first().cloned().unwrap_or_else(|| assignor::UNIFORM.to_string());

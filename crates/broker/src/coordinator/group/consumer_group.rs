@@ -34,6 +34,16 @@ pub struct ConsumerMember {
     /// What the member owns, as the coordinator handed it out.
     pub assigned: Assignment,
     pub pending_revocation: Assignment,
+    /// Set for a member that uses the classic protocol (JoinGroup/SyncGroup/Heartbeat) in this group.
+    pub classic: Option<ClassicMemberMetadata>,
+}
+
+/// Kafka's ClassicMemberMetadata: what a classic-protocol member of a consumer group joined with.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClassicMemberMetadata {
+    pub session_timeout_ms: i32,
+    /// (protocol name, ConsumerProtocolSubscription) in the member's order of preference.
+    pub protocols: Vec<(String, bytes::Bytes)>,
 }
 
 pub struct ConsumerGroup {
@@ -112,6 +122,10 @@ impl ConsumerGroup {
             return Ok(());
         }
         let m = self.members.get(member_id).ok_or(ResponseError::UnknownMemberId)?;
+        if m.classic.is_some() {
+            // A classic member commits with its member epoch as the generation (any OffsetCommit version).
+            return if epoch == m.member_epoch { Ok(()) } else { Err(ResponseError::IllegalGeneration) };
+        }
         if version < 9 {
             // A KIP-848 member commits with OffsetCommit v9+, which carries its member epoch.
             return Err(ResponseError::UnsupportedVersion);
@@ -226,6 +240,7 @@ mod tests {
             server_assignor: None,
             assigned: Assignment::new(),
             pending_revocation: Assignment::new(),
+            classic: None,
         }
     }
 

@@ -22,6 +22,28 @@ pub fn subscription_topics(metadata: &Bytes) -> Option<Vec<String>> {
     Some(s.topics.iter().map(|t| t.to_string()).collect())
 }
 
+/// A classic member's subscription as the KIP-848 bridge needs it: topics, owned partitions (v1+), rack (v3+).
+pub struct Subscription {
+    pub topics: Vec<String>,
+    pub owned: Vec<(String, Vec<i32>)>,
+    pub rack_id: Option<String>,
+}
+
+/// Decodes a ConsumerProtocolSubscription; `None` if the blob is not one.
+pub fn subscription(metadata: &Bytes) -> Option<Subscription> {
+    let mut b = metadata.clone();
+    if b.remaining() < 2 {
+        return None;
+    }
+    let version = b.get_i16().clamp(0, MAX_VERSION);
+    let s = ConsumerProtocolSubscription::decode(&mut b, version).ok()?;
+    Some(Subscription {
+        topics: s.topics.iter().map(|t| t.to_string()).collect(),
+        owned: s.owned_partitions.iter().map(|tp| (tp.topic.0.to_string(), tp.partitions.clone())).collect(),
+        rack_id: s.rack_id.map(|r| r.to_string()),
+    })
+}
+
 /// (topic, partitions) of an assignment; empty for an empty or foreign blob.
 pub fn assignment_partitions(assignment: &Bytes) -> Vec<(String, Vec<i32>)> {
     let mut b = assignment.clone();

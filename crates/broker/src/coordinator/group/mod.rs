@@ -12,7 +12,9 @@ mod classic;
 mod classic_group;
 pub mod config;
 mod consumer;
+mod consumer_classic;
 mod consumer_group;
+mod consumer_records;
 pub mod consumer_protocol;
 mod offsets;
 pub mod records;
@@ -21,7 +23,7 @@ mod timer;
 mod txn_offsets;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use kafka_protocol::ResponseError;
 use tokio::sync::{mpsc, oneshot};
@@ -33,9 +35,9 @@ pub use txn_offsets::txn_offset_commit_failed;
 use crate::broker::{Broker, CommitError};
 use crate::config::BrokerConfig;
 use crate::controller::{plan_create_topic, ApiError, NewTopic};
+use crate::partition::Partition;
 
-/// Kafka's internal topic for group state and committed offsets.
-pub const GROUP_METADATA_TOPIC_NAME: &str = "__consumer_offsets";
+pub use crate::topic_name::GROUP_METADATA_TOPIC_NAME;
 
 /// Kafka's `partitionFor`: `Utils.abs(groupId.hashCode()) % partitions`, with Java's String.hashCode over UTF-16
 /// code units, so a group lands on the same partition number as in Kafka.
@@ -61,27 +63,39 @@ pub struct PartitionLag {
     pub lag: i64,
 }
 
+/// A running shard's request channel and the partition it was loaded from.
+type ShardHandle = (mpsc::UnboundedSender<Request>, Arc<Partition>);
+
 pub struct GroupCoordinator {
     config: Arc<GroupConfig>,
-    shards: Mutex<HashMap<i32, mpsc::UnboundedSender<Request>>>,
+    shards: Mutex<HashMap<i32, ShardHandle>>,
+    partition_count: OnceLock<i32>,
 }
 
 impl GroupCoordinator {
     pub fn new(broker: &BrokerConfig) -> GroupCoordinator {
-        GroupCoordinator { config: Arc::new(GroupConfig::from_broker(broker)), shards: Mutex::new(HashMap::new()) }
+        GroupCoordinator {
+            config: Arc::new(GroupConfig::from_broker(broker)),
+            shards: Mutex::new(HashMap::new()),
+            partition_count: OnceLock::new(),
+        }
     }
 
     pub fn config(&self) -> &GroupConfig {
         &self.config
     }
 
-    /// Partitions of `__consumer_offsets`: the topic's, once it exists (the config only sizes its creation).
+    /// Partitions of `__consumer_offsets` that group ids hash over: the topic's when the coordinator starts (the
+    /// config's when it does not exist yet), then fixed, as Kafka's GroupCoordinatorService fixes it at startup. So
+    /// partitions added by CreatePartitions do not move groups away from their offsets until the next restart.
     pub fn num_partitions(&self, broker: &Broker) -> i32 {
-        broker
-            .image()
-            .topic(GROUP_METADATA_TOPIC_NAME)
-            .map(|t| t.partitions.len() as i32)
-            .unwrap_or(self.config.offsets_topic_num_partitions)
+        *self.partition_count.get_or_init(|| {
+            broker
+                .image()
+                .topic(GROUP_METADATA_TOPIC_NAME)
+                .map(|t| t.partitions.len() as i32)
+                .unwrap_or(self.config.offsets_topic_num_partitions)
+        })
     }
 
     pub fn partition_of(&self, broker: &Broker, group_id: &str) -> i32 {
@@ -138,15 +152,19 @@ impl GroupCoordinator {
 
     fn shard_for_partition(&self, broker: &Broker, p: i32) -> Result<mpsc::UnboundedSender<Request>, ResponseError> {
         let mut shards = self.shards.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(tx) = shards.get(&p) {
-            if !tx.is_closed() {
+        let current = broker.replicas.get(GROUP_METADATA_TOPIC_NAME, p);
+        if let Some((tx, loaded_from)) = shards.get(&p) {
+            if !tx.is_closed() && current.as_ref().is_some_and(|c| Arc::ptr_eq(c, loaded_from)) {
                 return Ok(tx.clone());
             }
         }
-        let partition = broker.replicas.get(GROUP_METADATA_TOPIC_NAME, p).ok_or(ResponseError::NotCoordinator)?;
+        // No shard yet, or its partition was deleted (and maybe created again): dropping the old sender stops the
+        // old shard, and its groups are gone with the records they were loaded from, as in Kafka.
+        shards.remove(&p);
+        let partition = current.ok_or(ResponseError::NotCoordinator)?;
         let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(shard::run(shard::Shard::new(p, self.config.clone()), partition, rx));
-        shards.insert(p, tx.clone());
+        tokio::spawn(shard::run(shard::Shard::new(p, self.config.clone()), partition.clone(), rx));
+        shards.insert(p, (tx.clone(), partition));
         Ok(tx)
     }
 

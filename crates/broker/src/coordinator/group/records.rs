@@ -2,6 +2,8 @@
 //! a key starts with its version, which names the record type (0/1 offset commit, 2 group metadata; 3+ are
 //! KIP-848 records), and a value starts with its own schema version. A null value is a tombstone.
 //!
+//! KIP-848 consumer group records (keys 3-8) have their values in consumer_records.rs.
+//!
 //! Written versions are the ones Kafka 4.x writes: OffsetCommitValue v3 (v1 when the commit carries an expire
 //! timestamp, from OffsetCommit v2-4 `retention_time_ms`), GroupMetadataValue v3. Every older version is read.
 
@@ -17,7 +19,14 @@ pub enum CoordinatorKey {
     OffsetCommit { group: String, topic: String, partition: i32 },
     /// Key version 2.
     GroupMetadata { group: String },
-    /// KIP-848 and share-group records (versions 3+), which this coordinator does not persist yet; skipped on load.
+    /// Key versions 3-8: a KIP-848 consumer group's records (values in consumer_records.rs).
+    ConsumerGroupMetadata { group: String },
+    ConsumerGroupPartitionMetadata { group: String },
+    ConsumerGroupMemberMetadata { group: String, member: String },
+    ConsumerGroupTargetAssignmentMetadata { group: String },
+    ConsumerGroupTargetAssignmentMember { group: String, member: String },
+    ConsumerGroupCurrentMemberAssignment { group: String, member: String },
+    /// Share and streams group records (versions 9+), which this coordinator does not serve; skipped on load.
     Other(i16),
 }
 
@@ -73,6 +82,15 @@ fn put_bytes(buf: &mut BytesMut, b: &[u8]) {
     buf.put_slice(b);
 }
 
+/// Keys 3-8 (non-flexible, like every key): the version, the group id, and for member records the member id.
+fn put_group_key(buf: &mut BytesMut, version: i16, group: &str, member: Option<&str>) {
+    buf.put_i16(version);
+    put_string(buf, group);
+    if let Some(m) = member {
+        put_string(buf, m);
+    }
+}
+
 impl CoordinatorKey {
     pub fn encode(&self) -> Bytes {
         let mut buf = BytesMut::new();
@@ -87,6 +105,12 @@ impl CoordinatorKey {
                 buf.put_i16(2);
                 put_string(&mut buf, group);
             }
+            CoordinatorKey::ConsumerGroupMetadata { group } => put_group_key(&mut buf, 3, group, None),
+            CoordinatorKey::ConsumerGroupPartitionMetadata { group } => put_group_key(&mut buf, 4, group, None),
+            CoordinatorKey::ConsumerGroupMemberMetadata { group, member } => put_group_key(&mut buf, 5, group, Some(member)),
+            CoordinatorKey::ConsumerGroupTargetAssignmentMetadata { group } => put_group_key(&mut buf, 6, group, None),
+            CoordinatorKey::ConsumerGroupTargetAssignmentMember { group, member } => put_group_key(&mut buf, 7, group, Some(member)),
+            CoordinatorKey::ConsumerGroupCurrentMemberAssignment { group, member } => put_group_key(&mut buf, 8, group, Some(member)),
             CoordinatorKey::Other(v) => buf.put_i16(*v),
         }
         buf.freeze()
@@ -98,7 +122,13 @@ impl CoordinatorKey {
         Ok(match version {
             0 | 1 => CoordinatorKey::OffsetCommit { group: get_string(r)?, topic: get_string(r)?, partition: get_i32(r)? },
             2 => CoordinatorKey::GroupMetadata { group: get_string(r)? },
-            v if v >= 3 => CoordinatorKey::Other(v),
+            3 => CoordinatorKey::ConsumerGroupMetadata { group: get_string(r)? },
+            4 => CoordinatorKey::ConsumerGroupPartitionMetadata { group: get_string(r)? },
+            5 => CoordinatorKey::ConsumerGroupMemberMetadata { group: get_string(r)?, member: get_string(r)? },
+            6 => CoordinatorKey::ConsumerGroupTargetAssignmentMetadata { group: get_string(r)? },
+            7 => CoordinatorKey::ConsumerGroupTargetAssignmentMember { group: get_string(r)?, member: get_string(r)? },
+            8 => CoordinatorKey::ConsumerGroupCurrentMemberAssignment { group: get_string(r)?, member: get_string(r)? },
+            v if v >= 9 => CoordinatorKey::Other(v),
             v => return Err(RecordError(format!("unknown key version {v}"))),
         })
     }

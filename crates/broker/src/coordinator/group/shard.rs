@@ -19,6 +19,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::classic_group::{ClassicGroup, ClassicGroupState};
 use super::config::GroupConfig;
 use super::consumer_group::ConsumerGroup;
+use super::consumer_records::{self, GroupRecords, LoadingGroup};
 use super::offsets::OffsetStore;
 use super::records::{CoordinatorKey, GroupMetadataValue, OffsetCommitValue};
 use super::timer::Timers;
@@ -94,6 +95,11 @@ impl Effects {
 
     pub fn write_transactional(&mut self, producer_id: i64, producer_epoch: i16, key: CoordinatorKey, value: Option<Bytes>) {
         self.txn_records.push(TxnRecord { producer_id, producer_epoch, key: key.encode(), value });
+    }
+
+    /// A record whose key is already encoded.
+    pub fn write_encoded(&mut self, key: Bytes, value: Option<Bytes>) {
+        self.records.push((key, value));
     }
 
     /// Sends `resp` once this batch's records are durable; if the write fails, `on_error` rewrites it first.
@@ -172,8 +178,15 @@ pub type GroupOffsets = Option<(Vec<(String, i32, i64)>, Vec<String>)>;
 
 /// The requests a shard serves. Each carries the channel its answer goes back on.
 pub enum Request {
-    Join { req: JoinGroupRequest, version: i16, client_id: String, client_host: String, tx: oneshot::Sender<JoinGroupResponse> },
-    Sync { req: SyncGroupRequest, tx: oneshot::Sender<SyncGroupResponse> },
+    Join {
+        req: JoinGroupRequest,
+        version: i16,
+        client_id: String,
+        client_host: String,
+        image: Arc<MetadataImage>,
+        tx: oneshot::Sender<JoinGroupResponse>,
+    },
+    Sync { req: SyncGroupRequest, image: Arc<MetadataImage>, tx: oneshot::Sender<SyncGroupResponse> },
     Heartbeat { req: HeartbeatRequest, tx: oneshot::Sender<HeartbeatResponse> },
     /// Members normalised to the v3+ batch form.
     Leave { group_id: String, members: Vec<leave_group_request::MemberIdentity>, tx: oneshot::Sender<LeaveGroupResponse> },
@@ -223,6 +236,10 @@ pub struct Shard {
     pub offsets: OffsetStore,
     pub txn_offsets: PendingTxnOffsets,
     pub timers: Timers<TimerKey, TimerAction>,
+    /// What the partition holds for each KIP-848 group, so a change writes only the records that differ.
+    consumer_records: HashMap<String, GroupRecords>,
+    /// KIP-848 groups being rebuilt while the shard loads.
+    loading: HashMap<String, LoadingGroup>,
 }
 
 /// How many queued requests one loop iteration handles before writing: their records share one append and one
@@ -231,12 +248,21 @@ const MAX_BATCH: usize = 512;
 
 impl Shard {
     pub fn new(partition_index: i32, config: Arc<GroupConfig>) -> Shard {
-        Shard { partition_index, config, groups: HashMap::new(), offsets: OffsetStore::default(), txn_offsets: PendingTxnOffsets::default(), timers: Timers::default() }
+        Shard {
+            partition_index,
+            config,
+            groups: HashMap::new(),
+            offsets: OffsetStore::default(),
+            txn_offsets: PendingTxnOffsets::default(),
+            timers: Timers::default(),
+            consumer_records: HashMap::new(),
+            loading: HashMap::new(),
+        }
     }
 
     /// Applies one record of the partition while loading (Kafka's replay).
-    pub fn replay(&mut self, key: &[u8], value: Option<&[u8]>) {
-        let key = match CoordinatorKey::decode(key) {
+    pub fn replay(&mut self, raw_key: &[u8], value: Option<&[u8]>) {
+        let key = match CoordinatorKey::decode(raw_key) {
             Ok(k) => k,
             Err(e) => {
                 tracing::warn!(partition = self.partition_index, error = %e, "skipping unreadable __consumer_offsets key");
@@ -269,9 +295,22 @@ impl Shard {
                     Err(e) => tracing::warn!(group = %group, error = %e, "skipping unreadable group metadata value"),
                 },
                 None => {
-                    self.groups.remove(&group);
+                    if matches!(self.groups.get(&group), Some(Group::Classic(_))) {
+                        self.groups.remove(&group);
+                    }
                 }
             },
+            CoordinatorKey::ConsumerGroupMetadata { ref group }
+            | CoordinatorKey::ConsumerGroupPartitionMetadata { ref group }
+            | CoordinatorKey::ConsumerGroupMemberMetadata { ref group, .. }
+            | CoordinatorKey::ConsumerGroupTargetAssignmentMetadata { ref group }
+            | CoordinatorKey::ConsumerGroupTargetAssignmentMember { ref group, .. }
+            | CoordinatorKey::ConsumerGroupCurrentMemberAssignment { ref group, .. } => {
+                let loading = self.loading.entry(group.clone()).or_default();
+                if let Err(e) = loading.replay(&key, &Bytes::copy_from_slice(raw_key), value) {
+                    tracing::warn!(group = %group, error = %e, "skipping unreadable consumer group record");
+                }
+            }
             CoordinatorKey::Other(_) => {}
         }
     }
@@ -279,10 +318,41 @@ impl Shard {
     /// After loading: members of loaded groups must heartbeat within their session timeout (Kafka's onLoaded),
     /// and offset expiry starts ticking.
     pub fn on_loaded(&mut self) {
+        // KIP-848 groups take the place of any classic placeholder an offset record created; their members must
+        // heartbeat within the session timeout (and revoke within the rebalance timeout), as after a join.
+        let mut consumer_sessions = Vec::new();
+        for (id, loading) in std::mem::take(&mut self.loading) {
+            let Some((g, records)) = loading.finish() else { continue };
+            for m in g.members.values() {
+                consumer_sessions.push((id.clone(), m.member_id.clone(), m.state, m.member_epoch, m.rebalance_timeout_ms));
+            }
+            self.consumer_records.insert(id.clone(), records);
+            self.groups.insert(id, Group::Consumer(g));
+        }
+        for (group, member, state, epoch, rebalance_timeout) in consumer_sessions {
+            self.timers.schedule(
+                TimerKey::Heartbeat { group: group.clone(), member: member.clone() },
+                Duration::from_millis(self.config.consumer_session_timeout_ms.max(0) as u64),
+                TimerAction::ConsumerSessionExpired { group: group.clone(), member: member.clone() },
+            );
+            if state == super::consumer_group::MemberState::UnrevokedPartitions {
+                self.timers.schedule(
+                    TimerKey::Revocation { group: group.clone(), member: member.clone() },
+                    Duration::from_millis(rebalance_timeout.max(0) as u64),
+                    TimerAction::ConsumerRevocationExpired { group, member, epoch },
+                );
+            }
+        }
         // Groups with no members and no offsets left (a deleted group's tombstones were compacted away, or the
-        // group record was the last thing written) are not kept.
+        // group record was the last thing written) are not kept. Empty KIP-848 groups stay until offset expiry
+        // deletes them with tombstones.
         let offsets = &self.offsets;
-        self.groups.retain(|id, g| !g.is_empty() || offsets.has_offsets(id) || matches!(g, Group::Classic(c) if c.protocol_type.is_some()));
+        self.groups.retain(|id, g| {
+            !g.is_empty()
+                || offsets.has_offsets(id)
+                || matches!(g, Group::Classic(c) if c.protocol_type.is_some())
+                || matches!(g, Group::Consumer(_))
+        });
         let mut sessions = Vec::new();
         for (id, g) in &self.groups {
             if let Group::Classic(g) = g {
@@ -311,12 +381,32 @@ impl Shard {
 
     fn handle(&mut self, r: Request, fx: &mut Effects) {
         match r {
-            Request::Join { req, version, client_id, client_host, tx } => self.classic_join(req, version, client_id, client_host, tx, fx),
-            Request::Sync { req, tx } => self.classic_sync(req, tx, fx),
-            Request::Heartbeat { req, tx } => {
-                let _ = tx.send(self.classic_heartbeat(req));
+            Request::Join { req, version, client_id, client_host, image, tx } => {
+                let group_id = req.group_id.0.to_string();
+                self.classic_join(req, version, client_id, client_host, &image, tx, fx);
+                // An empty consumer group a classic member joins becomes a classic group.
+                self.persist_consumer_group(&group_id, fx);
             }
-            Request::Leave { group_id, members, tx } => self.classic_leave(group_id, members, tx, fx),
+            // Classic members of a KIP-848 group are served from the group's server-side assignment.
+            Request::Sync { req, image, tx } => match self.groups.get(req.group_id.0.as_str()) {
+                Some(Group::Consumer(_)) => self.classic_sync_to_consumer_group(req, &image, tx),
+                _ => self.classic_sync(req, tx, fx),
+            },
+            Request::Heartbeat { req, tx } => {
+                let resp = match self.groups.get(req.group_id.0.as_str()) {
+                    Some(Group::Consumer(_)) => self.classic_heartbeat_to_consumer_group(req),
+                    _ => self.classic_heartbeat(req),
+                };
+                let _ = tx.send(resp);
+            }
+            Request::Leave { group_id, members, tx } => match self.groups.get(&group_id) {
+                Some(Group::Consumer(_)) => {
+                    self.classic_leave_consumer_group(&group_id, members, tx, fx);
+                    self.maybe_downgrade_consumer_group(&group_id, fx);
+                    self.persist_consumer_group(&group_id, fx);
+                }
+                _ => self.classic_leave(group_id, members, tx, fx),
+            },
             Request::OffsetCommit { req, version, image, tx } => self.offset_commit(req, version, image, tx, fx),
             Request::OffsetFetch { group_id, topics, member, tx } => {
                 let _ = tx.send(self.offset_fetch(&group_id, topics, member));
@@ -330,7 +420,10 @@ impl Shard {
             }
             Request::DeleteGroup { group_id, tx } => self.delete_group(&group_id, tx, fx),
             Request::ConsumerHeartbeat { req, version, client_id, client_host, image, tx } => {
-                self.consumer_heartbeat(req, version, client_id, client_host, &image, tx, fx)
+                let group_id = req.group_id.0.to_string();
+                self.consumer_heartbeat(req, version, client_id, client_host, &image, tx, fx);
+                self.maybe_downgrade_consumer_group(&group_id, fx);
+                self.persist_consumer_group(&group_id, fx);
             }
             Request::ConsumerDescribe { group_id, image, tx } => {
                 let _ = tx.send(self.consumer_describe(&group_id, &image));
@@ -365,9 +458,15 @@ impl Shard {
                 self.initial_rebalance_elapsed(&group, delay_ms, remaining_ms, fx)
             }
             TimerAction::SyncExpired { group, generation } => self.classic_sync_expired(&group, generation, fx),
-            TimerAction::ConsumerSessionExpired { group, member } => self.consumer_session_expired(&group, &member, fx),
+            TimerAction::ConsumerSessionExpired { group, member } => {
+                self.consumer_session_expired(&group, &member, fx);
+                self.maybe_downgrade_consumer_group(&group, fx);
+                self.persist_consumer_group(&group, fx);
+            }
             TimerAction::ConsumerRevocationExpired { group, member, epoch } => {
-                self.consumer_revocation_expired(&group, &member, epoch, fx)
+                self.consumer_revocation_expired(&group, &member, epoch, fx);
+                self.maybe_downgrade_consumer_group(&group, fx);
+                self.persist_consumer_group(&group, fx);
             }
             TimerAction::ExpireOffsets => {
                 self.expire_offsets(fx);
@@ -387,8 +486,29 @@ impl Shard {
             self.offsets.remove(group_id, &t, p);
             fx.write(CoordinatorKey::OffsetCommit { group: group_id.to_string(), topic: t, partition: p }, None);
         }
-        if self.groups.remove(group_id).is_some() {
-            fx.write(CoordinatorKey::GroupMetadata { group: group_id.to_string() }, None);
+        match self.groups.remove(group_id) {
+            Some(Group::Classic(_)) => fx.write(CoordinatorKey::GroupMetadata { group: group_id.to_string() }, None),
+            Some(Group::Consumer(_)) => self.persist_consumer_group(group_id, fx),
+            None => {}
+        }
+    }
+
+    /// Writes what changed in a KIP-848 group since its records were last written: changed records, and
+    /// tombstones for members that left or for the whole group when it is gone (deleted, or now classic).
+    pub fn persist_consumer_group(&mut self, group_id: &str, fx: &mut Effects) {
+        let now = match self.groups.get(group_id) {
+            Some(Group::Consumer(g)) => Some(g),
+            _ => None,
+        };
+        if now.is_none() && !self.consumer_records.contains_key(group_id) {
+            return;
+        }
+        let before = self.consumer_records.entry(group_id.to_string()).or_default();
+        for (k, v) in consumer_records::diff(before, now) {
+            fx.write_encoded(k, v);
+        }
+        if before.is_empty() {
+            self.consumer_records.remove(group_id);
         }
     }
 

@@ -263,3 +263,36 @@ def test_txn_offset_commit_from_a_fenced_epoch_is_refused_and_leaves_nothing_pen
     assert errs == {(topic, 0): INVALID_PRODUCER_EPOCH}
     assert group_offsets(w, group, topic, require_stable=True) == (3, 0)
     w.close()
+
+
+@pytest.mark.parametrize("client", ["confluent", "kafka-python"])
+def test_real_consumers_skip_aborted_and_unstable_records(broker, client):
+    """librdkafka and kafka-python filter with our aborted_transactions and stop at the LSO."""
+    topic = unique("txn")
+    create_topic(broker.bootstrap, topic, 1)
+    w = Wire(broker.port)
+    a, b, c = w.producer(), w.producer(), w.producer()
+    w.produce(topic, txn(a, 0, b"a1", b"a2"), transactional_id="ta")  # 0-1
+    w.produce(topic, txn(b, 0, b"b1"), transactional_id="tb")  # 2
+    w.marker(a, False, {topic: [0]})  # 3
+    w.produce(topic, kafkawire.record_batch([(None, b"p", ())]))  # 4
+    w.marker(b, True, {topic: [0]})  # 5
+    w.produce(topic, txn(c, 0, b"c1"), transactional_id="tc")  # 6: open, holds the LSO
+    w.close()
+
+    def read(isolation: str, expected: int) -> list[bytes]:
+        if client == "confluent":
+            from helpers import consume_partitions
+            msgs = consume_partitions(broker.bootstrap, topic, [0], expected, timeout=15, isolation_level=isolation)
+            return [m.value() for m in msgs]
+        from kafka import KafkaConsumer, TopicPartition
+        consumer = KafkaConsumer(bootstrap_servers=broker.bootstrap, isolation_level=isolation,
+                                 auto_offset_reset="earliest", enable_auto_commit=False, consumer_timeout_ms=3000)
+        try:
+            consumer.assign([TopicPartition(topic, 0)])
+            return [m.value for m in consumer]
+        finally:
+            consumer.close()
+
+    assert read("read_committed", 2) == [b"b1", b"p"]
+    assert read("read_uncommitted", 5) == [b"a1", b"a2", b"b1", b"p", b"c1"]

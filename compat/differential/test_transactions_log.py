@@ -4,9 +4,10 @@ with its producer-epoch and coordinator-epoch checks, what the markers do to lat
 how Fetch (read_uncommitted and read_committed: control batches, last_stable_offset, aborted_transactions) and
 ListOffsets (both isolation levels) show them.
 
-Transactional batches and TxnOffsetCommit are not here: Kafka verifies them with its transaction coordinator
-(KIP-890) and refuses them without one (NOT_ENOUGH_REPLICAS / COORDINATOR_NOT_AVAILABLE); they come with the
-coordinator's scenarios. Producer ids differ between the brokers, so they are replaced by names.
+Kafka verifies transactional batches and TxnOffsetCommit with its transaction coordinator (KIP-890) and refuses
+them without one (NOT_ENOUGH_REPLICAS / COORDINATOR_NOT_AVAILABLE): transactional data runs on a second pair with
+transaction.partition.verification.enable=false; TxnOffsetCommit comes with the coordinator's scenarios. Producer
+ids differ between the brokers, so they are replaced by names.
 """
 
 from __future__ import annotations
@@ -73,3 +74,65 @@ def test_txn_markers_on_an_idempotent_producers_partition(targets, differ, topic
         return out
 
     differ.check("txn-markers-idempotent-partition", *both(targets, run))
+
+
+def test_read_committed_with_transactional_data(make_pair, differ, topic):
+    """Transactional batches written straight to the partition (Kafka's KIP-890 partition verification is
+    switched off on this pair, as no transaction coordinator is involved; the test writes the markers itself):
+    the LSO held by the oldest open transaction, read_committed fetches stopping there, INVALID_TXN_STATE for a
+    plain write from a producer with an open transaction, aborted_transactions, and ListOffsets read_committed."""
+    pair = make_pair({"transaction.partition.verification.enable": "false"})
+    ts = int(time.time() * 1000)
+
+    def run(t):
+        make_topic(t, topic)
+        (err_a, a, _), (err_b, b, _) = init_producer_id(t), init_producer_id(t)
+        assert (err_a, err_b) == (0, 0)
+        names = {a: "A", b: "B"}
+        out = {}
+        with kafkawire.connect(t.port) as s:
+            corr = iter(range(1, 1000))
+
+            def produce(batch, transactional_id=None):
+                r = kafkawire.produce(s, 8, next(corr), topic, {0: batch}, transactional_id=transactional_id)[(topic, 0)]
+                return {"error_code": wire.err(r["error_code"]), "base_offset": r["base_offset"]}
+
+            def marker(pid, commit):
+                res = kafkawire.write_txn_markers(s, next(corr), [dict(
+                    producer_id=pid, producer_epoch=0, commit=commit, coordinator_epoch=0, topics={topic: [0]})])
+                return {str(tp[1]): wire.err(e) for tp, e in res[pid].items()}
+
+            def fetch(isolation, offset=0):
+                f = kafkawire.fetch_v4(s, next(corr), topic, {0: offset}, isolation_level=isolation)[(topic, 0)]
+                return {
+                    "high_watermark": f["high_watermark"],
+                    "last_stable_offset": f["last_stable_offset"],
+                    "aborted": None if f["aborted"] is None else [(names.get(p, p), o) for p, o in f["aborted"]],
+                    "batches": [(x, y, attrs, names.get(p, p)) for x, y, attrs, p in kafkawire.batch_offsets(f["records"])],
+                }
+
+            def latest(isolation):
+                return kafkawire.list_offsets_v2(s, next(corr), topic, {0: -1}, isolation)[0]
+
+            out["plain"] = produce(kafkawire.record_batch([(None, b"p", ())], ts))
+            out["a-1"] = produce(kafkawire.transactional_batch(a, 0, 0, [b"a1", b"a2"], ts), "ta")
+            out["b-1"] = produce(kafkawire.transactional_batch(b, 0, 0, [b"b1"], ts), "tb")
+            out["a-2"] = produce(kafkawire.transactional_batch(a, 0, 2, [b"a3"], ts), "ta")
+            out["a-plain-while-open"] = produce(kafkawire.idempotent_batch(a, 0, 3, [b"x"], ts))
+            out["open-read-uncommitted"] = fetch(0)
+            out["open-read-committed"] = fetch(1)
+            out["open-read-committed-at-lso"] = fetch(1, 1)
+            out["open-latest"] = [latest(0), latest(1)]
+            out["abort-a"] = marker(a, False)
+            out["after-abort-read-committed"] = fetch(1)
+            out["commit-b"] = marker(b, True)
+            out["end-read-committed"] = fetch(1)
+            out["end-read-committed-from-4"] = fetch(1, 4)
+            out["end-read-uncommitted"] = fetch(0)
+            out["end-latest"] = [latest(0), latest(1)]
+            out["a-next-transaction"] = produce(kafkawire.transactional_batch(a, 0, 3, [b"a4"], ts), "ta")
+            out["a-plain-while-open-again"] = produce(kafkawire.idempotent_batch(a, 0, 4, [b"x"], ts))
+            out["final-read-committed"] = fetch(1)
+        return out
+
+    differ.check("read-committed-transactional-data", *both(pair, run))

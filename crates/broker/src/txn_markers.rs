@@ -43,6 +43,8 @@ impl TransactionResult {
     }
 }
 
+type TopicPartition = (String, i32);
+
 /// How long a marker may wait for its fsync (Kafka writes markers with the request timeout, 30 s by default).
 const DURABLE_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -59,8 +61,13 @@ pub async fn write_txn_markers(
     partitions: Vec<(String, i32)>,
 ) -> Vec<((String, i32), Result<(), ResponseError>)> {
     let marker = EndTxnMarker { control_type: result.control_type(), coordinator_epoch };
-    let resolved: Vec<((String, i32), Option<Arc<Partition>>)> =
-        partitions.into_iter().map(|(t, p)| { let part = broker.replicas.get(&t, p); ((t, p), part) }).collect();
+    let resolved: Vec<(TopicPartition, Option<Arc<Partition>>)> = partitions
+        .into_iter()
+        .map(|(t, p)| {
+            let part = broker.replicas.get(&t, p);
+            ((t, p), part)
+        })
+        .collect();
     let appended = tokio::task::spawn_blocking(move || {
         resolved
             .into_iter()

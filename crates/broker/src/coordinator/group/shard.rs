@@ -173,6 +173,9 @@ pub struct ListedGroup {
 /// OffsetFetch's answer: (topic, partition, committed offset if any).
 pub type FetchedOffsets = Vec<(String, i32, Option<OffsetCommitValue>)>;
 
+/// OffsetFetch with require_stable: the offsets, and the partitions with pending transactional offsets.
+pub type StableOffsets = (FetchedOffsets, std::collections::HashSet<(String, i32)>);
+
 /// For lag: the committed offsets (topic, partition, offset) and the topics the group consumes.
 pub type GroupOffsets = Option<(Vec<(String, i32, i64)>, Vec<String>)>;
 
@@ -225,7 +228,7 @@ pub enum Request {
         group_id: String,
         topics: Option<Vec<(String, Vec<i32>)>>,
         member: Option<(String, i32)>,
-        tx: oneshot::Sender<Result<(FetchedOffsets, std::collections::HashSet<(String, i32)>), ResponseError>>,
+        tx: oneshot::Sender<Result<StableOffsets, ResponseError>>,
     },
 }
 

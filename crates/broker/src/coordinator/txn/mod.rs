@@ -27,7 +27,7 @@ use crate::controller::{plan_create_topic, ApiError, NewTopic};
 use crate::coordinator::group::partition_for;
 
 /// Kafka's internal topic for transaction state.
-pub const TRANSACTION_STATE_TOPIC_NAME: &str = "__transaction_state";
+pub use crate::topic_name::TRANSACTION_STATE_TOPIC_NAME;
 
 /// The transaction version (KIP-890) this broker finalizes: 2, as a new Apache Kafka 4.x cluster. Clients that see
 /// it use EndTxn v5 (the epoch moves on with every transaction) and let the broker add partitions implicitly.

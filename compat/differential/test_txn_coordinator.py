@@ -365,3 +365,27 @@ def test_transactional_produce_is_verified_with_the_coordinator(targets, differ,
         return out
 
     differ.check("txn-produce-verified", *both(targets, run))
+
+
+def test_init_with_current_epoch_aborts_the_ongoing_transaction(targets, differ, topic):
+    """KIP-360: a producer whose sequence is in doubt re-initialises with its own producer id and epoch while its
+    transaction is open (the Strom client's abort after a failed batch); the coordinator aborts the transaction and
+    the producer continues with a bumped epoch, not fenced."""
+    txn = f"txn-kip360-{uuid.uuid4().hex[:8]}"
+
+    def run(t):
+        make_topic(t, topic, 1)
+        find_txn_coordinator(t, txn)
+        err, pid, epoch = init(t, txn)
+        out = {"add": add_partitions(t, txn, pid, epoch, {topic: [0]})}
+        r = wire.request(t, InitProducerIdRequest(transactional_id=txn, transaction_timeout_ms=60000,
+                                                  producer_id=pid, producer_epoch=epoch), 4)
+        out["first-answer"] = e(r.error_code)
+        out["aborted"] = describe_until(t, txn, ("CompleteAbort",))
+        err2, pid2, epoch2 = init(t, txn, producer_id=pid, epoch=epoch)
+        out["retry"] = (e(err2), pid2 == pid, epoch2 - epoch)
+        out["old-epoch-add"] = add_partitions(t, txn, pid, epoch, {topic: [0]})
+        out["new-epoch-add"] = add_partitions(t, txn, pid, epoch2, {topic: [0]})
+        return out
+
+    differ.check("txn-kip360-init-while-ongoing", *both(targets, run))

@@ -497,8 +497,11 @@ impl Shard {
                     TxnState::Ongoing => {
                         if !commit && is_epoch_fence {
                             m.pending_state = None;
+                            // The fenced epoch stays the "last" one: a producer re-initialising with it (KIP-360,
+                            // the abort of a transaction with a sequence in doubt) gets the fencing epoch, as
+                            // Kafka 4.3.1 answers, rather than PRODUCER_FENCED.
+                            m.last_producer_epoch = m.producer_epoch;
                             m.producer_epoch = producer_epoch;
-                            m.last_producer_epoch = NO_PRODUCER_EPOCH;
                         }
                         m.prepare_abort_or_commit(target, 0, NO_PRODUCER_ID, now, false, is_epoch_fence).map_or_else(|e| EndDecision::Answer(Err(e)), EndDecision::Write)
                     }
@@ -548,8 +551,8 @@ impl Shard {
                     };
                     if state == TxnState::PrepareAbort && is_epoch_fence {
                         m.pending_state = None;
+                        m.last_producer_epoch = m.producer_epoch;
                         m.producer_epoch = producer_epoch;
-                        m.last_producer_epoch = NO_PRODUCER_EPOCH;
                     }
                     m.prepare_abort_or_commit(state, client_transaction_version, next, now, no_partition_added, is_epoch_fence).map_or_else(|e| EndDecision::Answer(Err(e)), EndDecision::Write)
                 };

@@ -60,6 +60,39 @@ fn check_replicas(broker: &BrokerConfig, replicas: &[i32]) -> Result<(), ApiErro
     Ok(())
 }
 
+/// Creates a coordinator's internal topic (`__consumer_offsets`, `__transaction_state`) if it does not exist yet,
+/// as Kafka does on the first FindCoordinator for it. Blocking (metadata log write): call from a blocking thread.
+pub fn ensure_internal_topic(
+    broker: &crate::Broker,
+    name: &str,
+    num_partitions: i32,
+    configs: BTreeMap<String, String>,
+) -> Result<(), ApiError> {
+    if broker.image().topic(name).is_some() {
+        return Ok(());
+    }
+    let result = broker.commit(|image| {
+        if image.topic(name).is_some() {
+            return Ok((Vec::new(), false)); // created by a concurrent request
+        }
+        let planned = plan_create_topic(
+            image,
+            &broker.config,
+            &NewTopic { name, num_partitions, replication_factor: -1, assignments: Vec::new(), configs: configs.clone() },
+        )?;
+        Ok((planned.records, true))
+    });
+    match result {
+        Ok(false) => Ok(()),
+        Ok(true) => {
+            tracing::info!(topic = name, partitions = num_partitions, "created internal topic");
+            Ok(())
+        }
+        Err(crate::broker::CommitError::Rejected(e)) => Err(e),
+        Err(crate::broker::CommitError::Io(e)) => Err(ApiError::new(ResponseError::KafkaStorageError, e.to_string())),
+    }
+}
+
 /// Validates a new topic against the image and returns its records.
 pub fn plan_create_topic(image: &MetadataImage, broker: &BrokerConfig, t: &NewTopic) -> Result<PlannedTopic, ApiError> {
     topic_name::validate(t.name).map_err(|m| ApiError::new(ResponseError::InvalidTopicException, m))?;

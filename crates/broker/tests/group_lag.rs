@@ -95,7 +95,7 @@ async fn lag_per_partition_without_members() {
             .with_metadata(sub.freeze())]);
     let j = broker
         .groups
-        .call(&broker, "g", |tx| Request::Join { req: join, version: 3, client_id: "c".into(), client_host: "/127.0.0.1".into(), tx })
+        .call(&broker, "g", |tx| Request::Join { req: join, version: 3, client_id: "c".into(), client_host: "/127.0.0.1".into(), image: broker.image(), tx })
         .await
         .unwrap();
     assert_eq!(j.error_code, 0);
@@ -103,7 +103,7 @@ async fn lag_per_partition_without_members() {
         .with_group_id(GroupId(StrBytes::from_static_str("g")))
         .with_generation_id(j.generation_id)
         .with_member_id(j.member_id.clone());
-    assert_eq!(broker.groups.call(&broker, "g", |tx| Request::Sync { req: sync, tx }).await.unwrap().error_code, 0);
+    assert_eq!(broker.groups.call(&broker, "g", |tx| Request::Sync { req: sync, image: broker.image(), tx }).await.unwrap().error_code, 0);
     let lag = broker.groups.lag(&broker, "g").await.unwrap().unwrap();
     assert_eq!(lag[1], PartitionLag { topic: "t".into(), partition: 1, committed_offset: None, log_end_offset: 4, lag: 4 });
     running.shutdown().await;

@@ -32,9 +32,9 @@ pub use config::GroupConfig;
 pub use shard::{ListedGroup, Request};
 pub use txn_offsets::txn_offset_commit_failed;
 
-use crate::broker::{Broker, CommitError};
+use crate::broker::Broker;
 use crate::config::BrokerConfig;
-use crate::controller::{plan_create_topic, ApiError, NewTopic};
+use crate::controller::{ensure_internal_topic, ApiError};
 use crate::partition::Partition;
 
 pub use crate::topic_name::GROUP_METADATA_TOPIC_NAME;
@@ -114,32 +114,7 @@ impl GroupCoordinator {
         // As Kafka's: compacted, so the latest offset and group record per key are kept forever and the rest
         // is cleaned away.
         configs.insert("cleanup.policy".to_string(), "compact".to_string());
-        let result = broker.commit(|image| {
-            if image.topic(GROUP_METADATA_TOPIC_NAME).is_some() {
-                return Ok((Vec::new(), false)); // created by a concurrent request
-            }
-            let planned = plan_create_topic(
-                image,
-                &broker.config,
-                &NewTopic {
-                    name: GROUP_METADATA_TOPIC_NAME,
-                    num_partitions: self.config.offsets_topic_num_partitions,
-                    replication_factor: -1,
-                    assignments: Vec::new(),
-                    configs: configs.clone(),
-                },
-            )?;
-            Ok((planned.records, true))
-        });
-        match result {
-            Ok(false) => Ok(()),
-            Ok(true) => {
-                tracing::info!(topic = GROUP_METADATA_TOPIC_NAME, partitions = self.config.offsets_topic_num_partitions, "created internal topic");
-                Ok(())
-            }
-            Err(CommitError::Rejected(e)) => Err(e),
-            Err(CommitError::Io(e)) => Err(ApiError::new(ResponseError::KafkaStorageError, e.to_string())),
-        }
+        ensure_internal_topic(broker, GROUP_METADATA_TOPIC_NAME, self.config.offsets_topic_num_partitions, configs)
     }
 
     /// Starts a shard for every hosted `__consumer_offsets` partition, so groups are loaded (and dead members'

@@ -92,6 +92,18 @@ pub fn append_error_to_response(e: ResponseError) -> ResponseError {
 }
 
 impl Shard {
+    /// Kafka's per-partition checks of an offset commit (plain or transactional): the partition exists and the
+    /// metadata fits `offset.metadata.max.bytes`.
+    pub(super) fn offset_partition_error(&self, image: &MetadataImage, topic: &str, partition: i32, metadata: Option<&str>) -> Option<ResponseError> {
+        if image.topic(topic).is_none_or(|k| !k.partitions.contains_key(&partition)) {
+            Some(ResponseError::UnknownTopicOrPartition)
+        } else if metadata.is_some_and(|m| m.len() > self.config.offset_metadata_max_bytes) {
+            Some(ResponseError::OffsetMetadataTooLarge)
+        } else {
+            None
+        }
+    }
+
     /// OffsetCommit: validate the committer against the group (generation or member epoch), then write one
     /// record per partition. The answer waits for the records to be durable.
     pub fn offset_commit(
@@ -113,16 +125,8 @@ impl Shard {
         let mut errors: HashMap<(String, i32), ResponseError> = HashMap::new();
         for t in &req.topics {
             let topic = t.name.0.to_string();
-            let known = image.topic(&topic);
             for p in &t.partitions {
-                let error = if known.is_none_or(|k| !k.partitions.contains_key(&p.partition_index)) {
-                    Some(ResponseError::UnknownTopicOrPartition)
-                } else if p.committed_metadata.as_ref().is_some_and(|m| m.len() > self.config.offset_metadata_max_bytes) {
-                    Some(ResponseError::OffsetMetadataTooLarge)
-                } else {
-                    None
-                };
-                if let Some(e) = error {
+                if let Some(e) = self.offset_partition_error(&image, &topic, p.partition_index, p.committed_metadata.as_deref()) {
                     errors.insert((topic.clone(), p.partition_index), e);
                     continue;
                 }

@@ -130,16 +130,8 @@ impl Shard {
         let mut errors: HashMap<(String, i32), ResponseError> = HashMap::new();
         for t in &req.topics {
             let topic = t.name.0.to_string();
-            let known = image.topic(&topic);
             for p in &t.partitions {
-                let error = if known.is_none_or(|k| !k.partitions.contains_key(&p.partition_index)) {
-                    Some(ResponseError::UnknownTopicOrPartition)
-                } else if p.committed_metadata.as_ref().is_some_and(|m| m.len() > self.config.offset_metadata_max_bytes) {
-                    Some(ResponseError::OffsetMetadataTooLarge)
-                } else {
-                    None
-                };
-                if let Some(e) = error {
+                if let Some(e) = self.offset_partition_error(&image, &topic, p.partition_index, p.committed_metadata.as_deref()) {
                     errors.insert((topic.clone(), p.partition_index), e);
                     continue;
                 }

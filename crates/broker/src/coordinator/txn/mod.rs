@@ -22,8 +22,8 @@ use tokio::sync::{mpsc, oneshot};
 pub use config::TxnConfig;
 pub use shard::{DescribedTransaction, ListFilter, ListedTransaction, Request};
 
-use crate::broker::{Broker, CommitError};
-use crate::controller::{plan_create_topic, ApiError, NewTopic};
+use crate::broker::Broker;
+use crate::controller::{ensure_internal_topic, ApiError};
 use crate::coordinator::group::partition_for;
 
 /// Kafka's internal topic for transaction state.
@@ -119,32 +119,7 @@ impl TransactionCoordinator {
         configs.insert("unclean.leader.election.enable".to_string(), "false".to_string());
         configs.insert("min.insync.replicas".to_string(), self.config.min_isr.min(1).to_string());
         configs.insert("segment.bytes".to_string(), self.config.segment_bytes.to_string());
-        let result = broker.commit(|image| {
-            if image.topic(TRANSACTION_STATE_TOPIC_NAME).is_some() {
-                return Ok((Vec::new(), false));
-            }
-            let planned = plan_create_topic(
-                image,
-                &broker.config,
-                &NewTopic {
-                    name: TRANSACTION_STATE_TOPIC_NAME,
-                    num_partitions: self.config.num_partitions,
-                    replication_factor: -1,
-                    assignments: Vec::new(),
-                    configs: configs.clone(),
-                },
-            )?;
-            Ok((planned.records, true))
-        });
-        match result {
-            Ok(false) => Ok(()),
-            Ok(true) => {
-                tracing::info!(topic = TRANSACTION_STATE_TOPIC_NAME, partitions = self.config.num_partitions, "created internal topic");
-                Ok(())
-            }
-            Err(CommitError::Rejected(e)) => Err(e),
-            Err(CommitError::Io(e)) => Err(ApiError::new(ResponseError::KafkaStorageError, e.to_string())),
-        }
+        ensure_internal_topic(broker, TRANSACTION_STATE_TOPIC_NAME, self.config.num_partitions, configs)
     }
 
     /// Starts a shard for every hosted `__transaction_state` partition, so that prepared transactions are completed
@@ -442,6 +417,8 @@ pub type BrokerRef = Weak<Broker>;
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
+
+    use crate::controller::{plan_create_topic, NewTopic};
 
     use super::metadata::{TransactionMetadata, TxnTransit};
     use super::records::{encode_key, TxnState};

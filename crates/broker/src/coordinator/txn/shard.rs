@@ -11,7 +11,7 @@
 use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use kafka_protocol::records::{Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType};
@@ -103,6 +103,8 @@ pub enum Request {
     Appended { transactional_id: String, transit: TxnTransit, error: Option<ResponseError>, then: After },
     /// Every marker of a prepared transaction is written: persist its completion.
     MarkersWritten { transactional_id: String, transit: TxnTransit },
+    /// Parked requests of this id may have passed their deadline.
+    ParkExpired { transactional_id: String },
 }
 
 /// What to do once a transition's record is durable.
@@ -189,7 +191,16 @@ pub struct Shard {
     /// carried by the markers so that a stale coordinator's markers can be told apart.
     coordinator_epoch: i32,
     pub txns: HashMap<String, TransactionMetadata>,
+    /// AddPartitionsToTxn requests that arrived while the same producer's previous transaction was still being
+    /// completed (markers and CompleteCommit/CompleteAbort being written), with their deadline. Kafka answers them
+    /// CONCURRENT_TRANSACTIONS at once and clients retry after 20 ms or more, which bounded back-to-back
+    /// transactions at ~40/s; holding them for the few milliseconds the completion takes answers them as soon as it
+    /// is done. Past the deadline they get Kafka's CONCURRENT_TRANSACTIONS.
+    parked: HashMap<String, Vec<(Instant, Request)>>,
 }
+
+/// How long an AddPartitionsToTxn waits for the previous transaction's completion before CONCURRENT_TRANSACTIONS.
+const PARK_WAIT: Duration = Duration::from_millis(200);
 
 /// Kafka's appendTransactionToLog error mapping: what a client is told when the coordinator's write failed.
 fn append_error_to_client(e: ResponseError) -> ResponseError {
@@ -213,7 +224,7 @@ impl Shard {
         self_tx: mpsc::WeakUnboundedSender<Request>,
         coordinator_epoch: i32,
     ) -> Shard {
-        Shard { partition_index, config, broker, self_tx, coordinator_epoch, txns: HashMap::new() }
+        Shard { partition_index, config, broker, self_tx, coordinator_epoch, txns: HashMap::new(), parked: HashMap::new() }
     }
 
     /// Applies one record of the partition while loading: the latest record of an id is its state.
@@ -280,6 +291,7 @@ impl Shard {
             Request::InitProducerId { transactional_id, timeout_ms, expected, fresh_producer_id, tx } => {
                 self.init_producer_id(&transactional_id, timeout_ms, expected, fresh_producer_id, tx, fx)
             }
+            r @ Request::AddPartitions { .. } if self.completing(&r) => self.park(r),
             Request::AddPartitions { transactional_id, producer_id, producer_epoch, partitions, client_transaction_version, tx } => {
                 match self.add_partitions(&transactional_id, producer_id, producer_epoch, &partitions, client_transaction_version) {
                     Ok(Some(transit)) => fx.write(&transactional_id, transit, After::AddPartitions(tx)),
@@ -313,6 +325,7 @@ impl Shard {
                 let _ = tx.send(self.list(&filter));
             }
             Request::Appended { transactional_id, transit, error, then } => self.on_appended(&transactional_id, transit, error, then, fx),
+            Request::ParkExpired { transactional_id } => self.expire_parked(&transactional_id),
             Request::MarkersWritten { transactional_id, transit } => {
                 tracing::debug!(transactional_id = %transactional_id, state = transit.state.name(), "markers written; completing");
                 fx.write(&transactional_id, transit, After::Completed);
@@ -697,10 +710,49 @@ impl Shard {
             }
             After::Completed => {
                 tracing::debug!(transactional_id = %id, state = transit.state.name(), "transaction completed");
+                for (_, r) in self.parked.remove(id).unwrap_or_default() {
+                    self.handle(r, fx);
+                }
             }
             After::Dead => {}
         }
         let _ = fx;
+    }
+
+    /// An AddPartitionsToTxn of a producer whose previous transaction is being completed.
+    fn completing(&self, r: &Request) -> bool {
+        let Request::AddPartitions { transactional_id, producer_id, .. } = r else { return false };
+        self.txns.get(transactional_id.as_str()).is_some_and(|m| {
+            matches!(m.state, TxnState::PrepareCommit | TxnState::PrepareAbort) && m.producer_id == *producer_id
+        })
+    }
+
+    fn park(&mut self, r: Request) {
+        let Request::AddPartitions { transactional_id, .. } = &r else { return };
+        let id = transactional_id.clone();
+        self.parked.entry(id.clone()).or_default().push((Instant::now() + PARK_WAIT, r));
+        let weak = self.self_tx.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(PARK_WAIT).await;
+            if let Some(tx) = weak.upgrade() {
+                let _ = tx.send(Request::ParkExpired { transactional_id: id });
+            }
+        });
+    }
+
+    fn expire_parked(&mut self, id: &str) {
+        let Some(list) = self.parked.get_mut(id) else { return };
+        let now = Instant::now();
+        let (expired, waiting): (Vec<_>, Vec<_>) = std::mem::take(list).into_iter().partition(|(deadline, _)| *deadline <= now);
+        *list = waiting;
+        if list.is_empty() {
+            self.parked.remove(id);
+        }
+        for (_, r) in expired {
+            if let Request::AddPartitions { tx, .. } = r {
+                let _ = tx.send(Some(ResponseError::ConcurrentTransactions));
+            }
+        }
     }
 
     fn describe(&self, id: &str) -> Result<DescribedTransaction, ResponseError> {

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
@@ -146,3 +147,32 @@ def watermarks(c, tp: TopicPartition, timeout: float = 15.0):
 
 def is_error(err, code) -> bool:
     return isinstance(err, KafkaError) and err.code() == code
+
+
+class KafkaPythonMember(threading.Thread):
+    """A kafka-python group consumer polling in its own thread, committing after each processed batch."""
+
+    def __init__(self, bootstrap, group, topic, poll_ms=500, heartbeat_ms=1000):
+        super().__init__(daemon=True)
+        from kafka import KafkaConsumer
+        self.c = KafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=group, auto_offset_reset="earliest",
+                               enable_auto_commit=False, session_timeout_ms=10000, heartbeat_interval_ms=heartbeat_ms)
+        self.poll_ms = poll_ms
+        self.values: list[str] = []
+        self.partitions: set[int] = set()
+        self.stop_flag = threading.Event()
+        self.start()
+
+    def run(self):
+        while not self.stop_flag.is_set():
+            batch = self.c.poll(timeout_ms=self.poll_ms)
+            for records in batch.values():
+                self.values.extend(r.value.decode() for r in records)
+            if batch:
+                self.c.commit()
+            self.partitions = {tp.partition for tp in self.c.assignment()}
+
+    def close(self):
+        self.stop_flag.set()
+        self.join(10)
+        self.c.close()

@@ -5,44 +5,19 @@ after processing, and when the classic member leaves its partitions go back to t
 
 from __future__ import annotations
 
-import threading
 import time
 
 from confluent_kafka import Consumer, TopicPartition
-from kafka import KafkaConsumer
 
 from conftest import unique
-from helpers import create_topic, produce_sync, producer
+from helpers import KafkaPythonMember, create_topic, produce_sync, producer
 
 BROKER_OVERRIDES = {"group.initial.rebalance.delay.ms": "0", "offsets.topic.num.partitions": "3"}
 TIMEOUT = 60
 
 
-class ClassicMember(threading.Thread):
-    """kafka-python group consumer polling in its own thread, committing after each batch."""
-
-    def __init__(self, bootstrap, group, topic):
-        super().__init__(daemon=True)
-        self.c = KafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=group, auto_offset_reset="earliest",
-                               enable_auto_commit=False, session_timeout_ms=10000, heartbeat_interval_ms=500)
-        self.values: list[str] = []
-        self.partitions: set[int] = set()
-        self.stop_flag = threading.Event()
-        self.start()
-
-    def run(self):
-        while not self.stop_flag.is_set():
-            batch = self.c.poll(timeout_ms=200)
-            for records in batch.values():
-                self.values.extend(r.value.decode() for r in records)
-            if batch:
-                self.c.commit()
-            self.partitions = {tp.partition for tp in self.c.assignment()}
-
-    def close(self):
-        self.stop_flag.set()
-        self.join(10)
-        self.c.close()
+def ClassicMember(bootstrap, group, topic):
+    return KafkaPythonMember(bootstrap, group, topic, poll_ms=200, heartbeat_ms=500)
 
 
 def wait_until(cond, what, step=None):

@@ -66,7 +66,10 @@ pub async fn handle(ctx: &Arc<ConnectionContext>, version: i16, client_id: &str,
     let transactional_id = req.transactional_id.as_ref().map(|t| t.0.to_string());
     // `_guards` keep the verified producers' markers out until these batches are appended.
     let (refused, _guards) = verify_transactional_partitions(ctx, version, transactional_id.as_deref(), &work).await;
-    let (work, mut refused_outcomes): (Vec<Work>, Vec<Outcome>) = {
+    // The common case (no transactional batch refused) keeps `work` as it is: no copy on the produce path.
+    let (work, mut refused_outcomes): (Vec<Work>, Vec<Outcome>) = if refused.is_empty() {
+        (work, Vec::new())
+    } else {
         let mut kept = Vec::with_capacity(work.len());
         let mut out = Vec::new();
         for (i, w) in work.into_iter().enumerate() {

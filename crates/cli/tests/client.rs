@@ -68,6 +68,20 @@ async fn read(c: &mut Consumer, n: usize) -> Vec<strom_client::ConsumerRecord> {
     out
 }
 
+/// Polls `check` until it holds, failing after 10 s: a broker may answer CreateTopics and CreatePartitions before
+/// its own metadata shows the change (Apache Kafka's brokers learn it from the metadata log a moment later).
+async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !check().await {
+        assert!(std::time::Instant::now() < deadline, "never true: {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 fn test_record(topic: &str, i: usize) -> ProducerRecord {
     let mut r = ProducerRecord::new(topic)
         .partition(0)
@@ -224,14 +238,19 @@ async fn admin_topics_partitions_configs_and_cluster() {
     let e = a.create_topic(NewTopic::new(&topic, 2, 1)).await.unwrap_err();
     assert_eq!(e.code(), Some(36), "TOPIC_ALREADY_EXISTS: {e}");
 
-    let listed = a.list_topics(false).await.unwrap();
-    assert!(listed.iter().any(|t| t.name == topic && t.partitions == 2));
+    eventually("the new topic is listed with 2 partitions", || async {
+        a.list_topics(false).await.unwrap().iter().any(|t| t.name == topic && t.partitions == 2)
+    })
+    .await;
     let d = a.describe_topics(std::slice::from_ref(&topic)).await.unwrap();
     assert_eq!(d[0].partitions.len(), 2);
     assert!(d[0].partitions.iter().all(|p| p.leader >= 0 && !p.replicas.is_empty()));
 
     a.create_partitions(&topic, 4, false).await.unwrap();
-    assert_eq!(a.describe_topics(std::slice::from_ref(&topic)).await.unwrap()[0].partitions.len(), 4);
+    eventually("the topic has 4 partitions", || async {
+        a.describe_topics(std::slice::from_ref(&topic)).await.unwrap()[0].partitions.len() == 4
+    })
+    .await;
     assert!(a.create_partitions(&topic, 2, false).await.is_err(), "cannot shrink");
 
     let cfg = a.describe_configs(&ConfigResource::topic(&topic), None).await.unwrap();
@@ -262,7 +281,10 @@ async fn admin_topics_partitions_configs_and_cluster() {
 
     a.delete_topic(&topic).await.unwrap();
     assert!(matches!(a.delete_topic(&topic).await, Err(Error::UnknownTopic(_))));
-    assert!(matches!(a.describe_topics(std::slice::from_ref(&topic)).await, Err(Error::UnknownTopic(_))));
+    eventually("the deleted topic is unknown", || async {
+        matches!(a.describe_topics(std::slice::from_ref(&topic)).await, Err(Error::UnknownTopic(_)))
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

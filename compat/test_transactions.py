@@ -245,3 +245,42 @@ def test_idle_transactional_id_expires(make_broker):
     p2.begin_transaction()
     p2.produce(topic, value=b"y")
     p2.commit_transaction(30)
+
+
+def test_kafka_python_admin_describes_producers_and_aborts_a_hanging_transaction(broker):
+    """kafka-transactions.sh's describe-producers and abort, through kafka-python's admin client: the partition
+    leader lists the confluent producer with its open transaction's start offset; an admin abort (WriteTxnMarkers
+    to the leader) ends it there, so read_committed consumers move past the aborted records."""
+    from kafka import KafkaAdminClient
+    from kafka.admin import AbortTransactionSpec
+    from kafka.structs import TopicPartition as KTopicPartition
+
+    topic = unique("txn-hanging")
+    create_topic(broker.bootstrap, topic)
+    plain = Producer({"bootstrap.servers": broker.bootstrap})
+    produce_sync(plain, topic, [{"value": b"before"}])
+    p = txn_producer(broker.bootstrap, unique("tid"))
+    p.begin_transaction()
+    for i in range(4):
+        p.produce(topic, value=f"stuck{i}".encode())
+    p.flush(10)
+    assert last_stable_offset(broker.bootstrap, topic) == 1
+
+    admin = KafkaAdminClient(bootstrap_servers=broker.bootstrap)
+    try:
+        tp = KTopicPartition(topic, 0)
+        state = admin.describe_producers([tp])[tp].active_producers
+        open_txns = [s for s in state if s.current_transaction_start_offset >= 0]
+        assert len(open_txns) == 1, state
+        hanging = open_txns[0]
+        assert (hanging.current_transaction_start_offset, hanging.last_sequence) == (1, 3), hanging
+        admin.abort_transaction(AbortTransactionSpec(tp, hanging.producer_id, hanging.producer_epoch,
+                                                     hanging.coordinator_epoch))
+        after = {s.producer_id: s for s in admin.describe_producers([tp])[tp].active_producers}
+        assert after[hanging.producer_id].current_transaction_start_offset == -1, after
+    finally:
+        admin.close()
+    # The abort marker sits at offset 5: the last stable offset is past it, and the stuck records are skipped.
+    assert last_stable_offset(broker.bootstrap, topic) == 6
+    produce_sync(plain, topic, [{"value": b"after"}])
+    assert read(broker.bootstrap, topic, [0], "read_committed", 2) == [b"before", b"after"]

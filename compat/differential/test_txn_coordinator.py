@@ -389,3 +389,56 @@ def test_init_with_current_epoch_aborts_the_ongoing_transaction(targets, differ,
         return out
 
     differ.check("txn-kip360-init-while-ongoing", *both(targets, run))
+
+
+def describe_producers(t, topics: dict, pid=None, batch_ts=None):
+    """DescribeProducers v0; producer ids differ between the brokers, so `pid` is shown as "P", and a last
+    timestamp is the batch's (`batch_ts`) or "now" (a marker's wall-clock time)."""
+    from kafka.protocol.admin.transactions import DescribeProducersRequest
+    R = DescribeProducersRequest
+    r = wire.request(t, R(topics=[R.TopicRequest(name=n, partition_indexes=ps) for n, ps in topics.items()]), 0)
+
+    def when(ts):
+        if ts == batch_ts or ts < 0:
+            return ts
+        return "now" if abs(ts - time.time() * 1000) < 60_000 else ts
+    return sorted((tr.name, p.partition_index, e(p.error_code), p.error_message,
+                   [("P" if s.producer_id == pid else s.producer_id, s.producer_epoch, s.last_sequence,
+                     when(s.last_timestamp), s.coordinator_epoch, s.current_txn_start_offset)
+                    for s in p.active_producers])
+                  for tr in r.topics for p in tr.partitions)
+
+
+def test_describe_producers_and_admin_abort_of_an_open_transaction(targets, differ, topic):
+    """KIP-664 (kafka-transactions.sh describe-producers / abort): DescribeProducers lists a partition's producers
+    with the start offset of an open transaction, and unknown topics, partitions and invalid names get their errors;
+    an admin's WriteTxnMarkers abort (what `kafka-transactions.sh abort` sends to the partition leader) ends the
+    open transaction there, so the last stable offset moves on and the producer shows no open transaction."""
+    txn = f"txn-producers-{uuid.uuid4().hex[:8]}"
+    ts = (int(time.time()) - 60) * 1000
+
+    def run(t):
+        make_topic(t, topic, 2)
+        find_txn_coordinator(t, txn)
+        err, pid, epoch = init(t, txn)
+        out = {"init": e(err)}
+        out["empty"] = describe_producers(t, {topic: [0, 1]}, pid)
+        out["add"] = add_partitions(t, txn, pid, epoch, {topic: [0]})
+        out["write"] = txn_produce(t, txn, topic, txn_batch(pid, epoch, 0, [b"a", b"b", b"c"], ts), 9)
+        out["open"] = describe_producers(t, {topic: [0, 1, 9], "no-such-topic-dp": [0], "bad/name": [0]}, pid, ts)
+        out["lso-before"] = lso_of(t, topic)
+        import kafkawire
+        with kafkawire.connect(t.port) as s:
+            res = kafkawire.write_txn_markers(s, 1, [dict(
+                producer_id=pid, producer_epoch=epoch, commit=False, coordinator_epoch=-1, topics={topic: [0]})])
+        out["admin-abort"] = sorted((tp[1], wire.err(c)) for r in res.values() for tp, c in r.items())
+        out["after-abort"] = describe_producers(t, {topic: [0]}, pid, ts)
+        out["lso-after"] = lso_of(t, topic)
+        return out
+
+    differ.check("txn-describe-producers-admin-abort", *both(targets, run))
+
+
+def lso_of(t, topic):
+    r = wire.list_offsets(t, topic, {0: -1}, version=8, isolation_level=1)
+    return r.topics[0].partitions[0].offset

@@ -53,6 +53,7 @@ pub const SUPPORTED_APIS: &[(ApiKey, i16, i16)] = &[
     // Transactions, data side: markers from the transaction coordinator, transactional offset commits.
     (ApiKey::WriteTxnMarkers, 1, 1),
     (ApiKey::TxnOffsetCommit, 0, 5),
+    (ApiKey::DescribeProducers, 0, 0),
 ];
 
 pub fn supported_range(key: ApiKey) -> Option<(i16, i16)> {
@@ -223,6 +224,10 @@ pub async fn dispatch(ctx: &Arc<ConnectionContext>, frame: Bytes) -> Result<Repl
         ApiKey::ListTransactions => deferred!(ListTransactionsRequest, handlers::list_transactions::handle),
         ApiKey::WriteTxnMarkers => deferred!(WriteTxnMarkersRequest, handlers::write_txn_markers::handle),
         ApiKey::TxnOffsetCommit => deferred!(TxnOffsetCommitRequest, handlers::txn_offset_commit::handle),
+        ApiKey::DescribeProducers => {
+            let req = decode!(DescribeProducersRequest);
+            ready!(handlers::describe_producers::handle(ctx, version, req))
+        }
         _ => return Err(DispatchError::UnknownApiKey(raw_key)),
     };
     Ok(reply)

@@ -21,24 +21,20 @@ pub fn is_internal(name: &str) -> bool {
 /// (Kafka's escape hatch for repairing them by hand).
 pub const ADMIN_CLIENT_ID: &str = "__admin_client";
 
+/// Kafka's Topic.validate, with Kafka 4.3's messages ("Topic name is invalid: <reason>").
 pub fn validate(name: &str) -> Result<(), String> {
-    if name.is_empty() {
-        return Err("Topic name is illegal, it can't be empty".into());
-    }
-    if name == "." || name == ".." {
-        return Err("Topic name cannot be \".\" or \"..\"".into());
-    }
-    if name.len() > MAX_NAME_LENGTH {
-        return Err(format!(
-            "Topic name is illegal, it can't be longer than {MAX_NAME_LENGTH} characters, topic name: {name}"
-        ));
-    }
-    if !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '_' || c == '-') {
-        return Err(format!(
-            "Topic name \"{name}\" is illegal, it contains a character other than ASCII alphanumerics, '.', '_' and '-'"
-        ));
-    }
-    Ok(())
+    let reason = if name.is_empty() {
+        "the empty string is not allowed".to_string()
+    } else if name == "." || name == ".." {
+        format!("'{name}' is not allowed")
+    } else if name.len() > MAX_NAME_LENGTH {
+        format!("the length of '{name}' is longer than the max allowed length {MAX_NAME_LENGTH}")
+    } else if !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '_' || c == '-') {
+        format!("'{name}' contains one or more characters other than ASCII alphanumerics, '.', '_' and '-'")
+    } else {
+        return Ok(());
+    };
+    Err(format!("Topic name is invalid: {reason}"))
 }
 
 /// Kafka refuses names that differ only by '.' versus '_', since metric names cannot tell them apart.

@@ -1,10 +1,11 @@
-//! `strom transactions list|describe`, with kafka-transactions.sh's columns: open transactions, their partitions and
-//! how long they have been running (a stuck transaction holds read_committed consumers at its first offset).
+//! `strom transactions list|describe|describe-producers`, with kafka-transactions.sh's columns: open transactions,
+//! their partitions and how long they have been running, and per partition the producers and the start offset of
+//! each one's open transaction (a stuck transaction holds read_committed consumers at its first offset).
 
 use anyhow::bail;
 use clap::Subcommand;
 use strom_client::transaction_admin::ListTransactionsOptions;
-use strom_client::Admin;
+use strom_client::{Admin, TopicPartition};
 
 use crate::connect_args::{runtime, Bootstrap};
 
@@ -27,6 +28,15 @@ pub enum TransactionsCommand {
         ids: Vec<String>,
         #[arg(long = "transactional-id")]
         transactional_ids: Vec<String>,
+        #[command(flatten)]
+        bootstrap: Bootstrap,
+    },
+    /// Describe the producers with state on one partition, with the start offset of any open transaction.
+    DescribeProducers {
+        #[arg(long)]
+        topic: String,
+        #[arg(long)]
+        partition: i32,
         #[command(flatten)]
         bootstrap: Bootstrap,
     },
@@ -90,6 +100,22 @@ pub fn run(cmd: TransactionsCommand) -> anyhow::Result<()> {
                     }
                 }
                 failed.map_or(Ok(()), Err)
+            }
+            TransactionsCommand::DescribeProducers { topic, partition, bootstrap } => {
+                let admin = Admin::new(bootstrap.client_config()).await?;
+                let producers = admin.describe_producers(&TopicPartition::new(topic, partition)).await?;
+                println!(
+                    "{:<12} {:<14} {:<23} {:<13} {:<16} CurrentTransactionStartOffset",
+                    "ProducerId", "ProducerEpoch", "LatestCoordinatorEpoch", "LastSequence", "LastTimestamp"
+                );
+                for p in producers {
+                    let start = p.current_transaction_start_offset.map_or("None".to_string(), |o| o.to_string());
+                    println!(
+                        "{:<12} {:<14} {:<23} {:<13} {:<16} {}",
+                        p.producer_id, p.producer_epoch, p.coordinator_epoch, p.last_sequence, p.last_timestamp, start
+                    );
+                }
+                Ok(())
             }
         }
     })

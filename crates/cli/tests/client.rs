@@ -41,7 +41,9 @@ async fn admin(b: &Broker) -> Admin {
 }
 
 async fn create(b: &Broker, topic: &str, partitions: i32) {
-    admin(b).await.create_topic(NewTopic::new(topic, partitions, 1)).await.unwrap();
+    let a = admin(b).await;
+    a.create_topic(NewTopic::new(topic, partitions, 1)).await.unwrap();
+    common::topic_is_ready(&a, topic, partitions).await;
 }
 
 fn producer_config(b: &Broker) -> ProducerConfig {
@@ -66,20 +68,6 @@ async fn read(c: &mut Consumer, n: usize) -> Vec<strom_client::ConsumerRecord> {
         out.extend(c.poll(Duration::from_millis(200)).await.unwrap());
     }
     out
-}
-
-/// Polls `check` until it holds, failing after 10 s: a broker may answer CreateTopics and CreatePartitions before
-/// its own metadata shows the change (Apache Kafka's brokers learn it from the metadata log a moment later).
-async fn eventually<F, Fut>(what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while !check().await {
-        assert!(std::time::Instant::now() < deadline, "never true: {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 fn test_record(topic: &str, i: usize) -> ProducerRecord {
@@ -238,7 +226,7 @@ async fn admin_topics_partitions_configs_and_cluster() {
     let e = a.create_topic(NewTopic::new(&topic, 2, 1)).await.unwrap_err();
     assert_eq!(e.code(), Some(36), "TOPIC_ALREADY_EXISTS: {e}");
 
-    eventually("the new topic is listed with 2 partitions", || async {
+    common::eventually("the new topic is listed with 2 partitions", || async {
         a.list_topics(false).await.unwrap().iter().any(|t| t.name == topic && t.partitions == 2)
     })
     .await;
@@ -247,7 +235,7 @@ async fn admin_topics_partitions_configs_and_cluster() {
     assert!(d[0].partitions.iter().all(|p| p.leader >= 0 && !p.replicas.is_empty()));
 
     a.create_partitions(&topic, 4, false).await.unwrap();
-    eventually("the topic has 4 partitions", || async {
+    common::eventually("the topic has 4 partitions", || async {
         a.describe_topics(std::slice::from_ref(&topic)).await.unwrap()[0].partitions.len() == 4
     })
     .await;
@@ -281,7 +269,7 @@ async fn admin_topics_partitions_configs_and_cluster() {
 
     a.delete_topic(&topic).await.unwrap();
     assert!(matches!(a.delete_topic(&topic).await, Err(Error::UnknownTopic(_))));
-    eventually("the deleted topic is unknown", || async {
+    common::eventually("the deleted topic is unknown", || async {
         matches!(a.describe_topics(std::slice::from_ref(&topic)).await, Err(Error::UnknownTopic(_)))
     })
     .await;

@@ -45,6 +45,7 @@ fn unique(name: &str) -> String {
 async fn create(b: &Broker, topic: &str, partitions: i32) {
     let admin = Admin::new(ClientConfig::new(&b.bootstrap)).await.unwrap();
     admin.create_topic(NewTopic::new(topic, partitions, 1)).await.unwrap();
+    common::topic_is_ready(&admin, topic, partitions).await;
 }
 
 async fn transactional(bootstrap: &str, id: &str) -> Producer {
@@ -237,9 +238,29 @@ async fn cli_lists_and_describes_an_open_transaction_with_its_partitions() {
     let row = described.lines().nth(1).unwrap_or_default();
     assert!(described.lines().next().unwrap_or_default().contains("TransactionDurationMs"), "{described}");
     assert!(row.contains(" Ongoing ") && row.ends_with(&format!("{topic}-0,{topic}-1")), "{described}");
+
+    // The partition's leader shows the producer with its open transaction's start offset (DescribeProducers).
+    let pid = p.producer_id().unwrap();
+    let producers = strom(&["transactions", "describe-producers", "--topic", &topic, "--partition", "0"]);
+    assert!(producers.lines().next().unwrap_or_default().ends_with("CurrentTransactionStartOffset"), "{producers}");
+    let row = producers.lines().find(|l| l.starts_with(&pid.to_string())).unwrap_or_else(|| panic!("{producers}"));
+    assert!(row.ends_with(" 0"), "the transaction starts at offset 0: {row}");
+    let admin = Admin::new(ClientConfig::new(&b.bootstrap)).await.unwrap();
+    let tp = TopicPartition::new(&topic, 0);
+    let state = admin.describe_producers(&tp).await.unwrap();
+    let mine = state.iter().find(|s| s.producer_id == pid).expect("the producer is listed");
+    assert_eq!((mine.last_sequence, mine.current_transaction_start_offset), (0, Some(0)));
+
     p.abort_transaction().await.unwrap();
     let row = strom(&["transactions", "describe", "--transactional-id", &id]);
     assert!(row.contains("CompleteAbort") || row.contains("PrepareAbort"), "{row}");
+    common::eventually("the abort marker ends the open transaction on the partition", || async {
+        let state = admin.describe_producers(&tp).await.unwrap();
+        state.iter().any(|s| s.producer_id == pid && s.current_transaction_start_offset.is_none())
+    })
+    .await;
+    let unknown = admin.describe_producers(&TopicPartition::new(&topic, 7)).await.unwrap_err();
+    assert!(matches!(unknown, Error::UnknownPartition(_, 7)), "{unknown}");
 }
 
 // ------------------------------------------------------------- idempotence: 5 in flight through a lossy proxy
@@ -385,6 +406,7 @@ async fn a_failed_record_makes_the_transaction_abortable_and_the_producer_carrie
     let topic = unique("txn-abortable");
     let admin = Admin::new(ClientConfig::new(&b.bootstrap)).await.unwrap();
     admin.create_topic(NewTopic::new(&topic, 1, 1).config("max.message.bytes", "1000")).await.unwrap();
+    common::topic_is_ready(&admin, &topic, 1).await;
     let p = transactional(&b.bootstrap, &unique("tx-abortable")).await;
 
     p.begin_transaction().unwrap();

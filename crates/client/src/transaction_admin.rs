@@ -1,8 +1,11 @@
-//! Transaction administration on the admin client (kafka-transactions.sh's `list` and `describe`): ListTransactions
-//! goes to every broker (each knows the transactions it coordinates), DescribeTransactions to the coordinator of
-//! each transactional id.
+//! Transaction administration on the admin client (kafka-transactions.sh's `list`, `describe` and
+//! `describe-producers`): ListTransactions goes to every broker (each knows the transactions it coordinates),
+//! DescribeTransactions to the coordinator of each transactional id, DescribeProducers to a partition's leader.
 
-use kafka_protocol::messages::{DescribeTransactionsRequest, ListTransactionsRequest, TransactionalId};
+use kafka_protocol::messages::describe_producers_request::TopicRequest;
+use kafka_protocol::messages::{
+    DescribeProducersRequest, DescribeTransactionsRequest, ListTransactionsRequest, TopicName, TransactionalId,
+};
 use kafka_protocol::protocol::StrBytes;
 
 use crate::admin::Admin;
@@ -36,6 +39,20 @@ pub struct TransactionDescription {
     pub transaction_start_time_ms: i64,
     /// The partitions of the open transaction, sorted.
     pub partitions: Vec<TopicPartition>,
+}
+
+/// One producer with state on a partition, as DescribeProducers reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProducerState {
+    pub producer_id: i64,
+    pub producer_epoch: i32,
+    /// -1 when the partition keeps no batch of this producer's epoch.
+    pub last_sequence: i32,
+    pub last_timestamp: i64,
+    /// The coordinator epoch of the producer's last transaction marker here (-1 before any).
+    pub coordinator_epoch: i32,
+    /// First offset of the producer's open transaction on this partition; None when none is open.
+    pub current_transaction_start_offset: Option<i64>,
 }
 
 /// Filters of ListTransactions (all optional; empty lists match everything).
@@ -74,6 +91,54 @@ impl Admin {
         }
         out.sort_by(|a, b| a.transactional_id.cmp(&b.transactional_id));
         Ok(out)
+    }
+
+    /// The producers with state on one partition, asked of its leader (an open transaction that never ends shows
+    /// here with its start offset: it holds read_committed consumers back).
+    pub async fn describe_producers(&self, tp: &TopicPartition) -> Result<Vec<ProducerState>> {
+        let cluster = self.cluster();
+        let mut last = None;
+        for _ in 0..5 {
+            let topic = cluster.topic(&tp.topic, false, cluster.config().request_timeout).await?;
+            if !topic.partitions.iter().any(|p| p.id == tp.partition) {
+                return Err(Error::UnknownPartition(tp.topic.clone(), tp.partition));
+            }
+            let leader = cluster.leader(&tp.topic, tp.partition).unwrap_or(-1);
+            let conn = if leader >= 0 { cluster.connection(leader).await? } else { cluster.any_connection().await? };
+            let req = DescribeProducersRequest::default().with_topics(vec![TopicRequest::default()
+                .with_name(TopicName(StrBytes::from_string(tp.topic.clone())))
+                .with_partition_indexes(vec![tp.partition])]);
+            let resp = conn.call(&req).await?;
+            let p = resp
+                .topics
+                .into_iter()
+                .flat_map(|t| t.partitions)
+                .next()
+                .ok_or_else(|| Error::Protocol("DescribeProducers answered no partition".into()))?;
+            let what = || format!("DescribeProducers of {tp}");
+            // NOT_LEADER_OR_FOLLOWER: the leader moved; look it up again.
+            if p.error_code == 6 {
+                cluster.invalidate(&tp.topic);
+                last = Some(Error::kafka(p.error_code, what(), None));
+                tokio::time::sleep(cluster.config().retry_backoff).await;
+                continue;
+            }
+            check(p.error_code, what, p.error_message.as_deref())?;
+            return Ok(p
+                .active_producers
+                .into_iter()
+                .map(|s| ProducerState {
+                    producer_id: s.producer_id.0,
+                    producer_epoch: s.producer_epoch,
+                    last_sequence: s.last_sequence,
+                    last_timestamp: s.last_timestamp,
+                    coordinator_epoch: s.coordinator_epoch,
+                    current_transaction_start_offset: (s.current_txn_start_offset >= 0)
+                        .then_some(s.current_txn_start_offset),
+                })
+                .collect());
+        }
+        Err(last.unwrap_or(Error::Closed))
     }
 
     /// Describes transactional ids at their coordinators, one result per id in the order given (an unknown id is

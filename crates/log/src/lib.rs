@@ -45,7 +45,7 @@ pub use cleaner::{
 };
 pub use config::{CleanupPolicy, LogConfig, TimestampType};
 pub use error::LogError;
-pub use producer_state::BatchMetadata;
+pub use producer_state::{ActiveProducer, BatchMetadata};
 pub use control::{ControlType, EndTxnMarker};
 pub use txn_index::AbortedTxn;
 pub use log::{AppendInfo, Log, LogTransactions, ReadResult, RecoveryReport, RetentionReport};

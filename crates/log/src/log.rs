@@ -19,7 +19,7 @@ use crate::cleaner::state::CleanerState;
 use crate::config::{LogConfig, TimestampType};
 use crate::error::{closed_error, LogError};
 use crate::control::{self, EndTxnMarker};
-use crate::producer_state::{Origin, Prepared, ProducerStateManager};
+use crate::producer_state::{ActiveProducer, Origin, Prepared, ProducerStateManager};
 use crate::txn_index::AbortedTxn;
 use crate::recovery;
 use crate::retention::{self, SizeBudget};
@@ -448,6 +448,11 @@ impl Log {
     /// Kafka's last stable offset: read_committed consumers read below it. `high_watermark` is the partition's.
     pub fn last_stable_offset(&self, high_watermark: i64) -> i64 {
         self.first_unstable_offset().map_or(high_watermark, |f| f.min(high_watermark))
+    }
+
+    /// The producers with state on this partition (what DescribeProducers lists).
+    pub fn active_producers(&self) -> Vec<ActiveProducer> {
+        lock(&self.append_lock).producers.active_producers()
     }
 
     /// Open transactions on this partition as (producer id, first offset), oldest first.

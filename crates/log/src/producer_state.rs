@@ -40,6 +40,20 @@ pub struct BatchMetadata {
     pub timestamp: i64,
 }
 
+/// What DescribeProducers shows of one producer on a partition (Kafka's ProducerStateEntry as listed by
+/// `activeProducers`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ActiveProducer {
+    pub producer_id: i64,
+    pub producer_epoch: i16,
+    /// -1 when no batch of this epoch is retained (e.g. only markers were written since the epoch began).
+    pub last_sequence: i32,
+    pub last_timestamp: i64,
+    pub coordinator_epoch: i32,
+    /// -1 when the producer has no open transaction here.
+    pub current_txn_start_offset: i64,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct ProducerEntry {
     pub epoch: i16,
@@ -156,6 +170,24 @@ impl ProducerStateManager {
     /// The first offset of the oldest open transaction: nothing at or after it is stable.
     pub fn first_unstable_offset(&self) -> Option<i64> {
         self.ongoing.keys().next().copied()
+    }
+
+    /// Every producer with state on this partition, by producer id.
+    pub fn active_producers(&self) -> Vec<ActiveProducer> {
+        let mut out: Vec<ActiveProducer> = self
+            .producers
+            .iter()
+            .map(|(id, e)| ActiveProducer {
+                producer_id: *id,
+                producer_epoch: e.epoch,
+                last_sequence: e.last_seq().unwrap_or(-1),
+                last_timestamp: e.last_timestamp,
+                coordinator_epoch: e.coordinator_epoch,
+                current_txn_start_offset: e.current_txn_first_offset.unwrap_or(-1),
+            })
+            .collect();
+        out.sort_by_key(|p| p.producer_id);
+        out
     }
 
     /// Open transactions as (producer id, first offset), oldest first.

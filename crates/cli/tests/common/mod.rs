@@ -152,3 +152,28 @@ impl Conn {
 pub fn get_i16(b: &mut Bytes) -> i16 {
     b.get_i16()
 }
+
+/// Polls `check` until it holds, failing after 10 s: a broker may answer CreateTopics and CreatePartitions before
+/// its own metadata shows the change (Apache Kafka's brokers learn it from the metadata log a moment later).
+pub async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !check().await {
+        assert!(Instant::now() < deadline, "never true: {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Waits until every partition of a just-created topic has a leader in the broker's metadata.
+pub async fn topic_is_ready(admin: &strom_client::Admin, topic: &str, partitions: i32) {
+    eventually(&format!("topic {topic} has {partitions} partitions with leaders"), || async {
+        match admin.describe_topics(&[topic.to_string()]).await {
+            Ok(d) => d[0].partitions.len() == partitions as usize && d[0].partitions.iter().all(|p| p.leader >= 0),
+            Err(_) => false,
+        }
+    })
+    .await;
+}

@@ -54,7 +54,10 @@ fn check_replicas(broker: &BrokerConfig, replicas: &[i32]) -> Result<(), ApiErro
             return Err(ApiError::new(ResponseError::InvalidReplicaAssignment, format!("Broker {r} does not exist")));
         }
         if !seen.insert(r) {
-            return Err(ApiError::new(ResponseError::InvalidReplicaAssignment, "Duplicate brokers in a replica assignment"));
+            return Err(ApiError::new(
+                ResponseError::InvalidReplicaAssignment,
+                "Duplicate brokers in a replica assignment",
+            ));
         }
     }
     Ok(())
@@ -78,7 +81,13 @@ pub fn ensure_internal_topic(
         let planned = plan_create_topic(
             image,
             &broker.config,
-            &NewTopic { name, num_partitions, replication_factor: -1, assignments: Vec::new(), configs: configs.clone() },
+            &NewTopic {
+                name,
+                num_partitions,
+                replication_factor: -1,
+                assignments: Vec::new(),
+                configs: configs.clone(),
+            },
         )?;
         Ok((planned.records, true))
     });
@@ -109,7 +118,10 @@ pub fn plan_create_topic(image: &MetadataImage, broker: &BrokerConfig, t: &NewTo
         let n = if t.num_partitions == -1 { broker.num_partitions } else { t.num_partitions };
         let rf = if t.replication_factor == -1 { broker.default_replication_factor } else { t.replication_factor };
         if n <= 0 {
-            return Err(ApiError::new(ResponseError::InvalidPartitions, "Number of partitions was set to an invalid non-positive value."));
+            return Err(ApiError::new(
+                ResponseError::InvalidPartitions,
+                "Number of partitions was set to an invalid non-positive value.",
+            ));
         }
         if rf <= 0 {
             return Err(ApiError::new(
@@ -135,7 +147,10 @@ pub fn plan_create_topic(image: &MetadataImage, broker: &BrokerConfig, t: &NewTo
         sorted.sort_by_key(|(p, _)| *p);
         for (i, (p, replicas)) in sorted.iter().enumerate() {
             if *p != i as i32 {
-                return Err(ApiError::new(ResponseError::InvalidReplicaAssignment, "Partitions should be a consecutive 0-based integer sequence"));
+                return Err(ApiError::new(
+                    ResponseError::InvalidReplicaAssignment,
+                    "Partitions should be a consecutive 0-based integer sequence",
+                ));
             }
             if replicas.is_empty() {
                 return Err(ApiError::new(ResponseError::InvalidReplicaAssignment, "Replica assignment is empty"));
@@ -183,7 +198,10 @@ pub fn plan_create_partitions(
         ));
     }
     if count == current {
-        return Err(ApiError::new(ResponseError::InvalidPartitions, format!("Topic already has {current} partition(s).")));
+        return Err(ApiError::new(
+            ResponseError::InvalidPartitions,
+            format!("Topic already has {current} partition(s)."),
+        ));
     }
     let rf = topic.partitions.values().next().map(|p| p.replicas.len()).unwrap_or(1);
     let added = (count - current) as usize;
@@ -191,7 +209,10 @@ pub fn plan_create_partitions(
         if a.len() != added {
             return Err(ApiError::new(
                 ResponseError::InvalidReplicaAssignment,
-                format!("Attempted to add {added} additional partition(s), but only {} assignment(s) were specified.", a.len()),
+                format!(
+                    "Attempted to add {added} additional partition(s), but only {} assignment(s) were specified.",
+                    a.len()
+                ),
             ));
         }
         for replicas in a {
@@ -206,7 +227,8 @@ pub fn plan_create_partitions(
     }
     Ok((current..count)
         .map(|p| {
-            let replicas = assignments.map(|a| a[(p - current) as usize].clone()).unwrap_or_else(|| vec![broker.node_id]);
+            let replicas =
+                assignments.map(|a| a[(p - current) as usize].clone()).unwrap_or_else(|| vec![broker.node_id]);
             MetadataRecord::PartitionRecord {
                 topic_id: topic.topic_id,
                 partition: p,

@@ -202,7 +202,9 @@ pub async fn dispatch(ctx: &Arc<ConnectionContext>, frame: Bytes) -> Result<Repl
         ApiKey::ConsumerGroupHeartbeat => {
             deferred!(ConsumerGroupHeartbeatRequest, handlers::consumer_group_heartbeat::handle, client_id)
         }
-        ApiKey::ConsumerGroupDescribe => deferred!(ConsumerGroupDescribeRequest, handlers::consumer_group_describe::handle),
+        ApiKey::ConsumerGroupDescribe => {
+            deferred!(ConsumerGroupDescribeRequest, handlers::consumer_group_describe::handle)
+        }
         ApiKey::DeleteRecords => {
             let req = decode!(DeleteRecordsRequest);
             ready!(handlers::delete_records::handle(ctx, version, req).await)

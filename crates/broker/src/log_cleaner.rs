@@ -57,7 +57,9 @@ impl LogCleaner {
         });
         if let Some(s) = cleaner.settings() {
             if !s.enabled {
-                tracing::info!("log cleaner disabled (log.cleaner.enable=false): compacted topics will not be compacted");
+                tracing::info!(
+                    "log cleaner disabled (log.cleaner.enable=false): compacted topics will not be compacted"
+                );
                 return cleaner;
             }
             cleaner.ensure_threads(s.threads.max(1));
@@ -86,7 +88,8 @@ impl LogCleaner {
             backoff: Duration::from_millis(c.broker_f64("log.cleaner.backoff.ms").max(1.0) as u64),
             io_rate: c.broker_f64("log.cleaner.io.max.bytes.per.second"),
             pass: CleanerConfig {
-                dedupe_buffer_bytes: (c.broker_f64("log.cleaner.dedupe.buffer.size") as usize / per_thread).max(1 << 20),
+                dedupe_buffer_bytes: (c.broker_f64("log.cleaner.dedupe.buffer.size") as usize / per_thread)
+                    .max(1 << 20),
                 io_buffer_bytes: (c.broker_f64("log.cleaner.io.buffer.size") as usize / per_thread / 2).max(4096),
             },
         })
@@ -97,9 +100,7 @@ impl LogCleaner {
         while *spawned < wanted {
             let id = *spawned;
             let me = self.clone();
-            let started = std::thread::Builder::new()
-                .name(format!("log-cleaner-{id}"))
-                .spawn(move || me.run(id));
+            let started = std::thread::Builder::new().name(format!("log-cleaner-{id}")).spawn(move || me.run(id));
             match started {
                 Ok(_) => *spawned += 1,
                 Err(e) => {
@@ -157,7 +158,9 @@ impl LogCleaner {
                     }
                 }
                 Ok(_) => {}
-                Err(e) => tracing::warn!(topic = %p.topic, partition = p.index, error = %e, "cannot assess log for cleaning"),
+                Err(e) => {
+                    tracing::warn!(topic = %p.topic, partition = p.index, error = %e, "cannot assess log for cleaning")
+                }
             }
         }
         let (_, _, p) = best?;

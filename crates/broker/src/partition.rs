@@ -29,7 +29,14 @@ pub struct Partition {
 
 impl Partition {
     /// Wraps an opened log and starts its flusher task (must be called inside a tokio runtime).
-    pub fn start(topic: String, topic_id: Uuid, index: i32, log: Log, leader_epoch: i32, config: TopicConfig) -> Arc<Self> {
+    pub fn start(
+        topic: String,
+        topic_id: Uuid,
+        index: i32,
+        log: Log,
+        leader_epoch: i32,
+        config: TopicConfig,
+    ) -> Arc<Self> {
         let leo = log.log_end_offset();
         let p = Arc::new(Partition {
             topic,
@@ -114,7 +121,12 @@ impl Partition {
     /// Appends a transaction marker (WriteTxnMarkers) and ends the producer's transaction here; the log end offset
     /// moves, which wakes fetch long-polls, read_committed ones included (the marker may release the LSO).
     /// Blocking (file write).
-    pub fn append_marker(&self, producer_id: i64, producer_epoch: i16, marker: EndTxnMarker) -> Result<AppendInfo, LogError> {
+    pub fn append_marker(
+        &self,
+        producer_id: i64,
+        producer_epoch: i16,
+        marker: EndTxnMarker,
+    ) -> Result<AppendInfo, LogError> {
         let info = self.log.append_marker(producer_id, producer_epoch, marker, self.leader_epoch(), now_ms())?;
         self.end_offset.send_replace(info.last_offset + 1);
         Ok(info)
@@ -147,7 +159,12 @@ impl Partition {
 
     /// A read_committed read: nothing at or beyond the last stable offset, plus the aborted transactions the
     /// consumer must skip in what it gets (up to Kafka's upper bound, see `Log::fetch_upper_bound`).
-    pub fn read_committed(&self, offset: i64, max_bytes: usize, min_one_batch: bool) -> Result<(ReadResult, Vec<AbortedTxn>), LogError> {
+    pub fn read_committed(
+        &self,
+        offset: i64,
+        max_bytes: usize,
+        min_one_batch: bool,
+    ) -> Result<(ReadResult, Vec<AbortedTxn>), LogError> {
         let r = self.log.read(offset, max_bytes, self.last_stable_offset(), min_one_batch)?;
         if r.is_empty() {
             return Ok((r, Vec::new()));

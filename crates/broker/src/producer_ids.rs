@@ -29,13 +29,18 @@ impl ProducerIdManager {
                 .commit(|image| {
                     let start = image.next_producer_id;
                     let end = start.checked_add(BLOCK_SIZE).ok_or_else(|| {
-                        ApiError::new(ResponseError::UnknownServerError, "Exhausted all producerIds as the next block's end would overflow")
+                        ApiError::new(
+                            ResponseError::UnknownServerError,
+                            "Exhausted all producerIds as the next block's end would overflow",
+                        )
                     })?;
                     Ok((vec![MetadataRecord::ProducerIdsRecord { broker_id: node_id, next_producer_id: end }], start))
                 })
                 .map_err(|e| match e {
                     CommitError::Rejected(e) => e,
-                    CommitError::Io(e) => ApiError::new(ResponseError::UnknownServerError, format!("metadata log write failed: {e}")),
+                    CommitError::Io(e) => {
+                        ApiError::new(ResponseError::UnknownServerError, format!("metadata log write failed: {e}"))
+                    }
                 })?;
             *block = (start, start + BLOCK_SIZE);
             tracing::debug!(start, end = block.1, "allocated producer id block");

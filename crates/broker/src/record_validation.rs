@@ -53,10 +53,8 @@ pub fn validate(records: &[u8], headers: &[BatchHeader], config: &TopicConfig, n
     };
     let check_time = header.timestamp_type() == TimestampType::CreateTime
         && config.log.message_timestamp_type == TimestampType::CreateTime;
-    let (low, high) = (
-        now.saturating_sub(config.timestamp_before_max_ms),
-        now.saturating_add(config.timestamp_after_max_ms),
-    );
+    let (low, high) =
+        (now.saturating_sub(config.timestamp_before_max_ms), now.saturating_add(config.timestamp_after_max_ms));
     let mut reader = Reader { buf: body, pos: 0 };
     let mut record_errors = Vec::new();
     let mut keyless = Vec::new();
@@ -170,7 +168,9 @@ fn read_record(r: &mut Reader, index: i32) -> Result<(i64, bool), String> {
     let ts_delta = rec.varlong()?;
     let offset_delta = rec.varint()?;
     if offset_delta != index {
-        return Err(format!("Inner record {index} has offset delta {offset_delta}; inner offsets must be consecutive from 0"));
+        return Err(format!(
+            "Inner record {index} has offset delta {offset_delta}; inner offsets must be consecutive from 0"
+        ));
     }
     let has_key = rec.bytes_field("key", true)?;
     rec.bytes_field("value", true)?;

@@ -75,7 +75,8 @@ impl ReplicaManager {
             let before = old.topic_by_id(&topic.topic_id);
             let config = TopicConfig::resolve(&broker, &topic.configs);
             for (&index, p) in &topic.partitions {
-                let exists = before.is_some_and(|b| b.partitions.contains_key(&index)) && self.get(&topic.name, index).is_some();
+                let exists =
+                    before.is_some_and(|b| b.partitions.contains_key(&index)) && self.get(&topic.name, index).is_some();
                 if !exists && p.leader == self.broker.node_id {
                     self.open_partition(topic, index, p.leader_epoch, config.clone())?;
                 }
@@ -93,7 +94,13 @@ impl ReplicaManager {
         Ok(())
     }
 
-    fn open_partition(&self, topic: &TopicImage, index: i32, leader_epoch: i32, config: TopicConfig) -> std::io::Result<()> {
+    fn open_partition(
+        &self,
+        topic: &TopicImage,
+        index: i32,
+        leader_epoch: i32,
+        config: TopicConfig,
+    ) -> std::io::Result<()> {
         let dir = self.log_dir.join(partition_dir_name(&topic.name, index));
         let (log, report) = Log::open(&dir, config.log.clone()).map_err(std::io::Error::other)?;
         if !report.clean_shutdown && (report.truncated_bytes > 0 || report.rebuilt_indexes > 0) {
@@ -123,7 +130,9 @@ impl ReplicaManager {
             ));
             match std::fs::rename(&dir, &doomed) {
                 Ok(()) => remove_dir_in_background(doomed),
-                Err(e) => tracing::error!(dir = %dir.display(), error = %e, "cannot rename deleted partition directory"),
+                Err(e) => {
+                    tracing::error!(dir = %dir.display(), error = %e, "cannot rename deleted partition directory")
+                }
             }
         }
     }

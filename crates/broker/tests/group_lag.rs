@@ -31,7 +31,10 @@ fn batch(n: usize) -> Vec<u8> {
     kafka_protocol::records::RecordBatchEncoder::encode(
         &mut buf,
         records.iter(),
-        &kafka_protocol::records::RecordEncodeOptions { version: 2, compression: kafka_protocol::records::Compression::None },
+        &kafka_protocol::records::RecordEncodeOptions {
+            version: 2,
+            compression: kafka_protocol::records::Compression::None,
+        },
     )
     .unwrap();
     buf.to_vec()
@@ -50,7 +53,13 @@ async fn lag_per_partition_without_members() {
     let b = broker.clone();
     tokio::task::spawn_blocking(move || {
         b.commit(|image| {
-            let t = NewTopic { name: "t", num_partitions: 2, replication_factor: -1, assignments: vec![], configs: BTreeMap::new() };
+            let t = NewTopic {
+                name: "t",
+                num_partitions: 2,
+                replication_factor: -1,
+                assignments: vec![],
+                configs: BTreeMap::new(),
+            };
             plan_create_topic(image, &b.config, &t).map(|p| (p.records, ()))
         })
         .unwrap();
@@ -68,12 +77,18 @@ async fn lag_per_partition_without_members() {
         .with_generation_id_or_member_epoch(-1)
         .with_topics(vec![offset_commit_request::OffsetCommitRequestTopic::default()
             .with_name(TopicName(StrBytes::from_static_str("t")))
-            .with_partitions(vec![offset_commit_request::OffsetCommitRequestPartition::default().with_partition_index(0).with_committed_offset(7)])]);
+            .with_partitions(vec![offset_commit_request::OffsetCommitRequestPartition::default()
+                .with_partition_index(0)
+                .with_committed_offset(7)])]);
     let image = broker.image();
-    let resp = broker.groups.call(&broker, "g", |tx| Request::OffsetCommit { req, version: 8, image, tx }).await.unwrap();
+    let resp =
+        broker.groups.call(&broker, "g", |tx| Request::OffsetCommit { req, version: 8, image, tx }).await.unwrap();
     assert_eq!(resp.topics[0].partitions[0].error_code, 0);
     let lag = broker.groups.lag(&broker, "g").await.unwrap().unwrap();
-    assert_eq!(lag, vec![PartitionLag { topic: "t".into(), partition: 0, committed_offset: Some(7), log_end_offset: 10, lag: 3 }]);
+    assert_eq!(
+        lag,
+        vec![PartitionLag { topic: "t".into(), partition: 0, committed_offset: Some(7), log_end_offset: 10, lag: 3 }]
+    );
     assert_eq!(broker.groups.lag(&broker, "missing").await.unwrap(), None);
 
     // A member subscribing to "t" makes partition 1 count too, with all of its records as lag.
@@ -95,7 +110,14 @@ async fn lag_per_partition_without_members() {
             .with_metadata(sub.freeze())]);
     let j = broker
         .groups
-        .call(&broker, "g", |tx| Request::Join { req: join, version: 3, client_id: "c".into(), client_host: "/127.0.0.1".into(), image: broker.image(), tx })
+        .call(&broker, "g", |tx| Request::Join {
+            req: join,
+            version: 3,
+            client_id: "c".into(),
+            client_host: "/127.0.0.1".into(),
+            image: broker.image(),
+            tx,
+        })
         .await
         .unwrap();
     assert_eq!(j.error_code, 0);
@@ -103,8 +125,19 @@ async fn lag_per_partition_without_members() {
         .with_group_id(GroupId(StrBytes::from_static_str("g")))
         .with_generation_id(j.generation_id)
         .with_member_id(j.member_id.clone());
-    assert_eq!(broker.groups.call(&broker, "g", |tx| Request::Sync { req: sync, image: broker.image(), tx }).await.unwrap().error_code, 0);
+    assert_eq!(
+        broker
+            .groups
+            .call(&broker, "g", |tx| Request::Sync { req: sync, image: broker.image(), tx })
+            .await
+            .unwrap()
+            .error_code,
+        0
+    );
     let lag = broker.groups.lag(&broker, "g").await.unwrap().unwrap();
-    assert_eq!(lag[1], PartitionLag { topic: "t".into(), partition: 1, committed_offset: None, log_end_offset: 4, lag: 4 });
+    assert_eq!(
+        lag[1],
+        PartitionLag { topic: "t".into(), partition: 1, committed_offset: None, log_end_offset: 4, lag: 4 }
+    );
     running.shutdown().await;
 }

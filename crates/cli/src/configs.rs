@@ -100,7 +100,11 @@ pub fn run(cmd: ConfigsCommand) -> anyhow::Result<()> {
                     .collect();
                 let admin = Admin::new(bootstrap.client_config()).await?;
                 admin.incremental_alter_configs(&resource, &ops, false).await?;
-                println!("Completed updating config for {} {}.", if resource.name.is_empty() { "default" } else { "entity" }, resource.name);
+                println!(
+                    "Completed updating config for {} {}.",
+                    if resource.name.is_empty() { "default" } else { "entity" },
+                    resource.name
+                );
             }
         }
         Ok(())

@@ -111,7 +111,8 @@ pub fn run(a: ConsumeArgs) -> anyhow::Result<()> {
 async fn print_records(a: &ConsumeArgs, consumer: &mut Consumer) -> anyhow::Result<()> {
     {
         let grouped = a.group.is_some();
-        let mut done: std::collections::BTreeMap<TopicPartition, strom_client::group::offsets::OffsetAndMetadata> = Default::default();
+        let mut done: std::collections::BTreeMap<TopicPartition, strom_client::group::offsets::OffsetAndMetadata> =
+            Default::default();
         let mut out = std::io::BufWriter::new(std::io::stdout().lock());
         let mut count = 0u64;
         let mut last = Instant::now();
@@ -135,7 +136,10 @@ async fn print_records(a: &ConsumeArgs, consumer: &mut Consumer) -> anyhow::Resu
                 if grouped {
                     done.insert(
                         TopicPartition::new(&r.topic, r.partition),
-                        strom_client::group::offsets::OffsetAndMetadata { offset: r.offset + 1, metadata: String::new() },
+                        strom_client::group::offsets::OffsetAndMetadata {
+                            offset: r.offset + 1,
+                            metadata: String::new(),
+                        },
                     );
                 }
                 if count >= max {

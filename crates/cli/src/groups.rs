@@ -91,7 +91,9 @@ pub fn run(cmd: GroupsCommand) -> anyhow::Result<()> {
                 }
                 Ok(())
             }
-            GroupsCommand::Describe { group, bootstrap, members } => describe(&Admin::new(bootstrap.client_config()).await?, &group, members).await,
+            GroupsCommand::Describe { group, bootstrap, members } => {
+                describe(&Admin::new(bootstrap.client_config()).await?, &group, members).await
+            }
             GroupsCommand::Delete { group, bootstrap } => {
                 let admin = Admin::new(bootstrap.client_config()).await?;
                 for (g, r) in admin.delete_groups(std::slice::from_ref(&group)).await? {
@@ -112,10 +114,21 @@ async fn describe(admin: &Admin, group: &str, members: bool) -> anyhow::Result<(
         bail!("Consumer group '{group}' does not exist.");
     }
     if members {
-        println!("{:<20} {:<50} {:<20} {:<20} {:<12} ASSIGNMENT", "GROUP", "CONSUMER-ID", "HOST", "CLIENT-ID", "#PARTITIONS");
+        println!(
+            "{:<20} {:<50} {:<20} {:<20} {:<12} ASSIGNMENT",
+            "GROUP", "CONSUMER-ID", "HOST", "CLIENT-ID", "#PARTITIONS"
+        );
         for m in &d.members {
             let parts: Vec<String> = m.assignment.iter().map(|tp| tp.to_string()).collect();
-            println!("{:<20} {:<50} {:<20} {:<20} {:<12} {}", group, m.member_id, m.host, m.client_id, m.assignment.len(), parts.join(","));
+            println!(
+                "{:<20} {:<50} {:<20} {:<20} {:<12} {}",
+                group,
+                m.member_id,
+                m.host,
+                m.client_id,
+                m.assignment.len(),
+                parts.join(",")
+            );
         }
         return Ok(());
     }
@@ -164,7 +177,11 @@ async fn reset(a: ResetArgs) -> anyhow::Result<()> {
     let admin = Admin::new(a.bootstrap.client_config()).await?;
     let d = admin.describe_group(&a.group).await?;
     if d.is_active() {
-        bail!("Assignments can only be reset if the group '{}' is inactive, but the current state is {}.", a.group, d.state);
+        bail!(
+            "Assignments can only be reset if the group '{}' is inactive, but the current state is {}.",
+            a.group,
+            d.state
+        );
     }
     let committed = admin.list_group_offsets(&a.group).await?;
     let mut partitions: BTreeSet<TopicPartition> = BTreeSet::new();
@@ -175,7 +192,10 @@ async fn reset(a: ResetArgs) -> anyhow::Result<()> {
         match t.split_once(':') {
             Some((topic, ps)) => {
                 for p in ps.split(',') {
-                    partitions.insert(TopicPartition::new(topic, p.trim().parse::<i32>().with_context(|| format!("bad partition in --topic {t}"))?));
+                    partitions.insert(TopicPartition::new(
+                        topic,
+                        p.trim().parse::<i32>().with_context(|| format!("bad partition in --topic {t}"))?,
+                    ));
                 }
             }
             None => {

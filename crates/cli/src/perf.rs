@@ -166,7 +166,14 @@ async fn produce(a: ProduceArgs) -> anyhow::Result<()> {
     for (i, p) in clients.into_iter().enumerate() {
         let share = a.num_records / producers as u64 + u64::from((i as u64) < a.num_records % producers as u64);
         let throughput = if a.throughput > 0 { a.throughput as f64 / producers as f64 } else { -1.0 };
-        let load = Load { topic: a.topic.clone(), partition: a.partition, value: value.clone(), records: share, throughput, per_transaction };
+        let load = Load {
+            topic: a.topic.clone(),
+            partition: a.partition,
+            value: value.clone(),
+            records: share,
+            throughput,
+            per_transaction,
+        };
         tasks.push(tokio::spawn(produce_one(p, load, done.clone())));
     }
     let mut hist = Histogram::<u64>::new(3)?;

@@ -4,8 +4,8 @@ use std::collections::VecDeque;
 
 use anyhow::{bail, Context};
 use clap::Args;
-use strom_client::{Header, Producer, ProducerConfig, ProducerRecord};
 use std::io::BufRead;
+use strom_client::{Header, Producer, ProducerConfig, ProducerRecord};
 
 use crate::connect_args::{key_value, runtime, Bootstrap};
 
@@ -51,8 +51,11 @@ pub fn run(a: ProduceArgs) -> anyhow::Result<()> {
         let producer = Producer::new(cfg).await?;
         // Fail before reading stdin when the topic is missing.
         producer.partition_count(&a.topic).await?;
-        let headers: Vec<Header> =
-            a.header.iter().map(|(k, v)| Header { key: k.clone(), value: Some(v.clone().into_bytes().into()) }).collect();
+        let headers: Vec<Header> = a
+            .header
+            .iter()
+            .map(|(k, v)| Header { key: k.clone(), value: Some(v.clone().into_bytes().into()) })
+            .collect();
         // stdin is read on its own thread (blocking reads), handing lines over through a bounded channel.
         let (line_tx, mut line_rx) = tokio::sync::mpsc::channel::<std::io::Result<String>>(1024);
         std::thread::spawn(move || {

@@ -47,7 +47,8 @@ pub fn run(cmd: TransactionsCommand) -> anyhow::Result<()> {
         match cmd {
             TransactionsCommand::List { bootstrap, states, duration_filter } => {
                 let admin = Admin::new(bootstrap.client_config()).await?;
-                let options = ListTransactionsOptions { states, producer_ids: Vec::new(), duration_filter_ms: duration_filter };
+                let options =
+                    ListTransactionsOptions { states, producer_ids: Vec::new(), duration_filter_ms: duration_filter };
                 let list = admin.list_transactions(&options).await?;
                 println!("{:<40} {:<12} {:<15} TransactionState", "TransactionalId", "Coordinator", "ProducerId");
                 for t in list {
@@ -61,7 +62,9 @@ pub fn run(cmd: TransactionsCommand) -> anyhow::Result<()> {
                     bail!("give at least one transactional id");
                 }
                 let admin = Admin::new(bootstrap.client_config()).await?;
-                let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_millis() as i64);
                 println!(
                     "{:<14} {:<30} {:<12} {:<14} {:<17} {:<28} {:<30} {:<22} TopicPartitions",
                     "CoordinatorId",
@@ -78,7 +81,10 @@ pub fn run(cmd: TransactionsCommand) -> anyhow::Result<()> {
                     match result {
                         Ok(d) => {
                             let (start, age) = if d.transaction_start_time_ms >= 0 {
-                                (d.transaction_start_time_ms.to_string(), (now - d.transaction_start_time_ms).max(0).to_string())
+                                (
+                                    d.transaction_start_time_ms.to_string(),
+                                    (now - d.transaction_start_time_ms).max(0).to_string(),
+                                )
                             } else {
                                 ("None".to_string(), "None".to_string())
                             };

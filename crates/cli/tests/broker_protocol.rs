@@ -8,7 +8,9 @@ use common::Server;
 use indexmap::IndexMap;
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
-use kafka_protocol::records::{Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType};
+use kafka_protocol::records::{
+    Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+};
 
 fn topic_name(s: &str) -> TopicName {
     TopicName(StrBytes::from_string(s.to_string()))
@@ -50,7 +52,14 @@ fn create_topic(conn: &mut common::Conn, name: &str, partitions: i32) -> i16 {
     resp.topics[0].error_code
 }
 
-fn produce(conn: &mut common::Conn, topic: &str, partition: i32, records: Bytes, acks: i16, version: i16) -> produce_response::PartitionProduceResponse {
+fn produce(
+    conn: &mut common::Conn,
+    topic: &str,
+    partition: i32,
+    records: Bytes,
+    acks: i16,
+    version: i16,
+) -> produce_response::PartitionProduceResponse {
     let req = ProduceRequest::default().with_acks(acks).with_timeout_ms(5000).with_topic_data(vec![
         produce_request::TopicProduceData::default().with_name(topic_name(topic)).with_partition_data(vec![
             produce_request::PartitionProduceData::default().with_index(partition).with_records(Some(records)),
@@ -60,7 +69,13 @@ fn produce(conn: &mut common::Conn, topic: &str, partition: i32, records: Bytes,
     resp.responses[0].partition_responses[0].clone()
 }
 
-fn fetch(conn: &mut common::Conn, topic: &str, partition: i32, offset: i64, version: i16) -> fetch_response::PartitionData {
+fn fetch(
+    conn: &mut common::Conn,
+    topic: &str,
+    partition: i32,
+    offset: i64,
+    version: i16,
+) -> fetch_response::PartitionData {
     let req = FetchRequest::default()
         .with_max_wait_ms(100)
         .with_min_bytes(1)
@@ -131,7 +146,10 @@ fn produce_fetch_list_offsets_round_trip() {
     assert_eq!(create_topic(&mut c, "t1", 2), 36, "TOPIC_ALREADY_EXISTS");
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
     let mut expected = Vec::new();
-    for (i, comp) in [Compression::None, Compression::Gzip, Compression::Snappy, Compression::Lz4, Compression::Zstd].into_iter().enumerate() {
+    for (i, comp) in [Compression::None, Compression::Gzip, Compression::Snappy, Compression::Lz4, Compression::Zstd]
+        .into_iter()
+        .enumerate()
+    {
         let vals: Vec<String> = (0..3).map(|j| format!("v{i}-{j}")).collect();
         let refs: Vec<&str> = vals.iter().map(String::as_str).collect();
         let version = [3, 7, 9, 12, 12][i];
@@ -158,9 +176,9 @@ fn produce_fetch_list_offsets_round_trip() {
 
     let list = |c: &mut common::Conn, ts: i64, version: i16| {
         let req = ListOffsetsRequest::default().with_replica_id(BrokerId(-1)).with_topics(vec![
-            list_offsets_request::ListOffsetsTopic::default()
-                .with_name(topic_name("t1"))
-                .with_partitions(vec![list_offsets_request::ListOffsetsPartition::default().with_partition_index(1).with_timestamp(ts)]),
+            list_offsets_request::ListOffsetsTopic::default().with_name(topic_name("t1")).with_partitions(vec![
+                list_offsets_request::ListOffsetsPartition::default().with_partition_index(1).with_timestamp(ts),
+            ]),
         ]);
         let r = c.send(&req, version);
         let p = &r.topics[0].partitions[0];

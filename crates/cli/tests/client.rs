@@ -91,7 +91,8 @@ fn test_record(topic: &str, i: usize) -> ProducerRecord {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_compression_and_acks_round_trips_byte_identical() {
     let b = broker();
-    for compression in [Compression::None, Compression::Gzip, Compression::Snappy, Compression::Lz4, Compression::Zstd] {
+    for compression in [Compression::None, Compression::Gzip, Compression::Snappy, Compression::Lz4, Compression::Zstd]
+    {
         for acks in [0i16, 1, -1] {
             let topic = unique(&format!("rt-{compression:?}-{acks}").to_lowercase());
             create(&b, &topic, 1).await;
@@ -167,7 +168,9 @@ async fn seek_offsets_for_times_and_auto_offset_reset() {
     create(&b, &topic, 1).await;
     let p = Producer::new(producer_config(&b)).await.unwrap();
     for i in 0..10i64 {
-        p.send(ProducerRecord::new(&topic).partition(0).value(format!("v{i}")).timestamp(1_000_000 + i * 1000)).await.unwrap();
+        p.send(ProducerRecord::new(&topic).partition(0).value(format!("v{i}")).timestamp(1_000_000 + i * 1000))
+            .await
+            .unwrap();
     }
     p.flush().await;
     let tp = TopicPartition::new(&topic, 0);
@@ -256,12 +259,18 @@ async fn admin_topics_partitions_configs_and_cluster() {
     assert_eq!(offsets[&tp].map(|o| o.offset), Some(0));
 
     // Alter configs, incremental and legacy.
-    a.incremental_alter_configs(&ConfigResource::topic(&topic), &[AlterOp::Set("retention.ms".into(), "7200000".into())], false)
-        .await
-        .unwrap();
+    a.incremental_alter_configs(
+        &ConfigResource::topic(&topic),
+        &[AlterOp::Set("retention.ms".into(), "7200000".into())],
+        false,
+    )
+    .await
+    .unwrap();
     let cfg = a.describe_configs(&ConfigResource::topic(&topic), Some(&["retention.ms".into()])).await.unwrap();
     assert_eq!(cfg[0].value.as_deref(), Some("7200000"));
-    a.alter_configs(&ConfigResource::topic(&topic), &[("segment.bytes".into(), "2000000".into())], false).await.unwrap();
+    a.alter_configs(&ConfigResource::topic(&topic), &[("segment.bytes".into(), "2000000".into())], false)
+        .await
+        .unwrap();
     let cfg = a.describe_configs(&ConfigResource::topic(&topic), None).await.unwrap();
     let get = |n: &str| cfg.iter().find(|c| c.name == n).unwrap();
     assert_eq!(get("segment.bytes").value.as_deref(), Some("2000000"));
@@ -310,7 +319,8 @@ async fn the_default_producer_is_idempotent_and_delivers_each_record_once_in_ord
     let n = 3000;
     let mut futures = Vec::new();
     for i in 0..n {
-        futures.push(p.send(ProducerRecord::new(&topic).partition((i % 3) as i32).value(format!("{i}"))).await.unwrap());
+        futures
+            .push(p.send(ProducerRecord::new(&topic).partition((i % 3) as i32).value(format!("{i}"))).await.unwrap());
     }
     p.flush().await;
     let metas = futures_join(futures).await;

@@ -11,7 +11,9 @@ use std::time::{Duration, Instant};
 
 use strom_client::admin::NewTopic;
 use strom_client::group::RebalanceListener;
-use strom_client::{Admin, ClientConfig, Consumer, ConsumerConfig, Producer, ProducerConfig, ProducerRecord, TopicPartition};
+use strom_client::{
+    Admin, ClientConfig, Consumer, ConsumerConfig, Producer, ProducerConfig, ProducerRecord, TopicPartition,
+};
 
 fn start() -> common::Server {
     common::Server::start(&["group.initial.rebalance.delay.ms=0", "offsets.topic.num.partitions=3"])
@@ -49,9 +51,14 @@ impl RebalanceListener for Events {
 
 async fn consumer(s: &common::Server, group: &str, extra: &[(&str, &str)]) -> Consumer {
     let mut c = ConsumerConfig::new(bootstrap(s));
-    for (k, v) in [("group.id", group), ("auto.offset.reset", "earliest"), ("session.timeout.ms", "6000"), ("heartbeat.interval.ms", "500")]
-        .iter()
-        .chain(extra.iter())
+    for (k, v) in [
+        ("group.id", group),
+        ("auto.offset.reset", "earliest"),
+        ("session.timeout.ms", "6000"),
+        ("heartbeat.interval.ms", "500"),
+    ]
+    .iter()
+    .chain(extra.iter())
     {
         c.set(k, v).unwrap();
     }
@@ -78,7 +85,9 @@ fn run(mut c: Consumer, poll: bool) -> Running {
                 continue;
             }
             let records = c.poll(Duration::from_millis(200)).await.unwrap();
-            v.lock().unwrap().extend(records.iter().map(|r| String::from_utf8_lossy(r.value.as_deref().unwrap_or_default()).to_string()));
+            v.lock().unwrap().extend(
+                records.iter().map(|r| String::from_utf8_lossy(r.value.as_deref().unwrap_or_default()).to_string()),
+            );
             *a.lock().unwrap() = c.assignment().into_iter().collect();
         }
         c
@@ -175,9 +184,13 @@ async fn cooperative_sticky_moves_only_what_it_must() {
     let mut c2 = consumer(&s, "g", &coop).await;
     c2.subscribe(&["t"]).unwrap();
     let r2 = run(c2, true);
-    wait_until("a 3/3 split", 30, || r1.assignment.lock().unwrap().len() == 3 && r2.assignment.lock().unwrap().len() == 3).await;
+    wait_until("a 3/3 split", 30, || {
+        r1.assignment.lock().unwrap().len() == 3 && r2.assignment.lock().unwrap().len() == 3
+    })
+    .await;
     let ev = events.0.lock().unwrap().clone();
-    let revoked: BTreeSet<TopicPartition> = ev.iter().filter(|(k, _)| k == "revoked").flat_map(|(_, p)| p.clone()).collect();
+    let revoked: BTreeSet<TopicPartition> =
+        ev.iter().filter(|(k, _)| k == "revoked").flat_map(|(_, p)| p.clone()).collect();
     assert_eq!(revoked, r2.assignment.lock().unwrap().clone(), "only the partitions that moved were revoked");
     assert!(r1.assignment.lock().unwrap().is_subset(&before));
     r2.finish().await.close().await.unwrap();
@@ -210,7 +223,11 @@ async fn pattern_subscription_and_max_poll_interval() {
 
 fn strom(args: &[&str]) -> (bool, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_strom")).args(args).output().unwrap();
-    (out.status.success(), String::from_utf8_lossy(&out.stdout).to_string(), String::from_utf8_lossy(&out.stderr).to_string())
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).to_string(),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -220,7 +237,8 @@ async fn groups_tool() {
     let bs = bootstrap(&s);
     let b = ["--bootstrap-server", bs.as_str()];
     // `strom consume --group` commits what it printed.
-    let (ok, out, err) = strom(&[&["consume", "t", "--group", "tool", "--from-beginning", "--max-messages", "6"][..], &b].concat());
+    let (ok, out, err) =
+        strom(&[&["consume", "t", "--group", "tool", "--from-beginning", "--max-messages", "6"][..], &b].concat());
     assert!(ok, "{err}");
     assert_eq!(out.lines().count(), 6);
     let (ok, out, _) = strom(&[&["groups", "list"][..], &b].concat());
@@ -228,23 +246,50 @@ async fn groups_tool() {
     assert_eq!(out.trim(), "tool");
     let (ok, out, err) = strom(&[&["groups", "describe", "--group", "tool"][..], &b].concat());
     assert!(ok, "{err}");
-    let lag: i64 = out.lines().skip(1).filter(|l| l.starts_with("tool")).map(|l| l.split_whitespace().nth(5).unwrap().parse::<i64>().unwrap()).sum();
+    let lag: i64 = out
+        .lines()
+        .skip(1)
+        .filter(|l| l.starts_with("tool"))
+        .map(|l| l.split_whitespace().nth(5).unwrap().parse::<i64>().unwrap())
+        .sum();
     assert_eq!(lag, 4, "{out}");
 
     // Dry run by default; --execute commits; shift and datetime work.
-    let (ok, out, _) = strom(&[&["groups", "reset-offsets", "--group", "tool", "--all-topics", "--to-earliest"][..], &b].concat());
+    let (ok, out, _) =
+        strom(&[&["groups", "reset-offsets", "--group", "tool", "--all-topics", "--to-earliest"][..], &b].concat());
     assert!(ok);
     assert!(out.lines().skip(1).all(|l| l.ends_with(" 0")), "{out}");
     let admin = Admin::new(ClientConfig::new(&bs)).await.unwrap();
-    let before: HashMap<TopicPartition, i64> = admin.list_group_offsets("tool").await.unwrap().into_iter().map(|(k, v)| (k, v.offset)).collect();
+    let before: HashMap<TopicPartition, i64> =
+        admin.list_group_offsets("tool").await.unwrap().into_iter().map(|(k, v)| (k, v.offset)).collect();
     assert_eq!(before.values().sum::<i64>(), 6, "the dry run changed nothing");
-    let (ok, _, err) = strom(&[&["groups", "reset-offsets", "--group", "tool", "--topic", "t", "--to-latest", "--execute"][..], &b].concat());
+    let (ok, _, err) = strom(
+        &[&["groups", "reset-offsets", "--group", "tool", "--topic", "t", "--to-latest", "--execute"][..], &b].concat(),
+    );
     assert!(ok, "{err}");
     assert_eq!(admin.list_group_offsets("tool").await.unwrap().values().map(|o| o.offset).sum::<i64>(), 10);
-    let (ok, _, err) = strom(&[&["groups", "reset-offsets", "--group", "tool", "--topic", "t:0", "--shift-by", "-2", "--execute"][..], &b].concat());
+    let (ok, _, err) = strom(
+        &[&["groups", "reset-offsets", "--group", "tool", "--topic", "t:0", "--shift-by", "-2", "--execute"][..], &b]
+            .concat(),
+    );
     assert!(ok, "{err}");
     assert_eq!(admin.list_group_offsets("tool").await.unwrap()[&TopicPartition::new("t", 0)].offset, 3);
-    let (ok, _, err) = strom(&[&["groups", "reset-offsets", "--group", "tool", "--all-topics", "--to-datetime", "2000-01-01T00:00:00", "--execute"][..], &b].concat());
+    let (ok, _, err) = strom(
+        &[
+            &[
+                "groups",
+                "reset-offsets",
+                "--group",
+                "tool",
+                "--all-topics",
+                "--to-datetime",
+                "2000-01-01T00:00:00",
+                "--execute",
+            ][..],
+            &b,
+        ]
+        .concat(),
+    );
     assert!(ok, "{err}");
     assert_eq!(admin.list_group_offsets("tool").await.unwrap().values().map(|o| o.offset).sum::<i64>(), 0);
 
@@ -253,7 +298,10 @@ async fn groups_tool() {
     c.subscribe(&["t"]).unwrap();
     let r = run(c, true);
     wait_until("the member to join", 20, || !r.assignment.lock().unwrap().is_empty()).await;
-    let (ok, _, err) = strom(&[&["groups", "reset-offsets", "--group", "tool", "--all-topics", "--to-earliest", "--execute"][..], &b].concat());
+    let (ok, _, err) = strom(
+        &[&["groups", "reset-offsets", "--group", "tool", "--all-topics", "--to-earliest", "--execute"][..], &b]
+            .concat(),
+    );
     assert!(!ok);
     assert!(err.contains("inactive"), "{err}");
     let (ok, out, _) = strom(&[&["groups", "describe", "--group", "tool", "--members"][..], &b].concat());

@@ -107,7 +107,11 @@ async fn committed_records_reach_read_committed_and_aborted_ones_only_read_uncom
     p.commit_transaction().await.unwrap();
 
     p.begin_transaction().unwrap();
-    let aborted: Vec<_> = futures_util::future::join_all([send(&p, &topic, 0, "aborted-0").await, send(&p, &topic, 1, "aborted-1").await]).await;
+    let aborted: Vec<_> = futures_util::future::join_all([
+        send(&p, &topic, 0, "aborted-0").await,
+        send(&p, &topic, 1, "aborted-1").await,
+    ])
+    .await;
     // Flushed before the abort, so they are in the log and read_uncommitted sees them.
     assert!(aborted.iter().all(|r| r.is_ok()), "{aborted:?}");
     p.abort_transaction().await.unwrap();
@@ -158,7 +162,12 @@ async fn a_second_producer_with_the_same_transactional_id_fences_the_first() {
 
     // InitProducerId with the same id bumps the epoch and aborts the first producer's open transaction.
     let second = transactional(&b.bootstrap, &id).await;
-    assert!(second.producer_epoch() > first.producer_epoch(), "{:?} vs {:?}", second.producer_epoch(), first.producer_epoch());
+    assert!(
+        second.producer_epoch() > first.producer_epoch(),
+        "{:?} vs {:?}",
+        second.producer_epoch(),
+        first.producer_epoch()
+    );
     second.begin_transaction().unwrap();
     send(&second, &topic, 0, "survivor").await;
 
@@ -225,7 +234,12 @@ async fn cli_lists_and_describes_an_open_transaction_with_its_partitions() {
     p.flush().await;
 
     let strom = |args: &[&str]| {
-        let o = std::process::Command::new(env!("CARGO_BIN_EXE_strom")).args(args).arg("--bootstrap-server").arg(&b.bootstrap).output().unwrap();
+        let o = std::process::Command::new(env!("CARGO_BIN_EXE_strom"))
+            .args(args)
+            .arg("--bootstrap-server")
+            .arg(&b.bootstrap)
+            .output()
+            .unwrap();
         assert!(o.status.success(), "strom {args:?}: {}", String::from_utf8_lossy(&o.stderr));
         String::from_utf8_lossy(&o.stdout).into_owned()
     };
@@ -296,14 +310,24 @@ impl LossyProxy {
         Some(Bytes::from(buf))
     }
 
-    async fn relay(client: TcpStream, server: TcpStream, port: u16, counter: Arc<AtomicUsize>, swallow_every: usize, cut_every: usize) {
+    async fn relay(
+        client: TcpStream,
+        server: TcpStream,
+        port: u16,
+        counter: Arc<AtomicUsize>,
+        swallow_every: usize,
+        cut_every: usize,
+    ) {
         let (mut cr, mut cw) = client.into_split();
         let (mut sr, mut sw) = server.into_split();
         let requests: Arc<Mutex<BTreeMap<i32, (i16, i16)>>> = Arc::default();
         let seen = requests.clone();
         let upstream = tokio::spawn(async move {
             while let Some(frame) = Self::read_frame(&mut cr).await {
-                let (key, version, correlation) = { let mut h = &frame[..]; (h.get_i16(), h.get_i16(), h.get_i32()) };
+                let (key, version, correlation) = {
+                    let mut h = &frame[..];
+                    (h.get_i16(), h.get_i16(), h.get_i32())
+                };
                 seen.lock().unwrap().insert(correlation, (key, version));
                 let mut cut = false;
                 if key == 0 {
@@ -381,7 +405,9 @@ async fn idempotent_producer_keeps_order_with_five_in_flight_through_lost_reques
     let n = 800;
     let mut futures = Vec::new();
     for i in 0..n {
-        futures.push(p.send(ProducerRecord::new(&topic).partition(0).value(format!("{i:06}-{}", "x".repeat(90)))).await.unwrap());
+        futures.push(
+            p.send(ProducerRecord::new(&topic).partition(0).value(format!("{i:06}-{}", "x".repeat(90)))).await.unwrap(),
+        );
     }
     p.flush().await;
     let mut last = -1;
@@ -391,7 +417,10 @@ async fn idempotent_producer_keeps_order_with_five_in_flight_through_lost_reques
         assert!(m.offset == -1 || m.offset > last, "record {i} at offset {} after {last}", m.offset);
         last = last.max(m.offset);
     }
-    assert!(proxy.produce_requests.load(Ordering::SeqCst) > 2 * 11, "the proxy saw too few requests to lose and cut some");
+    assert!(
+        proxy.produce_requests.load(Ordering::SeqCst) > 2 * 11,
+        "the proxy saw too few requests to lose and cut some"
+    );
     let mut rc = consumer(&b, "read_uncommitted", vec![TopicPartition::new(&topic, 0)]).await;
     let got = values(&read_all(&mut rc).await);
     assert_eq!(got.len(), n, "no record lost, none duplicated");
@@ -499,7 +528,10 @@ async fn step(c: &mut Consumer, p: &Producer, output: &str, commit: bool) -> usi
     let mut next = BTreeMap::new();
     for r in &records {
         p.send(ProducerRecord::new(output).partition(0).value(r.value.clone().unwrap())).await.unwrap();
-        next.insert(TopicPartition::new(&r.topic, r.partition), OffsetAndMetadata { offset: r.offset + 1, metadata: String::new() });
+        next.insert(
+            TopicPartition::new(&r.topic, r.partition),
+            OffsetAndMetadata { offset: r.offset + 1, metadata: String::new() },
+        );
     }
     let meta = c.consumer_group_metadata().unwrap();
     assert!(meta.generation_id > 0 && !meta.member_id.is_empty(), "{meta:?}");

@@ -9,7 +9,10 @@ use std::process::Command;
 use std::time::Duration;
 
 use strom_client::admin::NewTopic;
-use strom_client::{Admin, ClientConfig, Consumer, ConsumerConfig, OffsetReset, Producer, ProducerConfig, ProducerRecord, TopicPartition};
+use strom_client::{
+    Admin, ClientConfig, Consumer, ConsumerConfig, OffsetReset, Producer, ProducerConfig, ProducerRecord,
+    TopicPartition,
+};
 
 fn python() -> Option<PathBuf> {
     if let Ok(p) = std::env::var("STROM_TEST_PYTHON") {
@@ -141,7 +144,9 @@ async fn records_cross_between_strom_client_librdkafka_and_kafka_python() {
     let p = Producer::new(cfg).await.unwrap();
     for i in 0..N {
         let (key, value, headers, ts) = expected(i);
-        let unhex = |s: &str| (0..s.len()).step_by(2).map(|j| u8::from_str_radix(&s[j..j + 2], 16).unwrap()).collect::<Vec<u8>>();
+        let unhex = |s: &str| {
+            (0..s.len()).step_by(2).map(|j| u8::from_str_radix(&s[j..j + 2], 16).unwrap()).collect::<Vec<u8>>()
+        };
         let mut r = ProducerRecord::new("from-rust").partition(0).timestamp(ts);
         r.key = key.map(|k| unhex(&k).into());
         r.value = value.map(|v| unhex(&v).into());

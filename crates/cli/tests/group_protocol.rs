@@ -44,7 +44,14 @@ fn subscription(topics: &[&str]) -> Bytes {
     buf.freeze()
 }
 
-fn join(conn: &mut Conn, g: &str, member: &str, instance: Option<&str>, protocol_type: &str, version: i16) -> JoinGroupResponse {
+fn join(
+    conn: &mut Conn,
+    g: &str,
+    member: &str,
+    instance: Option<&str>,
+    protocol_type: &str,
+    version: i16,
+) -> JoinGroupResponse {
     let req = JoinGroupRequest::default()
         .with_group_id(group(g))
         .with_session_timeout_ms(10_000)
@@ -58,7 +65,13 @@ fn join(conn: &mut Conn, g: &str, member: &str, instance: Option<&str>, protocol
     conn.send(&req, version)
 }
 
-fn sync(conn: &mut Conn, g: &str, member: &str, generation: i32, assignments: Vec<(String, Bytes)>) -> SyncGroupResponse {
+fn sync(
+    conn: &mut Conn,
+    g: &str,
+    member: &str,
+    generation: i32,
+    assignments: Vec<(String, Bytes)>,
+) -> SyncGroupResponse {
     let req = SyncGroupRequest::default()
         .with_group_id(group(g))
         .with_generation_id(generation)
@@ -66,14 +79,17 @@ fn sync(conn: &mut Conn, g: &str, member: &str, generation: i32, assignments: Ve
         .with_assignments(
             assignments
                 .into_iter()
-                .map(|(m, a)| sync_group_request::SyncGroupRequestAssignment::default().with_member_id(s(&m)).with_assignment(a))
+                .map(|(m, a)| {
+                    sync_group_request::SyncGroupRequestAssignment::default().with_member_id(s(&m)).with_assignment(a)
+                })
                 .collect(),
         );
     conn.send(&req, 5)
 }
 
 fn heartbeat(conn: &mut Conn, g: &str, member: &str, generation: i32) -> i16 {
-    let req = HeartbeatRequest::default().with_group_id(group(g)).with_member_id(s(member)).with_generation_id(generation);
+    let req =
+        HeartbeatRequest::default().with_group_id(group(g)).with_member_id(s(member)).with_generation_id(generation);
     conn.send(&req, 4).error_code
 }
 
@@ -82,18 +98,20 @@ fn commit(conn: &mut Conn, g: &str, member: &str, generation: i32, topic: &str, 
         .with_group_id(group(g))
         .with_generation_id_or_member_epoch(generation)
         .with_member_id(s(member))
-        .with_topics(vec![offset_commit_request::OffsetCommitRequestTopic::default().with_name(TopicName(s(topic))).with_partitions(
-            vec![offset_commit_request::OffsetCommitRequestPartition::default()
+        .with_topics(vec![offset_commit_request::OffsetCommitRequestTopic::default()
+            .with_name(TopicName(s(topic)))
+            .with_partitions(vec![offset_commit_request::OffsetCommitRequestPartition::default()
                 .with_partition_index(partition)
                 .with_committed_offset(offset)
-                .with_committed_metadata(Some(s("meta")))],
-        )]);
+                .with_committed_metadata(Some(s("meta")))])]);
     conn.send(&req, 8).topics[0].partitions[0].error_code
 }
 
 fn fetch_offset(conn: &mut Conn, g: &str, topic: &str, partition: i32) -> (i64, String) {
     let req = OffsetFetchRequest::default().with_group_id(group(g)).with_topics(Some(vec![
-        offset_fetch_request::OffsetFetchRequestTopic::default().with_name(TopicName(s(topic))).with_partition_indexes(vec![partition]),
+        offset_fetch_request::OffsetFetchRequestTopic::default()
+            .with_name(TopicName(s(topic)))
+            .with_partition_indexes(vec![partition]),
     ]));
     let resp = conn.send(&req, 7);
     assert_eq!(resp.error_code, NONE);
@@ -147,7 +165,11 @@ fn classic_cycle_errors_and_admin() {
     assert_eq!(bad.error_code, ResponseError::InconsistentGroupProtocol.code(), "unknown protocol type");
     assert_eq!(heartbeat(&mut c, "g", "nobody", generation), ResponseError::UnknownMemberId.code());
     assert_eq!(heartbeat(&mut c, "g", &member, generation + 5), ResponseError::IllegalGeneration.code());
-    assert_eq!(commit(&mut c, "g", &member, generation - 1, "t", 0, 5), ResponseError::IllegalGeneration.code(), "stale generation");
+    assert_eq!(
+        commit(&mut c, "g", &member, generation - 1, "t", 0, 5),
+        ResponseError::IllegalGeneration.code(),
+        "stale generation"
+    );
     assert_eq!(commit(&mut c, "g", "nobody", generation, "t", 0, 5), ResponseError::UnknownMemberId.code());
     assert_eq!(commit(&mut c, "g", &member, generation, "nope", 0, 5), ResponseError::UnknownTopicOrPartition.code());
     let short = JoinGroupRequest::default()
@@ -188,9 +210,9 @@ fn classic_cycle_errors_and_admin() {
     let del = c.send(&DeleteGroupsRequest::default().with_groups_names(vec![group("g")]), 2);
     assert_eq!(del.results[0].error_code, ResponseError::NonEmptyGroup.code());
     let od = OffsetDeleteRequest::default().with_group_id(group("g")).with_topics(vec![
-        offset_delete_request::OffsetDeleteRequestTopic::default()
-            .with_name(TopicName(s("t")))
-            .with_partitions(vec![offset_delete_request::OffsetDeleteRequestPartition::default().with_partition_index(0)]),
+        offset_delete_request::OffsetDeleteRequestTopic::default().with_name(TopicName(s("t"))).with_partitions(vec![
+            offset_delete_request::OffsetDeleteRequestPartition::default().with_partition_index(0),
+        ]),
     ]);
     assert_eq!(c.send(&od, 0).topics[0].partitions[0].error_code, ResponseError::GroupSubscribedToTopic.code());
 
@@ -245,7 +267,13 @@ fn second_member_triggers_rebalance_and_first_sees_it() {
     let gen2 = j2.generation_id;
     let t = std::thread::spawn(move || sync(&mut c2, "g", &m2, gen2, vec![]));
     std::thread::sleep(std::time::Duration::from_millis(200));
-    let s1 = sync(&mut c1, "g", &m1, gen2, vec![(m1.clone(), Bytes::from_static(b"a1")), (j2.member_id.to_string(), Bytes::from_static(b"a2"))]);
+    let s1 = sync(
+        &mut c1,
+        "g",
+        &m1,
+        gen2,
+        vec![(m1.clone(), Bytes::from_static(b"a1")), (j2.member_id.to_string(), Bytes::from_static(b"a2"))],
+    );
     let s2 = t.join().unwrap();
     assert_eq!(&s1.assignment[..], b"a1");
     assert_eq!(&s2.assignment[..], b"a2");
@@ -335,7 +363,9 @@ fn consumer_protocol_heartbeat_assigns_and_fences() {
     let kept: Vec<i32> = a2.assignment.as_ref().unwrap().topic_partitions[0].partitions.clone();
     assert_eq!(kept.len(), 2);
     // a confirms it owns only the kept partitions: epoch 2.
-    let owned = vec![consumer_group_heartbeat_request::TopicPartitions::default().with_topic_id(topic_id).with_partitions(kept)];
+    let owned = vec![consumer_group_heartbeat_request::TopicPartitions::default()
+        .with_topic_id(topic_id)
+        .with_partitions(kept)];
     let a3 = c.send(&hb("member-a", 1, Some(owned)), 1);
     assert_eq!(a3.member_epoch, 2);
     let b2 = c.send(&hb("member-b", 2, None), 1);
@@ -360,7 +390,11 @@ fn consumer_protocol_heartbeat_assigns_and_fences() {
 
 #[test]
 fn offsets_with_a_retention_of_their_own_expire() {
-    let server = Server::start(&["group.initial.rebalance.delay.ms=0", "offsets.topic.num.partitions=5", "offsets.retention.check.interval.ms=100"]);
+    let server = Server::start(&[
+        "group.initial.rebalance.delay.ms=0",
+        "offsets.topic.num.partitions=5",
+        "offsets.retention.check.interval.ms=100",
+    ]);
     let mut c = server.connect();
     create_topic(&mut c, "t", 1);
     // OffsetCommit v2-4 may carry a retention time; the standalone group "short" disappears with its offsets.
@@ -368,9 +402,11 @@ fn offsets_with_a_retention_of_their_own_expire() {
         .with_group_id(group("short"))
         .with_generation_id_or_member_epoch(-1)
         .with_retention_time_ms(300)
-        .with_topics(vec![offset_commit_request::OffsetCommitRequestTopic::default().with_name(TopicName(s("t"))).with_partitions(
-            vec![offset_commit_request::OffsetCommitRequestPartition::default().with_partition_index(0).with_committed_offset(9)],
-        )]);
+        .with_topics(vec![offset_commit_request::OffsetCommitRequestTopic::default()
+            .with_name(TopicName(s("t")))
+            .with_partitions(vec![offset_commit_request::OffsetCommitRequestPartition::default()
+                .with_partition_index(0)
+                .with_committed_offset(9)])]);
     assert_eq!(c.send(&req, 2).topics[0].partitions[0].error_code, NONE);
     assert_eq!(commit(&mut c, "kept", "", -1, "t", 0, 4), NONE);
     assert_eq!(fetch_offset(&mut c, "short", "t", 0).0, 9);

@@ -199,7 +199,9 @@ impl Admin {
         Ok(topics
             .iter()
             .map(|t| {
-                let r = by_name.remove(&t.name).unwrap_or_else(|| Err(Error::Protocol(format!("no result for topic '{}'", t.name))));
+                let r = by_name
+                    .remove(&t.name)
+                    .unwrap_or_else(|| Err(Error::Protocol(format!("no result for topic '{}'", t.name))));
                 (t.name.clone(), r)
             })
             .collect())
@@ -234,7 +236,12 @@ impl Admin {
         }
         Ok(topics
             .iter()
-            .map(|t| (t.clone(), by_name.remove(t).unwrap_or_else(|| Err(Error::Protocol(format!("no result for topic '{t}'"))))))
+            .map(|t| {
+                (
+                    t.clone(),
+                    by_name.remove(t).unwrap_or_else(|| Err(Error::Protocol(format!("no result for topic '{t}'")))),
+                )
+            })
             .collect())
     }
 
@@ -250,7 +257,11 @@ impl Admin {
             .iter()
             .filter(|t| t.error_code == 0 && (include_internal || !t.is_internal))
             .filter_map(|t| {
-                Some(TopicListing { name: t.name.as_ref()?.0.to_string(), internal: t.is_internal, partitions: t.partitions.len() })
+                Some(TopicListing {
+                    name: t.name.as_ref()?.0.to_string(),
+                    internal: t.is_internal,
+                    partitions: t.partitions.len(),
+                })
             })
             .collect();
         out.sort_by(|a, b| a.name.cmp(&b.name));
@@ -282,7 +293,10 @@ impl Admin {
         let req = CreatePartitionsRequest::default()
             .with_timeout_ms(timeout_ms(self.cluster.config()))
             .with_validate_only(validate_only)
-            .with_topics(vec![CreatePartitionsTopic::default().with_name(name(topic)).with_count(total).with_assignments(None)]);
+            .with_topics(vec![CreatePartitionsTopic::default()
+                .with_name(name(topic))
+                .with_count(total)
+                .with_assignments(None)]);
         let conn = self.cluster.controller_connection().await?;
         let resp = conn.call(&req).await?;
         self.cluster.invalidate(topic);
@@ -294,7 +308,11 @@ impl Admin {
     }
 
     /// Every config of a resource (or only `keys`), with its source.
-    pub async fn describe_configs(&self, resource: &ConfigResource, keys: Option<&[String]>) -> Result<Vec<ConfigEntry>> {
+    pub async fn describe_configs(
+        &self,
+        resource: &ConfigResource,
+        keys: Option<&[String]>,
+    ) -> Result<Vec<ConfigEntry>> {
         let req = DescribeConfigsRequest::default().with_resources(vec![DescribeConfigsResource::default()
             .with_resource_type(resource.kind.code())
             .with_resource_name(StrBytes::from_string(resource.name.clone()))
@@ -305,7 +323,11 @@ impl Admin {
         if r.error_code == 3 {
             return Err(Error::UnknownTopic(resource.name.clone()));
         }
-        check(r.error_code, || format!("describe configs of {:?} '{}'", resource.kind, resource.name), r.error_message.as_deref())?;
+        check(
+            r.error_code,
+            || format!("describe configs of {:?} '{}'", resource.kind, resource.name),
+            r.error_message.as_deref(),
+        )?;
         let mut out: Vec<ConfigEntry> = r
             .configs
             .iter()
@@ -334,7 +356,12 @@ impl Admin {
     }
 
     /// Changes configs with IncrementalAlterConfigs (set or delete single keys, others untouched).
-    pub async fn incremental_alter_configs(&self, resource: &ConfigResource, ops: &[AlterOp], validate_only: bool) -> Result<()> {
+    pub async fn incremental_alter_configs(
+        &self,
+        resource: &ConfigResource,
+        ops: &[AlterOp],
+        validate_only: bool,
+    ) -> Result<()> {
         use incremental_alter_configs_request::{AlterConfigsResource, AlterableConfig};
         let configs = ops
             .iter()
@@ -343,7 +370,9 @@ impl Admin {
                     .with_name(StrBytes::from_string(k.clone()))
                     .with_config_operation(0)
                     .with_value(Some(StrBytes::from_string(v.clone()))),
-                AlterOp::Delete(k) => AlterableConfig::default().with_name(StrBytes::from_string(k.clone())).with_config_operation(1),
+                AlterOp::Delete(k) => {
+                    AlterableConfig::default().with_name(StrBytes::from_string(k.clone())).with_config_operation(1)
+                }
             })
             .collect();
         let req = IncrementalAlterConfigsRequest::default().with_validate_only(validate_only).with_resources(vec![
@@ -354,26 +383,46 @@ impl Admin {
         ]);
         let conn = self.resource_connection(resource).await?;
         let resp = conn.call(&req).await?;
-        let r = resp.responses.first().ok_or_else(|| Error::Protocol("empty IncrementalAlterConfigs response".into()))?;
-        check(r.error_code, || format!("alter configs of {:?} '{}'", resource.kind, resource.name), r.error_message.as_deref())
+        let r =
+            resp.responses.first().ok_or_else(|| Error::Protocol("empty IncrementalAlterConfigs response".into()))?;
+        check(
+            r.error_code,
+            || format!("alter configs of {:?} '{}'", resource.kind, resource.name),
+            r.error_message.as_deref(),
+        )
     }
 
     /// Replaces the whole dynamic config of a resource with AlterConfigs (the legacy API: unlisted keys are reset).
-    pub async fn alter_configs(&self, resource: &ConfigResource, configs: &[(String, String)], validate_only: bool) -> Result<()> {
+    pub async fn alter_configs(
+        &self,
+        resource: &ConfigResource,
+        configs: &[(String, String)],
+        validate_only: bool,
+    ) -> Result<()> {
         use alter_configs_request::{AlterConfigsResource, AlterableConfig};
-        let req = AlterConfigsRequest::default().with_validate_only(validate_only).with_resources(vec![AlterConfigsResource::default()
-            .with_resource_type(resource.kind.code())
-            .with_resource_name(StrBytes::from_string(resource.name.clone()))
-            .with_configs(
-                configs
-                    .iter()
-                    .map(|(k, v)| AlterableConfig::default().with_name(StrBytes::from_string(k.clone())).with_value(Some(StrBytes::from_string(v.clone()))))
-                    .collect(),
-            )]);
+        let req = AlterConfigsRequest::default().with_validate_only(validate_only).with_resources(vec![
+            AlterConfigsResource::default()
+                .with_resource_type(resource.kind.code())
+                .with_resource_name(StrBytes::from_string(resource.name.clone()))
+                .with_configs(
+                    configs
+                        .iter()
+                        .map(|(k, v)| {
+                            AlterableConfig::default()
+                                .with_name(StrBytes::from_string(k.clone()))
+                                .with_value(Some(StrBytes::from_string(v.clone())))
+                        })
+                        .collect(),
+                ),
+        ]);
         let conn = self.resource_connection(resource).await?;
         let resp = conn.call(&req).await?;
         let r = resp.responses.first().ok_or_else(|| Error::Protocol("empty AlterConfigs response".into()))?;
-        check(r.error_code, || format!("alter configs of {:?} '{}'", resource.kind, resource.name), r.error_message.as_deref())
+        check(
+            r.error_code,
+            || format!("alter configs of {:?} '{}'", resource.kind, resource.name),
+            r.error_message.as_deref(),
+        )
     }
 
     /// Cluster id, controller and brokers: DescribeCluster where the broker has it, Metadata otherwise.
@@ -385,17 +434,33 @@ impl Admin {
             let mut brokers: Vec<BrokerInfo> = resp
                 .brokers
                 .iter()
-                .map(|b| BrokerInfo { id: b.broker_id.0, host: b.host.to_string(), port: b.port, rack: b.rack.as_ref().map(|r| r.to_string()) })
+                .map(|b| BrokerInfo {
+                    id: b.broker_id.0,
+                    host: b.host.to_string(),
+                    port: b.port,
+                    rack: b.rack.as_ref().map(|r| r.to_string()),
+                })
                 .collect();
             brokers.sort_by_key(|b| b.id);
-            return Ok(ClusterDescription { cluster_id: Some(resp.cluster_id.to_string()), controller_id: resp.controller_id.0, brokers });
+            return Ok(ClusterDescription {
+                cluster_id: Some(resp.cluster_id.to_string()),
+                controller_id: resp.controller_id.0,
+                brokers,
+            });
         }
         self.cluster.fetch_metadata(Some(&[]), false).await?;
-        Ok(ClusterDescription { cluster_id: self.cluster.cluster_id(), controller_id: self.cluster.controller_id(), brokers: self.cluster.brokers() })
+        Ok(ClusterDescription {
+            cluster_id: self.cluster.cluster_id(),
+            controller_id: self.cluster.controller_id(),
+            brokers: self.cluster.brokers(),
+        })
     }
 
     /// Offsets by timestamp per partition (`offsets::EARLIEST`, `LATEST`, `MAX_TIMESTAMP` or a time in ms).
-    pub async fn list_offsets(&self, queries: &[(TopicPartition, i64)]) -> Result<HashMap<TopicPartition, Option<OffsetAndTimestamp>>> {
+    pub async fn list_offsets(
+        &self,
+        queries: &[(TopicPartition, i64)],
+    ) -> Result<HashMap<TopicPartition, Option<OffsetAndTimestamp>>> {
         offsets::list_offsets(&self.cluster, queries, false).await
     }
 }

@@ -54,7 +54,12 @@ pub fn encode_with(records: &[RecordView<'_>], compression: Compression, stamp: 
 }
 
 /// `encode_with`, flagged as part of a transaction (attribute bit 4) when `transactional`.
-pub fn encode_batch(records: &[RecordView<'_>], compression: Compression, stamp: ProducerStamp, transactional: bool) -> Result<Bytes> {
+pub fn encode_batch(
+    records: &[RecordView<'_>],
+    compression: Compression,
+    stamp: ProducerStamp,
+    transactional: bool,
+) -> Result<Bytes> {
     if records.is_empty() {
         return Err(Error::Protocol("empty batch".into()));
     }
@@ -220,9 +225,8 @@ fn decode_batch(batch: Bytes, check_crc: bool) -> Result<DecodedBatch> {
         }
     } else {
         for _ in 0..count {
-            let r = decode_record(&mut body, base_offset, base_ts).ok_or_else(|| {
-                Error::Protocol(format!("truncated record in the batch at offset {base_offset}"))
-            })?;
+            let r = decode_record(&mut body, base_offset, base_ts)
+                .ok_or_else(|| Error::Protocol(format!("truncated record in the batch at offset {base_offset}")))?;
             records.push(r);
         }
         if timestamp_type == TimestampType::LogAppendTime {
@@ -264,7 +268,13 @@ fn decode_record(b: &mut Bytes, base_offset: i64, base_ts: i64) -> Option<Decode
         let v = get_bytes(&mut r)?;
         headers.push(Header { key: String::from_utf8_lossy(&k).into_owned(), value: v });
     }
-    Some(DecodedRecord { offset: base_offset + offset_delta as i64, timestamp: base_ts + ts_delta, key, value, headers })
+    Some(DecodedRecord {
+        offset: base_offset + offset_delta as i64,
+        timestamp: base_ts + ts_delta,
+        key,
+        value,
+        headers,
+    })
 }
 
 fn put_varint(b: &mut BytesMut, v: i32) {
@@ -373,7 +383,8 @@ mod tests {
 
     #[test]
     fn partial_trailing_batch_is_ignored_and_crc_is_checked() {
-        let one = encode(&[RecordView { timestamp: 1, key: None, value: Some(b"x"), headers: &[] }], Compression::None).unwrap();
+        let one = encode(&[RecordView { timestamp: 1, key: None, value: Some(b"x"), headers: &[] }], Compression::None)
+            .unwrap();
         let mut two = BytesMut::from(&one[..]);
         two.put_slice(&one[..one.len() - 3]);
         assert_eq!(decode_all(two.freeze(), true).unwrap().len(), 1);

@@ -84,7 +84,8 @@ impl Cluster {
         if let Some(c) = conns.values().next() {
             return Ok(c.clone());
         }
-        let known: Vec<(i32, String)> = self.read().brokers.values().map(|b| (b.id, format!("{}:{}", b.host, b.port))).collect();
+        let known: Vec<(i32, String)> =
+            self.read().brokers.values().map(|b| (b.id, format!("{}:{}", b.host, b.port))).collect();
         let candidates = known.into_iter().chain(self.config.bootstrap_servers.iter().map(|a| (BOOTSTRAP, a.clone())));
         let mut first_err = None;
         for (id, addr) in candidates {
@@ -130,7 +131,9 @@ impl Cluster {
         let req = MetadataRequest::default()
             .with_topics(topics.map(|ts| {
                 ts.iter()
-                    .map(|t| MetadataRequestTopic::default().with_name(Some(TopicName(StrBytes::from_string(t.clone())))))
+                    .map(|t| {
+                        MetadataRequestTopic::default().with_name(Some(TopicName(StrBytes::from_string(t.clone()))))
+                    })
                     .collect()
             }))
             .with_allow_auto_topic_creation(auto_create);
@@ -158,7 +161,12 @@ impl Cluster {
             .brokers
             .iter()
             .map(|b| {
-                let info = BrokerInfo { id: b.node_id.0, host: b.host.to_string(), port: b.port, rack: b.rack.as_ref().map(|r| r.to_string()) };
+                let info = BrokerInfo {
+                    id: b.node_id.0,
+                    host: b.host.to_string(),
+                    port: b.port,
+                    rack: b.rack.as_ref().map(|r| r.to_string()),
+                };
                 (b.node_id.0, info)
             })
             .collect();
@@ -185,7 +193,10 @@ impl Cluster {
                 })
                 .collect();
             partitions.sort_by_key(|p| p.id);
-            s.topics.insert(name.clone(), Arc::new(TopicInfo { name, id: t.topic_id, internal: t.is_internal, partitions }));
+            s.topics.insert(
+                name.clone(),
+                Arc::new(TopicInfo { name, id: t.topic_id, internal: t.is_internal, partitions }),
+            );
         }
         s.refreshed = Some(Instant::now());
     }
@@ -232,7 +243,9 @@ impl Cluster {
                         return Ok(t);
                     }
                 }
-                3 if unknown_since.is_some_and(|t| t.elapsed() >= Duration::from_millis(500)) || Instant::now() >= deadline => {
+                3 if unknown_since.is_some_and(|t| t.elapsed() >= Duration::from_millis(500))
+                    || Instant::now() >= deadline =>
+                {
                     return Err(Error::UnknownTopic(name.to_string()))
                 }
                 3 => {
@@ -245,7 +258,11 @@ impl Cluster {
             if Instant::now() >= deadline {
                 return Err(Error::Timeout(format!("metadata for topic '{name}'"), wait));
             }
-            let pause = if code == 3 { self.config.retry_backoff.min(Duration::from_millis(50)) } else { self.config.retry_backoff };
+            let pause = if code == 3 {
+                self.config.retry_backoff.min(Duration::from_millis(50))
+            } else {
+                self.config.retry_backoff
+            };
             tokio::time::sleep(pause).await;
         }
     }

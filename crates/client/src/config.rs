@@ -90,7 +90,11 @@ impl std::str::FromStr for Compression {
             "snappy" => Compression::Snappy,
             "lz4" => Compression::Lz4,
             "zstd" => Compression::Zstd,
-            _ => return Err(Error::Config(format!("compression.type '{s}' is not one of none, gzip, snappy, lz4, zstd"))),
+            _ => {
+                return Err(Error::Config(format!(
+                    "compression.type '{s}' is not one of none, gzip, snappy, lz4, zstd"
+                )))
+            }
         })
     }
 }
@@ -218,8 +222,12 @@ impl ProducerConfig {
             "enable.idempotence" => self.enable_idempotence = Some(boolean(key, value)?),
             "partitioner.class" => {
                 self.partitioner = match value {
-                    "default" | "org.apache.kafka.clients.producer.internals.DefaultPartitioner" => PartitionerKind::Default,
-                    "round-robin" | "org.apache.kafka.clients.producer.RoundRobinPartitioner" => PartitionerKind::RoundRobin,
+                    "default" | "org.apache.kafka.clients.producer.internals.DefaultPartitioner" => {
+                        PartitionerKind::Default
+                    }
+                    "round-robin" | "org.apache.kafka.clients.producer.RoundRobinPartitioner" => {
+                        PartitionerKind::RoundRobin
+                    }
                     _ => return Err(Error::Config(format!("partitioner.class '{value}': use default or round-robin"))),
                 }
             }
@@ -296,7 +304,10 @@ impl Default for ConsumerConfig {
             heartbeat_interval: Duration::from_millis(3000),
             max_poll_interval: Duration::from_millis(300_000),
             // The Java client's default: range, with cooperative-sticky as the upgrade path.
-            assignors: vec![crate::group::assignor::Assignor::Range, crate::group::assignor::Assignor::CooperativeSticky],
+            assignors: vec![
+                crate::group::assignor::Assignor::Range,
+                crate::group::assignor::Assignor::CooperativeSticky,
+            ],
             auto_offset_reset: OffsetReset::Latest,
             max_poll_records: 500,
             fetch_min_bytes: 1,
@@ -330,7 +341,10 @@ impl ConsumerConfig {
             "partition.assignment.strategy" => {
                 self.assignors = split_list(value)
                     .iter()
-                    .map(|n| crate::group::assignor::Assignor::parse(n).ok_or_else(|| Error::Config(format!("unknown assignor '{n}'"))))
+                    .map(|n| {
+                        crate::group::assignor::Assignor::parse(n)
+                            .ok_or_else(|| Error::Config(format!("unknown assignor '{n}'")))
+                    })
                     .collect::<Result<_>>()?;
             }
             "group.protocol" if value == "classic" => {}
@@ -339,7 +353,11 @@ impl ConsumerConfig {
                     "earliest" => OffsetReset::Earliest,
                     "latest" => OffsetReset::Latest,
                     "none" => OffsetReset::None,
-                    _ => return Err(Error::Config(format!("auto.offset.reset must be earliest, latest or none, not '{value}'"))),
+                    _ => {
+                        return Err(Error::Config(format!(
+                            "auto.offset.reset must be earliest, latest or none, not '{value}'"
+                        )))
+                    }
                 }
             }
             "max.poll.records" => self.max_poll_records = number::<usize>(key, value)?.max(1),

@@ -64,13 +64,18 @@ impl Connection {
             Ok(Ok(s)) => s,
             Ok(Err(e)) => return Err(Error::Connect { addr: addr.to_string(), reason: e.to_string() }),
             Err(_) => {
-                let reason = format!("no answer within {:?} (socket.connection.setup.timeout.ms)", config.connect_timeout);
+                let reason =
+                    format!("no answer within {:?} (socket.connection.setup.timeout.ms)", config.connect_timeout);
                 return Err(Error::Connect { addr: addr.to_string(), reason });
             }
         };
         let _ = stream.set_nodelay(true);
         let (read, write) = stream.into_split();
-        let shared = Arc::new(Shared { addr: addr.to_string(), pending: Mutex::new(HashMap::new()), closed: AtomicBool::new(false) });
+        let shared = Arc::new(Shared {
+            addr: addr.to_string(),
+            pending: Mutex::new(HashMap::new()),
+            closed: AtomicBool::new(false),
+        });
         let (frames, rx) = mpsc::unbounded_channel();
         tokio::spawn(write_loop(write, rx, shared.clone()));
         tokio::spawn(read_loop(read, shared.clone()));
@@ -234,7 +239,8 @@ fn decode_response<R: Request>(mut body: Bytes, version: i16) -> Result<R::Respo
         ResponseHeader::decode(&mut b, 1).map_err(|e| Error::Protocol(e.to_string()))?;
         body = b;
     }
-    R::Response::decode(&mut body, version).map_err(|e| Error::Protocol(format!("decode {} v{version}: {e}", api_name(R::KEY))))
+    R::Response::decode(&mut body, version)
+        .map_err(|e| Error::Protocol(format!("decode {} v{version}: {e}", api_name(R::KEY))))
 }
 
 async fn write_loop(write: OwnedWriteHalf, mut rx: mpsc::UnboundedReceiver<Bytes>, shared: Arc<Shared>) {

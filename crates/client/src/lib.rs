@@ -20,7 +20,6 @@ pub mod record;
 pub mod serializer;
 pub mod transaction_admin;
 
-
 pub use admin::Admin;
 pub use config::{ClientConfig, Compression, ConsumerConfig, OffsetReset, PartitionerKind, ProducerConfig};
 

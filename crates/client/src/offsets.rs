@@ -52,13 +52,16 @@ pub async fn list_offsets(
         }
         for (leader, parts) in by_leader {
             let result = async {
-                let conn = if leader >= 0 { cluster.connection(leader).await? } else { cluster.any_connection().await? };
+                let conn =
+                    if leader >= 0 { cluster.connection(leader).await? } else { cluster.any_connection().await? };
                 let mut topics: BTreeMap<&str, Vec<ListOffsetsPartition>> = BTreeMap::new();
                 for (tp, ts) in &parts {
-                    topics
-                        .entry(&tp.topic)
-                        .or_default()
-                        .push(ListOffsetsPartition::default().with_partition_index(tp.partition).with_current_leader_epoch(-1).with_timestamp(*ts));
+                    topics.entry(&tp.topic).or_default().push(
+                        ListOffsetsPartition::default()
+                            .with_partition_index(tp.partition)
+                            .with_current_leader_epoch(-1)
+                            .with_timestamp(*ts),
+                    );
                 }
                 let req = ListOffsetsRequest::default()
                     .with_replica_id(BrokerId(-1))
@@ -67,7 +70,11 @@ pub async fn list_offsets(
                     .with_topics(
                         topics
                             .into_iter()
-                            .map(|(t, ps)| ListOffsetsTopic::default().with_name(TopicName(StrBytes::from_string(t.to_string()))).with_partitions(ps))
+                            .map(|(t, ps)| {
+                                ListOffsetsTopic::default()
+                                    .with_name(TopicName(StrBytes::from_string(t.to_string())))
+                                    .with_partitions(ps)
+                            })
                             .collect(),
                     );
                 conn.call(&req).await
@@ -93,7 +100,8 @@ pub async fn list_offsets(
                     let tp = TopicPartition::new(t.name.0.to_string(), p.partition_index);
                     let Some((_, ts)) = parts.iter().find(|(q, _)| *q == tp) else { continue };
                     if p.error_code == 0 {
-                        let v = (p.offset >= 0).then_some(OffsetAndTimestamp { offset: p.offset, timestamp: p.timestamp });
+                        let v =
+                            (p.offset >= 0).then_some(OffsetAndTimestamp { offset: p.offset, timestamp: p.timestamp });
                         out.insert(tp, v);
                     } else {
                         let e = Error::kafka(p.error_code, format!("list offsets of {tp}"), None);

@@ -71,14 +71,20 @@ impl Admin {
         cluster.fetch_metadata(Some(&[]), false).await?;
         let req = ListTransactionsRequest::default()
             .with_state_filters(options.states.iter().map(|s| StrBytes::from_string(s.clone())).collect())
-            .with_producer_id_filters(options.producer_ids.iter().map(|p| kafka_protocol::messages::ProducerId(*p)).collect())
+            .with_producer_id_filters(
+                options.producer_ids.iter().map(|p| kafka_protocol::messages::ProducerId(*p)).collect(),
+            )
             .with_duration_filter(options.duration_filter_ms.unwrap_or(-1));
         let mut out = Vec::new();
         for b in cluster.brokers() {
             let conn = cluster.connection(b.id).await?;
             let version = conn.version::<ListTransactionsRequest>()?;
             if options.duration_filter_ms.is_some() && version < 1 {
-                return Err(Error::UnsupportedApi { addr: conn.addr().to_string(), api: "ListTransactions v1 (duration filter)", key: 66 });
+                return Err(Error::UnsupportedApi {
+                    addr: conn.addr().to_string(),
+                    api: "ListTransactions v1 (duration filter)",
+                    key: 66,
+                });
             }
             let resp = conn.call_version(&req, version).await?;
             check(resp.error_code, || format!("ListTransactions on broker {}", b.id), None)?;
@@ -165,9 +171,14 @@ impl Admin {
                 Err(e) => return Err(e),
             };
             let conn = Connection::connect(&addr, cluster.config()).await?;
-            let req = DescribeTransactionsRequest::default().with_transactional_ids(vec![TransactionalId(StrBytes::from_string(id.to_string()))]);
+            let req = DescribeTransactionsRequest::default()
+                .with_transactional_ids(vec![TransactionalId(StrBytes::from_string(id.to_string()))]);
             let resp = conn.call(&req).await?;
-            let t = resp.transaction_states.into_iter().next().ok_or_else(|| Error::Protocol("DescribeTransactions answered no state".into()))?;
+            let t = resp
+                .transaction_states
+                .into_iter()
+                .next()
+                .ok_or_else(|| Error::Protocol("DescribeTransactions answered no state".into()))?;
             // NOT_COORDINATOR, COORDINATOR_NOT_AVAILABLE, COORDINATOR_LOAD_IN_PROGRESS: ask again.
             if matches!(t.error_code, 14..=16) {
                 last = Some(Error::kafka(t.error_code, format!("DescribeTransactions of {id}"), None));

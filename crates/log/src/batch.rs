@@ -109,8 +109,7 @@ impl BatchHeader {
 
     /// Offset of the last record in the batch.
     pub fn last_offset(&self) -> i64 {
-        self.base_offset
-            .saturating_add(i64::from(self.last_offset_delta))
+        self.base_offset.saturating_add(i64::from(self.last_offset_delta))
     }
 
     /// Size of the whole batch on the wire / on disk (12 + batchLength).
@@ -134,15 +133,12 @@ fn corrupt(msg: String) -> LogError {
 /// Checks, per batch: framing (the batch fits in the buffer and is at least a header long),
 /// magic == 2, size <= `max_message_bytes`, CRC-32C, recordCount >= 1 with
 /// lastOffsetDelta == recordCount - 1, and a known compression codec. Never panics.
-pub fn validate_batches(
-    records: &[u8],
-    max_message_bytes: u32,
-) -> Result<Vec<BatchHeader>, LogError> {
+pub fn validate_batches(records: &[u8], max_message_bytes: u32) -> Result<Vec<BatchHeader>, LogError> {
     let mut headers = Vec::new();
     let mut pos = 0usize;
     while pos < records.len() {
-        let header = validate_one(&records[pos..], max_message_bytes)
-            .map_err(|e| with_position(e, headers.len(), pos))?;
+        let header =
+            validate_one(&records[pos..], max_message_bytes).map_err(|e| with_position(e, headers.len(), pos))?;
         pos += header.total_size();
         headers.push(header);
     }
@@ -151,9 +147,7 @@ pub fn validate_batches(
 
 fn with_position(err: LogError, index: usize, pos: usize) -> LogError {
     match err {
-        LogError::CorruptMessage(m) => {
-            LogError::CorruptMessage(format!("batch {index} at byte {pos}: {m}"))
-        }
+        LogError::CorruptMessage(m) => LogError::CorruptMessage(format!("batch {index} at byte {pos}: {m}")),
         LogError::InvalidRecord(m) => corrupt(format!("batch {index} at byte {pos}: {m}")),
         other => other,
     }
@@ -161,10 +155,7 @@ fn with_position(err: LogError, index: usize, pos: usize) -> LogError {
 
 fn validate_one(buf: &[u8], max_message_bytes: u32) -> Result<BatchHeader, LogError> {
     if buf.len() < LOG_OVERHEAD {
-        return Err(corrupt(format!(
-            "{} trailing bytes are too short for a batch",
-            buf.len()
-        )));
+        return Err(corrupt(format!("{} trailing bytes are too short for a batch", buf.len())));
     }
     let batch_length = i32::from_be_bytes(be(buf, LENGTH_POS));
     if batch_length < 0 {
@@ -172,10 +163,7 @@ fn validate_one(buf: &[u8], max_message_bytes: u32) -> Result<BatchHeader, LogEr
     }
     let total = LOG_OVERHEAD + batch_length as usize;
     if total > buf.len() {
-        return Err(corrupt(format!(
-            "batch of {total} bytes is truncated to {} bytes",
-            buf.len()
-        )));
+        return Err(corrupt(format!("batch of {total} bytes is truncated to {} bytes", buf.len())));
     }
     let batch = &buf[..total];
     if total <= MAGIC_POS {
@@ -191,15 +179,10 @@ fn validate_one(buf: &[u8], max_message_bytes: u32) -> Result<BatchHeader, LogEr
         });
     }
     if batch_length < MIN_BATCH_LENGTH {
-        return Err(corrupt(format!(
-            "batch length {batch_length} is smaller than a v2 header"
-        )));
+        return Err(corrupt(format!("batch length {batch_length} is smaller than a v2 header")));
     }
     if total > max_message_bytes as usize {
-        return Err(LogError::MessageTooLarge {
-            size: total,
-            max: max_message_bytes,
-        });
+        return Err(LogError::MessageTooLarge { size: total, max: max_message_bytes });
     }
     let header = BatchHeader::parse(batch)?;
     let crc = compute_crc(batch);
@@ -210,10 +193,7 @@ fn validate_one(buf: &[u8], max_message_bytes: u32) -> Result<BatchHeader, LogEr
         )));
     }
     if header.record_count < 1 {
-        return Err(corrupt(format!(
-            "record count {} must be at least 1",
-            header.record_count
-        )));
+        return Err(corrupt(format!("record count {} must be at least 1", header.record_count)));
     }
     if header.last_offset_delta != header.record_count - 1 {
         return Err(corrupt(format!(
@@ -222,22 +202,14 @@ fn validate_one(buf: &[u8], max_message_bytes: u32) -> Result<BatchHeader, LogEr
         )));
     }
     if header.compression() > MAX_COMPRESSION_CODEC {
-        return Err(corrupt(format!(
-            "unknown compression codec {}",
-            header.compression()
-        )));
+        return Err(corrupt(format!("unknown compression codec {}", header.compression())));
     }
     Ok(header)
 }
 
 /// Stamps the broker-assigned base offset and leader epoch. Both lie before the CRC'd range, so
 /// the CRC stays valid.
-pub(crate) fn assign_offset_and_epoch(
-    batch: &mut [u8],
-    header: &mut BatchHeader,
-    base_offset: i64,
-    epoch: i32,
-) {
+pub(crate) fn assign_offset_and_epoch(batch: &mut [u8], header: &mut BatchHeader, base_offset: i64, epoch: i32) {
     batch[..8].copy_from_slice(&base_offset.to_be_bytes());
     batch[LEADER_EPOCH_POS..LEADER_EPOCH_POS + 4].copy_from_slice(&epoch.to_be_bytes());
     header.base_offset = base_offset;
@@ -272,12 +244,7 @@ pub(crate) fn set_max_timestamp(
 /// fields, attributes) around a new records section, as the log cleaner writes it: `record_count` and
 /// `max_timestamp` are the retained records', the length and CRC are recomputed. An empty batch (no records left,
 /// kept only to preserve its last offset) is written uncompressed, as Kafka's `writeEmptyHeader` does.
-pub(crate) fn rebuild(
-    original: &[u8],
-    section: &[u8],
-    record_count: i32,
-    max_timestamp: i64,
-) -> Vec<u8> {
+pub(crate) fn rebuild(original: &[u8], section: &[u8], record_count: i32, max_timestamp: i64) -> Vec<u8> {
     let mut out = Vec::with_capacity(HEADER_SIZE + section.len());
     out.extend_from_slice(&original[..HEADER_SIZE]);
     out.extend_from_slice(section);
@@ -311,12 +278,7 @@ mod tests {
 
     #[test]
     fn parses_a_built_batch() {
-        let b = build(&BatchSpec {
-            record_count: 3,
-            base_timestamp: 1000,
-            timestamp_step: 5,
-            ..Default::default()
-        });
+        let b = build(&BatchSpec { record_count: 3, base_timestamp: 1000, timestamp_step: 5, ..Default::default() });
         let h = validate_batches(&b, u32::MAX).unwrap();
         assert_eq!(h.len(), 1);
         let h = h[0];
@@ -337,10 +299,7 @@ mod tests {
         set.extend(batch(4, 100, 2));
         set.extend(batch(2, 0, 3));
         let h = validate_batches(&set, u32::MAX).unwrap();
-        assert_eq!(
-            h.iter().map(|h| h.record_count).collect::<Vec<_>>(),
-            vec![1, 4, 2]
-        );
+        assert_eq!(h.iter().map(|h| h.record_count).collect::<Vec<_>>(), vec![1, 4, 2]);
         assert!(validate_batches(&[], 100).unwrap().is_empty());
     }
 
@@ -349,25 +308,16 @@ mod tests {
         let mut b = batch(2, 10, 1);
         let last = b.len() - 1;
         b[last] ^= 0xff;
-        assert!(matches!(
-            validate_batches(&b, u32::MAX),
-            Err(LogError::CorruptMessage(_))
-        ));
+        assert!(matches!(validate_batches(&b, u32::MAX), Err(LogError::CorruptMessage(_))));
     }
 
     #[test]
     fn rejects_bad_magic() {
         let mut b = batch(1, 10, 1);
         b[MAGIC_POS] = 1;
-        assert!(matches!(
-            validate_batches(&b, u32::MAX),
-            Err(LogError::UnsupportedMagic(1))
-        ));
+        assert!(matches!(validate_batches(&b, u32::MAX), Err(LogError::UnsupportedMagic(1))));
         b[MAGIC_POS] = 7;
-        assert!(matches!(
-            validate_batches(&b, u32::MAX),
-            Err(LogError::InvalidRecord(_))
-        ));
+        assert!(matches!(validate_batches(&b, u32::MAX), Err(LogError::InvalidRecord(_))));
     }
 
     #[test]
@@ -379,43 +329,18 @@ mod tests {
         ));
         assert!(validate_batches(&b, b.len() as u32).is_ok());
         for cut in [1, 11, 12, 40, 61, b.len() - 1] {
-            assert!(
-                matches!(
-                    validate_batches(&b[..cut], u32::MAX),
-                    Err(LogError::InvalidRecord(_))
-                ),
-                "cut {cut}"
-            );
+            assert!(matches!(validate_batches(&b[..cut], u32::MAX), Err(LogError::InvalidRecord(_))), "cut {cut}");
         }
     }
 
     #[test]
     fn rejects_inconsistent_counts_and_codecs() {
-        let b = build(&BatchSpec {
-            record_count: 2,
-            last_offset_delta: Some(5),
-            ..Default::default()
-        });
-        assert!(matches!(
-            validate_batches(&b, u32::MAX),
-            Err(LogError::InvalidRecord(_))
-        ));
-        let b = build(&BatchSpec {
-            record_count: 0,
-            ..Default::default()
-        });
-        assert!(matches!(
-            validate_batches(&b, u32::MAX),
-            Err(LogError::InvalidRecord(_))
-        ));
-        let b = build(&BatchSpec {
-            attributes: 5,
-            ..Default::default()
-        });
-        assert!(matches!(
-            validate_batches(&b, u32::MAX),
-            Err(LogError::InvalidRecord(_))
-        ));
+        let b = build(&BatchSpec { record_count: 2, last_offset_delta: Some(5), ..Default::default() });
+        assert!(matches!(validate_batches(&b, u32::MAX), Err(LogError::InvalidRecord(_))));
+        let b = build(&BatchSpec { record_count: 0, ..Default::default() });
+        assert!(matches!(validate_batches(&b, u32::MAX), Err(LogError::InvalidRecord(_))));
+        let b = build(&BatchSpec { attributes: 5, ..Default::default() });
+        assert!(matches!(validate_batches(&b, u32::MAX), Err(LogError::InvalidRecord(_))));
     }
 
     #[test]
@@ -430,13 +355,6 @@ mod tests {
         assert_eq!(parsed.timestamp_type(), TimestampType::LogAppendTime);
         assign_offset_and_epoch(&mut b, &mut h, 42, 7);
         let parsed = validate_batches(&b, u32::MAX).unwrap()[0];
-        assert_eq!(
-            (
-                parsed.base_offset,
-                parsed.partition_leader_epoch,
-                parsed.last_offset()
-            ),
-            (42, 7, 44)
-        );
+        assert_eq!((parsed.base_offset, parsed.partition_leader_epoch, parsed.last_offset()), (42, 7, 44));
     }
 }

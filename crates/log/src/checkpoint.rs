@@ -27,8 +27,7 @@ fn tmp_path(dir: &Path, name: &str) -> PathBuf {
 
 /// Whether `file_name` is a temp file left by an interrupted `write_offset`.
 pub(crate) fn is_leftover_temp(file_name: &str) -> bool {
-    ALL.iter()
-        .any(|name| file_name.strip_suffix(TMP_SUFFIX) == Some(name))
+    ALL.iter().any(|name| file_name.strip_suffix(TMP_SUFFIX) == Some(name))
 }
 
 /// Reads a checkpoint. Missing or unreadable content yields `None` (with a warning for the
@@ -63,11 +62,7 @@ pub(crate) fn read_text(dir: &Path, name: &str) -> io::Result<Option<String>> {
 /// Replaces a checkpoint file atomically and durably.
 pub(crate) fn write_text(dir: &Path, name: &str, text: &str) -> io::Result<()> {
     let tmp = tmp_path(dir, name);
-    let mut f = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(&tmp)?;
+    let mut f = OpenOptions::new().write(true).create(true).truncate(true).open(&tmp)?;
     f.write_all(text.as_bytes())?;
     f.sync_all()?;
     fs::rename(&tmp, dir.join(name))?;

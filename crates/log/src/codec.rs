@@ -32,38 +32,22 @@ pub(crate) fn decompress(codec: u8, data: &[u8]) -> Result<Vec<u8>, LogError> {
     match codec {
         NONE => out.extend_from_slice(data),
         GZIP => {
-            flate2::read::GzDecoder::new(data)
-                .read_to_end(&mut out)
-                .map_err(|e| corrupt("gzip", e))?;
+            flate2::read::GzDecoder::new(data).read_to_end(&mut out).map_err(|e| corrupt("gzip", e))?;
         }
         SNAPPY => {
             if data.len() >= XERIAL_HEADER_LEN && &data[..8] == XERIAL_MAGIC {
                 let mut pos = XERIAL_HEADER_LEN;
                 while pos < data.len() {
-                    let len_bytes = data
-                        .get(pos..pos + 4)
-                        .ok_or_else(|| corrupt("snappy", "truncated block length"))?;
-                    let len = u32::from_be_bytes([
-                        len_bytes[0],
-                        len_bytes[1],
-                        len_bytes[2],
-                        len_bytes[3],
-                    ]) as usize;
+                    let len_bytes =
+                        data.get(pos..pos + 4).ok_or_else(|| corrupt("snappy", "truncated block length"))?;
+                    let len = u32::from_be_bytes([len_bytes[0], len_bytes[1], len_bytes[2], len_bytes[3]]) as usize;
                     pos += 4;
-                    let block = data
-                        .get(pos..pos + len)
-                        .ok_or_else(|| corrupt("snappy", "truncated block"))?;
-                    out.extend(
-                        snap::raw::Decoder::new()
-                            .decompress_vec(block)
-                            .map_err(|e| corrupt("snappy", e))?,
-                    );
+                    let block = data.get(pos..pos + len).ok_or_else(|| corrupt("snappy", "truncated block"))?;
+                    out.extend(snap::raw::Decoder::new().decompress_vec(block).map_err(|e| corrupt("snappy", e))?);
                     pos += len;
                 }
             } else {
-                out = snap::raw::Decoder::new()
-                    .decompress_vec(data)
-                    .map_err(|e| corrupt("snappy", e))?;
+                out = snap::raw::Decoder::new().decompress_vec(data).map_err(|e| corrupt("snappy", e))?;
             }
         }
         LZ4 => {
@@ -75,20 +59,14 @@ pub(crate) fn decompress(codec: u8, data: &[u8]) -> Result<Vec<u8>, LogError> {
         ZSTD => {
             zstd::stream::copy_decode(data, &mut out).map_err(|e| corrupt("zstd", e))?;
         }
-        other => {
-            return Err(LogError::CorruptMessage(format!(
-                "unknown compression codec {other}"
-            )))
-        }
+        other => return Err(LogError::CorruptMessage(format!("unknown compression codec {other}"))),
     }
     Ok(out)
 }
 
 /// Compresses a records section with `codec`, in the framing Kafka's Java client writes (so every client reads it).
 pub(crate) fn compress(codec: u8, data: &[u8]) -> Result<Vec<u8>, LogError> {
-    let io = |codec: &str, e: std::io::Error| {
-        LogError::Io(std::io::Error::other(format!("{codec} compression: {e}")))
-    };
+    let io = |codec: &str, e: std::io::Error| LogError::Io(std::io::Error::other(format!("{codec} compression: {e}")));
     match codec {
         NONE => Ok(data.to_vec()),
         GZIP => {
@@ -100,9 +78,7 @@ pub(crate) fn compress(codec: u8, data: &[u8]) -> Result<Vec<u8>, LogError> {
             let mut out = XERIAL_HEADER.to_vec();
             let mut enc = snap::raw::Encoder::new();
             for chunk in data.chunks(XERIAL_BLOCK) {
-                let block = enc
-                    .compress_vec(chunk)
-                    .map_err(|e| io("snappy", std::io::Error::other(e)))?;
+                let block = enc.compress_vec(chunk).map_err(|e| io("snappy", std::io::Error::other(e)))?;
                 out.extend_from_slice(&(block.len() as u32).to_be_bytes());
                 out.extend_from_slice(&block);
             }
@@ -121,9 +97,7 @@ pub(crate) fn compress(codec: u8, data: &[u8]) -> Result<Vec<u8>, LogError> {
             Ok(out)
         }
         ZSTD => zstd::stream::encode_all(data, 3).map_err(|e| io("zstd", e)),
-        other => Err(LogError::CorruptMessage(format!(
-            "unknown compression codec {other}"
-        ))),
+        other => Err(LogError::CorruptMessage(format!("unknown compression codec {other}"))),
     }
 }
 
@@ -133,9 +107,7 @@ mod tests {
 
     #[test]
     fn every_codec_round_trips() {
-        let data: Vec<u8> = (0..100_000u32)
-            .flat_map(|i| (i % 251).to_le_bytes())
-            .collect();
+        let data: Vec<u8> = (0..100_000u32).flat_map(|i| (i % 251).to_le_bytes()).collect();
         for codec in [NONE, GZIP, SNAPPY, LZ4, ZSTD] {
             let c = compress(codec, &data).unwrap();
             assert_eq!(decompress(codec, &c).unwrap(), data, "codec {codec}");

@@ -48,14 +48,8 @@ pub struct CleanupPolicy {
 }
 
 impl CleanupPolicy {
-    pub const DELETE: CleanupPolicy = CleanupPolicy {
-        delete: true,
-        compact: false,
-    };
-    pub const COMPACT: CleanupPolicy = CleanupPolicy {
-        delete: false,
-        compact: true,
-    };
+    pub const DELETE: CleanupPolicy = CleanupPolicy { delete: true, compact: false };
+    pub const COMPACT: CleanupPolicy = CleanupPolicy { delete: false, compact: true };
 }
 
 impl Default for CleanupPolicy {
@@ -69,10 +63,7 @@ impl FromStr for CleanupPolicy {
 
     /// Parses Kafka's list syntax (`compact,delete`, any order, spaces allowed).
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let mut policy = CleanupPolicy {
-            delete: false,
-            compact: false,
-        };
+        let mut policy = CleanupPolicy { delete: false, compact: false };
         for p in s.split(',').map(str::trim) {
             match p {
                 "delete" => policy.delete = true,
@@ -172,18 +163,9 @@ mod tests {
 
     #[test]
     fn cleanup_policy_parses_kafka_lists() {
-        assert_eq!(
-            "delete".parse::<CleanupPolicy>().unwrap(),
-            CleanupPolicy::DELETE
-        );
-        assert_eq!(
-            "compact".parse::<CleanupPolicy>().unwrap(),
-            CleanupPolicy::COMPACT
-        );
-        let both = CleanupPolicy {
-            delete: true,
-            compact: true,
-        };
+        assert_eq!("delete".parse::<CleanupPolicy>().unwrap(), CleanupPolicy::DELETE);
+        assert_eq!("compact".parse::<CleanupPolicy>().unwrap(), CleanupPolicy::COMPACT);
+        let both = CleanupPolicy { delete: true, compact: true };
         assert_eq!("compact,delete".parse::<CleanupPolicy>().unwrap(), both);
         assert_eq!("delete, compact".parse::<CleanupPolicy>().unwrap(), both);
         assert!("compact,bogus".parse::<CleanupPolicy>().is_err());

@@ -30,11 +30,7 @@ pub enum LogError {
     #[error("{0}")]
     TransactionCoordinatorFenced(String),
     #[error("offset {requested} is out of range [{log_start}, {log_end}]")]
-    OffsetOutOfRange {
-        requested: i64,
-        log_start: i64,
-        log_end: i64,
-    },
+    OffsetOutOfRange { requested: i64, log_start: i64, log_end: i64 },
 }
 
 /// Error for mutations attempted after `close()` or `delete()`.

@@ -49,15 +49,7 @@ fn decode_all<E: IndexEntry>(buf: &[u8]) -> Vec<E> {
 
 impl<E: IndexEntry> IndexFile<E> {
     fn with_state(file: File, mem: Option<Vec<E>>, len: usize, last: Option<E>) -> Self {
-        IndexFile {
-            file,
-            state: Mutex::new(State {
-                mem,
-                len,
-                persisted: len,
-                last,
-            }),
-        }
+        IndexFile { file, state: Mutex::new(State { mem, len, persisted: len, last }) }
     }
 
     fn state(&self) -> MutexGuard<'_, State<E>> {
@@ -66,24 +58,14 @@ impl<E: IndexEntry> IndexFile<E> {
 
     /// Creates an empty index (truncating any stale file) for a new active segment.
     pub(crate) fn create(path: &Path) -> io::Result<Self> {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(path)?;
+        let file = OpenOptions::new().read(true).write(true).create(true).truncate(true).open(path)?;
         Ok(Self::with_state(file, Some(Vec::new()), 0, None))
     }
 
     /// Opens an index to be rebuilt: entries are re-added in memory and `persist_rebuilt` rewrites
     /// the file only if it differs.
     pub(crate) fn open_for_rebuild(path: &Path) -> io::Result<Self> {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(path)?;
+        let file = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(path)?;
         let index = Self::with_state(file, Some(Vec::new()), 0, None);
         Ok(index)
     }
@@ -101,11 +83,7 @@ impl<E: IndexEntry> IndexFile<E> {
             return Ok(None);
         }
         let len = (bytes / E::SIZE as u64) as usize;
-        let last = if len > 0 {
-            Some(read_entry(&file, len - 1)?)
-        } else {
-            None
-        };
+        let last = if len > 0 { Some(read_entry(&file, len - 1)?) } else { None };
         Ok(Some(Self::with_state(file, None, len, last)))
     }
 
@@ -149,11 +127,7 @@ impl<E: IndexEntry> IndexFile<E> {
                 debug_assert!(false, "push to a sealed index");
                 let mut buf = vec![0u8; E::SIZE];
                 entry.encode(&mut buf);
-                if self
-                    .file
-                    .write_all_at(&buf, (st.len * E::SIZE) as u64)
-                    .is_err()
-                {
+                if self.file.write_all_at(&buf, (st.len * E::SIZE) as u64).is_err() {
                     return;
                 }
                 st.persisted += 1;
@@ -298,10 +272,7 @@ mod tests {
     use crate::offset_index::OffsetEntry;
 
     fn entry(i: u32) -> OffsetEntry {
-        OffsetEntry {
-            rel_offset: i * 10,
-            position: i * 100,
-        }
+        OffsetEntry { rel_offset: i * 10, position: i * 100 }
     }
 
     #[test]
@@ -313,37 +284,23 @@ mod tests {
             index.push(entry(i));
         }
         let probes = [0u32, 5, 10, 11, 9999, 15_000, 29_990, 29_991, 100_000];
-        let in_mem: Vec<_> = probes
-            .iter()
-            .map(|&t| index.search(|e| e.rel_offset <= t).unwrap())
-            .collect();
+        let in_mem: Vec<_> = probes.iter().map(|&t| index.search(|e| e.rel_offset <= t).unwrap()).collect();
         assert!(index.seal().unwrap());
-        let on_file: Vec<_> = probes
-            .iter()
-            .map(|&t| index.search(|e| e.rel_offset <= t).unwrap())
-            .collect();
+        let on_file: Vec<_> = probes.iter().map(|&t| index.search(|e| e.rel_offset <= t).unwrap()).collect();
         assert_eq!(in_mem, on_file);
         assert_eq!(on_file[0], Some(entry(0)));
         assert_eq!(on_file[3], Some(entry(1)));
         assert_eq!(on_file[8], Some(entry(2999)));
         assert_eq!(index.search(|e| e.position > 1_000_000).unwrap(), None);
 
-        let reopened = IndexFile::<OffsetEntry>::open_existing(&path)
-            .unwrap()
-            .unwrap();
+        let reopened = IndexFile::<OffsetEntry>::open_existing(&path).unwrap().unwrap();
         assert_eq!(reopened.len(), 3000);
         assert_eq!(reopened.last(), Some(entry(2999)));
         assert_eq!(reopened.first().unwrap(), Some(entry(0)));
         reopened.activate().unwrap();
         reopened.push(entry(3000));
         assert!(reopened.write_pending().unwrap());
-        assert_eq!(
-            IndexFile::<OffsetEntry>::open_existing(&path)
-                .unwrap()
-                .unwrap()
-                .len(),
-            3001
-        );
+        assert_eq!(IndexFile::<OffsetEntry>::open_existing(&path).unwrap().unwrap().len(), 3001);
     }
 
     #[test]
@@ -351,9 +308,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("x.index");
         std::fs::write(&path, [0u8; 13]).unwrap();
-        assert!(IndexFile::<OffsetEntry>::open_existing(&path)
-            .unwrap()
-            .is_none());
+        assert!(IndexFile::<OffsetEntry>::open_existing(&path).unwrap().is_none());
 
         let rebuilt = IndexFile::<OffsetEntry>::open_for_rebuild(&path).unwrap();
         rebuilt.push(entry(0));

@@ -29,8 +29,8 @@ mod error;
 mod index;
 mod log;
 mod offset_index;
-mod records;
 mod producer_state;
+mod records;
 mod recovery;
 mod retention;
 mod segment;
@@ -40,12 +40,10 @@ mod time_index;
 mod txn_index;
 
 pub use batch::{compute_crc, validate_batches, BatchHeader, HEADER_SIZE, LOG_OVERHEAD, MAGIC_V2};
-pub use cleaner::{
-    CleanStats, Cleanability, CleanerConfig, NoTransactions, Throttler, TransactionIndex,
-};
+pub use cleaner::{CleanStats, Cleanability, CleanerConfig, NoTransactions, Throttler, TransactionIndex};
 pub use config::{CleanupPolicy, LogConfig, TimestampType};
-pub use error::LogError;
-pub use producer_state::{ActiveProducer, BatchMetadata};
 pub use control::{ControlType, EndTxnMarker};
-pub use txn_index::AbortedTxn;
+pub use error::LogError;
 pub use log::{AppendInfo, Log, LogTransactions, ReadResult, RecoveryReport, RetentionReport};
+pub use producer_state::{ActiveProducer, BatchMetadata};
+pub use txn_index::AbortedTxn;

@@ -17,15 +17,13 @@ use crate::batch::{self, validate_batches, BatchHeader};
 use crate::checkpoint;
 use crate::cleaner::state::CleanerState;
 use crate::config::{LogConfig, TimestampType};
-use crate::error::{closed_error, LogError};
 use crate::control::{self, EndTxnMarker};
+use crate::error::{closed_error, LogError};
 use crate::producer_state::{ActiveProducer, Origin, Prepared, ProducerStateManager};
-use crate::txn_index::AbortedTxn;
 use crate::recovery;
 use crate::retention::{self, SizeBudget};
-use crate::segment::{
-    self, Segment, CLEANED_SUFFIX, DELETED_SUFFIX, INDEX_EXT, LOG_EXT, SWAP_SUFFIX, TIME_INDEX_EXT,
-};
+use crate::segment::{self, Segment, CLEANED_SUFFIX, DELETED_SUFFIX, INDEX_EXT, LOG_EXT, SWAP_SUFFIX, TIME_INDEX_EXT};
+use crate::txn_index::AbortedTxn;
 
 /// Result of a successful append.
 #[derive(Debug, Clone)]
@@ -55,11 +53,7 @@ pub struct ReadResult {
 
 impl ReadResult {
     pub fn empty() -> ReadResult {
-        ReadResult {
-            records: Bytes::new(),
-            first_offset: -1,
-            last_offset: -1,
-        }
+        ReadResult { records: Bytes::new(), first_offset: -1, last_offset: -1 }
     }
 
     pub fn is_empty(&self) -> bool {
@@ -159,10 +153,7 @@ impl Log {
     }
 
     pub fn config(&self) -> LogConfig {
-        self.config
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+        self.config.read().unwrap_or_else(PoisonError::into_inner).clone()
     }
 
     /// Takes effect from the next append / retention run.
@@ -200,25 +191,16 @@ impl Log {
     }
 
     pub(crate) fn snapshot(&self) -> SegmentList {
-        self.segments
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+        self.segments.read().unwrap_or_else(PoisonError::into_inner).clone()
     }
 
     fn active(&self) -> Arc<Segment> {
-        self.snapshot()
-            .last()
-            .cloned()
-            .expect("a log always has at least one segment")
+        self.snapshot().last().cloned().expect("a log always has at least one segment")
     }
 
     /// Replaces the segment list; callers hold `append_lock`.
     fn publish(&self, change: impl FnOnce(&mut Vec<Arc<Segment>>)) {
-        let mut guard = self
-            .segments
-            .write()
-            .unwrap_or_else(PoisonError::into_inner);
+        let mut guard = self.segments.write().unwrap_or_else(PoisonError::into_inner);
         let mut list = Vec::clone(&guard);
         change(&mut list);
         *guard = Arc::new(list);
@@ -237,10 +219,7 @@ impl Log {
     ) -> Result<AppendInfo, LogError> {
         let config = self.config();
         if records.len() > i32::MAX as usize {
-            return Err(LogError::MessageTooLarge {
-                size: records.len(),
-                max: config.max_message_bytes,
-            });
+            return Err(LogError::MessageTooLarge { size: records.len(), max: config.max_message_bytes });
         }
         let headers = validate_batches(records, config.max_message_bytes)?;
         self.append_validated(records, headers, leader_epoch, now_ms, allow_control)
@@ -293,15 +272,9 @@ impl Log {
         }
         // Kafka's UnifiedLog.append: a record set must fit in one segment.
         if records.len() as u64 > config.effective_segment_bytes() {
-            return Err(LogError::RecordListTooLarge {
-                size: records.len(),
-                max: config.effective_segment_bytes(),
-            });
+            return Err(LogError::RecordListTooLarge { size: records.len(), max: config.effective_segment_bytes() });
         }
-        let record_count: i64 = headers
-            .iter()
-            .map(|h| i64::from(h.last_offset_delta) + 1)
-            .sum();
+        let record_count: i64 = headers.iter().map(|h| i64::from(h.last_offset_delta) + 1).sum();
 
         let mut state = lock(&self.append_lock);
         if state.closed {
@@ -347,20 +320,8 @@ impl Log {
             TimestampType::LogAppendTime => now_ms,
             TimestampType::CreateTime => -1,
         };
-        stamp(
-            records,
-            &mut headers,
-            first_offset,
-            leader_epoch,
-            config.message_timestamp_type,
-            now_ms,
-        );
-        active.append(
-            records,
-            &headers,
-            u64::from(config.index_interval_bytes),
-            now_ms,
-        )?;
+        stamp(records, &mut headers, first_offset, leader_epoch, config.message_timestamp_type, now_ms);
+        active.append(records, &headers, u64::from(config.index_interval_bytes), now_ms)?;
         // Stamping set the real base offsets; the producer entries were computed with the same ones.
         state.producers.commit(updated_producers);
         // The first unstable offset before the log end, so a reader never sees the new data as stable.
@@ -542,11 +503,7 @@ impl Log {
             if let Some(active) = segments.last() {
                 let recovery_point = active.base_offset();
                 if recovery_point > self.recovery_point.load(Ordering::Acquire) {
-                    checkpoint::write_offset(
-                        &self.dir,
-                        checkpoint::RECOVERY_POINT,
-                        recovery_point,
-                    )?;
+                    checkpoint::write_offset(&self.dir, checkpoint::RECOVERY_POINT, recovery_point)?;
                     self.recovery_point.store(recovery_point, Ordering::Release);
                 }
             }
@@ -568,11 +525,7 @@ impl Log {
         let log_end = self.log_end_offset();
         let segments = self.snapshot();
         let log_start = self.log_start_offset();
-        let out_of_range = || LogError::OffsetOutOfRange {
-            requested: offset,
-            log_start,
-            log_end,
-        };
+        let out_of_range = || LogError::OffsetOutOfRange { requested: offset, log_start, log_end };
         if offset < log_start || offset > log_end {
             return Err(out_of_range());
         }
@@ -594,20 +547,14 @@ impl Log {
 
     /// First batch whose maxTimestamp >= `ts`, among batches with offsets in [log start,
     /// `max_offset`). The broker decodes it to find the exact record.
-    pub fn find_batch_by_timestamp(
-        &self,
-        ts: i64,
-        max_offset: i64,
-    ) -> Result<Option<ReadResult>, LogError> {
+    pub fn find_batch_by_timestamp(&self, ts: i64, max_offset: i64) -> Result<Option<ReadResult>, LogError> {
         let segments = self.snapshot();
         let log_start = self.log_start_offset();
         for seg in segments.iter() {
             if seg.base_offset() >= max_offset {
                 break;
             }
-            if seg.next_offset() <= log_start
-                || seg.max_timestamp().is_none_or(|m| m.timestamp < ts)
-            {
+            if seg.next_offset() <= log_start || seg.max_timestamp().is_none_or(|m| m.timestamp < ts) {
                 continue;
             }
             if let Some((pos, header)) = seg.find_by_timestamp(ts, log_start, max_offset)? {
@@ -640,8 +587,7 @@ impl Log {
                 }
             }
         }
-        best.map(|(seg, pos, header)| seg.read_batch(pos, &header))
-            .transpose()
+        best.map(|(seg, pos, header)| seg.read_batch(pos, &header)).transpose()
     }
 
     /// Deletes old segments per retention.ms and retention.bytes (Kafka's rules, see
@@ -652,10 +598,7 @@ impl Log {
         {
             let state = lock(&self.append_lock);
             if state.closed {
-                return Ok(RetentionReport {
-                    log_start_offset: self.log_start_offset(),
-                    ..Default::default()
-                });
+                return Ok(RetentionReport { log_start_offset: self.log_start_offset(), ..Default::default() });
             }
             removed.extend(self.remove_below_log_start_locked(&state.producers)?);
             // retention.ms / retention.bytes apply only to `delete` logs; a compact-only log loses segments
@@ -703,11 +646,7 @@ impl Log {
             let log_start = self.log_start_offset();
             let log_end = self.log_end_offset();
             if offset > log_end || offset < 0 {
-                return Err(LogError::OffsetOutOfRange {
-                    requested: offset,
-                    log_start,
-                    log_end,
-                });
+                return Err(LogError::OffsetOutOfRange { requested: offset, log_start, log_end });
             }
             if offset <= log_start {
                 return Ok(());
@@ -726,11 +665,7 @@ impl Log {
         if self.deleted.load(Ordering::Acquire) {
             return Ok(());
         }
-        checkpoint::write_offset(
-            &self.dir,
-            checkpoint::LOG_START_OFFSET,
-            self.log_start_offset(),
-        )?;
+        checkpoint::write_offset(&self.dir, checkpoint::LOG_START_OFFSET, self.log_start_offset())?;
         Ok(())
     }
 
@@ -738,10 +673,7 @@ impl Log {
     fn remove_below_log_start_locked(&self, producers: &ProducerStateManager) -> Result<Vec<Arc<Segment>>, LogError> {
         let segments = self.snapshot();
         let log_start = self.log_start_offset();
-        let n = segments
-            .windows(2)
-            .take_while(|w| w[1].base_offset() <= log_start)
-            .count();
+        let n = segments.windows(2).take_while(|w| w[1].base_offset() <= log_start).count();
         self.remove_prefix_locked(n, producers)
     }
 
@@ -785,33 +717,21 @@ impl Log {
     /// last, then a directory fsync); the replaced segments are renamed `.deleted`, the swap files take their
     /// final names, and the `.deleted` files are removed. Recovery completes a swap whose `.log.swap` exists and
     /// discards `.cleaned` files, so a crash at any point leaves either the old segments or the cleaned one.
-    pub(crate) fn replace_segments(
-        &self,
-        old: &[Arc<Segment>],
-        new: Arc<Segment>,
-    ) -> Result<bool, LogError> {
+    pub(crate) fn replace_segments(&self, old: &[Arc<Segment>], new: Arc<Segment>) -> Result<bool, LogError> {
         let base = new.base_offset();
         let state = lock(&self.append_lock);
         let list = self.snapshot();
         let start = list.iter().position(|s| Arc::ptr_eq(s, &old[0]));
-        let intact = start.is_some_and(|i| {
-            i + old.len() < list.len() && old.iter().zip(&list[i..]).all(|(a, b)| Arc::ptr_eq(a, b))
-        });
-        let (Some(start), true, false) = (
-            start,
-            intact,
-            state.closed || self.deleted.load(Ordering::Acquire),
-        ) else {
+        let intact = start
+            .is_some_and(|i| i + old.len() < list.len() && old.iter().zip(&list[i..]).all(|(a, b)| Arc::ptr_eq(a, b)));
+        let (Some(start), true, false) = (start, intact, state.closed || self.deleted.load(Ordering::Acquire)) else {
             drop(state);
             remove_suffixed_files(&self.dir, base, CLEANED_SUFFIX);
             return Ok(false);
         };
         let renamed = |ext: &str, from: &str, to: &str| {
             let name = segment::file_name(base, ext);
-            std::fs::rename(
-                self.dir.join(format!("{name}{from}")),
-                self.dir.join(format!("{name}{to}")),
-            )
+            std::fs::rename(self.dir.join(format!("{name}{from}")), self.dir.join(format!("{name}{to}")))
         };
         for ext in [INDEX_EXT, TIME_INDEX_EXT, LOG_EXT] {
             renamed(ext, CLEANED_SUFFIX, SWAP_SUFFIX)?;
@@ -822,10 +742,7 @@ impl Log {
         for seg in old {
             for ext in [LOG_EXT, INDEX_EXT, TIME_INDEX_EXT] {
                 let from = seg.path(ext);
-                let to = self.dir.join(format!(
-                    "{}{DELETED_SUFFIX}",
-                    segment::file_name(seg.base_offset(), ext)
-                ));
+                let to = self.dir.join(format!("{}{DELETED_SUFFIX}", segment::file_name(seg.base_offset(), ext)));
                 std::fs::rename(&from, &to)?;
                 doomed.push(to);
             }
@@ -932,7 +849,11 @@ pub(crate) fn remove_suffixed_files(dir: &Path, base: i64, suffix: &str) {
 /// The producer state as of `log_end`: the newest snapshot plus a replay of the batch headers after it.
 /// The transaction indexes are rebuilt from the same replay: entries for markers at or after the replay start are
 /// dropped and re-added from the markers read back, so an index torn or lost in a crash is made whole again.
-fn rebuild_producer_state(dir: &Path, segments: &[Arc<Segment>], log_end: i64) -> Result<ProducerStateManager, LogError> {
+fn rebuild_producer_state(
+    dir: &Path,
+    segments: &[Arc<Segment>],
+    log_end: i64,
+) -> Result<ProducerStateManager, LogError> {
     let (mut producers, from) = ProducerStateManager::load_snapshot(dir, log_end)?;
     for seg in segments.iter() {
         seg.txn_index().truncate_from(from.min(log_end))?;
@@ -976,13 +897,7 @@ fn rebuild_producer_state(dir: &Path, segments: &[Arc<Segment>], log_end: i64) -
 
 /// Kafka's roll conditions, checked only for a non-empty active segment (an oversized append
 /// goes into an empty segment rather than rolling forever).
-fn should_roll(
-    active: &Segment,
-    config: &LogConfig,
-    incoming: u64,
-    last_offset: i64,
-    now_ms: i64,
-) -> bool {
+fn should_roll(active: &Segment, config: &LogConfig, incoming: u64, last_offset: i64, now_ms: i64) -> bool {
     let size = active.size();
     if size == 0 {
         return false;

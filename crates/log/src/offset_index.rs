@@ -43,7 +43,5 @@ impl IndexFile<OffsetEntry> {
 
 /// Entries must strictly increase in both offset and position.
 pub(crate) fn is_ordered(entries: &[OffsetEntry]) -> bool {
-    entries
-        .windows(2)
-        .all(|w| w[0].rel_offset < w[1].rel_offset && w[0].position < w[1].position)
+    entries.windows(2).all(|w| w[0].rel_offset < w[1].rel_offset && w[0].position < w[1].position)
 }

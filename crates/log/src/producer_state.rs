@@ -68,7 +68,13 @@ pub(crate) struct ProducerEntry {
 
 impl ProducerEntry {
     fn new(epoch: i16) -> ProducerEntry {
-        ProducerEntry { epoch, batches: VecDeque::new(), last_timestamp: -1, coordinator_epoch: -1, current_txn_first_offset: None }
+        ProducerEntry {
+            epoch,
+            batches: VecDeque::new(),
+            last_timestamp: -1,
+            coordinator_epoch: -1,
+            current_txn_first_offset: None,
+        }
     }
 
     /// Kafka's maybeUpdateProducerEpoch: a new epoch starts a new sequence space.
@@ -197,10 +203,7 @@ impl ProducerStateManager {
 
     /// Kafka's lastStableOffset(completedTxn): where the LSO stands once `txn` is complete.
     pub fn last_stable_offset_after(&self, txn: &CompletedTxn) -> i64 {
-        self.ongoing
-            .iter()
-            .find(|(_, pid)| **pid != txn.producer_id)
-            .map_or(txn.last_offset + 1, |(first, _)| *first)
+        self.ongoing.iter().find(|(_, pid)| **pid != txn.producer_id).map_or(txn.last_offset + 1, |(first, _)| *first)
     }
 
     /// Installs `entry` for `id`, keeping the ongoing-transaction set in step.
@@ -248,7 +251,8 @@ impl ProducerStateManager {
                 None => {
                     let current = self.producers.get(&h.producer_id);
                     if origin == Origin::Client {
-                        if let Some(dup) = current.and_then(|e| e.find_duplicate(h.producer_epoch, first_seq, last_seq)) {
+                        if let Some(dup) = current.and_then(|e| e.find_duplicate(h.producer_epoch, first_seq, last_seq))
+                        {
                             return Ok(Prepared::Duplicate(dup));
                         }
                     }
@@ -372,10 +376,18 @@ impl ProducerStateManager {
         if h.is_control() {
             let marker = marker?;
             let mut entry = self.producers.get(&h.producer_id).cloned().unwrap_or_else(|| ProducerEntry::new(-1));
-            let m = Self::marker_update(h.producer_id, &mut entry, h.producer_epoch, marker, h.base_offset, h.max_timestamp);
+            let m = Self::marker_update(
+                h.producer_id,
+                &mut entry,
+                h.producer_epoch,
+                marker,
+                h.base_offset,
+                h.max_timestamp,
+            );
             return self.commit_marker(m);
         }
-        let mut entry = self.producers.get(&h.producer_id).cloned().unwrap_or_else(|| ProducerEntry::new(h.producer_epoch));
+        let mut entry =
+            self.producers.get(&h.producer_id).cloned().unwrap_or_else(|| ProducerEntry::new(h.producer_epoch));
         if h.producer_epoch < entry.epoch {
             return None;
         }
@@ -402,7 +414,9 @@ impl ProducerStateManager {
         let before = self.producers.len();
         // A producer with an open transaction is never expired (Kafka's isProducerExpired): its first offset holds
         // the LSO until the coordinator ends it.
-        self.producers.retain(|_, e| e.current_txn_first_offset.is_some() || now_ms.saturating_sub(e.last_timestamp) < expiration_ms);
+        self.producers.retain(|_, e| {
+            e.current_txn_first_offset.is_some() || now_ms.saturating_sub(e.last_timestamp) < expiration_ms
+        });
         before - self.producers.len()
     }
 
@@ -466,7 +480,10 @@ impl ProducerStateManager {
                 });
             }
             let current_txn_first_offset = (txn_first >= 0).then_some(txn_first);
-            producers.insert(id, ProducerEntry { epoch, batches, last_timestamp, coordinator_epoch, current_txn_first_offset });
+            producers.insert(
+                id,
+                ProducerEntry { epoch, batches, last_timestamp, coordinator_epoch, current_txn_first_offset },
+            );
         }
         r.0.is_empty().then(|| ProducerStateManager::from_producers(producers))
     }

@@ -34,10 +34,7 @@ impl<'a> Cursor<'a> {
     fn varlong(&mut self, max_bytes: usize) -> Result<i64, LogError> {
         let mut value: u64 = 0;
         for i in 0..max_bytes {
-            let b = *self
-                .buf
-                .get(self.pos)
-                .ok_or_else(|| corrupt("record truncated inside a varint"))?;
+            let b = *self.buf.get(self.pos).ok_or_else(|| corrupt("record truncated inside a varint"))?;
             self.pos += 1;
             value |= u64::from(b & 0x7f) << (7 * i);
             if b & 0x80 == 0 {
@@ -76,10 +73,7 @@ impl<'a> Cursor<'a> {
 /// Parses `expected` records from a decompressed records section; the section must hold exactly them.
 pub(crate) fn parse(section: &[u8], expected: i32) -> Result<Vec<RecordView<'_>>, LogError> {
     let mut out = Vec::with_capacity(expected.max(0) as usize);
-    let mut c = Cursor {
-        buf: section,
-        pos: 0,
-    };
+    let mut c = Cursor { buf: section, pos: 0 };
     while c.pos < section.len() {
         let start = c.pos;
         let len = c.varint()?;
@@ -103,29 +97,17 @@ pub(crate) fn parse(section: &[u8], expected: i32) -> Result<Vec<RecordView<'_>>
         if r.pos != body.len() {
             return Err(corrupt("record length does not match its fields"));
         }
-        out.push(RecordView {
-            raw,
-            timestamp_delta,
-            offset_delta,
-            key,
-            value,
-            value_is_null: value.is_none(),
-        });
+        out.push(RecordView { raw, timestamp_delta, offset_delta, key, value, value_is_null: value.is_none() });
     }
     if out.len() != expected.max(0) as usize {
-        return Err(corrupt(format!(
-            "batch declares {expected} records but holds {}",
-            out.len()
-        )));
+        return Err(corrupt(format!("batch declares {expected} records but holds {}", out.len())));
     }
     Ok(out)
 }
 
 /// The decompressed records section of a whole batch.
 pub(crate) fn section(batch: &[u8], header: &BatchHeader) -> Result<Vec<u8>, LogError> {
-    let body = batch
-        .get(HEADER_SIZE..header.total_size())
-        .ok_or_else(|| corrupt("batch shorter than its length"))?;
+    let body = batch.get(HEADER_SIZE..header.total_size()).ok_or_else(|| corrupt("batch shorter than its length"))?;
     codec::decompress(header.compression(), body)
 }
 
@@ -137,18 +119,11 @@ mod tests {
 
     #[test]
     fn parses_testkit_records() {
-        let b = build(&BatchSpec {
-            record_count: 3,
-            value_len: 7,
-            ..Default::default()
-        });
+        let b = build(&BatchSpec { record_count: 3, value_len: 7, ..Default::default() });
         let h = validate_batches(&b, u32::MAX).unwrap()[0];
         let s = section(&b, &h).unwrap();
         let recs = parse(&s, 3).unwrap();
-        assert_eq!(
-            recs.iter().map(|r| r.offset_delta).collect::<Vec<_>>(),
-            vec![0, 1, 2]
-        );
+        assert_eq!(recs.iter().map(|r| r.offset_delta).collect::<Vec<_>>(), vec![0, 1, 2]);
         assert_eq!(recs.iter().map(|r| r.raw.len()).sum::<usize>(), s.len());
         assert!(parse(&s, 4).is_err());
         assert!(parse(&s[..s.len() - 1], 3).is_err());

@@ -39,9 +39,7 @@ enum Trust {
 }
 
 pub(crate) fn wall_clock_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
 
 pub(crate) fn load(dir: &Path, config: &LogConfig) -> Result<Loaded, LogError> {
@@ -57,13 +55,7 @@ pub(crate) fn load(dir: &Path, config: &LogConfig) -> Result<Loaded, LogError> {
     let mut clean = None;
     if let Some(marker_end) = marker {
         let mut attempt = RecoveryReport::default();
-        let segments = load_segments(
-            dir,
-            &list_segments(dir)?,
-            interval,
-            Trust::Clean,
-            &mut attempt,
-        )?;
+        let segments = load_segments(dir, &list_segments(dir)?, interval, Trust::Clean, &mut attempt)?;
         let end = segments.last().map(|s| s.next_offset());
         if attempt.truncated_bytes == 0 && end.is_none_or(|e| e == marker_end) {
             attempt.clean_shutdown = true;
@@ -76,15 +68,8 @@ pub(crate) fn load(dir: &Path, config: &LogConfig) -> Result<Loaded, LogError> {
     let mut segments = match clean {
         Some(segments) => segments,
         None => {
-            let recovery_point =
-                checkpoint::read_offset(dir, checkpoint::RECOVERY_POINT)?.unwrap_or(0);
-            load_segments(
-                dir,
-                &list_segments(dir)?,
-                interval,
-                Trust::Below(recovery_point),
-                &mut report,
-            )?
+            let recovery_point = checkpoint::read_offset(dir, checkpoint::RECOVERY_POINT)?.unwrap_or(0);
+            load_segments(dir, &list_segments(dir)?, interval, Trust::Below(recovery_point), &mut report)?
         }
     };
     // The marker must not outlive this open, or a later crash would pass for a clean shutdown.
@@ -120,19 +105,12 @@ pub(crate) fn load(dir: &Path, config: &LogConfig) -> Result<Loaded, LogError> {
         let now = wall_clock_ms();
         let first_ts = first_batch_timestamp(active)?;
         // Kafka rolls by the first batch's timestamp after a restart; never let it lie in the future.
-        active.set_rolling_ts(if first_ts >= 0 {
-            first_ts.min(now)
-        } else {
-            now
-        });
+        active.set_rolling_ts(if first_ts >= 0 { first_ts.min(now) } else { now });
     }
 
     let log_end = active.next_offset();
     let first_base = segments[0].base_offset();
-    let log_start_offset = checkpointed_start
-        .unwrap_or(first_base)
-        .max(first_base)
-        .min(log_end);
+    let log_start_offset = checkpointed_start.unwrap_or(first_base).max(first_base).min(log_end);
     // Everything on disk is now durable (recovered segments were synced), so only the active
     // segment needs rescanning after a future crash.
     let recovery_point = active.base_offset();
@@ -140,12 +118,7 @@ pub(crate) fn load(dir: &Path, config: &LogConfig) -> Result<Loaded, LogError> {
         checkpoint::write_offset(dir, checkpoint::RECOVERY_POINT, recovery_point)?;
     }
     report.log_end_offset = log_end;
-    Ok(Loaded {
-        segments,
-        log_start_offset,
-        recovery_point,
-        report,
-    })
+    Ok(Loaded { segments, log_start_offset, recovery_point, report })
 }
 
 fn first_batch_timestamp(seg: &Segment) -> io::Result<i64> {
@@ -172,13 +145,7 @@ fn complete_swaps(dir: &Path) -> io::Result<()> {
     }
     swaps.sort_unstable();
     for base in swaps {
-        let swap_path = |ext: &str| {
-            dir.join(format!(
-                "{}{}",
-                segment::file_name(base, ext),
-                segment::SWAP_SUFFIX
-            ))
-        };
+        let swap_path = |ext: &str| dir.join(format!("{}{}", segment::file_name(base, ext), segment::SWAP_SUFFIX));
         let log = File::open(swap_path(LOG_EXT))?;
         let size = log.metadata()?.len();
         let end = scan_batches(&log, 0, size, base, base, |_, _| {})?.next_offset;
@@ -227,10 +194,7 @@ fn list_segments(dir: &Path) -> io::Result<Vec<i64>> {
                 logs.insert(base);
             }
             INDEX_EXT | TIME_INDEX_EXT | TXN_INDEX_EXT => indexes.push((base, name.to_owned())),
-            _ if [".deleted", ".swap", ".cleaned", ".tmp"]
-                .iter()
-                .any(|s| ext.ends_with(s)) =>
-            {
+            _ if [".deleted", ".swap", ".cleaned", ".tmp"].iter().any(|s| ext.ends_with(s)) => {
                 remove_leftover(dir, name)
             }
             _ => {}
@@ -266,11 +230,7 @@ fn load_segments(
             Trust::Clean => true,
             Trust::Below(recovery_point) => next_base.is_some_and(|nb| nb <= recovery_point),
         };
-        let opened = if trusted {
-            open_trusted(dir, base, next_base)?
-        } else {
-            None
-        };
+        let opened = if trusted { open_trusted(dir, base, next_base)? } else { None };
         let seg = match opened {
             Some(seg) => seg,
             None => {
@@ -315,37 +275,19 @@ fn delete_segment_files(dir: &Path, base: i64, log_end: i64) -> u64 {
 /// (as Kafka does: whole entries, first entry at the start, last entry inside the file). `None`
 /// means "rescan and rebuild instead". For the last segment the bytes after the last index entry
 /// are verified, which also yields the log end offset.
-fn open_trusted(
-    dir: &Path,
-    base: i64,
-    next_base: Option<i64>,
-) -> Result<Option<Segment>, LogError> {
-    let log = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(dir.join(segment::file_name(base, LOG_EXT)))?;
+fn open_trusted(dir: &Path, base: i64, next_base: Option<i64>) -> Result<Option<Segment>, LogError> {
+    let log = OpenOptions::new().read(true).write(true).open(dir.join(segment::file_name(base, LOG_EXT)))?;
     let size = log.metadata()?.len();
-    let Some(offset_index) =
-        OffsetIndex::open_existing(&dir.join(segment::file_name(base, INDEX_EXT)))?
-    else {
+    let Some(offset_index) = OffsetIndex::open_existing(&dir.join(segment::file_name(base, INDEX_EXT)))? else {
         return Ok(None);
     };
-    let Some(time_index) =
-        TimeIndex::open_existing(&dir.join(segment::file_name(base, TIME_INDEX_EXT)))?
-    else {
+    let Some(time_index) = TimeIndex::open_existing(&dir.join(segment::file_name(base, TIME_INDEX_EXT)))? else {
         return Ok(None);
     };
     let (Some(last), Some(last_time)) = (offset_index.last(), time_index.last()) else {
         // A non-empty segment always has index entries; an empty one is only valid at the end.
         if size == 0 && offset_index.len() == 0 && time_index.len() == 0 && next_base.is_none() {
-            let parts = Parts {
-                log,
-                size,
-                next_offset: base,
-                offset_index,
-                time_index,
-                max: None,
-            };
+            let parts = Parts { log, size, next_offset: base, offset_index, time_index, max: None };
             return Ok(Some(Segment::from_parts(dir, base, parts)?));
         }
         return Ok(None);
@@ -358,10 +300,7 @@ fn open_trusted(
         return Ok(None);
     }
     let last_offset = base + i64::from(last.rel_offset);
-    let mut max = TimestampOffset {
-        timestamp: last_time.timestamp,
-        offset: base + i64::from(last_time.rel_offset),
-    };
+    let mut max = TimestampOffset { timestamp: last_time.timestamp, offset: base + i64::from(last_time.rel_offset) };
     let next_offset = match next_base {
         Some(next_base) => {
             if last_offset >= next_base || max.offset >= next_base {
@@ -371,40 +310,21 @@ fn open_trusted(
         }
         None => {
             // It becomes the active segment and its indexes are loaded whole anyway: check them all.
-            if !offset_index::is_ordered(&offset_index.entries()?)
-                || !time_index::is_ordered(&time_index.entries()?)
-            {
+            if !offset_index::is_ordered(&offset_index.entries()?) || !time_index::is_ordered(&time_index.entries()?) {
                 return Ok(None);
             }
-            let tail = scan_batches(
-                &log,
-                u64::from(last.position),
-                size,
-                last_offset,
-                base,
-                |_, h| {
-                    if h.max_timestamp > max.timestamp {
-                        max = TimestampOffset {
-                            timestamp: h.max_timestamp,
-                            offset: h.base_offset,
-                        };
-                    }
-                },
-            )?;
+            let tail = scan_batches(&log, u64::from(last.position), size, last_offset, base, |_, h| {
+                if h.max_timestamp > max.timestamp {
+                    max = TimestampOffset { timestamp: h.max_timestamp, offset: h.base_offset };
+                }
+            })?;
             if tail.error.is_some() || max.offset >= tail.next_offset {
                 return Ok(None);
             }
             tail.next_offset
         }
     };
-    let parts = Parts {
-        log,
-        size,
-        next_offset,
-        offset_index,
-        time_index,
-        max: Some(max),
-    };
+    let parts = Parts { log, size, next_offset, offset_index, time_index, max: Some(max) };
     Ok(Some(Segment::from_parts(dir, base, parts)?))
 }
 
@@ -417,27 +337,13 @@ struct Outcome {
 /// Scans a whole segment, truncating it at the first torn or invalid batch, and rebuilds its
 /// indexes from what remains.
 fn recover_segment(dir: &Path, base: i64, interval: u64) -> Result<(Segment, Outcome), LogError> {
-    let log = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(dir.join(segment::file_name(base, LOG_EXT)))?;
+    let log = OpenOptions::new().read(true).write(true).open(dir.join(segment::file_name(base, LOG_EXT)))?;
     let file_size = log.metadata()?.len();
-    let offset_index =
-        OffsetIndex::open_for_rebuild(&dir.join(segment::file_name(base, INDEX_EXT)))?;
-    let time_index =
-        TimeIndex::open_for_rebuild(&dir.join(segment::file_name(base, TIME_INDEX_EXT)))?;
-    let parts = Parts {
-        log,
-        size: 0,
-        next_offset: base,
-        offset_index,
-        time_index,
-        max: None,
-    };
+    let offset_index = OffsetIndex::open_for_rebuild(&dir.join(segment::file_name(base, INDEX_EXT)))?;
+    let time_index = TimeIndex::open_for_rebuild(&dir.join(segment::file_name(base, TIME_INDEX_EXT)))?;
+    let parts = Parts { log, size: 0, next_offset: base, offset_index, time_index, max: None };
     let seg = Segment::from_parts(dir, base, parts)?;
-    let scan = scan_batches(seg.log_file(), 0, file_size, base, base, |pos, h| {
-        seg.track_batch(pos, h, interval)
-    })?;
+    let scan = scan_batches(seg.log_file(), 0, file_size, base, base, |pos, h| seg.track_batch(pos, h, interval))?;
     let mut outcome = Outcome::default();
     if let Some(reason) = &scan.error {
         let bytes = file_size - scan.valid_end;
@@ -497,35 +403,18 @@ pub(crate) fn scan_batches(
     segment_base: i64,
     mut on_batch: impl FnMut(u64, &BatchHeader),
 ) -> io::Result<ScanEnd> {
-    let mut reader = BufReader::with_capacity(
-        SCAN_BUFFER,
-        PositionedReader {
-            file,
-            pos: start,
-            end,
-        },
-    );
+    let mut reader = BufReader::with_capacity(SCAN_BUFFER, PositionedReader { file, pos: start, end });
     let (mut pos, mut next) = (start, expected);
-    let stop = |pos: u64, next: i64, reason: String| {
-        Ok(ScanEnd {
-            valid_end: pos,
-            next_offset: next,
-            error: Some(reason),
-        })
-    };
+    let stop =
+        |pos: u64, next: i64, reason: String| Ok(ScanEnd { valid_end: pos, next_offset: next, error: Some(reason) });
     while pos < end {
         let remaining = end - pos;
         if remaining < HEADER_SIZE as u64 {
-            return stop(
-                pos,
-                next,
-                format!("{remaining} trailing bytes are too short for a batch"),
-            );
+            return stop(pos, next, format!("{remaining} trailing bytes are too short for a batch"));
         }
         let mut header = [0u8; HEADER_SIZE];
         reader.read_exact(&mut header)?;
-        let h = BatchHeader::parse(&header)
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
+        let h = BatchHeader::parse(&header).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
         if let Some(reason) = header_problem(&h, remaining, next, segment_base) {
             return stop(pos, next, reason);
         }
@@ -543,37 +432,21 @@ pub(crate) fn scan_batches(
             left -= n;
         }
         if crc != h.crc {
-            return stop(
-                pos,
-                next,
-                format!("CRC mismatch in the batch at offset {}", h.base_offset),
-            );
+            return stop(pos, next, format!("CRC mismatch in the batch at offset {}", h.base_offset));
         }
         on_batch(pos, &h);
         pos += h.total_size() as u64;
         next = h.last_offset() + 1;
     }
-    Ok(ScanEnd {
-        valid_end: pos,
-        next_offset: next,
-        error: None,
-    })
+    Ok(ScanEnd { valid_end: pos, next_offset: next, error: None })
 }
 
-fn header_problem(
-    h: &BatchHeader,
-    remaining: u64,
-    expected: i64,
-    segment_base: i64,
-) -> Option<String> {
+fn header_problem(h: &BatchHeader, remaining: u64, expected: i64, segment_base: i64) -> Option<String> {
     if h.batch_length < MIN_BATCH_LENGTH {
         return Some(format!("invalid batch length {}", h.batch_length));
     }
     if h.total_size() as u64 > remaining {
-        return Some(format!(
-            "torn batch: {} bytes but only {remaining} remain",
-            h.total_size()
-        ));
+        return Some(format!("torn batch: {} bytes but only {remaining} remain", h.total_size()));
     }
     if h.magic != MAGIC_V2 {
         return Some(format!("invalid magic {}", h.magic));
@@ -582,16 +455,10 @@ fn header_problem(
         return Some(format!("negative lastOffsetDelta {}", h.last_offset_delta));
     }
     if h.base_offset < expected {
-        return Some(format!(
-            "batch base offset {} is below the expected {expected}",
-            h.base_offset
-        ));
+        return Some(format!("batch base offset {} is below the expected {expected}", h.base_offset));
     }
     if h.last_offset() - segment_base > i64::from(i32::MAX) {
-        return Some(format!(
-            "offset {} is too far from the segment base {segment_base}",
-            h.last_offset()
-        ));
+        return Some(format!("offset {} is too far from the segment base {segment_base}", h.last_offset()));
     }
     None
 }

@@ -27,9 +27,7 @@ pub(crate) struct SizeBudget {
 
 impl SizeBudget {
     pub(crate) fn new(total_bytes: u64, retention_bytes: i64) -> SizeBudget {
-        SizeBudget {
-            excess: i128::from(total_bytes) - i128::from(retention_bytes),
-        }
+        SizeBudget { excess: i128::from(total_bytes) - i128::from(retention_bytes) }
     }
 
     pub(crate) fn take(&mut self, segment_bytes: u64) -> bool {

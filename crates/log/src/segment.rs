@@ -99,28 +99,12 @@ impl Segment {
 
     /// A new, empty segment whose files carry `suffix` after their usual names (the log cleaner writes
     /// `.cleaned` segments and renames them into place). `path()` always names the final files.
-    pub(crate) fn create_with_suffix(
-        dir: &Path,
-        base_offset: i64,
-        suffix: &str,
-    ) -> io::Result<Segment> {
+    pub(crate) fn create_with_suffix(dir: &Path, base_offset: i64, suffix: &str) -> io::Result<Segment> {
         let named = |ext: &str| dir.join(format!("{}{suffix}", file_name(base_offset, ext)));
-        let log = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(named(LOG_EXT))?;
+        let log = OpenOptions::new().read(true).write(true).create(true).truncate(true).open(named(LOG_EXT))?;
         let offset_index = OffsetIndex::create(&named(INDEX_EXT))?;
         let time_index = TimeIndex::create(&named(TIME_INDEX_EXT))?;
-        let parts = Parts {
-            log,
-            size: 0,
-            next_offset: base_offset,
-            offset_index,
-            time_index,
-            max: None,
-        };
+        let parts = Parts { log, size: 0, next_offset: base_offset, offset_index, time_index, max: None };
         let txn_path = dir.join(file_name(base_offset, TXN_INDEX_EXT));
         // A cleaned segment gets its entries when it is swapped in; a new one starts empty (a stale file of the
         // same name belongs to data that is gone).
@@ -144,10 +128,7 @@ impl Segment {
             next_offset: AtomicI64::new(parts.next_offset),
             offset_index: parts.offset_index,
             time_index: parts.time_index,
-            stats: Mutex::new(Stats {
-                max: parts.max,
-                bytes_since_index: 0,
-            }),
+            stats: Mutex::new(Stats { max: parts.max, bytes_since_index: 0 }),
             rolling_ts: AtomicI64::new(NO_TIMESTAMP),
             dirty_log: AtomicBool::new(false),
             dirty_index: AtomicBool::new(false),
@@ -214,8 +195,7 @@ impl Segment {
     }
 
     pub(crate) fn indexes_full(&self) -> bool {
-        self.offset_index.len() >= offset_index::MAX_ENTRIES
-            || self.time_index.len() >= time_index::MAX_ENTRIES
+        self.offset_index.len() >= offset_index::MAX_ENTRIES || self.time_index.len() >= time_index::MAX_ENTRIES
     }
 
     /// Offset relative to the base, saturated into u32 (callers keep real values in range).
@@ -232,17 +212,12 @@ impl Segment {
     pub(crate) fn track_batch(&self, position: u64, batch: &BatchHeader, index_interval: u64) {
         let mut st = self.stats();
         if st.max.is_none_or(|m| batch.max_timestamp > m.timestamp) {
-            st.max = Some(TimestampOffset {
-                timestamp: batch.max_timestamp,
-                offset: batch.base_offset,
-            });
+            st.max = Some(TimestampOffset { timestamp: batch.max_timestamp, offset: batch.base_offset });
         }
         // The first batch is always indexed so that an empty index means an empty segment.
         if self.offset_index.len() == 0 || st.bytes_since_index >= index_interval {
-            self.offset_index.push(OffsetEntry {
-                rel_offset: self.relative(batch.base_offset),
-                position: position as u32,
-            });
+            self.offset_index
+                .push(OffsetEntry { rel_offset: self.relative(batch.base_offset), position: position as u32 });
             if let Some(max) = st.max {
                 self.push_time_entry_if_greater(max);
             }
@@ -252,15 +227,8 @@ impl Segment {
     }
 
     fn push_time_entry_if_greater(&self, max: TimestampOffset) {
-        if self
-            .time_index
-            .last()
-            .is_none_or(|e| max.timestamp > e.timestamp)
-        {
-            self.time_index.push(TimeEntry {
-                timestamp: max.timestamp,
-                rel_offset: self.relative(max.offset),
-            });
+        if self.time_index.last().is_none_or(|e| max.timestamp > e.timestamp) {
+            self.time_index.push(TimeEntry { timestamp: max.timestamp, rel_offset: self.relative(max.offset) });
         }
     }
 
@@ -292,15 +260,9 @@ impl Segment {
             pos += batch.total_size() as u64;
         }
         if let Some(last) = batches.last() {
-            self.next_offset
-                .store(last.last_offset() + 1, Ordering::Release);
+            self.next_offset.store(last.last_offset() + 1, Ordering::Release);
         }
-        let _ = self.rolling_ts.compare_exchange(
-            NO_TIMESTAMP,
-            now_ms,
-            Ordering::AcqRel,
-            Ordering::Acquire,
-        );
+        let _ = self.rolling_ts.compare_exchange(NO_TIMESTAMP, now_ms, Ordering::AcqRel, Ordering::Acquire);
         self.dirty_log.store(true, Ordering::Release);
         self.size.store(pos, Ordering::Release);
         Ok(())
@@ -330,10 +292,7 @@ impl Segment {
     pub(crate) fn activate(&self) -> io::Result<()> {
         self.offset_index.activate()?;
         self.time_index.activate()?;
-        let last_indexed = self
-            .offset_index
-            .last()
-            .map_or(0, |e| u64::from(e.position));
+        let last_indexed = self.offset_index.last().map_or(0, |e| u64::from(e.position));
         self.set_bytes_since_index(self.size().saturating_sub(last_indexed));
         Ok(())
     }
@@ -350,11 +309,7 @@ impl Segment {
         // Aborted-transaction entries are durable with the markers they describe.
         self.txn_index.sync_if_dirty()?;
         if include_indexes && self.dirty_index.swap(false, Ordering::AcqRel) {
-            if let Err(e) = self
-                .offset_index
-                .sync()
-                .and_then(|()| self.time_index.sync())
-            {
+            if let Err(e) = self.offset_index.sync().and_then(|()| self.time_index.sync()) {
                 self.dirty_index.store(true, Ordering::Release);
                 return Err(e);
             }
@@ -389,10 +344,7 @@ impl Segment {
 
     /// Visits every batch header from the start of the segment (the log cleaner's scan); `visit` gets the batch's
     /// position and header and returns false to stop.
-    pub(crate) fn walk_all(
-        &self,
-        visit: impl FnMut(u64, &BatchHeader) -> bool,
-    ) -> Result<(), LogError> {
+    pub(crate) fn walk_all(&self, visit: impl FnMut(u64, &BatchHeader) -> bool) -> Result<(), LogError> {
         self.walk(0, self.size(), visit)
     }
 
@@ -425,31 +377,17 @@ impl Segment {
     }
 
     fn cursor(&self, committed: u64) -> HeaderCursor<'_> {
-        HeaderCursor {
-            seg: self,
-            limit: committed,
-            buf: Vec::new(),
-            buf_start: 0,
-        }
+        HeaderCursor { seg: self, limit: committed, buf: Vec::new(), buf_start: 0 }
     }
 
     /// Visits batches from `pos` (a batch start) until `visit` returns false or `committed`.
-    fn walk(
-        &self,
-        pos: u64,
-        committed: u64,
-        visit: impl FnMut(u64, &BatchHeader) -> bool,
-    ) -> Result<(), LogError> {
+    fn walk(&self, pos: u64, committed: u64, visit: impl FnMut(u64, &BatchHeader) -> bool) -> Result<(), LogError> {
         self.cursor(committed).walk(pos, visit)
     }
 
     /// Position and header of the first batch whose last offset is >= `offset`: one index
     /// search, then a short header walk.
-    pub(crate) fn find_batch(
-        &self,
-        offset: i64,
-        committed: u64,
-    ) -> Result<Option<(u64, BatchHeader)>, LogError> {
+    pub(crate) fn find_batch(&self, offset: i64, committed: u64) -> Result<Option<(u64, BatchHeader)>, LogError> {
         let mut cursor = self.cursor(committed);
         self.find_batch_with(&mut cursor, offset)
     }
@@ -548,19 +486,11 @@ impl Segment {
             last_offset = h.last_offset();
             end += h.total_size();
         }
-        Ok(Some(ReadResult {
-            records: buf.slice(..end),
-            first_offset: first.base_offset,
-            last_offset,
-        }))
+        Ok(Some(ReadResult { records: buf.slice(..end), first_offset: first.base_offset, last_offset }))
     }
 
     /// Reads exactly the batch at `pos`.
-    pub(crate) fn read_batch(
-        &self,
-        pos: u64,
-        header: &BatchHeader,
-    ) -> Result<ReadResult, LogError> {
+    pub(crate) fn read_batch(&self, pos: u64, header: &BatchHeader) -> Result<ReadResult, LogError> {
         let mut buf = vec![0u8; header.total_size()];
         self.log.read_exact_at(&mut buf, pos)?;
         Ok(ReadResult {
@@ -571,17 +501,9 @@ impl Segment {
     }
 
     /// First batch with maxTimestamp >= `ts` among batches whose last offset is in [lo, hi).
-    pub(crate) fn find_by_timestamp(
-        &self,
-        ts: i64,
-        lo: i64,
-        hi: i64,
-    ) -> Result<Option<(u64, BatchHeader)>, LogError> {
+    pub(crate) fn find_by_timestamp(&self, ts: i64, lo: i64, hi: i64) -> Result<Option<(u64, BatchHeader)>, LogError> {
         let committed = self.size();
-        let start_rel = self
-            .time_index
-            .lookup_before(ts)?
-            .map_or(0, |e| e.rel_offset);
+        let start_rel = self.time_index.lookup_before(ts)?.map_or(0, |e| e.rel_offset);
         let start = self.absolute(start_rel).max(lo);
         let Some((pos, _)) = self.find_batch(start, committed)? else {
             return Ok(None);
@@ -602,11 +524,7 @@ impl Segment {
 
     /// The (first) batch with the largest maxTimestamp among batches whose last offset is in
     /// [lo, hi).
-    pub(crate) fn max_timestamp_in_range(
-        &self,
-        lo: i64,
-        hi: i64,
-    ) -> Result<Option<(u64, BatchHeader)>, LogError> {
+    pub(crate) fn max_timestamp_in_range(&self, lo: i64, hi: i64) -> Result<Option<(u64, BatchHeader)>, LogError> {
         let committed = self.size();
         let Some(max) = self.max_timestamp() else {
             return Ok(None);
@@ -650,8 +568,7 @@ impl Segment {
             if h.last_offset() >= hi {
                 return false;
             }
-            if h.last_offset() >= lo && best.is_none_or(|(_, b)| h.max_timestamp > b.max_timestamp)
-            {
+            if h.last_offset() >= lo && best.is_none_or(|(_, b)| h.max_timestamp > b.max_timestamp) {
                 best = Some((p, *h));
             }
             true
@@ -670,11 +587,7 @@ struct HeaderCursor<'a> {
 
 impl HeaderCursor<'_> {
     /// Visits batches from `pos` (a batch start) until `visit` returns false or the limit.
-    fn walk(
-        &mut self,
-        mut pos: u64,
-        mut visit: impl FnMut(u64, &BatchHeader) -> bool,
-    ) -> Result<(), LogError> {
+    fn walk(&mut self, mut pos: u64, mut visit: impl FnMut(u64, &BatchHeader) -> bool) -> Result<(), LogError> {
         while let Some(h) = self.header_at(pos)? {
             if !visit(pos, &h) {
                 break;
@@ -709,10 +622,7 @@ impl HeaderCursor<'_> {
         }
         let off = (pos - self.buf_start) as usize;
         let h = BatchHeader::parse(&self.buf[off..off + HEADER_SIZE])?;
-        if h.batch_length < MIN_BATCH_LENGTH
-            || h.last_offset_delta < 0
-            || pos + h.total_size() as u64 > self.limit
-        {
+        if h.batch_length < MIN_BATCH_LENGTH || h.last_offset_delta < 0 || pos + h.total_size() as u64 > self.limit {
             return Err(self.seg.corrupt(pos, "invalid batch header"));
         }
         Ok(Some(h))
@@ -726,14 +636,8 @@ mod tests {
     #[test]
     fn file_names_round_trip() {
         assert_eq!(file_name(42, LOG_EXT), "00000000000000000042.log");
-        assert_eq!(
-            parse_file_name("00000000000000000042.log"),
-            Some((42, "log"))
-        );
-        assert_eq!(
-            parse_file_name("00000000000000000042.log.deleted"),
-            Some((42, "log.deleted"))
-        );
+        assert_eq!(parse_file_name("00000000000000000042.log"), Some((42, "log")));
+        assert_eq!(parse_file_name("00000000000000000042.log.deleted"), Some((42, "log.deleted")));
         assert_eq!(parse_file_name("0000000000000000042.log"), None);
         assert_eq!(parse_file_name("partition.metadata"), None);
         assert_eq!(parse_file_name("recovery-point"), None);

@@ -62,9 +62,7 @@ pub fn build(spec: &BatchSpec) -> Vec<u8> {
         put_varint(&mut body, i);
         put_varint(&mut body, -1); // null key
         put_varint(&mut body, spec.value_len as i64);
-        body.extend(
-            (0..spec.value_len).map(|j| spec.fill.wrapping_add(i as u8).wrapping_add(j as u8)),
-        );
+        body.extend((0..spec.value_len).map(|j| spec.fill.wrapping_add(i as u8).wrapping_add(j as u8)));
         put_varint(&mut body, 0); // no headers
         put_varint(&mut records, body.len() as i64);
         records.extend(body);
@@ -78,11 +76,7 @@ pub fn build(spec: &BatchSpec) -> Vec<u8> {
     b.push(spec.magic as u8);
     b.extend([0u8; 4]); // crc, filled below
     b.extend(spec.attributes.to_be_bytes());
-    b.extend(
-        spec.last_offset_delta
-            .unwrap_or(spec.record_count - 1)
-            .to_be_bytes(),
-    );
+    b.extend(spec.last_offset_delta.unwrap_or(spec.record_count - 1).to_be_bytes());
     b.extend(spec.base_timestamp.to_be_bytes());
     b.extend(max_ts.to_be_bytes());
     b.extend(spec.producer_id.to_be_bytes());

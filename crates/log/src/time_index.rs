@@ -49,7 +49,5 @@ impl IndexFile<TimeEntry> {
 /// Timestamps strictly increase (entries are only added when the max grows) and offsets never
 /// go backwards.
 pub(crate) fn is_ordered(entries: &[TimeEntry]) -> bool {
-    entries
-        .windows(2)
-        .all(|w| w[0].timestamp < w[1].timestamp && w[0].rel_offset <= w[1].rel_offset)
+    entries.windows(2).all(|w| w[0].timestamp < w[1].timestamp && w[0].rel_offset <= w[1].rel_offset)
 }

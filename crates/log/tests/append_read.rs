@@ -12,11 +12,7 @@ fn round_trip_at_every_offset_including_mid_batch() {
 
     let mut model = Vec::new();
     for i in 0..60 {
-        let (info, stored) = append(
-            &log,
-            &batch(1 + i % 5, 20 + (i as usize * 7) % 90, 1000 + i as i64),
-            5000,
-        );
+        let (info, stored) = append(&log, &batch(1 + i % 5, 20 + (i as usize * 7) % 90, 1000 + i as i64), 5000);
         assert_eq!(info.first_offset, stored[0].base);
         assert_eq!(info.last_offset, stored[0].last);
         assert_eq!(info.batch_count, 1);
@@ -45,20 +41,9 @@ fn multi_batch_append_is_one_record_set() {
     set.extend(batch(3, 10, 5));
     set.extend(batch(1, 10, 3));
     let (info, stored) = append(&log, &set, 10);
-    assert_eq!(
-        (
-            info.first_offset,
-            info.last_offset,
-            info.batch_count,
-            info.record_count
-        ),
-        (0, 5, 3, 6)
-    );
+    assert_eq!((info.first_offset, info.last_offset, info.batch_count, info.record_count), (0, 5, 3, 6));
     assert_eq!(info.max_timestamp, 5);
-    assert_eq!(
-        stored.iter().map(|s| (s.base, s.last)).collect::<Vec<_>>(),
-        vec![(0, 1), (2, 4), (5, 5)]
-    );
+    assert_eq!(stored.iter().map(|s| (s.base, s.last)).collect::<Vec<_>>(), vec![(0, 1), (2, 4), (5, 5)]);
     assert_eq!(log.log_end_offset(), 6);
     assert_reads_match(&log, &stored);
 }
@@ -72,10 +57,7 @@ fn max_bytes_and_min_one_batch() {
     assert!(model.iter().all(|s| s.bytes.len() == size));
 
     let r = log.read(0, size * 3, i64::MAX, false).unwrap();
-    assert_eq!(
-        (r.first_offset, r.last_offset, r.records.len()),
-        (0, 5, size * 3)
-    );
+    assert_eq!((r.first_offset, r.last_offset, r.records.len()), (0, 5, size * 3));
     // A partial batch is trimmed off.
     let r = log.read(0, size * 3 + size / 2, i64::MAX, false).unwrap();
     assert_eq!((r.last_offset, r.records.len()), (5, size * 3));
@@ -87,10 +69,7 @@ fn max_bytes_and_min_one_batch() {
     assert!(r.is_empty());
     assert_eq!((r.first_offset, r.last_offset), (-1, -1));
     let r = log.read(4, 0, i64::MAX, true).unwrap();
-    assert_eq!(
-        (r.first_offset, r.last_offset, r.records.len()),
-        (4, 5, size)
-    );
+    assert_eq!((r.first_offset, r.last_offset, r.records.len()), (4, 5, size));
     assert_eq!(&r.records[..], &model[2].bytes[..]);
 }
 
@@ -117,25 +96,14 @@ fn offset_out_of_range_on_both_sides() {
     fill(&log, 3, 2, 10, 0);
     assert!(log.read(6, 100, i64::MAX, true).unwrap().is_empty());
     match log.read(7, 100, i64::MAX, true) {
-        Err(LogError::OffsetOutOfRange {
-            requested: 7,
-            log_start: 0,
-            log_end: 6,
-        }) => {}
+        Err(LogError::OffsetOutOfRange { requested: 7, log_start: 0, log_end: 6 }) => {}
         other => panic!("unexpected {other:?}"),
     }
-    assert!(matches!(
-        log.read(-1, 100, i64::MAX, true),
-        Err(LogError::OffsetOutOfRange { .. })
-    ));
+    assert!(matches!(log.read(-1, 100, i64::MAX, true), Err(LogError::OffsetOutOfRange { .. })));
     log.advance_log_start_offset(3).unwrap();
     assert!(matches!(
         log.read(2, 100, i64::MAX, true),
-        Err(LogError::OffsetOutOfRange {
-            requested: 2,
-            log_start: 3,
-            log_end: 6
-        })
+        Err(LogError::OffsetOutOfRange { requested: 2, log_start: 3, log_end: 6 })
     ));
     // The start offset is mid-batch: the containing batch is returned.
     assert_eq!(log.read(3, 100, i64::MAX, true).unwrap().first_offset, 2);
@@ -144,10 +112,7 @@ fn offset_out_of_range_on_both_sides() {
 #[test]
 fn rolls_by_size() {
     let dir = tempfile::tempdir().unwrap();
-    let config = LogConfig {
-        segment_bytes: 1000,
-        ..LogConfig::default()
-    };
+    let config = LogConfig { segment_bytes: 1000, ..LogConfig::default() };
     let (log, _) = open(dir.path(), config);
     let model = fill(&log, 20, 1, 200, 0);
     let per_batch = model[0].bytes.len() as u64;
@@ -156,10 +121,7 @@ fn rolls_by_size() {
     let bases = log.segment_base_offsets();
     assert_eq!(bases[1], per_segment as i64);
     assert_eq!(files_with_ext(dir.path(), "log").len(), bases.len());
-    assert_eq!(
-        files_with_ext(dir.path(), "log")[1],
-        format!("{:020}.log", per_segment)
-    );
+    assert_eq!(files_with_ext(dir.path(), "log")[1], format!("{:020}.log", per_segment));
     assert_reads_match(&log, &model);
 
     // A record set bigger than segment.bytes is refused, as Kafka's RecordBatchTooLargeException
@@ -167,10 +129,7 @@ fn rolls_by_size() {
     let end = log.log_end_offset();
     let mut big = batch(1, 3000, 0);
     let e = log.append(&mut big, 0, 0, false).unwrap_err();
-    assert!(
-        matches!(e, strom_log::LogError::RecordListTooLarge { max: 1000, .. }),
-        "{e}"
-    );
+    assert!(matches!(e, strom_log::LogError::RecordListTooLarge { max: 1000, .. }), "{e}");
     assert_eq!(log.log_end_offset(), end);
     assert_reads_match(&log, &model);
 }
@@ -178,10 +137,7 @@ fn rolls_by_size() {
 #[test]
 fn rolls_by_time() {
     let dir = tempfile::tempdir().unwrap();
-    let config = LogConfig {
-        segment_ms: 1000,
-        ..LogConfig::default()
-    };
+    let config = LogConfig { segment_ms: 1000, ..LogConfig::default() };
     let (log, _) = open(dir.path(), config);
     append(&log, &batch(1, 10, 0), 10_000);
     append(&log, &batch(1, 10, 0), 10_500);
@@ -198,11 +154,7 @@ fn rolls_by_time() {
 #[test]
 fn index_lookups_after_reopen() {
     let dir = tempfile::tempdir().unwrap();
-    let config = LogConfig {
-        segment_bytes: 20_000,
-        index_interval_bytes: 100,
-        ..LogConfig::default()
-    };
+    let config = LogConfig { segment_bytes: 20_000, index_interval_bytes: 100, ..LogConfig::default() };
     let model = {
         let (log, _) = open(dir.path(), config.clone());
         let model = fill(&log, 300, 3, 50, 0);
@@ -234,17 +186,9 @@ fn index_lookups_after_reopen() {
 #[test]
 fn log_append_time_rewrites_max_timestamp_and_crc() {
     let dir = tempfile::tempdir().unwrap();
-    let config = LogConfig {
-        message_timestamp_type: TimestampType::LogAppendTime,
-        ..LogConfig::default()
-    };
+    let config = LogConfig { message_timestamp_type: TimestampType::LogAppendTime, ..LogConfig::default() };
     let (log, _) = open(dir.path(), config);
-    let input = build(&BatchSpec {
-        record_count: 3,
-        base_timestamp: 100,
-        timestamp_step: 10,
-        ..Default::default()
-    });
+    let input = build(&BatchSpec { record_count: 3, base_timestamp: 100, timestamp_step: 10, ..Default::default() });
     let (info, stored) = append(&log, &input, 123_456);
     assert_eq!(info.log_append_time, 123_456);
     assert_eq!(info.max_timestamp, 123_456);
@@ -256,13 +200,7 @@ fn log_append_time_rewrites_max_timestamp_and_crc() {
     assert_eq!(h.base_timestamp, 100);
     let r = log.read(0, 1 << 20, i64::MAX, true).unwrap();
     assert_eq!(&r.records[..], &b[..]);
-    assert_eq!(
-        log.max_timestamp_batch(i64::MAX)
-            .unwrap()
-            .unwrap()
-            .first_offset,
-        0
-    );
+    assert_eq!(log.max_timestamp_batch(i64::MAX).unwrap().unwrap().first_offset, 0);
 }
 
 #[test]
@@ -294,10 +232,7 @@ fn assert_rejected(log: &strom_log::Log, input: &[u8], check: impl Fn(&LogError)
 #[test]
 fn bad_input_is_rejected_atomically() {
     let dir = tempfile::tempdir().unwrap();
-    let config = LogConfig {
-        max_message_bytes: 500,
-        ..LogConfig::default()
-    };
+    let config = LogConfig { max_message_bytes: 500, ..LogConfig::default() };
     let (log, _) = open(dir.path(), config);
     let model = fill(&log, 3, 1, 10, 0);
     let good = batch(2, 10, 0);
@@ -317,21 +252,14 @@ fn bad_input_is_rejected_atomically() {
 
     let mut set = good.clone();
     set.extend(batch(1, 600, 0));
-    assert_rejected(&log, &set, |e| {
-        matches!(e, LogError::MessageTooLarge { max: 500, .. })
-    });
+    assert_rejected(&log, &set, |e| matches!(e, LogError::MessageTooLarge { max: 500, .. }));
 
     let mut set = good.clone();
     set.extend(&good[..good.len() - 3]);
     assert_rejected(&log, &set, |e| matches!(e, LogError::InvalidRecord(_)));
-    assert_rejected(&log, &good[..30], |e| {
-        matches!(e, LogError::InvalidRecord(_))
-    });
+    assert_rejected(&log, &good[..30], |e| matches!(e, LogError::InvalidRecord(_)));
 
-    let control = build(&BatchSpec {
-        attributes: 0x20,
-        ..Default::default()
-    });
+    let control = build(&BatchSpec { attributes: 0x20, ..Default::default() });
     let mut set = good.clone();
     set.extend(&control);
     assert_rejected(&log, &set, |e| matches!(e, LogError::InvalidRecord(_)));
@@ -347,10 +275,7 @@ fn empty_record_set_is_a_no_op() {
     let dir = tempfile::tempdir().unwrap();
     let (log, _) = open(dir.path(), LogConfig::default());
     let info = log.append(&mut [], EPOCH, 0, false).unwrap();
-    assert_eq!(
-        (info.first_offset, info.last_offset, info.batch_count),
-        (-1, -1, 0)
-    );
+    assert_eq!((info.first_offset, info.last_offset, info.batch_count), (-1, -1, 0));
     assert_eq!(log.log_end_offset(), 0);
 }
 
@@ -362,10 +287,7 @@ fn closed_log_refuses_appends_but_serves_reads() {
     log.close().unwrap();
     log.close().unwrap();
     let mut buf = batch(1, 10, 0);
-    assert!(matches!(
-        log.append(&mut buf, EPOCH, 0, false),
-        Err(LogError::Io(_))
-    ));
+    assert!(matches!(log.append(&mut buf, EPOCH, 0, false), Err(LogError::Io(_))));
     assert_reads_match(&log, &model);
 }
 
@@ -394,10 +316,7 @@ fn update_config_applies_to_later_appends() {
     let mut c = log.config();
     c.message_timestamp_type = TimestampType::LogAppendTime;
     log.update_config(c);
-    assert_eq!(
-        log.config().message_timestamp_type,
-        TimestampType::LogAppendTime
-    );
+    assert_eq!(log.config().message_timestamp_type, TimestampType::LogAppendTime);
     let (info, _) = append(&log, &batch(1, 10, 0), 99);
     assert_eq!(info.log_append_time, 99);
 }

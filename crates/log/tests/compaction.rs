@@ -10,9 +10,7 @@ use std::time::Instant;
 
 use common::keyed::{decode, keyed_batch, rec, BatchInfo, In, Rec};
 use common::{open, read_everything};
-use strom_log::{
-    CleanStats, CleanerConfig, CleanupPolicy, Log, LogConfig, NoTransactions, Throttler,
-};
+use strom_log::{CleanStats, CleanerConfig, CleanupPolicy, Log, LogConfig, NoTransactions, Throttler};
 
 const NOW: i64 = 1_700_000_000_000;
 
@@ -33,28 +31,13 @@ fn append(log: &Log, recs: &[In], codec: u8) {
 }
 
 fn clean(log: &Log, now: i64) -> Option<CleanStats> {
-    log.clean(
-        now,
-        &CleanerConfig::default(),
-        &Throttler::new(f64::MAX),
-        &NoTransactions,
-    )
-    .expect("clean")
+    log.clean(now, &CleanerConfig::default(), &Throttler::new(f64::MAX), &NoTransactions).expect("clean")
 }
 
 /// (offset, key, value) triples, for readable assertion failures.
 fn brief(recs: &[Rec]) -> Vec<(i64, String, Option<String>)> {
-    let s = |b: &Option<Vec<u8>>| {
-        b.as_ref().map(|b| {
-            String::from_utf8_lossy(b)
-                .chars()
-                .take(14)
-                .collect::<String>()
-        })
-    };
-    recs.iter()
-        .map(|r| (r.offset, s(&r.key).unwrap_or_default(), s(&r.value)))
-        .collect()
+    let s = |b: &Option<Vec<u8>>| b.as_ref().map(|b| String::from_utf8_lossy(b).chars().take(14).collect::<String>());
+    recs.iter().map(|r| (r.offset, s(&r.key).unwrap_or_default(), s(&r.value))).collect()
 }
 
 fn assert_same(actual: &[Rec], expected: &[Rec], what: &str) {
@@ -77,9 +60,7 @@ fn expected(all: &[Rec], end: i64, drop_tombstones: bool) -> Vec<Rec> {
     all.iter()
         .filter(|r| {
             r.offset >= end
-                || (r.key.is_some()
-                    && latest[&r.key] == r.offset
-                    && !(drop_tombstones && r.value.is_none()))
+                || (r.key.is_some() && latest[&r.key] == r.offset && !(drop_tombstones && r.value.is_none()))
         })
         .cloned()
         .collect()
@@ -139,11 +120,7 @@ fn keeps_the_latest_record_per_key_and_never_touches_the_active_segment() {
     let stats = clean(&log, NOW).expect("second pass");
     assert!(stats.groups < stats.segments_cleaned, "{stats:?}");
     let (_, after) = contents(&log);
-    assert_same(
-        &after,
-        &expected(&before, stats.end_offset, false),
-        "cleaned",
-    );
+    assert_same(&after, &expected(&before, stats.end_offset, false), "cleaned");
 }
 
 #[test]
@@ -156,24 +133,9 @@ fn compressed_batches_are_recompressed_with_their_codec() {
         let (_, before) = contents(&log);
         let stats = clean(&log, NOW).expect("pass");
         let (batches, after) = contents(&log);
-        assert_same(
-            &after,
-            &expected(&before, stats.end_offset, false),
-            &format!("codec {codec}"),
-        );
-        assert!(
-            batches
-                .iter()
-                .filter(|b| b.record_count > 0)
-                .all(|b| b.codec == codec),
-            "codec {codec}: {batches:?}"
-        );
-        assert!(
-            batches
-                .iter()
-                .any(|b| b.record_count > 0 && b.record_count < 5),
-            "some batch was rebuilt"
-        );
+        assert_same(&after, &expected(&before, stats.end_offset, false), &format!("codec {codec}"));
+        assert!(batches.iter().filter(|b| b.record_count > 0).all(|b| b.codec == codec), "codec {codec}: {batches:?}");
+        assert!(batches.iter().any(|b| b.record_count > 0 && b.record_count < 5), "some batch was rebuilt");
         // A rebuilt batch's max timestamp is its survivors'.
         for b in batches.iter().filter(|b| b.record_count > 0) {
             let max = after
@@ -201,48 +163,25 @@ fn tombstones_survive_delete_retention_then_go() {
     let stats = clean(&log, NOW).expect("pass");
     let (_, after) = contents(&log);
     // First pass: the unsuperseded tombstone (key-4) stays, superseded ones (key-1, key-2) go.
-    assert_same(
-        &after,
-        &expected(&before, stats.end_offset, false),
-        "cleaned",
-    );
-    assert!(after
-        .iter()
-        .any(|r| r.key.as_deref() == Some(&b"key-4"[..]) && r.value.is_none()));
+    assert_same(&after, &expected(&before, stats.end_offset, false), "cleaned");
+    assert!(after.iter().any(|r| r.key.as_deref() == Some(&b"key-4"[..]) && r.value.is_none()));
 
     // Within delete.retention.ms of that pass: still there, and no pass is due.
     assert!(clean(&log, NOW + 999).is_none());
-    let cleanable = log
-        .cleanability(NOW + 1_000, &NoTransactions)
-        .unwrap()
-        .unwrap();
-    assert!(
-        cleanable.forced && cleanable.needs_cleaning,
-        "{cleanable:?}"
-    );
+    let cleanable = log.cleanability(NOW + 1_000, &NoTransactions).unwrap().unwrap();
+    assert!(cleanable.forced && cleanable.needs_cleaning, "{cleanable:?}");
     let stats = clean(&log, NOW + 1_000).expect("pass for the expired tombstone");
     assert_eq!(stats.tombstones_removed, 1);
     let (_, after) = contents(&log);
-    assert_same(
-        &after,
-        &expected(&before, stats.end_offset, true),
-        "cleaned",
-    );
-    assert!(!after
-        .iter()
-        .any(|r| r.key.as_deref() == Some(&b"key-4"[..])));
+    assert_same(&after, &expected(&before, stats.end_offset, true), "cleaned");
+    assert!(!after.iter().any(|r| r.key.as_deref() == Some(&b"key-4"[..])));
 }
 
 #[test]
 fn keyless_records_are_removed_and_headers_and_timestamps_kept() {
     let dir = tempfile::tempdir().unwrap();
     let (log, _) = open(dir.path(), compact_config());
-    let keyless = In {
-        key: None,
-        value: Some(b"no key".to_vec()),
-        timestamp: NOW - 5,
-        headers: vec![],
-    };
+    let keyless = In { key: None, value: Some(b"no key".to_vec()), timestamp: NOW - 5, headers: vec![] };
     let mut with_headers = rec("k", Some("v"), NOW - 100);
     with_headers.headers.push(("null-header".into(), None));
     append(&log, &[keyless.clone(), with_headers, keyless], 0);
@@ -250,10 +189,7 @@ fn keyless_records_are_removed_and_headers_and_timestamps_kept() {
     let stats = clean(&log, NOW).expect("pass");
     let (_, after) = contents(&log);
     assert!(after.iter().all(|r| r.key.is_some()));
-    let k = after
-        .iter()
-        .find(|r| r.key.as_deref() == Some(&b"k"[..]))
-        .unwrap();
+    let k = after.iter().find(|r| r.key.as_deref() == Some(&b"k"[..])).unwrap();
     assert_eq!((k.offset, k.timestamp), (1, NOW - 100));
     assert_eq!(k.headers[1], ("null-header".to_string(), None));
     assert!(stats.records_kept < stats.records_read);
@@ -262,52 +198,30 @@ fn keyless_records_are_removed_and_headers_and_timestamps_kept() {
 #[test]
 fn min_and_max_compaction_lag_and_dirty_ratio() {
     let dir = tempfile::tempdir().unwrap();
-    let config = LogConfig {
-        min_compaction_lag_ms: 60_000,
-        ..compact_config()
-    };
+    let config = LogConfig { min_compaction_lag_ms: 60_000, ..compact_config() };
     let (log, _) = open(dir.path(), config.clone());
     write_updates(&log, 5, 40, 1, 0); // timestamps NOW..NOW+40
                                       // Everything is younger than min.compaction.lag.ms: nothing is cleanable.
-    let c = log
-        .cleanability(NOW + 1_000, &NoTransactions)
-        .unwrap()
-        .unwrap();
+    let c = log.cleanability(NOW + 1_000, &NoTransactions).unwrap().unwrap();
     assert_eq!(c.dirty_bytes, 0);
     assert!(clean(&log, NOW + 1_000).is_none());
     assert!(clean(&log, NOW + 120_000).is_some());
 
     // A ratio of 1.0 never triggers on its own, but max.compaction.lag.ms does.
     let dir = tempfile::tempdir().unwrap();
-    let config = LogConfig {
-        min_cleanable_dirty_ratio: 1.0,
-        max_compaction_lag_ms: 10_000,
-        ..compact_config()
-    };
+    let config = LogConfig { min_cleanable_dirty_ratio: 1.0, max_compaction_lag_ms: 10_000, ..compact_config() };
     let (log, _) = open(dir.path(), config);
     write_updates(&log, 5, 40, 1, 0);
     clean(&log, NOW).expect("everything is dirty: ratio 1.0 reached");
     write_updates(&log, 5, 10, 1, 0);
-    let c = log
-        .cleanability(NOW + 5_000, &NoTransactions)
-        .unwrap()
-        .unwrap();
+    let c = log.cleanability(NOW + 5_000, &NoTransactions).unwrap().unwrap();
     assert!(!c.needs_cleaning && c.dirty_ratio < 1.0, "{c:?}");
-    let c = log
-        .cleanability(NOW + 20_000, &NoTransactions)
-        .unwrap()
-        .unwrap();
+    let c = log.cleanability(NOW + 20_000, &NoTransactions).unwrap().unwrap();
     assert!(c.forced && c.needs_cleaning, "{c:?}");
 
     // A delete-only log is never cleaned.
     let dir = tempfile::tempdir().unwrap();
-    let (log, _) = open(
-        dir.path(),
-        LogConfig {
-            cleanup_policy: CleanupPolicy::DELETE,
-            ..compact_config()
-        },
-    );
+    let (log, _) = open(dir.path(), LogConfig { cleanup_policy: CleanupPolicy::DELETE, ..compact_config() });
     write_updates(&log, 5, 40, 1, 0);
     assert!(log.cleanability(NOW, &NoTransactions).unwrap().is_none());
     assert!(clean(&log, NOW).is_none());
@@ -351,11 +265,7 @@ fn copy_dir(from: &Path, to: &Path) {
 fn rename_all(dir: &Path, base: i64, from: &str, to: &str) {
     for ext in ["log", "index", "timeindex"] {
         let name = format!("{base:020}.{ext}");
-        std::fs::rename(
-            dir.join(format!("{name}{from}")),
-            dir.join(format!("{name}{to}")),
-        )
-        .unwrap();
+        std::fs::rename(dir.join(format!("{name}{from}")), dir.join(format!("{name}{to}"))).unwrap();
     }
 }
 
@@ -367,10 +277,7 @@ fn interrupted_swaps_recover_to_old_or_new() {
     let original = work.path().join("original");
     // Written in small segments, cleaned with a segment.bytes that makes them one group.
     let (log, _) = open(&original, compact_config());
-    let config = LogConfig {
-        segment_bytes: 1 << 20,
-        ..compact_config()
-    };
+    let config = LogConfig { segment_bytes: 1 << 20, ..compact_config() };
     write_updates(&log, 4, 30, 1, 0);
     let old_bases = log.segment_base_offsets();
     let old_bytes = read_everything(&log);
@@ -393,11 +300,7 @@ fn interrupted_swaps_recover_to_old_or_new() {
         let d = work.path().join(name);
         copy_dir(&original, &d);
         for ext in ["log", "index", "timeindex"] {
-            std::fs::copy(
-                cleaned_file(ext),
-                d.join(format!("{:020}.{ext}{suffix}", closed[0])),
-            )
-            .unwrap();
+            std::fs::copy(cleaned_file(ext), d.join(format!("{:020}.{ext}{suffix}", closed[0]))).unwrap();
         }
         // The crash happened before any clean close.
         let _ = std::fs::remove_file(d.join("clean-shutdown"));
@@ -430,11 +333,8 @@ fn interrupted_swaps_recover_to_old_or_new() {
     for base in &closed {
         rename_all(&d, *base, "", ".deleted");
     }
-    std::fs::rename(
-        d.join(format!("{:020}.index.swap", closed[0])),
-        d.join(format!("{:020}.index", closed[0])),
-    )
-    .unwrap();
+    std::fs::rename(d.join(format!("{:020}.index.swap", closed[0])), d.join(format!("{:020}.index", closed[0])))
+        .unwrap();
     assert_eq!(reopen(&d), new_bytes);
 }
 
@@ -445,33 +345,20 @@ fn the_throttle_bounds_cleaner_io() {
     write_updates(&log, 50, 20, 10, 0);
     let rate = 200_000.0;
     let started = Instant::now();
-    let stats = log
-        .clean(
-            NOW,
-            &CleanerConfig::default(),
-            &Throttler::new(rate),
-            &NoTransactions,
-        )
-        .unwrap()
-        .expect("pass");
+    let stats =
+        log.clean(NOW, &CleanerConfig::default(), &Throttler::new(rate), &NoTransactions).unwrap().expect("pass");
     let secs = started.elapsed().as_secs_f64();
     let io = (stats.bytes_read + stats.bytes_written) as f64;
     assert!(io > 40_000.0, "{stats:?}");
     // The last check window may end unslept; allow one window of slack.
-    assert!(
-        secs >= io / rate - 0.06,
-        "{io} bytes in {secs}s at {rate} B/s"
-    );
+    assert!(secs >= io / rate - 0.06, "{io} bytes in {secs}s at {rate} B/s");
 }
 
 #[test]
 fn retention_and_the_cleaner_coexist_with_compact_delete() {
     let dir = tempfile::tempdir().unwrap();
     let config = LogConfig {
-        cleanup_policy: CleanupPolicy {
-            delete: true,
-            compact: true,
-        },
+        cleanup_policy: CleanupPolicy { delete: true, compact: true },
         retention_bytes: 3000,
         ..compact_config()
     };
@@ -483,9 +370,5 @@ fn retention_and_the_cleaner_coexist_with_compact_delete() {
     let stats = clean(&log, NOW).expect("pass");
     assert!(stats.first_dirty >= log.log_start_offset());
     let (_, after) = contents(&log);
-    assert_same(
-        &after,
-        &expected(&before, stats.end_offset, false),
-        "cleaned",
-    );
+    assert_same(&after, &expected(&before, stats.end_offset, false), "cleaned");
 }

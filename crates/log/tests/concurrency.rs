@@ -10,12 +10,8 @@ use strom_log::LogConfig;
 #[test]
 fn readers_and_flushers_run_alongside_appends() {
     let dir = tempfile::tempdir().unwrap();
-    let config = LogConfig {
-        segment_bytes: 20_000,
-        index_interval_bytes: 300,
-        retention_ms: -1,
-        ..LogConfig::default()
-    };
+    let config =
+        LogConfig { segment_bytes: 20_000, index_interval_bytes: 300, retention_ms: -1, ..LogConfig::default() };
     let (log, _) = open(dir.path(), config);
     let log = Arc::new(log);
     let done = Arc::new(AtomicBool::new(false));

@@ -45,8 +45,7 @@ struct Op {
 }
 
 fn op() -> impl Strategy<Value = Op> {
-    proptest::collection::vec((1i32..6, 0usize..300, 0i64..10_000), 1..4)
-        .prop_map(|batches| Op { batches })
+    proptest::collection::vec((1i32..6, 0usize..300, 0i64..10_000), 1..4).prop_map(|batches| Op { batches })
 }
 
 fn apply(log: &Log, op: &Op, model: &mut Vec<Stored>) {
@@ -64,10 +63,7 @@ fn apply(log: &Log, op: &Op, model: &mut Vec<Stored>) {
     if input.len() as u64 > log.config().segment_bytes {
         let end = log.log_end_offset();
         let e = log.append(&mut input, 0, 0, false).unwrap_err();
-        assert!(
-            matches!(e, strom_log::LogError::RecordListTooLarge { .. }),
-            "{e}"
-        );
+        assert!(matches!(e, strom_log::LogError::RecordListTooLarge { .. }), "{e}");
         assert_eq!(log.log_end_offset(), end);
         return;
     }
@@ -89,11 +85,7 @@ fn expected_read(
     let Some(start) = model.iter().position(|s| s.last >= offset) else {
         return Vec::new();
     };
-    let seg_end = bases
-        .iter()
-        .copied()
-        .find(|b| *b > model[start].base)
-        .unwrap_or(i64::MAX);
+    let seg_end = bases.iter().copied().find(|b| *b > model[start].base).unwrap_or(i64::MAX);
     let mut out = Vec::new();
     for s in &model[start..] {
         if s.base >= seg_end || s.last >= max_offset {

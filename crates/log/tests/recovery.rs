@@ -12,12 +12,7 @@ fn last_log_file(dir: &Path) -> PathBuf {
 }
 
 fn set_len(path: &Path, len: u64) {
-    OpenOptions::new()
-        .write(true)
-        .open(path)
-        .unwrap()
-        .set_len(len)
-        .unwrap();
+    OpenOptions::new().write(true).open(path).unwrap().set_len(len).unwrap();
 }
 
 /// Appends, flushes, then "crashes" (drops the log without close).
@@ -39,14 +34,7 @@ fn clean_reopen_skips_the_scan() {
     };
     let (log, report) = open(dir.path(), small_config());
     assert!(report.clean_shutdown);
-    assert_eq!(
-        (
-            report.recovered_segments,
-            report.truncated_bytes,
-            report.rebuilt_indexes
-        ),
-        (0, 0, 0)
-    );
+    assert_eq!((report.recovered_segments, report.truncated_bytes, report.rebuilt_indexes), (0, 0, 0));
     assert_eq!(report.log_end_offset, 200);
     assert_eq!(log.flushed_offset(), 200);
     assert_reads_match(&log, &model);
@@ -72,10 +60,7 @@ fn empty_log_reopens() {
     let (log, report) = open(dir.path(), LogConfig::default());
     assert!(!report.clean_shutdown);
     assert_eq!(log.log_end_offset(), 0);
-    assert_eq!(
-        files_with_ext(dir.path(), "log"),
-        vec!["00000000000000000000.log".to_string()]
-    );
+    assert_eq!(files_with_ext(dir.path(), "log"), vec!["00000000000000000000.log".to_string()]);
 }
 
 #[test]
@@ -123,29 +108,17 @@ fn corrupt_crc_in_last_batch_is_truncated() {
     fs::write(&path, &bytes).unwrap();
 
     let (log, report) = open(dir.path(), small_config());
-    assert_eq!(
-        report.truncated_bytes,
-        model.last().unwrap().bytes.len() as u64
-    );
+    assert_eq!(report.truncated_bytes, model.last().unwrap().bytes.len() as u64);
     assert_reads_match(&log, &model[..model.len() - 1]);
 }
 
 #[test]
 fn garbage_after_the_last_batch_is_truncated() {
-    for garbage in [
-        vec![0u8; 4096],
-        (0..200u32).map(|i| (i * 37) as u8).collect::<Vec<_>>(),
-        vec![0xff; 5],
-    ] {
+    for garbage in [vec![0u8; 4096], (0..200u32).map(|i| (i * 37) as u8).collect::<Vec<_>>(), vec![0xff; 5]] {
         let dir = tempfile::tempdir().unwrap();
         let model = crashed_log(dir.path(), small_config(), 30);
         let path = last_log_file(dir.path());
-        OpenOptions::new()
-            .append(true)
-            .open(&path)
-            .unwrap()
-            .write_all(&garbage)
-            .unwrap();
+        OpenOptions::new().append(true).open(&path).unwrap().write_all(&garbage).unwrap();
         let (log, report) = open(dir.path(), small_config());
         assert_eq!(report.truncated_bytes, garbage.len() as u64);
         assert_reads_match(&log, &model);
@@ -168,11 +141,7 @@ fn corruption_in_an_unflushed_middle_segment_drops_everything_after_it() {
 
     let (log, report) = open(dir.path(), small_config());
     assert_eq!(report.recovered_segments, 2);
-    let kept: Vec<Stored> = model
-        .iter()
-        .filter(|s| s.last < second_base)
-        .cloned()
-        .collect();
+    let kept: Vec<Stored> = model.iter().filter(|s| s.last < second_base).cloned().collect();
     let kept = &kept[..kept.len() - 1];
     assert_eq!(log.log_end_offset(), kept.last().unwrap().last + 1);
     assert_eq!(log.segment_count(), 2);
@@ -214,10 +183,7 @@ fn missing_indexes_are_rebuilt() {
     };
     let indexes = files_with_ext(dir.path(), "index");
     let time_indexes = files_with_ext(dir.path(), "timeindex");
-    let before: Vec<Vec<u8>> = indexes
-        .iter()
-        .map(|n| fs::read(dir.path().join(n)).unwrap())
-        .collect();
+    let before: Vec<Vec<u8>> = indexes.iter().map(|n| fs::read(dir.path().join(n)).unwrap()).collect();
     fs::remove_file(dir.path().join(&indexes[0])).unwrap();
     fs::remove_file(dir.path().join(&time_indexes[1])).unwrap();
     fs::remove_file(dir.path().join(indexes.last().unwrap())).unwrap();
@@ -227,16 +193,10 @@ fn missing_indexes_are_rebuilt() {
     assert_eq!(report.rebuilt_indexes, 3);
     assert_eq!(report.truncated_bytes, 0);
     assert_reads_match(&log, &model);
-    let after: Vec<Vec<u8>> = indexes
-        .iter()
-        .map(|n| fs::read(dir.path().join(n)).unwrap())
-        .collect();
+    let after: Vec<Vec<u8>> = indexes.iter().map(|n| fs::read(dir.path().join(n)).unwrap()).collect();
     assert_eq!(before, after, "rebuilt indexes equal the originals");
     assert!(dir.path().join(&time_indexes[1]).exists());
-    let ts = log
-        .find_batch_by_timestamp(1030, i64::MAX)
-        .unwrap()
-        .unwrap();
+    let ts = log.find_batch_by_timestamp(1030, i64::MAX).unwrap().unwrap();
     assert_eq!(ts.first_offset, 60);
 }
 
@@ -253,12 +213,7 @@ fn corrupt_indexes_are_rebuilt() {
     let time_indexes = files_with_ext(dir.path(), "timeindex");
     assert!(indexes.len() > 5);
     // Not a whole number of entries.
-    OpenOptions::new()
-        .append(true)
-        .open(dir.path().join(&indexes[0]))
-        .unwrap()
-        .write_all(&[1, 2, 3])
-        .unwrap();
+    OpenOptions::new().append(true).open(dir.path().join(&indexes[0])).unwrap().write_all(&[1, 2, 3]).unwrap();
     // Last entry points past the end of the log.
     let mut bogus = fs::read(dir.path().join(&indexes[1])).unwrap();
     bogus.extend([0, 0, 0, 99, 0, 1, 0, 0]);
@@ -280,13 +235,7 @@ fn corrupt_indexes_are_rebuilt() {
     let (log, report) = open(dir.path(), small_config());
     assert_eq!(report.rebuilt_indexes, 5);
     assert_reads_match(&log, &model);
-    assert_eq!(
-        log.max_timestamp_batch(i64::MAX)
-            .unwrap()
-            .unwrap()
-            .first_offset,
-        238
-    );
+    assert_eq!(log.max_timestamp_batch(i64::MAX).unwrap().unwrap().first_offset, 238);
 }
 
 #[test]
@@ -317,10 +266,8 @@ fn leftovers_are_cleaned_and_foreign_files_kept() {
     fs::write(p.join("partition.metadata"), b"keep").unwrap();
     fs::write(p.join("leader-epoch-checkpoint"), b"keep").unwrap();
     let (log, _) = open(p, LogConfig::default());
-    let mut names: Vec<String> = fs::read_dir(p)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
+    let mut names: Vec<String> =
+        fs::read_dir(p).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
     names.sort();
     assert_eq!(
         names,
@@ -390,10 +337,7 @@ fn recovery_point_limits_the_scan_to_new_segments() {
 #[test]
 fn batches_larger_than_the_scan_buffer_are_verified() {
     let dir = tempfile::tempdir().unwrap();
-    let config = LogConfig {
-        max_message_bytes: 8 << 20,
-        ..LogConfig::default()
-    };
+    let config = LogConfig { max_message_bytes: 8 << 20, ..LogConfig::default() };
     let model = {
         let (log, _) = open(dir.path(), config.clone());
         let mut model = Vec::new();

@@ -8,8 +8,8 @@ mod common;
 use std::path::Path;
 
 use common::keyed::{decode, keyed_batch, rec};
-use common::testkit::{build, BatchSpec};
 use common::read_everything;
+use common::testkit::{build, BatchSpec};
 use strom_log::{
     compute_crc, AbortedTxn, CleanerConfig, CleanupPolicy, ControlType, EndTxnMarker, Log, LogConfig, LogError,
     Throttler,
@@ -47,7 +47,13 @@ fn marker(log: &Log, pid: i64, control_type: ControlType) -> Result<i64, LogErro
     marker_with(log, pid, 0, control_type, 0)
 }
 
-fn marker_with(log: &Log, pid: i64, epoch: i16, control_type: ControlType, coordinator_epoch: i32) -> Result<i64, LogError> {
+fn marker_with(
+    log: &Log,
+    pid: i64,
+    epoch: i16,
+    control_type: ControlType,
+    coordinator_epoch: i32,
+) -> Result<i64, LogError> {
     log.append_marker(pid, epoch, EndTxnMarker { control_type, coordinator_epoch }, 0, NOW).map(|i| i.first_offset)
 }
 
@@ -114,10 +120,7 @@ fn producer_and_coordinator_epochs_and_the_transaction_state_are_checked() {
     // KIP-890: the coordinator ends the transaction with a bumped epoch; the old epoch is fenced afterwards.
     marker_with(&log, 7, 1, ControlType::Commit, 5).unwrap();
     assert!(matches!(marker_with(&log, 7, 0, ControlType::Abort, 5), Err(LogError::InvalidProducerEpoch(_))));
-    assert!(matches!(
-        marker_with(&log, 7, 1, ControlType::Abort, 4),
-        Err(LogError::TransactionCoordinatorFenced(_))
-    ));
+    assert!(matches!(marker_with(&log, 7, 1, ControlType::Abort, 4), Err(LogError::TransactionCoordinatorFenced(_))));
     assert!(matches!(append(&log, txn_batch(7, 1, 1)), Err(LogError::InvalidProducerEpoch(_))));
     // The new epoch starts its sequences at 0.
     append(&log, make_transactional(plain(1), 7, 1, 0)).unwrap();
@@ -256,10 +259,8 @@ fn cleaner_drops_aborted_data_and_stops_at_the_first_open_transaction() {
     let txns = log.transaction_state();
     log.clean(NOW, &CleanerConfig::default(), &Throttler::new(f64::MAX), &txns).unwrap();
     let (_, recs) = decode(&read_everything(&log));
-    let values: Vec<(i64, String)> = recs
-        .iter()
-        .filter_map(|r| Some((r.offset, String::from_utf8(r.value.clone()?).ok()?)))
-        .collect();
+    let values: Vec<(i64, String)> =
+        recs.iter().filter_map(|r| Some((r.offset, String::from_utf8(r.value.clone()?).ok()?))).collect();
     // The aborted record is gone, the open transaction's record and everything after it are untouched.
     assert!(!values.iter().any(|(_, v)| v == "aborted"), "{values:?}");
     assert!(values.contains(&(3, "open-1".to_string())), "{values:?}");
@@ -303,7 +304,8 @@ fn markers_go_after_their_transaction_and_the_delete_horizon() {
         log.clean(now, &CleanerConfig::default(), &Throttler::new(f64::MAX), &txns).unwrap().expect("a pass ran");
         batch_attributes(&log)
     };
-    let marker_attrs = |batches: &[(i64, i16)], offset: i64| batches.iter().find(|(b, _)| *b == offset).map(|(_, a)| *a);
+    let marker_attrs =
+        |batches: &[(i64, i16)], offset: i64| batches.iter().find(|(b, _)| *b == offset).map(|(_, a)| *a);
 
     // Pass 1 removes the aborted data; its marker stays (the pass saw a batch of the transaction).
     let batches = pass(NOW);

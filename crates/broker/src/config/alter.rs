@@ -100,7 +100,10 @@ pub fn apply_incremental(
                 .ok_or_else(|| invalid_config(format!("Unknown config name: {}", o.name)))?;
                 let verb = if op == OpType::Append { "append" } else { "subtract" };
                 if def.config_type != ConfigType::List {
-                    return Err(invalid_config(format!("Config value {verb} is not allowed for config key: {}", o.name)));
+                    return Err(invalid_config(format!(
+                        "Config value {verb} is not allowed for config key: {}",
+                        o.name
+                    )));
                 }
                 let old: Vec<String> = out
                     .get(&o.name)
@@ -132,9 +135,8 @@ fn check_broker_resource(broker: &BrokerConfig, name: &str) -> Result<(), ApiErr
     if name.is_empty() {
         return Ok(());
     }
-    let id: i32 = name
-        .parse()
-        .map_err(|_| invalid_request(format!("Node id must be an integer, but it is: {name}")))?;
+    let id: i32 =
+        name.parse().map_err(|_| invalid_request(format!("Node id must be an integer, but it is: {name}")))?;
     if id != broker.node_id {
         return Err(invalid_request(format!("Unexpected broker id, expected {}, but received {name}", broker.node_id)));
     }
@@ -153,7 +155,10 @@ pub fn plan_config_change(
     match resource_type {
         TOPIC => {
             let topic = image.topic(resource_name).ok_or_else(|| {
-                ApiError::new(ResponseError::UnknownTopicOrPartition, format!("The topic '{resource_name}' does not exist."))
+                ApiError::new(
+                    ResponseError::UnknownTopicOrPartition,
+                    format!("The topic '{resource_name}' does not exist."),
+                )
             })?;
             let effective = crate::broker::effective_config(broker, image);
             validate_topic_configs(&effective, new).map_err(invalid_config)?;
@@ -172,7 +177,10 @@ pub fn plan_config_change(
                 .filter(|k| find(k).is_some() && !is_dynamic_broker_config(k))
                 .collect();
             if !read_only.is_empty() {
-                return Err(invalid_request(format!("Cannot update these configs dynamically: {}", read_only.join(", "))));
+                return Err(invalid_request(format!(
+                    "Cannot update these configs dynamically: {}",
+                    read_only.join(", ")
+                )));
             }
             for (k, v) in new {
                 let def = broker_def(k).ok_or_else(|| invalid_request(format!("Unknown broker config: {k}")))?;
@@ -189,7 +197,11 @@ pub fn plan_config_change(
             let effective = crate::broker::effective_config(broker, &candidate);
             validate_topic_configs(&effective, &BTreeMap::new()).map_err(invalid_request)?;
             Ok(diff(current, new)
-                .map(|(name, value)| MetadataRecord::BrokerConfigRecord { resource: resource_name.to_string(), name, value })
+                .map(|(name, value)| MetadataRecord::BrokerConfigRecord {
+                    resource: resource_name.to_string(),
+                    name,
+                    value,
+                })
                 .collect())
         }
         BROKER_LOGGER => Err(invalid_request("BROKER_LOGGER resources are not supported by this Strom version")),
@@ -247,7 +259,12 @@ pub struct ResourceChange {
 /// Both config APIs: each resource is checked and committed on its own (one failing resource leaves the others
 /// applied, as in Kafka). `legacy` (AlterConfigs) replaces the resource's whole dynamic config set with the given
 /// SETs; otherwise the operations apply incrementally.
-pub fn alter_resources(broker: &crate::Broker, resources: &[ResourceChange], legacy: bool, validate_only: bool) -> Vec<Result<(), ApiError>> {
+pub fn alter_resources(
+    broker: &crate::Broker,
+    resources: &[ResourceChange],
+    legacy: bool,
+    validate_only: bool,
+) -> Vec<Result<(), ApiError>> {
     let dups = duplicate_resources(resources.iter().map(|r| (r.resource_type, r.name.as_str())));
     resources
         .iter()
@@ -355,11 +372,18 @@ mod tests {
         let cur = map(&[("retention.ms", "5"), ("segment.bytes", "1000")]);
         let out = apply_incremental(
             &cur,
-            &[op("retention.ms", 1, None), op("max.message.bytes", 0, Some("10")), op("cleanup.policy", 2, Some("compact"))],
+            &[
+                op("retention.ms", 1, None),
+                op("max.message.bytes", 0, Some("10")),
+                op("cleanup.policy", 2, Some("compact")),
+            ],
             TOPIC,
         )
         .unwrap();
-        assert_eq!(out, map(&[("segment.bytes", "1000"), ("max.message.bytes", "10"), ("cleanup.policy", "delete,compact")]));
+        assert_eq!(
+            out,
+            map(&[("segment.bytes", "1000"), ("max.message.bytes", "10"), ("cleanup.policy", "delete,compact")])
+        );
         // SUBTRACT starts from the current value; APPEND does not duplicate.
         let out = apply_incremental(&out, &[op("cleanup.policy", 3, Some("delete"))], TOPIC).unwrap();
         assert_eq!(out.get("cleanup.policy").map(String::as_str), Some("compact"));

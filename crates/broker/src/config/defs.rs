@@ -45,7 +45,15 @@ const fn topic(
     synonym: &'static str,
     doc: &'static str,
 ) -> ConfigDef {
-    ConfigDef { name, scope: Scope::Topic, config_type: t, default, broker_synonym: Some(synonym), doc, read_only: false }
+    ConfigDef {
+        name,
+        scope: Scope::Topic,
+        config_type: t,
+        default,
+        broker_synonym: Some(synonym),
+        doc,
+        read_only: false,
+    }
 }
 
 use ConfigType::*;

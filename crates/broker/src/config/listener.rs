@@ -22,9 +22,7 @@ impl ListenerConfig {
             let (name, addr) = item
                 .split_once("://")
                 .ok_or_else(|| format!("listener `{item}` is not of the form NAME://host:port"))?;
-            let (host, port) = addr
-                .rsplit_once(':')
-                .ok_or_else(|| format!("listener `{item}` has no port"))?;
+            let (host, port) = addr.rsplit_once(':').ok_or_else(|| format!("listener `{item}` has no port"))?;
             let port: u16 = port.parse().map_err(|_| format!("listener `{item}` has a bad port"))?;
             let host = host.trim_start_matches('[').trim_end_matches(']');
             // Kafka binds all interfaces for an empty host.

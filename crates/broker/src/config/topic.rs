@@ -31,7 +31,9 @@ pub struct TopicConfig {
 /// backed by `log.retention.ms`, then `log.retention.minutes`, then `log.retention.hours`.
 fn broker_chain(def: &ConfigDef) -> &'static [(&'static str, i64)] {
     match def.name {
-        "retention.ms" => &[("log.retention.ms", 1), ("log.retention.minutes", 60_000), ("log.retention.hours", 3_600_000)],
+        "retention.ms" => {
+            &[("log.retention.ms", 1), ("log.retention.minutes", 60_000), ("log.retention.hours", 3_600_000)]
+        }
         "segment.ms" => &[("log.roll.ms", 1), ("log.roll.hours", 3_600_000)],
         "segment.jitter.ms" => &[("log.roll.jitter.ms", 1), ("log.roll.jitter.hours", 3_600_000)],
         _ => &[],
@@ -42,7 +44,10 @@ fn broker_chain(def: &ConfigDef) -> &'static [(&'static str, i64)] {
 /// (key by key; for each key dynamic per-broker, then dynamic cluster default, then static, as Kafka merges
 /// dynamic configs over the static ones), scaled to the topic config's unit, else the topic config's Kafka
 /// default. The synonyms list every value set along the chain.
-fn broker_default(broker: &BrokerConfig, def: &ConfigDef) -> (Option<String>, ConfigSource, Vec<(String, Option<String>, ConfigSource)>) {
+fn broker_default(
+    broker: &BrokerConfig,
+    def: &ConfigDef,
+) -> (Option<String>, ConfigSource, Vec<(String, Option<String>, ConfigSource)>) {
     let synonym = def.broker_synonym.unwrap_or(def.name);
     let chain: Vec<(&str, i64)> = match broker_chain(def) {
         [] => vec![(synonym, 1)],
@@ -179,7 +184,10 @@ pub fn validate_topic_configs(broker: &BrokerConfig, overrides: &BTreeMap<String
     // Kafka's LogConfig.validateValues cross-check.
     let long = |name: &str| {
         let def = topic_def(name).expect("known topic config");
-        describe_topic_config(broker, overrides, def).value.and_then(|v| v.trim().parse::<i64>().ok()).unwrap_or(i64::MAX)
+        describe_topic_config(broker, overrides, def)
+            .value
+            .and_then(|v| v.trim().parse::<i64>().ok())
+            .unwrap_or(i64::MAX)
     };
     let (min_lag, max_lag) = (long("min.compaction.lag.ms"), long("max.compaction.lag.ms"));
     if min_lag > max_lag {
@@ -229,7 +237,8 @@ mod tests {
         let dynamic = broker.with_dynamic(&BTreeMap::new(), &overrides(&[("log.retention.minutes", "2")]));
         let d = describe_topic_config(&dynamic, &BTreeMap::new(), def);
         assert_eq!((d.value.as_deref(), d.source), (Some("120000"), ConfigSource::DynamicDefaultBroker));
-        let dynamic = broker.with_dynamic(&overrides(&[("log.retention.ms", "7")]), &overrides(&[("log.retention.minutes", "2")]));
+        let dynamic = broker
+            .with_dynamic(&overrides(&[("log.retention.ms", "7")]), &overrides(&[("log.retention.minutes", "2")]));
         let d = describe_topic_config(&dynamic, &BTreeMap::new(), def);
         assert_eq!((d.value.as_deref(), d.source), (Some("7"), ConfigSource::DynamicBroker));
         let names: Vec<(&str, ConfigSource)> = d.synonyms.iter().map(|(n, _, s)| (n.as_str(), *s)).collect();
@@ -260,7 +269,10 @@ mod tests {
         assert!(validate_topic_configs(&b, &overrides(&[("max.compaction.lag.ms", "0")])).is_err());
         let conflict = overrides(&[("min.compaction.lag.ms", "10"), ("max.compaction.lag.ms", "5")]);
         assert!(validate_topic_configs(&b, &conflict).is_err());
-        let t = TopicConfig::resolve(&b, &overrides(&[("cleanup.policy", "compact"), ("min.cleanable.dirty.ratio", "0.1")]));
+        let t = TopicConfig::resolve(
+            &b,
+            &overrides(&[("cleanup.policy", "compact"), ("min.cleanable.dirty.ratio", "0.1")]),
+        );
         assert_eq!(t.log.cleanup_policy, CleanupPolicy::COMPACT);
         assert_eq!(t.log.min_cleanable_dirty_ratio, 0.1);
     }

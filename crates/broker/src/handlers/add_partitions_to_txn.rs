@@ -17,7 +17,11 @@ use kafka_protocol::ResponseError;
 use crate::coordinator::txn::metadata::TopicPartition;
 use crate::dispatch::ConnectionContext;
 
-pub async fn handle(ctx: &Arc<ConnectionContext>, version: i16, req: AddPartitionsToTxnRequest) -> AddPartitionsToTxnResponse {
+pub async fn handle(
+    ctx: &Arc<ConnectionContext>,
+    version: i16,
+    req: AddPartitionsToTxnRequest,
+) -> AddPartitionsToTxnResponse {
     if version < 4 {
         let result = add_one(
             ctx,
@@ -33,8 +37,14 @@ pub async fn handle(ctx: &Arc<ConnectionContext>, version: i16, req: AddPartitio
     }
     let mut results = Vec::with_capacity(req.transactions.len());
     for t in &req.transactions {
-        let topics = add_one(ctx, version, &t.transactional_id, t.producer_id.0, t.producer_epoch, t.verify_only, &t.topics).await;
-        results.push(AddPartitionsToTxnResult::default().with_transactional_id(t.transactional_id.clone()).with_topic_results(topics));
+        let topics =
+            add_one(ctx, version, &t.transactional_id, t.producer_id.0, t.producer_epoch, t.verify_only, &t.topics)
+                .await;
+        results.push(
+            AddPartitionsToTxnResult::default()
+                .with_transactional_id(t.transactional_id.clone())
+                .with_topic_results(topics),
+        );
     }
     AddPartitionsToTxnResponse::default().with_results_by_transaction(results)
 }
@@ -57,7 +67,11 @@ async fn add_one(
         partitions
             .iter()
             .map(|tp| {
-                let e = if unknown.contains(tp) { ResponseError::UnknownTopicOrPartition } else { ResponseError::OperationNotAttempted };
+                let e = if unknown.contains(tp) {
+                    ResponseError::UnknownTopicOrPartition
+                } else {
+                    ResponseError::OperationNotAttempted
+                };
                 (tp.clone(), Some(e))
             })
             .collect()
@@ -84,7 +98,9 @@ async fn add_one(
 fn group_by_topic(errors: Vec<(TopicPartition, Option<ResponseError>)>) -> Vec<AddPartitionsToTxnTopicResult> {
     let mut out: Vec<AddPartitionsToTxnTopicResult> = Vec::new();
     for ((topic, p), e) in errors {
-        let r = AddPartitionsToTxnPartitionResult::default().with_partition_index(p).with_partition_error_code(e.map_or(0, |e| e.code()));
+        let r = AddPartitionsToTxnPartitionResult::default()
+            .with_partition_index(p)
+            .with_partition_error_code(e.map_or(0, |e| e.code()));
         match out.iter_mut().find(|t| t.name.0.as_str() == topic) {
             Some(t) => t.results_by_partition.push(r),
             None => out.push(

@@ -19,7 +19,11 @@ pub async fn handle(ctx: &Arc<ConnectionContext>, _version: i16, req: AlterConfi
             ops: res
                 .configs
                 .iter()
-                .map(|c| ConfigOp { name: c.name.to_string(), op: Some(OpType::Set), value: c.value.as_ref().map(|v| v.to_string()) })
+                .map(|c| ConfigOp {
+                    name: c.name.to_string(),
+                    op: Some(OpType::Set),
+                    value: c.value.as_ref().map(|v| v.to_string()),
+                })
                 .collect(),
         })
         .collect();

@@ -1,8 +1,8 @@
 //! ApiVersions: the served APIs and version ranges, straight from the dispatch table.
 
 use kafka_protocol::messages::api_versions_response::{ApiVersion, FinalizedFeatureKey, SupportedFeatureKey};
-use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::messages::{ApiVersionsRequest, ApiVersionsResponse};
+use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 
 use crate::dispatch::{ConnectionContext, SUPPORTED_APIS};
@@ -10,7 +10,9 @@ use crate::dispatch::{ConnectionContext, SUPPORTED_APIS};
 fn api_keys() -> Vec<ApiVersion> {
     SUPPORTED_APIS
         .iter()
-        .map(|(k, min, max)| ApiVersion::default().with_api_key(*k as i16).with_min_version(*min).with_max_version(*max))
+        .map(|(k, min, max)| {
+            ApiVersion::default().with_api_key(*k as i16).with_min_version(*min).with_max_version(*max)
+        })
         .collect()
 }
 

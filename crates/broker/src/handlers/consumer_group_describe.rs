@@ -8,7 +8,11 @@ use kafka_protocol::messages::{ConsumerGroupDescribeRequest, ConsumerGroupDescri
 use crate::coordinator::group::Request;
 use crate::dispatch::ConnectionContext;
 
-pub async fn handle(ctx: &Arc<ConnectionContext>, _version: i16, req: ConsumerGroupDescribeRequest) -> ConsumerGroupDescribeResponse {
+pub async fn handle(
+    ctx: &Arc<ConnectionContext>,
+    _version: i16,
+    req: ConsumerGroupDescribeRequest,
+) -> ConsumerGroupDescribeResponse {
     let mut groups = Vec::with_capacity(req.group_ids.len());
     for id in req.group_ids {
         let group_id = id.0.to_string();

@@ -20,7 +20,14 @@ pub async fn handle(
     match ctx
         .broker
         .groups
-        .call(&ctx.broker, &group_id, |tx| Request::ConsumerHeartbeat { req, version, client_id, client_host, image, tx })
+        .call(&ctx.broker, &group_id, |tx| Request::ConsumerHeartbeat {
+            req,
+            version,
+            client_id,
+            client_host,
+            image,
+            tx,
+        })
         .await
     {
         Ok(r) => r,

@@ -12,7 +12,11 @@ use crate::broker::CommitError;
 use crate::controller::{plan_create_partitions, ApiError};
 use crate::dispatch::ConnectionContext;
 
-pub async fn handle(ctx: &Arc<ConnectionContext>, _version: i16, req: CreatePartitionsRequest) -> CreatePartitionsResponse {
+pub async fn handle(
+    ctx: &Arc<ConnectionContext>,
+    _version: i16,
+    req: CreatePartitionsRequest,
+) -> CreatePartitionsResponse {
     let broker = ctx.broker.clone();
     let mut counts: HashMap<String, usize> = HashMap::new();
     for t in &req.topics {
@@ -24,14 +28,16 @@ pub async fn handle(ctx: &Arc<ConnectionContext>, _version: i16, req: CreatePart
             .into_iter()
             .map(|t| {
                 let name = t.name.0.to_string();
-                let assignments: Option<Vec<Vec<i32>>> =
-                    t.assignments.map(|a| a.into_iter().map(|x| x.broker_ids.into_iter().map(|b| b.0).collect()).collect());
+                let assignments: Option<Vec<Vec<i32>>> = t
+                    .assignments
+                    .map(|a| a.into_iter().map(|x| x.broker_ids.into_iter().map(|b| b.0).collect()).collect());
                 let outcome = if counts.get(&name).copied().unwrap_or(0) > 1 {
                     Err(ApiError::new(ResponseError::InvalidRequest, "Duplicate topic in request."))
                 } else {
                     broker
                         .commit(|image| {
-                            let records = plan_create_partitions(image, &broker.config, &name, t.count, assignments.as_deref())?;
+                            let records =
+                                plan_create_partitions(image, &broker.config, &name, t.count, assignments.as_deref())?;
                             Ok((if validate_only { Vec::new() } else { records }, ()))
                         })
                         .map_err(|e| match e {
@@ -47,7 +53,9 @@ pub async fn handle(ctx: &Arc<ConnectionContext>, _version: i16, req: CreatePart
                         }
                         r.with_error_message(None)
                     }
-                    Err(e) => r.with_error_code(e.error.code()).with_error_message(Some(StrBytes::from_string(e.message))),
+                    Err(e) => {
+                        r.with_error_code(e.error.code()).with_error_message(Some(StrBytes::from_string(e.message)))
+                    }
                 }
             })
             .collect::<Vec<_>>()

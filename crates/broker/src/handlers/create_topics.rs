@@ -54,7 +54,10 @@ pub async fn handle(ctx: &Arc<ConnectionContext>, version: i16, req: CreateTopic
                         configs,
                     };
                     if let Some(c) = null_config {
-                        Err(ApiError::new(ResponseError::InvalidConfig, format!("Null value not supported for topic configs: {c}")))
+                        Err(ApiError::new(
+                            ResponseError::InvalidConfig,
+                            format!("Null value not supported for topic configs: {c}"),
+                        ))
                     } else {
                         broker
                             .commit(|image| {

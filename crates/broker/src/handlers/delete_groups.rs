@@ -12,7 +12,12 @@ pub async fn handle(ctx: &Arc<ConnectionContext>, _version: i16, req: DeleteGrou
     let mut results = Vec::with_capacity(req.groups_names.len());
     for id in req.groups_names {
         let group_id = id.0.to_string();
-        let error = match ctx.broker.groups.call(&ctx.broker, &group_id, |tx| Request::DeleteGroup { group_id: group_id.clone(), tx }).await {
+        let error = match ctx
+            .broker
+            .groups
+            .call(&ctx.broker, &group_id, |tx| Request::DeleteGroup { group_id: group_id.clone(), tx })
+            .await
+        {
             Ok(e) => e,
             Err(e) => Some(e),
         };

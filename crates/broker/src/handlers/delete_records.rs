@@ -29,7 +29,9 @@ pub async fn handle(ctx: &Arc<ConnectionContext>, _version: i16, req: DeleteReco
                         let (low_watermark, error) = match partition {
                             None => (-1, Some(ResponseError::UnknownTopicOrPartition)),
                             // Kafka's ReplicaManager: "Cannot delete records of internal topic".
-                            Some(_) if topic_name::is_internal(&t.name.0) => (-1, Some(ResponseError::InvalidTopicException)),
+                            Some(_) if topic_name::is_internal(&t.name.0) => {
+                                (-1, Some(ResponseError::InvalidTopicException))
+                            }
                             Some(part) => match delete_below(&part, p.offset) {
                                 Ok(low) => (low, None),
                                 Err(e) => (-1, Some(e)),

@@ -31,20 +31,30 @@ pub async fn handle(ctx: &Arc<ConnectionContext>, version: i16, req: DeleteTopic
                         .commit(|image| {
                             let topic = match &name {
                                 Some(n) => image.topic(n).ok_or_else(|| {
-                                    ApiError::new(ResponseError::UnknownTopicOrPartition, "This server does not host this topic-partition.")
+                                    ApiError::new(
+                                        ResponseError::UnknownTopicOrPartition,
+                                        "This server does not host this topic-partition.",
+                                    )
                                 })?,
-                                None => image
-                                    .topic_by_id(&id)
-                                    .ok_or_else(|| ApiError::new(ResponseError::UnknownTopicId, "This server does not host this topic ID."))?,
+                                None => image.topic_by_id(&id).ok_or_else(|| {
+                                    ApiError::new(
+                                        ResponseError::UnknownTopicId,
+                                        "This server does not host this topic ID.",
+                                    )
+                                })?,
                             };
-                            Ok((vec![MetadataRecord::RemoveTopicRecord { topic_id: topic.topic_id }], (topic.name.clone(), topic.topic_id)))
+                            Ok((
+                                vec![MetadataRecord::RemoveTopicRecord { topic_id: topic.topic_id }],
+                                (topic.name.clone(), topic.topic_id),
+                            ))
                         })
                         .map_err(|e| match e {
                             CommitError::Rejected(e) => e,
                             CommitError::Io(e) => ApiError::new(ResponseError::KafkaStorageError, e.to_string()),
                         })
                 };
-                let mut r = DeletableTopicResult::default().with_name(name.clone().map(|n| TopicName(StrBytes::from_string(n))));
+                let mut r = DeletableTopicResult::default()
+                    .with_name(name.clone().map(|n| TopicName(StrBytes::from_string(n))));
                 if version >= 6 {
                     r.topic_id = id;
                 }

@@ -25,18 +25,24 @@ pub fn handle(ctx: &Arc<ConnectionContext>, version: i16, req: DescribeConfigsRe
         .resources
         .into_iter()
         .map(|res| {
-            let keys: Option<Vec<String>> = res.configuration_keys.map(|k| k.into_iter().map(|s| s.to_string()).collect());
+            let keys: Option<Vec<String>> =
+                res.configuration_keys.map(|k| k.into_iter().map(|s| s.to_string()).collect());
             let wanted = |def: &ConfigDef| keys.as_ref().is_none_or(|k| k.iter().any(|x| x == def.name));
             let name = res.resource_name.to_string();
             let result = DescribeConfigsResult::default()
                 .with_resource_type(res.resource_type)
                 .with_resource_name(res.resource_name.clone())
                 .with_error_message(None);
-            let entry = |def: &'static ConfigDef, value: Option<String>, source: ConfigSource, synonyms: Vec<(String, Option<String>, ConfigSource)>| {
+            let entry = |def: &'static ConfigDef,
+                         value: Option<String>,
+                         source: ConfigSource,
+                         synonyms: Vec<(String, Option<String>, ConfigSource)>| {
                 let mut e = DescribeConfigsResourceResult::default()
                     .with_name(StrBytes::from_static_str(def.name))
                     .with_value(value.map(StrBytes::from_string))
-                    .with_read_only(def.read_only && !(def.scope == Scope::Broker && is_dynamic_broker_config(def.name)))
+                    .with_read_only(
+                        def.read_only && !(def.scope == Scope::Broker && is_dynamic_broker_config(def.name)),
+                    )
                     .with_config_source(source as i8)
                     .with_is_sensitive(false)
                     .with_documentation(None);
@@ -95,18 +101,28 @@ pub fn handle(ctx: &Arc<ConnectionContext>, version: i16, req: DescribeConfigsRe
                         .filter(|d| wanted(d))
                         .map(|def| {
                             let (value, source) = config.broker_value(def.name);
-                            let mut synonyms: Vec<_> =
-                                config.set_values(def.name).into_iter().map(|(v, s)| (def.name.to_string(), Some(v), s)).collect();
+                            let mut synonyms: Vec<_> = config
+                                .set_values(def.name)
+                                .into_iter()
+                                .map(|(v, s)| (def.name.to_string(), Some(v), s))
+                                .collect();
                             if def.default.is_some() {
-                                synonyms.push((def.name.to_string(), def.default.map(str::to_string), ConfigSource::Default));
+                                synonyms.push((
+                                    def.name.to_string(),
+                                    def.default.map(str::to_string),
+                                    ConfigSource::Default,
+                                ));
                             }
                             entry(def, value, source, synonyms)
                         })
                         .collect(),
                 ),
-                BROKER => result
-                    .with_error_code(ResponseError::InvalidRequest.code())
-                    .with_error_message(Some(StrBytes::from_string(format!("Unexpected broker id, expected {} but received {name}", broker.config.node_id)))),
+                BROKER => result.with_error_code(ResponseError::InvalidRequest.code()).with_error_message(Some(
+                    StrBytes::from_string(format!(
+                        "Unexpected broker id, expected {} but received {name}",
+                        broker.config.node_id
+                    )),
+                )),
                 other => result
                     .with_error_code(ResponseError::InvalidRequest.code())
                     .with_error_message(Some(StrBytes::from_string(format!("Unsupported resource type {other}")))),

@@ -14,7 +14,12 @@ pub async fn handle(ctx: &Arc<ConnectionContext>, version: i16, req: DescribeGro
     let mut groups = Vec::with_capacity(req.groups.len());
     for id in req.groups {
         let group_id = id.0.to_string();
-        let mut g = match ctx.broker.groups.call(&ctx.broker, &group_id, |tx| Request::DescribeGroup { group_id: group_id.clone(), tx }).await {
+        let mut g = match ctx
+            .broker
+            .groups
+            .call(&ctx.broker, &group_id, |tx| Request::DescribeGroup { group_id: group_id.clone(), tx })
+            .await
+        {
             Ok(g) => g,
             Err(e) => DescribedGroup::default().with_group_id(id.clone()).with_error_code(e.code()),
         };

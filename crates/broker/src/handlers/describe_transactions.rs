@@ -9,7 +9,11 @@ use kafka_protocol::protocol::StrBytes;
 
 use crate::dispatch::ConnectionContext;
 
-pub async fn handle(ctx: &Arc<ConnectionContext>, _version: i16, req: DescribeTransactionsRequest) -> DescribeTransactionsResponse {
+pub async fn handle(
+    ctx: &Arc<ConnectionContext>,
+    _version: i16,
+    req: DescribeTransactionsRequest,
+) -> DescribeTransactionsResponse {
     let broker = &ctx.broker;
     let mut states = Vec::with_capacity(req.transactional_ids.len());
     for id in req.transactional_ids {
@@ -21,7 +25,11 @@ pub async fn handle(ctx: &Arc<ConnectionContext>, _version: i16, req: DescribeTr
                 for (t, p) in &d.partitions {
                     match topics.iter_mut().find(|x| x.topic.0.as_str() == t) {
                         Some(x) => x.partitions.push(*p),
-                        None => topics.push(TopicData::default().with_topic(TopicName(StrBytes::from_string(t.clone()))).with_partitions(vec![*p])),
+                        None => topics.push(
+                            TopicData::default()
+                                .with_topic(TopicName(StrBytes::from_string(t.clone())))
+                                .with_partitions(vec![*p]),
+                        ),
                     }
                 }
                 s = s

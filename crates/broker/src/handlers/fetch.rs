@@ -75,7 +75,8 @@ pub async fn handle(ctx: &Arc<ConnectionContext>, version: i16, req: FetchReques
 
     let results = loop {
         // Subscribe before reading, so an append between the read and the wait is not missed.
-        let mut watchers: Vec<_> = wanted.iter().filter_map(|w| w.partition.as_ref().ok().map(|p| p.subscribe_end_offset())).collect();
+        let mut watchers: Vec<_> =
+            wanted.iter().filter_map(|w| w.partition.as_ref().ok().map(|p| p.subscribe_end_offset())).collect();
         let w = wanted.clone();
         let results = match tokio::task::spawn_blocking(move || read_all(&w, max_bytes, read_committed)).await {
             Ok(r) => r,
@@ -151,7 +152,11 @@ fn read_all(wanted: &[Wanted], max_bytes: usize, read_committed: bool) -> Vec<Pa
                     let base = match aborted {
                         Some(a) => base.with_aborted_transactions(Some(
                             a.into_iter()
-                                .map(|t| AbortedTransaction::default().with_producer_id(ProducerId(t.producer_id)).with_first_offset(t.first_offset))
+                                .map(|t| {
+                                    AbortedTransaction::default()
+                                        .with_producer_id(ProducerId(t.producer_id))
+                                        .with_first_offset(t.first_offset)
+                                })
                                 .collect(),
                         )),
                         None => base,

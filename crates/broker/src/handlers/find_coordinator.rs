@@ -19,13 +19,21 @@ use crate::dispatch::ConnectionContext;
 const GROUP: i8 = 0;
 const TRANSACTION: i8 = 1;
 
-pub async fn handle(ctx: &Arc<ConnectionContext>, version: i16, req: FindCoordinatorRequest) -> FindCoordinatorResponse {
-    let keys: Vec<String> =
-        if version >= 4 { req.coordinator_keys.iter().map(|k| k.to_string()).collect() } else { vec![req.key.to_string()] };
+pub async fn handle(
+    ctx: &Arc<ConnectionContext>,
+    version: i16,
+    req: FindCoordinatorRequest,
+) -> FindCoordinatorResponse {
+    let keys: Vec<String> = if version >= 4 {
+        req.coordinator_keys.iter().map(|k| k.to_string()).collect()
+    } else {
+        vec![req.key.to_string()]
+    };
     let mut coordinators = Vec::with_capacity(keys.len());
     for key in keys {
         let (error, message, node) = find(ctx, req.key_type, &key).await;
-        let mut c = Coordinator::default().with_key(StrBytes::from_string(key)).with_error_code(error.map_or(0, |e| e.code()));
+        let mut c =
+            Coordinator::default().with_key(StrBytes::from_string(key)).with_error_code(error.map_or(0, |e| e.code()));
         match node {
             Some(n) => {
                 c.node_id = BrokerId(n);
@@ -58,7 +66,11 @@ pub async fn handle(ctx: &Arc<ConnectionContext>, version: i16, req: FindCoordin
 /// Creates a coordinator's internal topic if it does not exist yet.
 type CreateTopic = fn(&Broker) -> Result<(), ApiError>;
 
-async fn find(ctx: &Arc<ConnectionContext>, key_type: i8, key: &str) -> (Option<ResponseError>, Option<String>, Option<i32>) {
+async fn find(
+    ctx: &Arc<ConnectionContext>,
+    key_type: i8,
+    key: &str,
+) -> (Option<ResponseError>, Option<String>, Option<i32>) {
     let (topic, creates): (&str, CreateTopic) = match key_type {
         GROUP => (GROUP_METADATA_TOPIC_NAME, |b| b.groups.ensure_topic(b)),
         TRANSACTION => (TRANSACTION_STATE_TOPIC_NAME, |b| b.txns.ensure_topic(b)),

@@ -9,7 +9,11 @@ use kafka_protocol::messages::{IncrementalAlterConfigsRequest, IncrementalAlterC
 use crate::config::alter::{alter_resources_outcome, ConfigOp, OpType, ResourceChange};
 use crate::dispatch::ConnectionContext;
 
-pub async fn handle(ctx: &Arc<ConnectionContext>, _version: i16, req: IncrementalAlterConfigsRequest) -> IncrementalAlterConfigsResponse {
+pub async fn handle(
+    ctx: &Arc<ConnectionContext>,
+    _version: i16,
+    req: IncrementalAlterConfigsRequest,
+) -> IncrementalAlterConfigsResponse {
     let changes: Vec<ResourceChange> = req
         .resources
         .iter()

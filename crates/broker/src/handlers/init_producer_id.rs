@@ -14,7 +14,10 @@ pub async fn handle(ctx: &Arc<ConnectionContext>, version: i16, req: InitProduce
     let error = |e: ResponseError| {
         // PRODUCER_FENCED exists from v4 (KIP-588); older clients know the same condition as INVALID_PRODUCER_EPOCH.
         let e = if e == ResponseError::ProducerFenced && version < 4 { ResponseError::InvalidProducerEpoch } else { e };
-        InitProducerIdResponse::default().with_error_code(e.code()).with_producer_id(ProducerId(-1)).with_producer_epoch(-1)
+        InitProducerIdResponse::default()
+            .with_error_code(e.code())
+            .with_producer_id(ProducerId(-1))
+            .with_producer_epoch(-1)
     };
     // Kafka: both set (an epoch bump) or both -1; anything else is malformed.
     if (req.producer_id.0 == -1) != (req.producer_epoch == -1) {
@@ -28,7 +31,9 @@ pub async fn handle(ctx: &Arc<ConnectionContext>, version: i16, req: InitProduce
         let expected = (req.producer_id.0 != -1).then_some((req.producer_id.0, req.producer_epoch));
         let broker = &ctx.broker;
         return match broker.txns.init_producer_id(broker, &txn_id.0, req.transaction_timeout_ms, expected).await {
-            Ok((id, epoch)) => InitProducerIdResponse::default().with_producer_id(ProducerId(id)).with_producer_epoch(epoch),
+            Ok((id, epoch)) => {
+                InitProducerIdResponse::default().with_producer_id(ProducerId(id)).with_producer_epoch(epoch)
+            }
             Err(e) => error(e),
         };
     }

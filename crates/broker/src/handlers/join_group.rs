@@ -13,14 +13,26 @@ pub fn client_host(ctx: &ConnectionContext) -> String {
     format!("/{}", ctx.peer.ip())
 }
 
-pub async fn handle(ctx: &Arc<ConnectionContext>, version: i16, client_id: String, req: JoinGroupRequest) -> JoinGroupResponse {
+pub async fn handle(
+    ctx: &Arc<ConnectionContext>,
+    version: i16,
+    client_id: String,
+    req: JoinGroupRequest,
+) -> JoinGroupResponse {
     let group_id = req.group_id.0.to_string();
     let member_id = req.member_id.clone();
     let host = client_host(ctx);
     let mut resp = match ctx
         .broker
         .groups
-        .call(&ctx.broker, &group_id, |tx| Request::Join { req, version, client_id, client_host: host, image: ctx.broker.image(), tx })
+        .call(&ctx.broker, &group_id, |tx| Request::Join {
+            req,
+            version,
+            client_id,
+            client_host: host,
+            image: ctx.broker.image(),
+            tx,
+        })
         .await
     {
         Ok(r) => r,

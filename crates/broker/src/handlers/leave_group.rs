@@ -10,8 +10,14 @@ use crate::dispatch::ConnectionContext;
 
 pub async fn handle(ctx: &Arc<ConnectionContext>, version: i16, req: LeaveGroupRequest) -> LeaveGroupResponse {
     let group_id = req.group_id.0.to_string();
-    let members = if version >= 3 { req.members } else { vec![MemberIdentity::default().with_member_id(req.member_id)] };
-    let resp = match ctx.broker.groups.call(&ctx.broker, &group_id, |tx| Request::Leave { group_id: group_id.clone(), members, tx }).await {
+    let members =
+        if version >= 3 { req.members } else { vec![MemberIdentity::default().with_member_id(req.member_id)] };
+    let resp = match ctx
+        .broker
+        .groups
+        .call(&ctx.broker, &group_id, |tx| Request::Leave { group_id: group_id.clone(), members, tx })
+        .await
+    {
         Ok(r) => r,
         Err(e) => LeaveGroupResponse::default().with_error_code(e.code()),
     };

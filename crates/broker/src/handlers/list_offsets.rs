@@ -35,8 +35,10 @@ pub async fn handle(ctx: &Arc<ConnectionContext>, version: i16, req: ListOffsets
                         let mut resp = match broker.replicas.get(&name, p.partition_index) {
                             None => ListOffsetsPartitionResponse::default()
                                 .with_error_code(ResponseError::UnknownTopicOrPartition.code()),
-                            Some(_) if !timestamp_allowed(p.timestamp, version) => ListOffsetsPartitionResponse::default()
-                                .with_error_code(ResponseError::UnsupportedVersion.code()),
+                            Some(_) if !timestamp_allowed(p.timestamp, version) => {
+                                ListOffsetsPartitionResponse::default()
+                                    .with_error_code(ResponseError::UnsupportedVersion.code())
+                            }
                             Some(part) => lookup(&part, p.timestamp, p.current_leader_epoch, read_committed),
                         };
                         resp.partition_index = p.partition_index;
@@ -74,7 +76,12 @@ fn timestamp_allowed(timestamp: i64, version: i16) -> bool {
 }
 
 /// Blocking: one partition's answer.
-fn lookup(p: &Partition, timestamp: i64, current_leader_epoch: i32, read_committed: bool) -> ListOffsetsPartitionResponse {
+fn lookup(
+    p: &Partition,
+    timestamp: i64,
+    current_leader_epoch: i32,
+    read_committed: bool,
+) -> ListOffsetsPartitionResponse {
     let resp = ListOffsetsPartitionResponse::default();
     let epoch = p.leader_epoch();
     if let Some(e) = crate::handlers::leader_epoch_error(current_leader_epoch, epoch) {

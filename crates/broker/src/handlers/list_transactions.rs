@@ -14,7 +14,11 @@ use crate::coordinator::txn::records::TxnState;
 use crate::coordinator::txn::ListFilter;
 use crate::dispatch::ConnectionContext;
 
-pub async fn handle(ctx: &Arc<ConnectionContext>, _version: i16, req: ListTransactionsRequest) -> ListTransactionsResponse {
+pub async fn handle(
+    ctx: &Arc<ConnectionContext>,
+    _version: i16,
+    req: ListTransactionsRequest,
+) -> ListTransactionsResponse {
     let mut states = BTreeSet::new();
     let mut unknown = Vec::new();
     for name in &req.state_filters {

@@ -32,9 +32,17 @@ async fn fetch_group(
     }
     let g = group_id.to_string();
     if require_stable {
-        return ctx.broker.groups.call(&ctx.broker, group_id, |tx| Request::OffsetFetchStable { group_id: g, topics, member, tx }).await?;
+        return ctx
+            .broker
+            .groups
+            .call(&ctx.broker, group_id, |tx| Request::OffsetFetchStable { group_id: g, topics, member, tx })
+            .await?;
     }
-    let fetched = ctx.broker.groups.call(&ctx.broker, group_id, |tx| Request::OffsetFetch { group_id: g, topics, member, tx }).await??;
+    let fetched = ctx
+        .broker
+        .groups
+        .call(&ctx.broker, group_id, |tx| Request::OffsetFetch { group_id: g, topics, member, tx })
+        .await??;
     Ok((fetched, Unstable::new()))
 }
 
@@ -46,7 +54,11 @@ fn by_topic(fetched: Fetched, unstable: &Unstable) -> TopicOffsets {
     let mut out: TopicOffsets = Vec::new();
     for (t, p, v) in fetched {
         // Kafka answers an unstable partition with no offset and the error, for the consumer to retry.
-        let (v, e) = if unstable.contains(&(t.clone(), p)) { (None, ResponseError::UnstableOffsetCommit.code()) } else { (v, 0) };
+        let (v, e) = if unstable.contains(&(t.clone(), p)) {
+            (None, ResponseError::UnstableOffsetCommit.code())
+        } else {
+            (v, 0)
+        };
         match out.iter_mut().find(|(n, _)| *n == t) {
             Some((_, ps)) => ps.push((p, v, e)),
             None => out.push((t, vec![(p, v, e)])),
@@ -60,27 +72,31 @@ pub async fn handle(ctx: &Arc<ConnectionContext>, version: i16, req: OffsetFetch
         let mut groups = Vec::with_capacity(req.groups.len());
         for g in req.groups {
             let group_id = g.group_id.0.to_string();
-            let topics = g.topics.map(|ts| ts.into_iter().map(|t| (t.name.0.to_string(), t.partition_indexes)).collect());
+            let topics =
+                g.topics.map(|ts| ts.into_iter().map(|t| (t.name.0.to_string(), t.partition_indexes)).collect());
             let member = if version >= 9 { g.member_id.map(|m| (m.to_string(), g.member_epoch)) } else { None };
-            let mut out = OffsetFetchResponseGroup::default().with_group_id(GroupId(StrBytes::from_string(group_id.clone())));
+            let mut out =
+                OffsetFetchResponseGroup::default().with_group_id(GroupId(StrBytes::from_string(group_id.clone())));
             match fetch_group(ctx, &group_id, topics, member, req.require_stable).await {
                 Ok((fetched, unstable)) => {
                     out.topics = by_topic(fetched, &unstable)
                         .into_iter()
                         .map(|(t, ps)| {
-                            OffsetFetchResponseTopics::default().with_name(TopicName(StrBytes::from_string(t))).with_partitions(
-                                ps.into_iter()
-                                    .map(|(p, v, e)| {
-                                        let v = v.unwrap_or_else(no_offset);
-                                        OffsetFetchResponsePartitions::default()
-                                            .with_partition_index(p)
-                                            .with_error_code(e)
-                                            .with_committed_offset(v.offset)
-                                            .with_committed_leader_epoch(v.leader_epoch)
-                                            .with_metadata(Some(StrBytes::from_string(v.metadata)))
-                                    })
-                                    .collect(),
-                            )
+                            OffsetFetchResponseTopics::default()
+                                .with_name(TopicName(StrBytes::from_string(t)))
+                                .with_partitions(
+                                    ps.into_iter()
+                                        .map(|(p, v, e)| {
+                                            let v = v.unwrap_or_else(no_offset);
+                                            OffsetFetchResponsePartitions::default()
+                                                .with_partition_index(p)
+                                                .with_error_code(e)
+                                                .with_committed_offset(v.offset)
+                                                .with_committed_leader_epoch(v.leader_epoch)
+                                                .with_metadata(Some(StrBytes::from_string(v.metadata)))
+                                        })
+                                        .collect(),
+                                )
                         })
                         .collect();
                 }
@@ -99,7 +115,11 @@ pub async fn handle(ctx: &Arc<ConnectionContext>, version: i16, req: OffsetFetch
         Ok((f, u)) => (f, u, None),
         // v1 has no top-level error: each asked partition carries it.
         Err(e) => (
-            asked.unwrap_or_default().into_iter().flat_map(|(t, ps)| ps.into_iter().map(move |p| (t.clone(), p, None))).collect(),
+            asked
+                .unwrap_or_default()
+                .into_iter()
+                .flat_map(|(t, ps)| ps.into_iter().map(move |p| (t.clone(), p, None)))
+                .collect(),
             Unstable::new(),
             Some(e),
         ),
@@ -131,5 +151,11 @@ pub async fn handle(ctx: &Arc<ConnectionContext>, version: i16, req: OffsetFetch
 }
 
 fn no_offset() -> OffsetCommitValue {
-    OffsetCommitValue { offset: -1, leader_epoch: -1, metadata: String::new(), commit_timestamp: -1, expire_timestamp: None }
+    OffsetCommitValue {
+        offset: -1,
+        leader_epoch: -1,
+        metadata: String::new(),
+        commit_timestamp: -1,
+        expire_timestamp: None,
+    }
 }

@@ -4,7 +4,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use kafka_protocol::messages::produce_response::{BatchIndexAndErrorMessage, PartitionProduceResponse, TopicProduceResponse};
+use kafka_protocol::messages::produce_response::{
+    BatchIndexAndErrorMessage, PartitionProduceResponse, TopicProduceResponse,
+};
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse, TopicName};
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
@@ -34,7 +36,12 @@ struct Outcome {
     durable_at: Option<(Arc<Partition>, i64)>,
 }
 
-pub async fn handle(ctx: &Arc<ConnectionContext>, version: i16, client_id: &str, req: ProduceRequest) -> Respond<ProduceResponse> {
+pub async fn handle(
+    ctx: &Arc<ConnectionContext>,
+    version: i16,
+    client_id: &str,
+    req: ProduceRequest,
+) -> Respond<ProduceResponse> {
     let acks = req.acks;
     // Internal topics are written by their coordinators only (Kafka: "Cannot append to internal topic"), except by
     // Kafka's admin client id.
@@ -74,7 +81,9 @@ pub async fn handle(ctx: &Arc<ConnectionContext>, version: i16, client_id: &str,
         let mut out = Vec::new();
         for (i, w) in work.into_iter().enumerate() {
             match refused.iter().find(|(j, _)| *j == i) {
-                Some((_, e)) => out.push(Outcome { topic: w.topic, response: error_response(w.index, *e, None), durable_at: None }),
+                Some((_, e)) => {
+                    out.push(Outcome { topic: w.topic, response: error_response(w.index, *e, None), durable_at: None })
+                }
                 None => kept.push(w),
             }
         }
@@ -83,10 +92,17 @@ pub async fn handle(ctx: &Arc<ConnectionContext>, version: i16, client_id: &str,
 
     let mut outcomes: Vec<Outcome> = if !matches!(acks, -1 | 0 | 1) {
         work.into_iter()
-            .map(|w| Outcome { topic: w.topic, response: error_response(w.index, ResponseError::InvalidRequiredAcks, None), durable_at: None })
+            .map(|w| Outcome {
+                topic: w.topic,
+                response: error_response(w.index, ResponseError::InvalidRequiredAcks, None),
+                durable_at: None,
+            })
             .collect()
     } else {
-        let appended = tokio::task::spawn_blocking(move || work.into_iter().map(|w| append_one(w, acks, unknown)).collect::<Vec<_>>()).await;
+        let appended = tokio::task::spawn_blocking(move || {
+            work.into_iter().map(|w| append_one(w, acks, unknown)).collect::<Vec<_>>()
+        })
+        .await;
         match appended {
             Ok(o) => o,
             Err(e) => {
@@ -157,7 +173,8 @@ async fn verify_transactional_partitions(
     }
     let Some(transactional_id) = transactional_id else {
         // Kafka: transactional records need a transactional id the client may write for.
-        let refused = transactional.iter().map(|(i, _, _)| (*i, ResponseError::TransactionalIdAuthorizationFailed)).collect();
+        let refused =
+            transactional.iter().map(|(i, _, _)| (*i, ResponseError::TransactionalIdAuthorizationFailed)).collect();
         return (refused, Vec::new());
     };
     let broker = &ctx.broker;
@@ -174,7 +191,8 @@ async fn verify_transactional_partitions(
     let checks: Vec<(i64, i16, Vec<(String, i32)>)> = by_producer
         .iter()
         .map(|((pid, epoch), items)| {
-            let partitions = items.iter().filter_map(|i| work[*i].partition.as_ref().map(|p| (p.topic.clone(), p.index))).collect();
+            let partitions =
+                items.iter().filter_map(|i| work[*i].partition.as_ref().map(|p| (p.topic.clone(), p.index))).collect();
             (*pid, *epoch, partitions)
         })
         .collect();
@@ -190,7 +208,10 @@ async fn verify_transactional_partitions(
     (refused, guards)
 }
 
-fn assemble(mut topics: Vec<TopicProduceResponse>, partitions: Vec<(usize, PartitionProduceResponse)>) -> ProduceResponse {
+fn assemble(
+    mut topics: Vec<TopicProduceResponse>,
+    partitions: Vec<(usize, PartitionProduceResponse)>,
+) -> ProduceResponse {
     for (t, p) in partitions {
         topics[t].partition_responses.push(p);
     }
@@ -210,7 +231,11 @@ fn append_one(w: Work, acks: i16, unknown: ResponseError) -> Outcome {
     let Some(partition) = w.partition.clone() else {
         return Outcome { topic: w.topic, response: error_response(w.index, unknown, None), durable_at: None };
     };
-    let fail = |e: ResponseError, m: Option<String>| Outcome { topic: w.topic, response: error_response(w.index, e, m), durable_at: None };
+    let fail = |e: ResponseError, m: Option<String>| Outcome {
+        topic: w.topic,
+        response: error_response(w.index, e, m),
+        durable_at: None,
+    };
     if w.internal {
         return fail(ResponseError::InvalidTopicException, None);
     }
@@ -222,7 +247,10 @@ fn append_one(w: Work, acks: i16, unknown: ResponseError) -> Outcome {
         // One replica is all this broker has.
         return fail(
             ResponseError::NotEnoughReplicas,
-            Some(format!("min.insync.replicas={} but the in-sync replica set has 1 member", config.min_insync_replicas)),
+            Some(format!(
+                "min.insync.replicas={} but the in-sync replica set has 1 member",
+                config.min_insync_replicas
+            )),
         );
     }
     let headers = match validate_batches(records, config.log.max_message_bytes) {
@@ -242,7 +270,11 @@ fn append_one(w: Work, acks: i16, unknown: ResponseError) -> Outcome {
         out.response.record_errors = r
             .record_errors
             .into_iter()
-            .map(|(i, m)| BatchIndexAndErrorMessage::default().with_batch_index(i).with_batch_index_error_message(Some(StrBytes::from_string(m))))
+            .map(|(i, m)| {
+                BatchIndexAndErrorMessage::default()
+                    .with_batch_index(i)
+                    .with_batch_index_error_message(Some(StrBytes::from_string(m)))
+            })
             .collect();
         return out;
     }
@@ -279,7 +311,10 @@ fn check_producer(headers: &[BatchHeader]) -> Result<(), (ResponseError, String)
         if h.producer_id >= 0 && h.base_sequence < 0 {
             return Err((
                 ResponseError::InvalidRecord,
-                format!("Invalid sequence number {} in record batch with producerId {}", h.base_sequence, h.producer_id),
+                format!(
+                    "Invalid sequence number {} in record batch with producerId {}",
+                    h.base_sequence, h.producer_id
+                ),
             ));
         }
         if h.is_control() {

@@ -9,7 +9,12 @@ use crate::dispatch::ConnectionContext;
 
 pub async fn handle(ctx: &Arc<ConnectionContext>, version: i16, req: SyncGroupRequest) -> SyncGroupResponse {
     let group_id = req.group_id.0.to_string();
-    let mut resp = match ctx.broker.groups.call(&ctx.broker, &group_id, |tx| Request::Sync { req, image: ctx.broker.image(), tx }).await {
+    let mut resp = match ctx
+        .broker
+        .groups
+        .call(&ctx.broker, &group_id, |tx| Request::Sync { req, image: ctx.broker.image(), tx })
+        .await
+    {
         Ok(r) => r,
         Err(e) => SyncGroupResponse::default().with_error_code(e.code()),
     };

@@ -12,7 +12,11 @@ use crate::coordinator::group::{txn_offset_commit_failed, Request, GROUP_METADAT
 use crate::coordinator::txn::{produce_error, AppendGuard, TRANSACTION_VERSION};
 use crate::dispatch::ConnectionContext;
 
-pub async fn handle(ctx: &Arc<ConnectionContext>, version: i16, req: TxnOffsetCommitRequest) -> TxnOffsetCommitResponse {
+pub async fn handle(
+    ctx: &Arc<ConnectionContext>,
+    version: i16,
+    req: TxnOffsetCommitRequest,
+) -> TxnOffsetCommitResponse {
     let group_id = req.group_id.0.to_string();
     if group_id.is_empty() {
         return txn_offset_commit_failed(&req, ResponseError::InvalidGroupId);

@@ -14,7 +14,11 @@ use kafka_protocol::ResponseError;
 use crate::dispatch::ConnectionContext;
 use crate::txn_markers::{write_txn_markers, TransactionResult};
 
-pub async fn handle(ctx: &Arc<ConnectionContext>, _version: i16, req: WriteTxnMarkersRequest) -> WriteTxnMarkersResponse {
+pub async fn handle(
+    ctx: &Arc<ConnectionContext>,
+    _version: i16,
+    req: WriteTxnMarkersRequest,
+) -> WriteTxnMarkersResponse {
     if req.markers.iter().any(|m| m.producer_id.0 < 0 || m.producer_epoch < 0) {
         // Kafka cannot build a marker batch without a producer id and epoch: the request fails as a whole with
         // UNKNOWN_SERVER_ERROR on every partition (its generic error response), and nothing is written.
@@ -72,7 +76,11 @@ fn failed(req: &WriteTxnMarkersRequest, e: ResponseError) -> WriteTxnMarkersResp
                             WritableTxnMarkerTopicResult::default().with_name(t.name.clone()).with_partitions(
                                 t.partition_indexes
                                     .iter()
-                                    .map(|p| WritableTxnMarkerPartitionResult::default().with_partition_index(*p).with_error_code(e.code()))
+                                    .map(|p| {
+                                        WritableTxnMarkerPartitionResult::default()
+                                            .with_partition_index(*p)
+                                            .with_error_code(e.code())
+                                    })
                                     .collect(),
                             )
                         })

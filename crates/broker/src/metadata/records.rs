@@ -7,7 +7,10 @@ use uuid::Uuid;
 #[serde(tag = "type")]
 pub enum MetadataRecord {
     /// A new topic; its partitions follow as PartitionRecords.
-    TopicRecord { name: String, topic_id: Uuid },
+    TopicRecord {
+        name: String,
+        topic_id: Uuid,
+    },
     /// A partition's replica set, leader and leader epoch (a new partition, or a change of leadership later).
     PartitionRecord {
         topic_id: Uuid,
@@ -18,12 +21,25 @@ pub enum MetadataRecord {
         leader_epoch: i32,
     },
     /// A topic-level config override (`value: None` removes it).
-    ConfigRecord { topic_id: Uuid, name: String, value: Option<String> },
-    RemoveTopicRecord { topic_id: Uuid },
+    ConfigRecord {
+        topic_id: Uuid,
+        name: String,
+        value: Option<String>,
+    },
+    RemoveTopicRecord {
+        topic_id: Uuid,
+    },
     /// A dynamic broker config (KRaft's ConfigRecord with resource type BROKER): `resource` is a broker id, or ""
     /// for the cluster-wide default; `value: None` removes it.
-    BrokerConfigRecord { resource: String, name: String, value: Option<String> },
+    BrokerConfigRecord {
+        resource: String,
+        name: String,
+        value: Option<String>,
+    },
     /// KRaft's ProducerIdsRecord: `broker_id` took the block of producer ids below `next_producer_id`; ids are
     /// handed out in blocks so none is ever reused, even across restarts.
-    ProducerIdsRecord { broker_id: i32, next_producer_id: i64 },
+    ProducerIdsRecord {
+        broker_id: i32,
+        next_producer_id: i64,
+    },
 }

@@ -16,8 +16,13 @@ use crate::dispatch::{dispatch, ConnectionContext, Reply};
 /// How many requests one connection may have in flight before the broker stops reading from it.
 const MAX_IN_FLIGHT: usize = 128;
 
-pub async fn serve<R, W>(broker: Arc<Broker>, advertised: Arc<ListenerConfig>, peer: SocketAddr, mut reader: R, writer: W)
-where
+pub async fn serve<R, W>(
+    broker: Arc<Broker>,
+    advertised: Arc<ListenerConfig>,
+    peer: SocketAddr,
+    mut reader: R,
+    writer: W,
+) where
     R: AsyncRead + Unpin + Send + 'static,
     W: AsyncWrite + Unpin + Send + 'static,
 {

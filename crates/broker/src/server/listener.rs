@@ -25,13 +25,8 @@ pub async fn bind_listeners(broker: &Broker) -> std::io::Result<Vec<BoundListene
             std::io::Error::new(e.kind(), format!("cannot bind listener {}://{}:{}: {e}", l.name, l.host, l.port))
         })?;
         let local_addr = socket.local_addr()?;
-        let mut advertised = broker
-            .config
-            .advertised_listeners
-            .iter()
-            .find(|a| a.name == l.name)
-            .cloned()
-            .unwrap_or_else(|| l.clone());
+        let mut advertised =
+            broker.config.advertised_listeners.iter().find(|a| a.name == l.name).cloned().unwrap_or_else(|| l.clone());
         // Port 0 binds an ephemeral port: advertise the real one.
         if advertised.port == 0 {
             advertised.port = local_addr.port();

@@ -49,7 +49,8 @@ impl Server {
         for e in &self.extra {
             cmd.arg("--override").arg(e);
         }
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.path().join("broker.log")).unwrap();
+        let log =
+            std::fs::OpenOptions::new().create(true).append(true).open(self.dir.path().join("broker.log")).unwrap();
         cmd.stdout(Stdio::null()).stderr(log);
         self.child = Some(cmd.spawn().expect("start strom"));
         let deadline = Instant::now() + Duration::from_secs(30);

@@ -45,7 +45,9 @@ pub(crate) async fn fetch(
         match topics.iter_mut().find(|t| t.topic.0.as_str() == tp.topic) {
             Some(t) => t.partitions.push(part),
             None => topics.push(
-                FetchTopic::default().with_topic(TopicName(StrBytes::from_string(tp.topic.clone()))).with_partitions(vec![part]),
+                FetchTopic::default()
+                    .with_topic(TopicName(StrBytes::from_string(tp.topic.clone())))
+                    .with_partitions(vec![part]),
             ),
         }
     }
@@ -69,7 +71,10 @@ pub(crate) async fn fetch(
             let tp = TopicPartition::new(topic.clone(), p.partition_index);
             let Some(&(_, offset)) = partitions.iter().find(|(q, _)| *q == tp) else { continue };
             if p.error_code != 0 {
-                out.push((tp.clone(), PartitionFetch::Error(Error::kafka(p.error_code, format!("fetch {tp} at offset {offset}"), None))));
+                out.push((
+                    tp.clone(),
+                    PartitionFetch::Error(Error::kafka(p.error_code, format!("fetch {tp} at offset {offset}"), None)),
+                ));
                 continue;
             }
             let data = p.records.unwrap_or_default();
@@ -82,7 +87,8 @@ pub(crate) async fn fetch(
             };
             let mut next_offset = offset;
             let mut records = Vec::new();
-            let mut aborted = AbortedTransactions::new(if config.read_committed { p.aborted_transactions.as_deref() } else { None });
+            let mut aborted =
+                AbortedTransactions::new(if config.read_committed { p.aborted_transactions.as_deref() } else { None });
             for b in batches {
                 next_offset = next_offset.max(b.next_offset);
                 if !aborted.keep(&b) {
@@ -121,7 +127,8 @@ struct AbortedTransactions {
 
 impl AbortedTransactions {
     fn new(list: Option<&[AbortedTransaction]>) -> Self {
-        let mut pending: Vec<(i64, i64)> = list.unwrap_or(&[]).iter().map(|a| (a.first_offset, a.producer_id.0)).collect();
+        let mut pending: Vec<(i64, i64)> =
+            list.unwrap_or(&[]).iter().map(|a| (a.first_offset, a.producer_id.0)).collect();
         pending.sort_unstable_by(|a, b| b.cmp(a)); // popped from the end: lowest first offset first
         AbortedTransactions { pending, aborted_producers: HashSet::new() }
     }

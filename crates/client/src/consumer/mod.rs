@@ -14,9 +14,9 @@ use futures_util::Stream;
 use crate::cluster::Cluster;
 use crate::config::{ConsumerConfig, OffsetReset};
 use crate::error::{Error, Result};
-use crate::offsets::{self, OffsetAndTimestamp};
 use crate::group::membership::{GroupMember, MembershipConfig, RebalanceEvent, RebalanceListener, Topics};
 use crate::group::offsets::OffsetAndMetadata;
+use crate::offsets::{self, OffsetAndTimestamp};
 use crate::record::{ConsumerRecord, TopicPartition};
 use fetcher::PartitionFetch;
 
@@ -113,7 +113,10 @@ impl Consumer {
             return Err(Error::Config("assign after subscribe: a consumer uses one or the other".into()));
         }
         for tp in &partitions {
-            let t = self.cluster.topic(&tp.topic, self.config.allow_auto_create_topics, self.config.client.request_timeout).await?;
+            let t = self
+                .cluster
+                .topic(&tp.topic, self.config.allow_auto_create_topics, self.config.client.request_timeout)
+                .await?;
             if !t.partitions.iter().any(|p| p.id == tp.partition) {
                 return Err(Error::UnknownPartition(tp.topic.clone(), tp.partition));
             }
@@ -131,7 +134,8 @@ impl Consumer {
 
     /// Every partition of `topic`, for tools that read a whole topic without a group.
     pub async fn partitions_for(&self, topic: &str) -> Result<Vec<TopicPartition>> {
-        let t = self.cluster.topic(topic, self.config.allow_auto_create_topics, self.config.client.request_timeout).await?;
+        let t =
+            self.cluster.topic(topic, self.config.allow_auto_create_topics, self.config.client.request_timeout).await?;
         Ok(t.partitions.iter().map(|p| TopicPartition::new(topic, p.id)).collect())
     }
 
@@ -248,7 +252,8 @@ impl Consumer {
                 continue;
             }
             // Records fetched but not yet returned by poll are not consumed: commit the first of them.
-            let next = self.buffer.iter().find(|r| r.topic == tp.topic && r.partition == tp.partition).map(|r| r.offset);
+            let next =
+                self.buffer.iter().find(|r| r.topic == tp.topic && r.partition == tp.partition).map(|r| r.offset);
             if let Some(o) = next.or(match pos {
                 Position::At(o) => Some(*o),
                 Position::Reset(_) => None,
@@ -267,20 +272,26 @@ impl Consumer {
 
     /// Commits explicit offsets (the next offset to read, as Kafka expects).
     pub async fn commit_offsets(&mut self, offsets: &BTreeMap<TopicPartition, OffsetAndMetadata>) -> Result<()> {
-        let group = self.group.as_ref().ok_or_else(|| Error::Config("commits need subscribe (group membership)".into()))?;
+        let group =
+            self.group.as_ref().ok_or_else(|| Error::Config("commits need subscribe (group membership)".into()))?;
         group.commit(offsets).await
     }
 
     /// Commits the positions in the background; the returned handle tells how it went.
     pub fn commit_async(&mut self) -> Result<tokio::task::JoinHandle<Result<()>>> {
-        let group = self.group.as_ref().ok_or_else(|| Error::Config("commits need subscribe (group membership)".into()))?;
+        let group =
+            self.group.as_ref().ok_or_else(|| Error::Config("commits need subscribe (group membership)".into()))?;
         let fut = group.commit_future(self.consumed_offsets(None));
         Ok(tokio::spawn(fut))
     }
 
     /// The group's committed offsets for these partitions (partitions without one are left out).
-    pub async fn committed(&self, partitions: &[TopicPartition]) -> Result<BTreeMap<TopicPartition, OffsetAndMetadata>> {
-        let group = self.group.as_ref().ok_or_else(|| Error::Config("committed offsets need group.id and subscribe".into()))?;
+    pub async fn committed(
+        &self,
+        partitions: &[TopicPartition],
+    ) -> Result<BTreeMap<TopicPartition, OffsetAndMetadata>> {
+        let group =
+            self.group.as_ref().ok_or_else(|| Error::Config("committed offsets need group.id and subscribe".into()))?;
         group.committed(partitions).await
     }
 
@@ -408,9 +419,9 @@ impl Consumer {
         let wait = remaining.min(self.config.fetch_max_wait).as_millis() as i32;
         let cluster = &self.cluster;
         let config = &self.config;
-        let results = futures_util::future::join_all(
-            by_leader.iter().map(|(leader, parts)| async move { (*leader, fetcher::fetch(cluster, config, *leader, parts, wait).await) }),
-        )
+        let results = futures_util::future::join_all(by_leader.iter().map(|(leader, parts)| async move {
+            (*leader, fetcher::fetch(cluster, config, *leader, parts, wait).await)
+        }))
         .await;
         let mut backoff = false;
         for (leader, result) in results {

@@ -3,8 +3,10 @@
 
 use std::collections::BTreeMap;
 
-use kafka_protocol::messages::{ConsumerGroupDescribeRequest, DeleteGroupsRequest, DescribeGroupsRequest, GroupId, ListGroupsRequest};
 use kafka_protocol::messages::ApiKey;
+use kafka_protocol::messages::{
+    ConsumerGroupDescribeRequest, DeleteGroupsRequest, DescribeGroupsRequest, GroupId, ListGroupsRequest,
+};
 use kafka_protocol::protocol::StrBytes;
 
 use super::assignor::decode_assignment;
@@ -79,10 +81,12 @@ impl Admin {
     pub async fn describe_group(&self, group: &str) -> Result<GroupDescription> {
         let conn = coordinator::connect(self.cluster(), group).await?;
         let resp = conn.call(&DescribeGroupsRequest::default().with_groups(vec![GroupId(s(group))])).await?;
-        let g = resp.groups.into_iter().next().ok_or_else(|| Error::Protocol("DescribeGroups answered no group".into()))?;
+        let g =
+            resp.groups.into_iter().next().ok_or_else(|| Error::Protocol("DescribeGroups answered no group".into()))?;
         let not_found = g.error_code == 69 || (g.error_code == 0 && g.group_state.as_str() == "Dead");
         if not_found && conn.supports(ApiKey::ConsumerGroupDescribe) {
-            let resp = conn.call(&ConsumerGroupDescribeRequest::default().with_group_ids(vec![GroupId(s(group))])).await?;
+            let resp =
+                conn.call(&ConsumerGroupDescribeRequest::default().with_group_ids(vec![GroupId(s(group))])).await?;
             if let Some(c) = resp.groups.into_iter().next().filter(|c| c.error_code == 0) {
                 return Ok(GroupDescription {
                     group_id: group.to_string(),
@@ -102,7 +106,11 @@ impl Admin {
                                 .assignment
                                 .topic_partitions
                                 .iter()
-                                .flat_map(|t| t.partitions.iter().map(move |p| TopicPartition::new(t.topic_name.0.to_string(), *p)))
+                                .flat_map(|t| {
+                                    t.partitions
+                                        .iter()
+                                        .map(move |p| TopicPartition::new(t.topic_name.0.to_string(), *p))
+                                })
                                 .collect(),
                         })
                         .collect(),
@@ -135,7 +143,11 @@ impl Admin {
                     instance_id: m.group_instance_id.map(|i| i.to_string()),
                     client_id: m.client_id.to_string(),
                     host: m.client_host.to_string(),
-                    assignment: if consumer { decode_assignment(&m.member_assignment).unwrap_or_default() } else { Vec::new() },
+                    assignment: if consumer {
+                        decode_assignment(&m.member_assignment).unwrap_or_default()
+                    } else {
+                        Vec::new()
+                    },
                 })
                 .collect(),
         })
@@ -148,7 +160,11 @@ impl Admin {
     }
 
     /// Commits offsets for an inactive group (standalone commit, generation -1).
-    pub async fn alter_group_offsets(&self, group: &str, offsets: &BTreeMap<TopicPartition, OffsetAndMetadata>) -> Result<()> {
+    pub async fn alter_group_offsets(
+        &self,
+        group: &str,
+        offsets: &BTreeMap<TopicPartition, OffsetAndMetadata>,
+    ) -> Result<()> {
         let conn = coordinator::connect(self.cluster(), group).await?;
         offsets::commit(&conn, group, &Committer::standalone(), offsets).await
     }

@@ -38,7 +38,9 @@ pub fn encode_subscription(s: &Subscription) -> Bytes {
         .with_owned_partitions(
             group_by_topic(&s.owned)
                 .into_iter()
-                .map(|(t, ps)| OwnedPartitions::default().with_topic(TopicName(StrBytes::from_string(t))).with_partitions(ps))
+                .map(|(t, ps)| {
+                    OwnedPartitions::default().with_topic(TopicName(StrBytes::from_string(t))).with_partitions(ps)
+                })
                 .collect(),
         )
         .with_generation_id(s.generation);
@@ -57,7 +59,11 @@ pub fn decode_subscription(b: &Bytes) -> Option<Subscription> {
     let s = ConsumerProtocolSubscription::decode(&mut b, v).ok()?;
     Some(Subscription {
         topics: s.topics.iter().map(|t| t.to_string()).collect(),
-        owned: s.owned_partitions.iter().flat_map(|o| o.partitions.iter().map(move |p| TopicPartition::new(o.topic.0.to_string(), *p))).collect(),
+        owned: s
+            .owned_partitions
+            .iter()
+            .flat_map(|o| o.partitions.iter().map(move |p| TopicPartition::new(o.topic.0.to_string(), *p)))
+            .collect(),
         generation: s.generation_id,
     })
 }
@@ -66,7 +72,9 @@ pub fn encode_assignment(parts: &[TopicPartition]) -> Bytes {
     let a = ConsumerProtocolAssignment::default().with_assigned_partitions(
         group_by_topic(parts)
             .into_iter()
-            .map(|(t, ps)| AssignedPartitions::default().with_topic(TopicName(StrBytes::from_string(t))).with_partitions(ps))
+            .map(|(t, ps)| {
+                AssignedPartitions::default().with_topic(TopicName(StrBytes::from_string(t))).with_partitions(ps)
+            })
             .collect(),
     );
     let mut buf = BytesMut::new();
@@ -83,7 +91,12 @@ pub fn decode_assignment(b: &Bytes) -> Option<Vec<TopicPartition>> {
     }
     let v = b.get_i16().clamp(0, 3);
     let a = ConsumerProtocolAssignment::decode(&mut b, v).ok()?;
-    Some(a.assigned_partitions.iter().flat_map(|t| t.partitions.iter().map(move |p| TopicPartition::new(t.topic.0.to_string(), *p))).collect())
+    Some(
+        a.assigned_partitions
+            .iter()
+            .flat_map(|t| t.partitions.iter().map(move |p| TopicPartition::new(t.topic.0.to_string(), *p)))
+            .collect(),
+    )
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -98,7 +111,9 @@ impl Assignor {
         match name.trim() {
             "range" | "org.apache.kafka.clients.consumer.RangeAssignor" => Some(Assignor::Range),
             "roundrobin" | "org.apache.kafka.clients.consumer.RoundRobinAssignor" => Some(Assignor::RoundRobin),
-            "cooperative-sticky" | "org.apache.kafka.clients.consumer.CooperativeStickyAssignor" => Some(Assignor::CooperativeSticky),
+            "cooperative-sticky" | "org.apache.kafka.clients.consumer.CooperativeStickyAssignor" => {
+                Some(Assignor::CooperativeSticky)
+            }
             _ => None,
         }
     }
@@ -117,14 +132,20 @@ impl Assignor {
     }
 
     /// The leader's assignment: member id → partitions. `partitions` gives each subscribed topic's count.
-    pub fn assign(self, members: &[(String, Subscription)], partitions: &BTreeMap<String, i32>) -> BTreeMap<String, Vec<TopicPartition>> {
-        let mut out: BTreeMap<String, Vec<TopicPartition>> = members.iter().map(|(m, _)| (m.clone(), Vec::new())).collect();
+    pub fn assign(
+        self,
+        members: &[(String, Subscription)],
+        partitions: &BTreeMap<String, i32>,
+    ) -> BTreeMap<String, Vec<TopicPartition>> {
+        let mut out: BTreeMap<String, Vec<TopicPartition>> =
+            members.iter().map(|(m, _)| (m.clone(), Vec::new())).collect();
         let mut sorted: Vec<&(String, Subscription)> = members.iter().collect();
         sorted.sort_by(|a, b| a.0.cmp(&b.0));
         match self {
             Assignor::Range => {
                 for (topic, &count) in partitions {
-                    let subs: Vec<&String> = sorted.iter().filter(|(_, s)| s.topics.contains(topic)).map(|(m, _)| m).collect();
+                    let subs: Vec<&String> =
+                        sorted.iter().filter(|(_, s)| s.topics.contains(topic)).map(|(m, _)| m).collect();
                     if subs.is_empty() {
                         continue;
                     }
@@ -132,7 +153,9 @@ impl Assignor {
                     let mut next = 0;
                     for (i, m) in subs.iter().enumerate() {
                         let take = per + i32::from((i as i32) < extra);
-                        out.entry((*m).clone()).or_default().extend((next..next + take).map(|p| TopicPartition::new(topic.clone(), p)));
+                        out.entry((*m).clone())
+                            .or_default()
+                            .extend((next..next + take).map(|p| TopicPartition::new(topic.clone(), p)));
                         next += take;
                     }
                 }
@@ -159,7 +182,10 @@ impl Assignor {
     }
 }
 
-fn cooperative_sticky(members: &[&(String, Subscription)], partitions: &BTreeMap<String, i32>) -> BTreeMap<String, Vec<TopicPartition>> {
+fn cooperative_sticky(
+    members: &[&(String, Subscription)],
+    partitions: &BTreeMap<String, i32>,
+) -> BTreeMap<String, Vec<TopicPartition>> {
     let n = members.len();
     let eligible = |i: usize, tp: &TopicPartition| members[i].1.topics.contains(&tp.topic);
     let mut owner: BTreeMap<TopicPartition, usize> = BTreeMap::new();
@@ -200,7 +226,10 @@ fn cooperative_sticky(members: &[&(String, Subscription)], partitions: &BTreeMap
         let keys: Vec<TopicPartition> = owner.keys().rev().cloned().collect();
         for tp in keys {
             let from = owner[&tp];
-            if let Some(to) = (0..n).filter(|&i| i != from && eligible(i, &tp) && counts[i] + 2 <= counts[from]).min_by_key(|&i| (counts[i], i)) {
+            if let Some(to) = (0..n)
+                .filter(|&i| i != from && eligible(i, &tp) && counts[i] + 2 <= counts[from])
+                .min_by_key(|&i| (counts[i], i))
+            {
                 owner.insert(tp, to);
                 counts[from] -= 1;
                 counts[to] += 1;

@@ -35,7 +35,11 @@ pub async fn find_for(cluster: &Cluster, key: &str, key_type: i8) -> Result<(i32
     }
     let resp = conn.call_version(&req, version).await?;
     let (code, message, node, host, port) = if version >= 4 {
-        let c = resp.coordinators.into_iter().next().ok_or_else(|| Error::Protocol("FindCoordinator answered no key".into()))?;
+        let c = resp
+            .coordinators
+            .into_iter()
+            .next()
+            .ok_or_else(|| Error::Protocol("FindCoordinator answered no key".into()))?;
         (c.error_code, c.error_message, c.node_id.0, c.host, c.port)
     } else {
         (resp.error_code, resp.error_message, resp.node_id.0, resp.host, resp.port)

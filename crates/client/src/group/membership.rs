@@ -16,7 +16,9 @@ use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 use regex_automata::meta::Regex;
 
-use super::assignor::{decode_assignment, decode_subscription, diff, encode_assignment, encode_subscription, Assignor, Subscription};
+use super::assignor::{
+    decode_assignment, decode_subscription, diff, encode_assignment, encode_subscription, Assignor, Subscription,
+};
 use super::coordinator;
 use super::offsets::{self, Committer, OffsetAndMetadata};
 use crate::cluster::Cluster;
@@ -244,7 +246,9 @@ impl GroupMember {
                             true
                         }
                         Some(ResponseError::RebalanceInProgress) => true,
-                        Some(ResponseError::NotCoordinator) | Some(ResponseError::CoordinatorNotAvailable) | Some(ResponseError::CoordinatorLoadInProgress) => {
+                        Some(ResponseError::NotCoordinator)
+                        | Some(ResponseError::CoordinatorNotAvailable)
+                        | Some(ResponseError::CoordinatorLoadInProgress) => {
                             self.forget_coordinator();
                             true
                         }
@@ -274,7 +278,11 @@ impl GroupMember {
             .config
             .assignors
             .iter()
-            .map(|a| JoinGroupRequestProtocol::default().with_name(s(a.name())).with_metadata(encode_subscription(&subscription)))
+            .map(|a| {
+                JoinGroupRequestProtocol::default()
+                    .with_name(s(a.name()))
+                    .with_metadata(encode_subscription(&subscription))
+            })
             .collect();
         {
             let mut sh = self.lock();
@@ -309,7 +317,8 @@ impl GroupMember {
         }
         let mut assignments = Vec::new();
         if join.leader.as_str() == member_id && !join.skip_assignment {
-            let assignor = Assignor::parse(&protocol).ok_or_else(|| Error::Protocol(format!("the group chose unknown assignor '{protocol}'")))?;
+            let assignor = Assignor::parse(&protocol)
+                .ok_or_else(|| Error::Protocol(format!("the group chose unknown assignor '{protocol}'")))?;
             let members: Vec<(String, Subscription)> = join
                 .members
                 .iter()
@@ -325,7 +334,11 @@ impl GroupMember {
                 }
             }
             for (m, parts) in assignor.assign(&members, &partitions) {
-                assignments.push(SyncGroupRequestAssignment::default().with_member_id(s(&m)).with_assignment(encode_assignment(&parts)));
+                assignments.push(
+                    SyncGroupRequestAssignment::default()
+                        .with_member_id(s(&m))
+                        .with_assignment(encode_assignment(&parts)),
+                );
             }
         }
         let version = conn.version::<SyncGroupRequest>()?;
@@ -341,7 +354,8 @@ impl GroupMember {
         }
         let resp = conn.call_version(&sync, version).await?;
         crate::error::check(resp.error_code, || format!("SyncGroup of group {}", self.config.group_id), None)?;
-        let assigned = decode_assignment(&resp.assignment).ok_or_else(|| Error::Protocol("undecodable assignment".into()))?;
+        let assigned =
+            decode_assignment(&resp.assignment).ok_or_else(|| Error::Protocol("undecodable assignment".into()))?;
         let (revoked, added) = diff(&self.owned, &assigned);
         if !revoked.is_empty() {
             events.push(RebalanceEvent::Revoked(revoked.clone()));
@@ -375,7 +389,12 @@ impl GroupMember {
         let who = Committer { generation, member_id, instance_id: self.config.instance_id.clone() };
         let r = offsets::commit(&conn, &self.config.group_id, &who, offsets).await;
         if let Err(e) = &r {
-            if matches!(code_of(e), Some(ResponseError::RebalanceInProgress) | Some(ResponseError::IllegalGeneration) | Some(ResponseError::UnknownMemberId)) {
+            if matches!(
+                code_of(e),
+                Some(ResponseError::RebalanceInProgress)
+                    | Some(ResponseError::IllegalGeneration)
+                    | Some(ResponseError::UnknownMemberId)
+            ) {
                 self.lock().rejoin_needed = true;
             }
         }
@@ -383,7 +402,10 @@ impl GroupMember {
     }
 
     /// A commit that runs on its own (for `commit_async`), with the generation as of now.
-    pub fn commit_future(&self, offsets: BTreeMap<TopicPartition, OffsetAndMetadata>) -> impl std::future::Future<Output = Result<()>> + Send + 'static {
+    pub fn commit_future(
+        &self,
+        offsets: BTreeMap<TopicPartition, OffsetAndMetadata>,
+    ) -> impl std::future::Future<Output = Result<()>> + Send + 'static {
         let cluster = self.cluster.clone();
         let shared = self.shared.clone();
         let group = self.config.group_id.clone();
@@ -404,7 +426,10 @@ impl GroupMember {
         }
     }
 
-    pub async fn committed(&self, partitions: &[TopicPartition]) -> Result<BTreeMap<TopicPartition, OffsetAndMetadata>> {
+    pub async fn committed(
+        &self,
+        partitions: &[TopicPartition],
+    ) -> Result<BTreeMap<TopicPartition, OffsetAndMetadata>> {
         let conn = self.coordinator().await?;
         offsets::fetch(&conn, &self.config.group_id, Some(partitions)).await
     }
@@ -496,7 +521,9 @@ async fn heartbeat_loop(shared: Arc<Mutex<Shared>>, config: MembershipConfig) {
         match result.map(|r| ResponseError::try_from_code(r.error_code)) {
             Ok(None) => {}
             Ok(Some(ResponseError::RebalanceInProgress)) => sh.rejoin_needed = true,
-            Ok(Some(ResponseError::UnknownMemberId | ResponseError::IllegalGeneration | ResponseError::FencedInstanceId)) => {
+            Ok(Some(
+                ResponseError::UnknownMemberId | ResponseError::IllegalGeneration | ResponseError::FencedInstanceId,
+            )) => {
                 sh.lost = true;
                 sh.stable = false;
                 sh.rejoin_needed = true;

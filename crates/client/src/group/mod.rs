@@ -8,7 +8,7 @@ pub mod membership;
 pub mod offsets;
 
 pub use admin::{GroupDescription, GroupListing, MemberDescription};
-pub use membership::{RebalanceListener, RebalanceEvent};
+pub use membership::{RebalanceEvent, RebalanceListener};
 
 /// What a transactional producer needs of a consumer's group membership to commit offsets in a transaction
 /// (Java's ConsumerGroupMetadata): the coordinator rejects the commit of a zombie member (KIP-447).
@@ -25,6 +25,11 @@ pub struct ConsumerGroupMetadata {
 impl ConsumerGroupMetadata {
     /// Only the group id: the coordinator does not check membership.
     pub fn new(group_id: impl Into<String>) -> Self {
-        ConsumerGroupMetadata { group_id: group_id.into(), generation_id: -1, member_id: String::new(), group_instance_id: None }
+        ConsumerGroupMetadata {
+            group_id: group_id.into(),
+            generation_id: -1,
+            member_id: String::new(),
+            group_instance_id: None,
+        }
     }
 }

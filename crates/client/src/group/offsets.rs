@@ -3,7 +3,9 @@
 use std::collections::BTreeMap;
 
 use kafka_protocol::messages::offset_commit_request::{OffsetCommitRequestPartition, OffsetCommitRequestTopic};
-use kafka_protocol::messages::offset_fetch_request::{OffsetFetchRequestGroup, OffsetFetchRequestTopic, OffsetFetchRequestTopics};
+use kafka_protocol::messages::offset_fetch_request::{
+    OffsetFetchRequestGroup, OffsetFetchRequestTopic, OffsetFetchRequestTopics,
+};
 use kafka_protocol::messages::{GroupId, OffsetCommitRequest, OffsetFetchRequest, TopicName};
 use kafka_protocol::protocol::StrBytes;
 
@@ -36,7 +38,12 @@ impl Committer {
     }
 }
 
-pub async fn commit(conn: &Connection, group: &str, who: &Committer, offsets: &BTreeMap<TopicPartition, OffsetAndMetadata>) -> Result<()> {
+pub async fn commit(
+    conn: &Connection,
+    group: &str,
+    who: &Committer,
+    offsets: &BTreeMap<TopicPartition, OffsetAndMetadata>,
+) -> Result<()> {
     let mut topics: BTreeMap<&str, Vec<OffsetCommitRequestPartition>> = BTreeMap::new();
     for (tp, o) in offsets {
         topics.entry(&tp.topic).or_default().push(
@@ -51,18 +58,31 @@ pub async fn commit(conn: &Connection, group: &str, who: &Committer, offsets: &B
         .with_generation_id_or_member_epoch(who.generation)
         .with_member_id(s(&who.member_id))
         .with_group_instance_id(who.instance_id.as_deref().map(s))
-        .with_topics(topics.into_iter().map(|(t, ps)| OffsetCommitRequestTopic::default().with_name(TopicName(s(t))).with_partitions(ps)).collect());
+        .with_topics(
+            topics
+                .into_iter()
+                .map(|(t, ps)| OffsetCommitRequestTopic::default().with_name(TopicName(s(t))).with_partitions(ps))
+                .collect(),
+        );
     let resp = conn.call(&req).await?;
     for t in resp.topics {
         for p in t.partitions {
-            check(p.error_code, || format!("OffsetCommit of {}-{} for group {group}", t.name.0, p.partition_index), None)?;
+            check(
+                p.error_code,
+                || format!("OffsetCommit of {}-{} for group {group}", t.name.0, p.partition_index),
+                None,
+            )?;
         }
     }
     Ok(())
 }
 
 /// Committed offsets of `partitions` (all the group has when None); partitions without one are left out.
-pub async fn fetch(conn: &Connection, group: &str, partitions: Option<&[TopicPartition]>) -> Result<BTreeMap<TopicPartition, OffsetAndMetadata>> {
+pub async fn fetch(
+    conn: &Connection,
+    group: &str,
+    partitions: Option<&[TopicPartition]>,
+) -> Result<BTreeMap<TopicPartition, OffsetAndMetadata>> {
     let version = conn.version::<OffsetFetchRequest>()?;
     let mut by_topic: BTreeMap<&str, Vec<i32>> = BTreeMap::new();
     for tp in partitions.unwrap_or(&[]) {
@@ -71,14 +91,23 @@ pub async fn fetch(conn: &Connection, group: &str, partitions: Option<&[TopicPar
     let mut out = BTreeMap::new();
     let mut keep = |topic: &str, p: i32, offset: i64, metadata: Option<StrBytes>| {
         if offset >= 0 {
-            out.insert(TopicPartition::new(topic, p), OffsetAndMetadata { offset, metadata: metadata.map(|m| m.to_string()).unwrap_or_default() });
+            out.insert(
+                TopicPartition::new(topic, p),
+                OffsetAndMetadata { offset, metadata: metadata.map(|m| m.to_string()).unwrap_or_default() },
+            );
         }
     };
     if version >= 8 {
         let topics = partitions.map(|_| {
-            by_topic.iter().map(|(t, ps)| OffsetFetchRequestTopics::default().with_name(TopicName(s(t))).with_partition_indexes(ps.clone())).collect()
+            by_topic
+                .iter()
+                .map(|(t, ps)| {
+                    OffsetFetchRequestTopics::default().with_name(TopicName(s(t))).with_partition_indexes(ps.clone())
+                })
+                .collect()
         });
-        let req = OffsetFetchRequest::default().with_groups(vec![OffsetFetchRequestGroup::default().with_group_id(GroupId(s(group))).with_topics(topics)]);
+        let req = OffsetFetchRequest::default()
+            .with_groups(vec![OffsetFetchRequestGroup::default().with_group_id(GroupId(s(group))).with_topics(topics)]);
         let resp = conn.call_version(&req, version).await?;
         for g in resp.groups {
             check(g.error_code, || format!("OffsetFetch for group {group}"), None)?;
@@ -91,7 +120,12 @@ pub async fn fetch(conn: &Connection, group: &str, partitions: Option<&[TopicPar
         }
     } else {
         let topics = partitions.map(|_| {
-            by_topic.iter().map(|(t, ps)| OffsetFetchRequestTopic::default().with_name(TopicName(s(t))).with_partition_indexes(ps.clone())).collect()
+            by_topic
+                .iter()
+                .map(|(t, ps)| {
+                    OffsetFetchRequestTopic::default().with_name(TopicName(s(t))).with_partition_indexes(ps.clone())
+                })
+                .collect()
         });
         let req = OffsetFetchRequest::default().with_group_id(GroupId(s(group))).with_topics(topics);
         let resp = conn.call_version(&req, version).await?;

@@ -116,7 +116,12 @@ pub(crate) struct Appended {
 }
 
 impl Accumulator {
-    pub fn new(buffer_memory: usize, batch_size: usize, linger: Duration, max_in_flight_per_partition: usize) -> Accumulator {
+    pub fn new(
+        buffer_memory: usize,
+        batch_size: usize,
+        linger: Duration,
+        max_in_flight_per_partition: usize,
+    ) -> Accumulator {
         Accumulator {
             queues: Mutex::new(HashMap::new()),
             max_in_flight_per_partition: max_in_flight_per_partition.max(1),
@@ -135,7 +140,11 @@ impl Accumulator {
 
     /// Waits up to `max_block` for `size` bytes of `buffer.memory`; the bytes then belong to the appended record.
     pub async fn reserve(&self, size: usize, max_block: Duration) -> Result<()> {
-        let n = u32::try_from(size).map_err(|_| Error::RecordTooLarge { size, limit: u32::MAX as usize, setting: "u32" })?;
+        let n = u32::try_from(size).map_err(|_| Error::RecordTooLarge {
+            size,
+            limit: u32::MAX as usize,
+            setting: "u32",
+        })?;
         match tokio::time::timeout(max_block, self.budget.memory.acquire_many(n)).await {
             Ok(Ok(permit)) => {
                 permit.forget();
@@ -177,7 +186,11 @@ impl Accumulator {
 
     /// Partitions whose first batch may be sent now, and when to look again for the others. A partition with a
     /// batch in flight gets another only if `may_pipeline` says so.
-    pub fn ready(&self, now: Instant, may_pipeline: impl Fn(&TopicPartition) -> bool) -> (Vec<TopicPartition>, Option<Instant>) {
+    pub fn ready(
+        &self,
+        now: Instant,
+        may_pipeline: impl Fn(&TopicPartition) -> bool,
+    ) -> (Vec<TopicPartition>, Option<Instant>) {
         let flushing = self.flushing.load(Ordering::SeqCst) > 0 || self.closed.load(Ordering::SeqCst);
         // Someone is blocked on buffer.memory: send everything rather than linger.
         let exhausted = self.budget.memory.available_permits() < self.batch_size;
@@ -200,7 +213,13 @@ impl Accumulator {
                 continue;
             }
             let lingered = first.created + self.linger;
-            if flushing || exhausted || q.batches.len() > 1 || first.size >= self.batch_size || first.attempts > 0 || lingered <= now {
+            if flushing
+                || exhausted
+                || q.batches.len() > 1
+                || first.size >= self.batch_size
+                || first.attempts > 0
+                || lingered <= now
+            {
                 ready.push(tp.clone());
             } else {
                 at(lingered);

@@ -87,13 +87,19 @@ impl Producer {
         cluster.fetch_metadata(Some(&[]), false).await?;
         let txn = match (&config.transactional_id, idempotent) {
             // InitProducerId waits for init_transactions, which also finds the coordinator.
-            (Some(id), _) => Some(Arc::new(TransactionManager::transactional(cluster.clone(), id.clone(), config.transaction_timeout, config.max_block))),
+            (Some(id), _) => Some(Arc::new(TransactionManager::transactional(
+                cluster.clone(),
+                id.clone(),
+                config.transaction_timeout,
+                config.max_block,
+            ))),
             (None, true) => Some(Arc::new(TransactionManager::idempotent(cluster.clone(), config.max_block).await?)),
             (None, false) => None,
         };
         // Without idempotence more than one batch in flight may reorder retries, as in Java; with it, sequence
         // numbers keep up to 5 in order.
-        let per_partition = if txn.is_some() { config.client.max_in_flight.min(5) } else { config.client.max_in_flight };
+        let per_partition =
+            if txn.is_some() { config.client.max_in_flight.min(5) } else { config.client.max_in_flight };
         let acc = Arc::new(Accumulator::new(config.buffer_memory, config.batch_size, config.linger, per_partition));
         let config = Arc::new(config);
         let sender = Sender::new(acc.clone(), cluster.clone(), config.clone(), txn.clone());
@@ -205,7 +211,11 @@ impl Producer {
     /// Adds a consumer group's offsets to the transaction (AddOffsetsToTxn, then TxnOffsetCommit to the group
     /// coordinator): they become the group's committed offsets only if the transaction commits. Offsets are the next
     /// record to read, as in `Consumer::commit_offsets`.
-    pub async fn send_offsets_to_transaction(&self, offsets: &BTreeMap<TopicPartition, OffsetAndMetadata>, group: &ConsumerGroupMetadata) -> Result<()> {
+    pub async fn send_offsets_to_transaction(
+        &self,
+        offsets: &BTreeMap<TopicPartition, OffsetAndMetadata>,
+        group: &ConsumerGroupMetadata,
+    ) -> Result<()> {
         self.transactions()?.send_offsets_to_transaction(offsets, group).await
     }
 

@@ -36,7 +36,12 @@ const UNKNOWN_PRODUCER_ID: i16 = 59;
 const DUPLICATE_SEQUENCE: i16 = 46;
 
 impl Sender {
-    pub fn new(acc: Arc<Accumulator>, cluster: Arc<Cluster>, config: Arc<ProducerConfig>, txn: Option<Arc<TransactionManager>>) -> Arc<Sender> {
+    pub fn new(
+        acc: Arc<Accumulator>,
+        cluster: Arc<Cluster>,
+        config: Arc<ProducerConfig>,
+        txn: Option<Arc<TransactionManager>>,
+    ) -> Arc<Sender> {
         Arc::new(Sender { acc, cluster, config, txn, refreshing: AtomicBool::new(false) })
     }
 
@@ -146,10 +151,20 @@ impl Sender {
             let views: Vec<RecordView<'_>> = b
                 .records
                 .iter()
-                .map(|r| RecordView { timestamp: r.timestamp, key: r.key.as_deref(), value: r.value.as_deref(), headers: &r.headers })
+                .map(|r| RecordView {
+                    timestamp: r.timestamp,
+                    key: r.key.as_deref(),
+                    value: r.value.as_deref(),
+                    headers: &r.headers,
+                })
                 .collect();
             let stamp = self.txn.as_ref().map(|t| t.next(&b.tp, views.len() as i32));
-            b.encoded = Some(batch::encode_batch(&views, self.config.compression, stamp.unwrap_or(batch::ProducerStamp::NONE), transactional)?);
+            b.encoded = Some(batch::encode_batch(
+                &views,
+                self.config.compression,
+                stamp.unwrap_or(batch::ProducerStamp::NONE),
+                transactional,
+            )?);
             b.stamp = stamp;
         } else if let (Some(txn), Some(old), Some(bytes)) = (&self.txn, b.stamp, &b.encoded) {
             if txn.is_stale(&b.tp, old) {
@@ -185,7 +200,14 @@ impl Sender {
             }
             let bytes = b.encoded.clone().unwrap_or_default();
             if bytes.len() > self.config.max_request_size {
-                failed.push((i, Error::RecordTooLarge { size: bytes.len(), limit: self.config.max_request_size, setting: "max.request.size" }));
+                failed.push((
+                    i,
+                    Error::RecordTooLarge {
+                        size: bytes.len(),
+                        limit: self.config.max_request_size,
+                        setting: "max.request.size",
+                    },
+                ));
                 continue;
             }
             topics
@@ -194,14 +216,18 @@ impl Sender {
                 .push(PartitionProduceData::default().with_index(b.tp.partition).with_records(Some(bytes)));
         }
         let req = ProduceRequest::default()
-            .with_transactional_id(self.config.transactional_id.as_deref().map(|t| TransactionalId(StrBytes::from_string(t.to_string()))))
+            .with_transactional_id(
+                self.config.transactional_id.as_deref().map(|t| TransactionalId(StrBytes::from_string(t.to_string()))),
+            )
             .with_acks(self.config.acks)
             .with_timeout_ms(self.config.client.request_timeout.as_millis().min(i32::MAX as u128) as i32)
             .with_topic_data(
                 topics
                     .into_iter()
                     .map(|(t, parts)| {
-                        TopicProduceData::default().with_name(TopicName(StrBytes::from_string(t.to_string()))).with_partition_data(parts)
+                        TopicProduceData::default()
+                            .with_name(TopicName(StrBytes::from_string(t.to_string())))
+                            .with_partition_data(parts)
                     })
                     .collect(),
             );

@@ -22,7 +22,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use kafka_protocol::messages::add_partitions_to_txn_request::AddPartitionsToTxnTopic;
-use kafka_protocol::messages::txn_offset_commit_request::{TxnOffsetCommitRequestPartition, TxnOffsetCommitRequestTopic};
+use kafka_protocol::messages::txn_offset_commit_request::{
+    TxnOffsetCommitRequestPartition, TxnOffsetCommitRequestTopic,
+};
 use kafka_protocol::messages::{
     AddOffsetsToTxnRequest, AddPartitionsToTxnRequest, EndTxnRequest, GroupId, InitProducerIdRequest, ProducerId,
     TopicName, TransactionalId, TxnOffsetCommitRequest,
@@ -117,7 +119,14 @@ fn s(v: &str) -> StrBytes {
 }
 
 impl TransactionManager {
-    fn new(cluster: Arc<Cluster>, transactional_id: Option<String>, timeout: Duration, max_block: Duration, producer_id: i64, epoch: i16) -> Self {
+    fn new(
+        cluster: Arc<Cluster>,
+        transactional_id: Option<String>,
+        timeout: Duration,
+        max_block: Duration,
+        producer_id: i64,
+        epoch: i16,
+    ) -> Self {
         let state = if transactional_id.is_some() { TransactionState::Uninitialized } else { TransactionState::Ready };
         TransactionManager {
             transactional_id,
@@ -155,7 +164,11 @@ impl TransactionManager {
                 .and_then(|r| check(r.error_code, || "InitProducerId".into(), None).map(|_| r));
             match result {
                 Ok(r) => {
-                    tracing::debug!(producer_id = r.producer_id.0, epoch = r.producer_epoch, "idempotent producer initialised");
+                    tracing::debug!(
+                        producer_id = r.producer_id.0,
+                        epoch = r.producer_epoch,
+                        "idempotent producer initialised"
+                    );
                     return Ok(Self::new(cluster, None, Duration::ZERO, max_block, r.producer_id.0, r.producer_epoch));
                 }
                 Err(e) if e.is_retriable() && Instant::now() + backoff < deadline => {
@@ -168,7 +181,12 @@ impl TransactionManager {
     }
 
     /// A transactional producer, uninitialised until `init_transactions`.
-    pub fn transactional(cluster: Arc<Cluster>, transactional_id: String, timeout: Duration, max_block: Duration) -> TransactionManager {
+    pub fn transactional(
+        cluster: Arc<Cluster>,
+        transactional_id: String,
+        timeout: Duration,
+        max_block: Duration,
+    ) -> TransactionManager {
         Self::new(cluster, Some(transactional_id), timeout, max_block, -1, -1)
     }
 
@@ -274,7 +292,9 @@ impl TransactionManager {
                 tracing::debug!(%tp, epoch = e, "idempotent producer bumped the partition's epoch");
             }
             None => {
-                let err = Error::Protocol(format!("producer {producer_id} exhausted its epochs on {tp}; recreate the producer"));
+                let err = Error::Protocol(format!(
+                    "producer {producer_id} exhausted its epochs on {tp}; recreate the producer"
+                ));
                 tracing::error!(error = %err, "cannot restart the partition's sequence");
                 Self::to_fatal(&mut sh, err);
             }
@@ -309,9 +329,9 @@ impl TransactionManager {
         }
         match sh.state {
             TransactionState::InTransaction => Ok(()),
-            TransactionState::Uninitialized | TransactionState::Initializing => Err(Error::TransactionState(
-                "cannot send before init_transactions completed".into(),
-            )),
+            TransactionState::Uninitialized | TransactionState::Initializing => {
+                Err(Error::TransactionState("cannot send before init_transactions completed".into()))
+            }
             _ => Err(Self::state_error(&sh, "send")),
         }
     }
@@ -343,7 +363,15 @@ impl TransactionManager {
 
     /// Sends `req` to a coordinator until `decide` is satisfied or `max.block.ms` passes. Lost connections and
     /// unknown coordinators are retried; `decide` classifies the broker's answer.
-    async fn call_coordinator<R, F>(&self, slot: &mut Coordinators, group: Option<&str>, what: &str, cap: i16, req: &R, mut decide: F) -> Result<R::Response>
+    async fn call_coordinator<R, F>(
+        &self,
+        slot: &mut Coordinators,
+        group: Option<&str>,
+        what: &str,
+        cap: i16,
+        req: &R,
+        mut decide: F,
+    ) -> Result<R::Response>
     where
         R: Request,
         F: FnMut(&R::Response) -> Next,
@@ -450,7 +478,12 @@ impl TransactionManager {
         sh.epoch = resp.producer_epoch;
         sh.sequences.clear();
         sh.epoch_bump_required = false;
-        tracing::debug!(transactional_id = id, producer_id = sh.producer_id, epoch = sh.epoch, "transactional producer initialised");
+        tracing::debug!(
+            transactional_id = id,
+            producer_id = sh.producer_id,
+            epoch = sh.epoch,
+            "transactional producer initialised"
+        );
         Ok(())
     }
 
@@ -460,7 +493,9 @@ impl TransactionManager {
         {
             let mut sh = self.lock();
             match sh.state {
-                TransactionState::Uninitialized | TransactionState::Initializing => sh.state = TransactionState::Initializing,
+                TransactionState::Uninitialized | TransactionState::Initializing => {
+                    sh.state = TransactionState::Initializing
+                }
                 _ => return Err(Self::state_error(&sh, "init_transactions")),
             }
         }
@@ -538,7 +573,11 @@ impl TransactionManager {
 
     /// AddOffsetsToTxn to the transaction coordinator, then TxnOffsetCommit to the group coordinator: the offsets
     /// become the group's committed offsets when (and only if) the transaction commits.
-    pub async fn send_offsets_to_transaction(&self, offsets: &BTreeMap<TopicPartition, OffsetAndMetadata>, group: &ConsumerGroupMetadata) -> Result<()> {
+    pub async fn send_offsets_to_transaction(
+        &self,
+        offsets: &BTreeMap<TopicPartition, OffsetAndMetadata>,
+        group: &ConsumerGroupMetadata,
+    ) -> Result<()> {
         let id = self.require_transactional("send_offsets_to_transaction")?;
         let mut slot = self.ops.lock().await;
         let (pid, epoch) = {
@@ -581,21 +620,43 @@ impl TransactionManager {
             .with_member_id(s(&group.member_id))
             .with_group_instance_id(group.group_instance_id.as_deref().map(s))
             .with_topics(
-                topics.into_iter().map(|(t, ps)| TxnOffsetCommitRequestTopic::default().with_name(TopicName(s(t))).with_partitions(ps)).collect(),
+                topics
+                    .into_iter()
+                    .map(|(t, ps)| {
+                        TxnOffsetCommitRequestTopic::default().with_name(TopicName(s(t))).with_partitions(ps)
+                    })
+                    .collect(),
             );
         let result = self
-            .call_coordinator(&mut slot, Some(&group.group_id), "TxnOffsetCommit", TXN_OFFSET_COMMIT_V1_MAX, &commit, |r| {
-                let code = r.topics.iter().flat_map(|t| t.partitions.iter()).map(|p| p.error_code).find(|c| *c != 0).unwrap_or(0);
-                match code {
-                    // The group coordinator moved, or is loading.
-                    15 | 16 | 7 => Next::Retry(true),
-                    14 | 3 => Next::Retry(false),
-                    51 => Next::RetrySoon,
-                    0 => Next::Done,
-                    // UNKNOWN_MEMBER_ID, ILLEGAL_GENERATION, FENCED_INSTANCE_ID and the rest: abortable or fatal below.
-                    code => Next::Fail(Error::kafka(code, format!("TxnOffsetCommit for group {}", group.group_id), None)),
-                }
-            })
+            .call_coordinator(
+                &mut slot,
+                Some(&group.group_id),
+                "TxnOffsetCommit",
+                TXN_OFFSET_COMMIT_V1_MAX,
+                &commit,
+                |r| {
+                    let code = r
+                        .topics
+                        .iter()
+                        .flat_map(|t| t.partitions.iter())
+                        .map(|p| p.error_code)
+                        .find(|c| *c != 0)
+                        .unwrap_or(0);
+                    match code {
+                        // The group coordinator moved, or is loading.
+                        15 | 16 | 7 => Next::Retry(true),
+                        14 | 3 => Next::Retry(false),
+                        51 => Next::RetrySoon,
+                        0 => Next::Done,
+                        // UNKNOWN_MEMBER_ID, ILLEGAL_GENERATION, FENCED_INSTANCE_ID and the rest: abortable or fatal below.
+                        code => Next::Fail(Error::kafka(
+                            code,
+                            format!("TxnOffsetCommit for group {}", group.group_id),
+                            None,
+                        )),
+                    }
+                },
+            )
             .await;
         result.map(|_| ()).map_err(|e| self.fail_operation(e))
     }
@@ -618,7 +679,9 @@ impl TransactionManager {
         self.require_transactional("abort_transaction")?;
         let mut sh = self.lock();
         match sh.state {
-            TransactionState::InTransaction | TransactionState::AbortableError | TransactionState::AbortingTransaction => {
+            TransactionState::InTransaction
+            | TransactionState::AbortableError
+            | TransactionState::AbortingTransaction => {
                 sh.state = TransactionState::AbortingTransaction;
                 Ok(())
             }
@@ -633,7 +696,8 @@ impl TransactionManager {
         let mut slot = self.ops.lock().await;
         let (pid, epoch, started, bump) = {
             let sh = self.lock();
-            let expected = if committed { TransactionState::CommittingTransaction } else { TransactionState::AbortingTransaction };
+            let expected =
+                if committed { TransactionState::CommittingTransaction } else { TransactionState::AbortingTransaction };
             if sh.state != expected {
                 // A batch failed during the flush before a commit: the application must abort.
                 return Err(Self::state_error(&sh, if committed { "commit_transaction" } else { "abort_transaction" }));
@@ -649,7 +713,9 @@ impl TransactionManager {
                 .with_producer_epoch(epoch)
                 .with_committed(committed);
             self.call_coordinator(&mut slot, None, "EndTxn", END_TXN_V1_MAX, &req, |r| {
-                Self::classify(r.error_code, || format!("EndTxn ({}) of transactional id {id}", if committed { "commit" } else { "abort" }))
+                Self::classify(r.error_code, || {
+                    format!("EndTxn ({}) of transactional id {id}", if committed { "commit" } else { "abort" })
+                })
             })
             .await
             .map(|_| ())

@@ -55,10 +55,7 @@ pub struct CleanerConfig {
 
 impl Default for CleanerConfig {
     fn default() -> Self {
-        CleanerConfig {
-            dedupe_buffer_bytes: 128 << 20,
-            io_buffer_bytes: 256 << 10,
-        }
+        CleanerConfig { dedupe_buffer_bytes: 128 << 20, io_buffer_bytes: 256 << 10 }
     }
 }
 
@@ -132,12 +129,7 @@ fn first_batch_timestamp(seg: &Segment) -> Result<Option<i64>, LogError> {
 }
 
 impl Log {
-    fn cleaner_plan(
-        &self,
-        now_ms: i64,
-        config: &LogConfig,
-        txns: &dyn TransactionIndex,
-    ) -> Result<Plan, LogError> {
+    fn cleaner_plan(&self, now_ms: i64, config: &LogConfig, txns: &dyn TransactionIndex) -> Result<Plan, LogError> {
         let state = self.cleaner_state()?;
         let segments: Vec<Arc<Segment>> = self.snapshot().iter().cloned().collect();
         let log_start = self.log_start_offset();
@@ -158,25 +150,13 @@ impl Log {
             }
         }
         // Passes end on segment boundaries.
-        let first_uncleanable = segments
-            .iter()
-            .rev()
-            .map(|s| s.base_offset())
-            .find(|&b| b <= first_uncleanable)
-            .unwrap_or(0);
-        Ok(Plan {
-            segments,
-            first_dirty,
-            first_uncleanable,
-            state,
-        })
+        let first_uncleanable =
+            segments.iter().rev().map(|s| s.base_offset()).find(|&b| b <= first_uncleanable).unwrap_or(0);
+        Ok(Plan { segments, first_dirty, first_uncleanable, state })
     }
 
     fn cleaner_state(&self) -> Result<CleanerState, LogError> {
-        let mut cached = self
-            .cleaner_state
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut cached = self.cleaner_state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if cached.is_none() {
             *cached = Some(CleanerState::load(self.dir())?);
         }
@@ -184,11 +164,7 @@ impl Log {
     }
 
     /// How dirty this log is; `None` unless its cleanup.policy includes `compact`.
-    pub fn cleanability(
-        &self,
-        now_ms: i64,
-        txns: &dyn TransactionIndex,
-    ) -> Result<Option<Cleanability>, LogError> {
+    pub fn cleanability(&self, now_ms: i64, txns: &dyn TransactionIndex) -> Result<Option<Cleanability>, LogError> {
         let config = self.config();
         if !config.cleanup_policy.compact {
             return Ok(None);
@@ -208,30 +184,17 @@ impl Log {
             }
         }
         let total = clean_bytes + dirty_bytes;
-        let dirty_ratio = if total == 0 {
-            0.0
-        } else {
-            dirty_bytes as f64 / total as f64
-        };
+        let dirty_ratio = if total == 0 { 0.0 } else { dirty_bytes as f64 / total as f64 };
         let lag_exceeded = match (&first_dirty_segment, config.max_compaction_lag_ms) {
-            (Some(seg), lag) if lag < i64::MAX => first_batch_timestamp(seg)?
-                .is_some_and(|ts| ts >= 0 && now_ms.saturating_sub(ts) > lag),
+            (Some(seg), lag) if lag < i64::MAX => {
+                first_batch_timestamp(seg)?.is_some_and(|ts| ts >= 0 && now_ms.saturating_sub(ts) > lag)
+            }
             _ => false,
         };
-        let tombstones_due = clean_bytes > 0
-            && plan
-                .state
-                .tombstones_expired(now_ms, config.delete_retention_ms);
+        let tombstones_due = clean_bytes > 0 && plan.state.tombstones_expired(now_ms, config.delete_retention_ms);
         let forced = (dirty_bytes > 0 && lag_exceeded) || tombstones_due;
-        let needs_cleaning =
-            forced || (dirty_bytes > 0 && dirty_ratio >= config.min_cleanable_dirty_ratio);
-        Ok(Some(Cleanability {
-            clean_bytes,
-            dirty_bytes,
-            dirty_ratio,
-            forced,
-            needs_cleaning,
-        }))
+        let needs_cleaning = forced || (dirty_bytes > 0 && dirty_ratio >= config.min_cleanable_dirty_ratio);
+        Ok(Some(Cleanability { clean_bytes, dirty_bytes, dirty_ratio, forced, needs_cleaning }))
     }
 
     /// Runs one cleaning pass if the log needs one (see the module docs). Blocking; appends and reads proceed
@@ -254,19 +217,12 @@ impl Log {
         // cleaned segments (all below the recovery point) are trusted as written.
         self.flush()?;
         let plan = self.cleaner_plan(now_ms, &config, txns)?;
-        let mut stats = CleanStats {
-            first_dirty: plan.first_dirty,
-            ..Default::default()
-        };
+        let mut stats = CleanStats { first_dirty: plan.first_dirty, ..Default::default() };
         let (map, end) = build_offset_map(&plan, cleaner, throttler, txns, &mut stats)?;
         stats.keys = map.len();
         stats.end_offset = end;
-        let to_clean: Vec<Arc<Segment>> = plan
-            .segments
-            .iter()
-            .filter(|s| s.base_offset() < end.max(plan.first_dirty))
-            .cloned()
-            .collect();
+        let to_clean: Vec<Arc<Segment>> =
+            plan.segments.iter().filter(|s| s.base_offset() < end.max(plan.first_dirty)).cloned().collect();
         let mut tombstones = Vec::new();
         let filter = Filter {
             map: &map,
@@ -277,16 +233,8 @@ impl Log {
             txn_batches_seen: Default::default(),
         };
         for group in group_segments(&to_clean, &config) {
-            let Some(cleaned) = clean_group(
-                self,
-                &group,
-                &filter,
-                &config,
-                cleaner,
-                throttler,
-                &mut stats,
-                &mut tombstones,
-            )?
+            let Some(cleaned) =
+                clean_group(self, &group, &filter, &config, cleaner, throttler, &mut stats, &mut tombstones)?
             else {
                 return Ok(Some(stats));
             };
@@ -301,10 +249,7 @@ impl Log {
         let mut state = plan.state.clone();
         state.record_pass(end, now_ms, self.log_start_offset(), &tombstones);
         state.save(self.dir())?;
-        *self
-            .cleaner_state
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(state);
+        *self.cleaner_state.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(state);
         stats.elapsed_ms = started.elapsed().as_millis() as u64;
         tracing::info!(
             dir = %self.dir().display(), first_dirty = stats.first_dirty, end_offset = stats.end_offset,
@@ -345,11 +290,7 @@ fn for_each_batch(
         *bytes_read += len as u64;
         for (pos, h) in &headers[i..j] {
             let off = (pos - start) as usize;
-            visit(
-                &buf[off..off + h.total_size()],
-                h,
-                j == count && pos == &headers[count - 1].0,
-            )?;
+            visit(&buf[off..off + h.total_size()], h, j == count && pos == &headers[count - 1].0)?;
         }
         i = j;
     }
@@ -378,28 +319,22 @@ fn build_offset_map(
         if map.is_full() {
             break;
         }
-        for_each_batch(
-            seg,
-            chunk,
-            throttler,
-            &mut stats.bytes_read,
-            |bytes, h, _| {
-                if h.is_control() || h.last_offset() < plan.first_dirty {
-                    return Ok(());
+        for_each_batch(seg, chunk, throttler, &mut stats.bytes_read, |bytes, h, _| {
+            if h.is_control() || h.last_offset() < plan.first_dirty {
+                return Ok(());
+            }
+            if h.is_transactional() && txns.is_aborted(h.producer_id, h.base_offset) {
+                return Ok(());
+            }
+            let section = records::section(bytes, h)?;
+            for r in records::parse(&section, h.record_count)? {
+                let offset = h.base_offset + i64::from(r.offset_delta);
+                if let (Some(key), true) = (r.key, offset >= plan.first_dirty) {
+                    map.put(key, offset);
                 }
-                if h.is_transactional() && txns.is_aborted(h.producer_id, h.base_offset) {
-                    return Ok(());
-                }
-                let section = records::section(bytes, h)?;
-                for r in records::parse(&section, h.record_count)? {
-                    let offset = h.base_offset + i64::from(r.offset_delta);
-                    if let (Some(key), true) = (r.key, offset >= plan.first_dirty) {
-                        map.put(key, offset);
-                    }
-                }
-                Ok(())
-            },
-        )?;
+            }
+            Ok(())
+        })?;
         end = seg.next_offset();
     }
     // `end` is where the next segment starts: segments are dense at their boundaries.
@@ -521,18 +456,11 @@ impl Filter<'_> {
         let section = codec::compress(h.compression(), &body)?;
         let max_timestamp = match h.timestamp_type() {
             TimestampType::LogAppendTime => h.max_timestamp,
-            TimestampType::CreateTime => kept
-                .iter()
-                .map(|r| h.base_timestamp.saturating_add(r.timestamp_delta))
-                .max()
-                .unwrap_or(h.max_timestamp),
+            TimestampType::CreateTime => {
+                kept.iter().map(|r| h.base_timestamp.saturating_add(r.timestamp_delta)).max().unwrap_or(h.max_timestamp)
+            }
         };
-        Ok(Outcome::Rewrite(batch::rebuild(
-            bytes,
-            &section,
-            kept.len() as i32,
-            max_timestamp,
-        )))
+        Ok(Outcome::Rewrite(batch::rebuild(bytes, &section, kept.len() as i32, max_timestamp)))
     }
 }
 
@@ -575,46 +503,38 @@ fn clean_group(
         let interval = u64::from(config.index_interval_bytes);
         let mut out: Vec<u8> = Vec::new();
         let mut out_headers: Vec<BatchHeader> = Vec::new();
-        let flush_out = |out: &mut Vec<u8>,
-                         headers: &mut Vec<BatchHeader>,
-                         written: &mut u64|
-         -> Result<(), LogError> {
-            if out.is_empty() {
-                return Ok(());
-            }
-            cleaned.append(out, headers, interval, filter.now_ms)?;
-            throttler.throttle(out.len() as u64);
-            *written += out.len() as u64;
-            out.clear();
-            headers.clear();
-            Ok(())
-        };
+        let flush_out =
+            |out: &mut Vec<u8>, headers: &mut Vec<BatchHeader>, written: &mut u64| -> Result<(), LogError> {
+                if out.is_empty() {
+                    return Ok(());
+                }
+                cleaned.append(out, headers, interval, filter.now_ms)?;
+                throttler.throttle(out.len() as u64);
+                *written += out.len() as u64;
+                out.clear();
+                headers.clear();
+                Ok(())
+            };
         let last = group.len() - 1;
         let mut read = 0u64;
         let mut written = 0u64;
         for (i, seg) in group.iter().enumerate() {
-            for_each_batch(
-                seg,
-                chunk,
-                throttler,
-                &mut read,
-                |bytes, h, is_last_in_segment| {
-                    let must_keep = i == last && is_last_in_segment;
-                    let outcome = filter.batch(bytes, h, must_keep, stats, tombstones)?;
-                    let kept: std::borrow::Cow<'_, [u8]> = match outcome {
-                        Outcome::Keep => bytes.into(),
-                        Outcome::Drop => return Ok(()),
-                        Outcome::Rewrite(b) => b.into(),
-                    };
-                    let header = BatchHeader::parse(&kept[..HEADER_SIZE])?;
-                    out.extend_from_slice(&kept);
-                    out_headers.push(header);
-                    if out.len() >= chunk {
-                        flush_out(&mut out, &mut out_headers, &mut written)?;
-                    }
-                    Ok(())
-                },
-            )?;
+            for_each_batch(seg, chunk, throttler, &mut read, |bytes, h, is_last_in_segment| {
+                let must_keep = i == last && is_last_in_segment;
+                let outcome = filter.batch(bytes, h, must_keep, stats, tombstones)?;
+                let kept: std::borrow::Cow<'_, [u8]> = match outcome {
+                    Outcome::Keep => bytes.into(),
+                    Outcome::Drop => return Ok(()),
+                    Outcome::Rewrite(b) => b.into(),
+                };
+                let header = BatchHeader::parse(&kept[..HEADER_SIZE])?;
+                out.extend_from_slice(&kept);
+                out_headers.push(header);
+                if out.len() >= chunk {
+                    flush_out(&mut out, &mut out_headers, &mut written)?;
+                }
+                Ok(())
+            })?;
         }
         flush_out(&mut out, &mut out_headers, &mut written)?;
         stats.bytes_read += read;

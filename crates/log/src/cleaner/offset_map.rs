@@ -15,11 +15,7 @@ pub(crate) struct OffsetMap {
 
 impl OffsetMap {
     pub(crate) fn new(limit: usize) -> OffsetMap {
-        OffsetMap {
-            map: HashMap::new(),
-            bytes: 0,
-            limit,
-        }
+        OffsetMap { map: HashMap::new(), bytes: 0, limit }
     }
 
     /// Records `offset` as the latest for `key` (offsets arrive in increasing order).
@@ -57,10 +53,7 @@ mod tests {
         m.put(b"a", 1);
         m.put(b"b", 2);
         m.put(b"a", 3);
-        assert_eq!(
-            (m.get(b"a"), m.get(b"b"), m.get(b"c")),
-            (Some(3), Some(2), None)
-        );
+        assert_eq!((m.get(b"a"), m.get(b"b"), m.get(b"c")), (Some(3), Some(2), None));
         assert_eq!(m.len(), 2);
         assert!(!m.is_full());
         for i in 0..10u8 {

@@ -52,12 +52,7 @@ impl CleanerState {
     pub(crate) fn save(&self, dir: &Path) -> Result<(), LogError> {
         let mut text = format!("{}\n", self.first_dirty);
         for r in &self.ranges {
-            text.push_str(&format!(
-                "{} {} {}\n",
-                r.end,
-                r.cleaned_at,
-                u8::from(r.tombstones)
-            ));
+            text.push_str(&format!("{} {} {}\n", r.end, r.cleaned_at, u8::from(r.tombstones)));
         }
         checkpoint::write_text(dir, checkpoint::CLEANER, &text)?;
         Ok(())
@@ -68,34 +63,19 @@ impl CleanerState {
         if offset >= self.first_dirty {
             return None;
         }
-        self.ranges
-            .iter()
-            .find(|r| r.end > offset)
-            .map(|r| r.cleaned_at)
+        self.ranges.iter().find(|r| r.end > offset).map(|r| r.cleaned_at)
     }
 
     /// Some retained tombstone's delete horizon has passed: a pass would remove it even with no new dirty data.
     pub(crate) fn tombstones_expired(&self, now_ms: i64, delete_retention_ms: i64) -> bool {
-        self.ranges
-            .iter()
-            .any(|r| r.tombstones && r.cleaned_at.saturating_add(delete_retention_ms) <= now_ms)
+        self.ranges.iter().any(|r| r.tombstones && r.cleaned_at.saturating_add(delete_retention_ms) <= now_ms)
     }
 
     /// Records a finished pass: `[old first dirty, end)` was cleaned for the first time at `now_ms`;
     /// `tombstone_offsets` are the offsets of every tombstone the pass kept (anywhere in the cleaned part).
-    pub(crate) fn record_pass(
-        &mut self,
-        end: i64,
-        now_ms: i64,
-        log_start: i64,
-        tombstone_offsets: &[i64],
-    ) {
+    pub(crate) fn record_pass(&mut self, end: i64, now_ms: i64, log_start: i64, tombstone_offsets: &[i64]) {
         if end > self.first_dirty {
-            self.ranges.push(CleanedRange {
-                end,
-                cleaned_at: now_ms,
-                tombstones: false,
-            });
+            self.ranges.push(CleanedRange { end, cleaned_at: now_ms, tombstones: false });
             self.first_dirty = end;
         }
         // Ranges wholly below the log start describe deleted data.
@@ -123,16 +103,9 @@ fn parse(text: &str) -> Option<CleanerState> {
         let end = f.next()?.parse().ok()?;
         let cleaned_at = f.next()?.parse().ok()?;
         let tombstones = f.next()? == "1";
-        ranges.push(CleanedRange {
-            end,
-            cleaned_at,
-            tombstones,
-        });
+        ranges.push(CleanedRange { end, cleaned_at, tombstones });
     }
-    Some(CleanerState {
-        first_dirty,
-        ranges,
-    })
+    Some(CleanerState { first_dirty, ranges })
 }
 
 #[cfg(test)]
@@ -162,9 +135,6 @@ mod tests {
         }
         assert!(s.ranges.len() <= MAX_RANGES);
         std::fs::write(dir.path().join(checkpoint::CLEANER), "garbage").unwrap();
-        assert_eq!(
-            CleanerState::load(dir.path()).unwrap(),
-            CleanerState::default()
-        );
+        assert_eq!(CleanerState::load(dir.path()).unwrap(), CleanerState::default());
     }
 }

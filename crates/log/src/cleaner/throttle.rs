@@ -24,17 +24,13 @@ impl Throttler {
     pub fn new(bytes_per_second: f64) -> Throttler {
         Throttler {
             rate: AtomicU64::new(bytes_per_second.to_bits()),
-            window: Mutex::new(Window {
-                start: Instant::now(),
-                bytes: 0.0,
-            }),
+            window: Mutex::new(Window { start: Instant::now(), bytes: 0.0 }),
         }
     }
 
     /// Applies a new rate (the config is dynamic) from the next check on.
     pub fn set_rate(&self, bytes_per_second: f64) {
-        self.rate
-            .store(bytes_per_second.to_bits(), Ordering::Relaxed);
+        self.rate.store(bytes_per_second.to_bits(), Ordering::Relaxed);
     }
 
     pub fn rate(&self) -> f64 {

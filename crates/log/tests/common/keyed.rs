@@ -27,10 +27,7 @@ pub fn rec(key: &str, value: Option<&str>, timestamp: i64) -> In {
         key: Some(key.as_bytes().to_vec()),
         value: value.map(|v| v.as_bytes().to_vec()),
         timestamp,
-        headers: vec![(
-            "h".to_string(),
-            Some(format!("{key}@{timestamp}").into_bytes()),
-        )],
+        headers: vec![("h".to_string(), Some(format!("{key}@{timestamp}").into_bytes()))],
     }
 }
 
@@ -79,20 +76,14 @@ fn decompress(codec: u8, data: &[u8]) -> Vec<u8> {
     match codec {
         0 => out.extend_from_slice(data),
         1 => {
-            flate2::read::GzDecoder::new(data)
-                .read_to_end(&mut out)
-                .unwrap();
+            flate2::read::GzDecoder::new(data).read_to_end(&mut out).unwrap();
         }
         2 => {
             if data.starts_with(b"\x82SNAPPY\x00") {
                 let mut pos = 16;
                 while pos < data.len() {
                     let len = u32::from_be_bytes(data[pos..pos + 4].try_into().unwrap()) as usize;
-                    out.extend(
-                        snap::raw::Decoder::new()
-                            .decompress_vec(&data[pos + 4..pos + 4 + len])
-                            .unwrap(),
-                    );
+                    out.extend(snap::raw::Decoder::new().decompress_vec(&data[pos + 4..pos + 4 + len]).unwrap());
                     pos += 4 + len;
                 }
             } else {
@@ -100,10 +91,7 @@ fn decompress(codec: u8, data: &[u8]) -> Vec<u8> {
             }
         }
         3 => {
-            lz4::Decoder::new(data)
-                .unwrap()
-                .read_to_end(&mut out)
-                .unwrap();
+            lz4::Decoder::new(data).unwrap().read_to_end(&mut out).unwrap();
         }
         4 => out = zstd::stream::decode_all(data).unwrap(),
         _ => panic!("codec"),
@@ -193,11 +181,7 @@ pub fn decode(mut data: &[u8]) -> (Vec<BatchInfo>, Vec<Rec>) {
         let base = i64::from_be_bytes(data[0..8].try_into().unwrap());
         let len = i32::from_be_bytes(data[8..12].try_into().unwrap()) as usize;
         let b = &data[..12 + len];
-        assert_eq!(
-            crc32c::crc32c(&b[21..]),
-            u32::from_be_bytes(b[17..21].try_into().unwrap()),
-            "CRC of batch {base}"
-        );
+        assert_eq!(crc32c::crc32c(&b[21..]), u32::from_be_bytes(b[17..21].try_into().unwrap()), "CRC of batch {base}");
         let attributes = i16::from_be_bytes(b[21..23].try_into().unwrap());
         let last_delta = i32::from_be_bytes(b[23..27].try_into().unwrap());
         let base_ts = i64::from_be_bytes(b[27..35].try_into().unwrap());
@@ -221,13 +205,7 @@ pub fn decode(mut data: &[u8]) -> (Vec<BatchInfo>, Vec<Rec>) {
                 headers.push((k, bytes(&section, &mut pos)));
             }
             assert_eq!(pos, end);
-            recs.push(Rec {
-                offset: base + off_delta,
-                timestamp: base_ts + ts_delta,
-                key,
-                value,
-                headers,
-            });
+            recs.push(Rec { offset: base + off_delta, timestamp: base_ts + ts_delta, key, value, headers });
         }
         assert_eq!(pos, section.len());
         batches.push(BatchInfo {

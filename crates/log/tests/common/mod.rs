@@ -17,11 +17,7 @@ pub const EPOCH: i32 = 3;
 
 /// Small segments and a small index interval so tests exercise rolls and index lookups.
 pub fn small_config() -> LogConfig {
-    LogConfig {
-        segment_bytes: 4096,
-        index_interval_bytes: 256,
-        ..LogConfig::default()
-    }
+    LogConfig { segment_bytes: 4096, index_interval_bytes: 256, ..LogConfig::default() }
 }
 
 pub fn open(dir: &Path, config: LogConfig) -> (Log, RecoveryReport) {
@@ -44,11 +40,7 @@ pub fn append(log: &Log, input: &[u8], now_ms: i64) -> (AppendInfo, Vec<Stored>)
     for b in split_batches(&buf) {
         let base = testkit::base_offset_of(b);
         let count = testkit::record_count_of(b) as i64;
-        stored.push(Stored {
-            base,
-            last: base + count - 1,
-            bytes: b.to_vec(),
-        });
+        stored.push(Stored { base, last: base + count - 1, bytes: b.to_vec() });
     }
     (info, stored)
 }
@@ -57,11 +49,7 @@ pub fn append(log: &Log, input: &[u8], now_ms: i64) -> (AppendInfo, Vec<Stored>)
 pub fn fill(log: &Log, n: usize, records: i32, value_len: usize, ts0: i64) -> Vec<Stored> {
     let mut all = Vec::new();
     for i in 0..n {
-        let (_, stored) = append(
-            log,
-            &batch(records, value_len, ts0 + i as i64),
-            ts0 + i as i64,
-        );
+        let (_, stored) = append(log, &batch(records, value_len, ts0 + i as i64), ts0 + i as i64);
         all.extend(stored);
     }
     all

@@ -20,15 +20,18 @@ impl Shard {
             Some(Group::Classic(g)) => g,
             // As Kafka: DescribeGroups describes classic groups only (ConsumerGroupDescribe the others).
             Some(Group::Consumer(_)) => {
-                return base
-                    .with_error_code(ResponseError::GroupIdNotFound.code())
-                    .with_error_message(Some(StrBytes::from_string(format!("Group {group_id} is not a classic group."))))
+                return base.with_error_code(ResponseError::GroupIdNotFound.code()).with_error_message(Some(
+                    StrBytes::from_string(format!("Group {group_id} is not a classic group.")),
+                ))
             }
             None => return base.with_error_code(ResponseError::GroupIdNotFound.code()),
         };
         let protocol = g.protocol_name.clone().unwrap_or_default();
         // Members and their metadata are only meaningful once a generation is running (Kafka's summary).
-        let members = if g.is(ClassicGroupState::Stable) || g.is(ClassicGroupState::CompletingRebalance) || g.is(ClassicGroupState::PreparingRebalance) {
+        let members = if g.is(ClassicGroupState::Stable)
+            || g.is(ClassicGroupState::CompletingRebalance)
+            || g.is(ClassicGroupState::PreparingRebalance)
+        {
             g.members
                 .iter()
                 .map(|m| {
@@ -47,7 +50,11 @@ impl Shard {
         };
         base.with_group_state(StrBytes::from_static_str(g.state.name()))
             .with_protocol_type(StrBytes::from_string(g.protocol_type.clone().unwrap_or_default()))
-            .with_protocol_data(StrBytes::from_string(if g.is(ClassicGroupState::Stable) { protocol } else { String::new() }))
+            .with_protocol_data(StrBytes::from_string(if g.is(ClassicGroupState::Stable) {
+                protocol
+            } else {
+                String::new()
+            }))
             .with_members(members)
     }
 

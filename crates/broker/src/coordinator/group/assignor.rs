@@ -21,7 +21,11 @@ pub struct MemberSpec<'a> {
 pub const UNIFORM: &str = "uniform";
 pub const RANGE: &str = "range";
 
-pub fn assign(assignor: &str, members: &[MemberSpec], partitions: &BTreeMap<Uuid, i32>) -> BTreeMap<String, Assignment> {
+pub fn assign(
+    assignor: &str,
+    members: &[MemberSpec],
+    partitions: &BTreeMap<Uuid, i32>,
+) -> BTreeMap<String, Assignment> {
     match assignor {
         RANGE => range(members, partitions),
         _ => uniform(members, partitions),
@@ -29,9 +33,11 @@ pub fn assign(assignor: &str, members: &[MemberSpec], partitions: &BTreeMap<Uuid
 }
 
 fn range(members: &[MemberSpec], partitions: &BTreeMap<Uuid, i32>) -> BTreeMap<String, Assignment> {
-    let mut out: BTreeMap<String, Assignment> = members.iter().map(|m| (m.member_id.to_string(), Assignment::new())).collect();
+    let mut out: BTreeMap<String, Assignment> =
+        members.iter().map(|m| (m.member_id.to_string(), Assignment::new())).collect();
     for (&topic, &count) in partitions {
-        let mut subscribers: Vec<&str> = members.iter().filter(|m| m.topics.contains(&topic)).map(|m| m.member_id).collect();
+        let mut subscribers: Vec<&str> =
+            members.iter().filter(|m| m.topics.contains(&topic)).map(|m| m.member_id).collect();
         subscribers.sort();
         if subscribers.is_empty() {
             continue;
@@ -76,7 +82,9 @@ fn uniform(members: &[MemberSpec], partitions: &BTreeMap<Uuid, i32>) -> BTreeMap
             if owner.contains_key(&(topic, p)) {
                 continue;
             }
-            if let Some(i) = (0..sorted.len()).filter(|&i| sorted[i].topics.contains(&topic)).min_by_key(|&i| (counts[i], i)) {
+            if let Some(i) =
+                (0..sorted.len()).filter(|&i| sorted[i].topics.contains(&topic)).min_by_key(|&i| (counts[i], i))
+            {
                 owner.insert((topic, p), i);
                 counts[i] += 1;
             }
@@ -102,7 +110,8 @@ fn uniform(members: &[MemberSpec], partitions: &BTreeMap<Uuid, i32>) -> BTreeMap
             break;
         }
     }
-    let mut out: BTreeMap<String, Assignment> = sorted.iter().map(|m| (m.member_id.to_string(), Assignment::new())).collect();
+    let mut out: BTreeMap<String, Assignment> =
+        sorted.iter().map(|m| (m.member_id.to_string(), Assignment::new())).collect();
     for ((topic, p), i) in owner {
         out.entry(sorted[i].member_id.to_string()).or_default().entry(topic).or_default().insert(p);
     }

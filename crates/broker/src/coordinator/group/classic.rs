@@ -15,8 +15,8 @@ use kafka_protocol::ResponseError;
 use tokio::sync::oneshot;
 
 use super::classic_group::{ClassicGroup, ClassicGroupState as S, ClassicMember};
-use super::consumer_classic::ClassicJoin;
 use super::config::GroupConfig;
+use super::consumer_classic::ClassicJoin;
 use super::offsets::{append_error_to_response, validate_classic_member};
 use super::records::CoordinatorKey;
 use super::shard::{Effects, Group, Shard, TimerAction, TimerKey};
@@ -74,7 +74,9 @@ fn cancel_heartbeat(env: &mut Env, group: &str, member: &str) {
 fn accept_joining_member(g: &ClassicGroup, member_id: &str, max: usize) -> bool {
     match g.state {
         S::Empty | S::Dead => true,
-        S::PreparingRebalance => g.member(member_id).is_some_and(|m| m.is_awaiting_join()) || g.num_awaiting_join() < max,
+        S::PreparingRebalance => {
+            g.member(member_id).is_some_and(|m| m.is_awaiting_join()) || g.num_awaiting_join() < max
+        }
         S::CompletingRebalance | S::Stable => g.has_member(member_id) || g.members.len() < max,
     }
 }
@@ -121,7 +123,9 @@ impl Shard {
         if group_id.is_empty() {
             return reject(tx, ResponseError::InvalidGroupId);
         }
-        if a.session_timeout_ms < self.config.min_session_timeout_ms || a.session_timeout_ms > self.config.max_session_timeout_ms {
+        if a.session_timeout_ms < self.config.min_session_timeout_ms
+            || a.session_timeout_ms > self.config.max_session_timeout_ms
+        {
             return reject(tx, ResponseError::InvalidSessionTimeout);
         }
         if a.protocol_type.is_empty() || a.protocols.is_empty() {
@@ -165,7 +169,12 @@ impl Shard {
             join_known_member(g, a, tx, &mut env);
         }
         // A group created by a join that failed right away is not kept.
-        if g.is(S::Empty) && g.members.is_empty() && g.pending_members.is_empty() && g.generation_id == 0 && !self.offsets.has_offsets(&group_id) {
+        if g.is(S::Empty)
+            && g.members.is_empty()
+            && g.pending_members.is_empty()
+            && g.generation_id == 0
+            && !self.offsets.has_offsets(&group_id)
+        {
             self.groups.remove(&group_id);
         }
     }
@@ -212,7 +221,12 @@ impl Shard {
                 if let Some(m) = g.member_mut(&member_id) {
                     m.awaiting_sync = Some(tx);
                 }
-                schedule_heartbeat(&mut env, &group_id, &member_id, g.member(&member_id).map_or(0, |m| m.session_timeout_ms));
+                schedule_heartbeat(
+                    &mut env,
+                    &group_id,
+                    &member_id,
+                    g.member(&member_id).map_or(0, |m| m.session_timeout_ms),
+                );
                 if g.is_leader(&member_id) {
                     // Members the leader left out get an empty assignment.
                     for m in &mut g.members {
@@ -305,7 +319,8 @@ impl Shard {
             }
         };
         if g.is(S::Dead) {
-            let _ = tx.send(LeaveGroupResponse::default().with_error_code(ResponseError::CoordinatorNotAvailable.code()));
+            let _ =
+                tx.send(LeaveGroupResponse::default().with_error_code(ResponseError::CoordinatorNotAvailable.code()));
             return;
         }
         let mut env = Env { timers, config, fx };
@@ -338,7 +353,12 @@ impl Shard {
                         }
                     } else {
                         cancel_heartbeat(&mut env, &group_id, &id);
-                        remove_member_and_update_group(g, &id, &format!("removing member {id} on LeaveGroup"), &mut env);
+                        remove_member_and_update_group(
+                            g,
+                            &id,
+                            &format!("removing member {id} on LeaveGroup"),
+                            &mut env,
+                        );
                     }
                     0
                 }
@@ -374,7 +394,12 @@ impl Shard {
             return;
         }
         tracing::info!(group = %group_id, member = %member_id, "member's session expired");
-        remove_member_and_update_group(g, member_id, &format!("removing member {member_id} on heartbeat expiration"), &mut env);
+        remove_member_and_update_group(
+            g,
+            member_id,
+            &format!("removing member {member_id} on heartbeat expiration"),
+            &mut env,
+        );
     }
 
     pub fn initial_rebalance_elapsed(&mut self, group_id: &str, delay_ms: i32, remaining_ms: i32, fx: &mut Effects) {
@@ -392,7 +417,11 @@ impl Shard {
             env.timers.schedule(
                 TimerKey::Join { group: group_id.to_string() },
                 Duration::from_millis(new_delay as u64),
-                TimerAction::InitialRebalance { group: group_id.to_string(), delay_ms: new_delay, remaining_ms: new_remaining },
+                TimerAction::InitialRebalance {
+                    group: group_id.to_string(),
+                    delay_ms: new_delay,
+                    remaining_ms: new_remaining,
+                },
             );
         } else {
             complete_join(g, &mut env);
@@ -403,7 +432,10 @@ impl Shard {
         let Shard { groups, timers, config, .. } = self;
         let Some(Group::Classic(g)) = groups.get_mut(group_id) else { return };
         let mut env = Env { timers, config, fx };
-        if g.generation_id != generation || !matches!(g.state, S::CompletingRebalance | S::Stable) || g.pending_sync.is_empty() {
+        if g.generation_id != generation
+            || !matches!(g.state, S::CompletingRebalance | S::Stable)
+            || g.pending_sync.is_empty()
+        {
             return;
         }
         let missing: Vec<String> = g.pending_sync.iter().cloned().collect();
@@ -491,7 +523,13 @@ fn join_known_member(g: &mut ClassicGroup, a: JoinArgs, tx: oneshot::Sender<Join
     }
 }
 
-fn add_member_then_rebalance(g: &mut ClassicGroup, member_id: String, a: JoinArgs, tx: oneshot::Sender<JoinGroupResponse>, env: &mut Env) {
+fn add_member_then_rebalance(
+    g: &mut ClassicGroup,
+    member_id: String,
+    a: JoinArgs,
+    tx: oneshot::Sender<JoinGroupResponse>,
+    env: &mut Env,
+) {
     if g.is(S::PreparingRebalance) && g.previous_state == S::Empty {
         g.new_member_added = true;
     }
@@ -514,7 +552,13 @@ fn add_member_then_rebalance(g: &mut ClassicGroup, member_id: String, a: JoinArg
     maybe_prepare_rebalance_or_complete_join(g, &format!("adding new member {member_id}"), env);
 }
 
-fn update_member_then_rebalance(g: &mut ClassicGroup, member_id: &str, a: JoinArgs, tx: oneshot::Sender<JoinGroupResponse>, env: &mut Env) {
+fn update_member_then_rebalance(
+    g: &mut ClassicGroup,
+    member_id: &str,
+    a: JoinArgs,
+    tx: oneshot::Sender<JoinGroupResponse>,
+    env: &mut Env,
+) {
     if let Some(m) = g.member_mut(member_id) {
         m.protocols = a.protocols;
         m.rebalance_timeout_ms = a.rebalance_timeout_ms;
@@ -582,7 +626,11 @@ fn update_static_member(
                 if let Some(m) = g.member_mut(&new_id) {
                     m.awaiting_join = Some(tx);
                 }
-                maybe_prepare_rebalance_or_complete_join(g, &format!("static member {instance} changed the selected protocol"), env);
+                maybe_prepare_rebalance_or_complete_join(
+                    g,
+                    &format!("static member {instance} changed the selected protocol"),
+                    env,
+                );
             }
         }
         S::CompletingRebalance => {
@@ -593,7 +641,11 @@ fn update_static_member(
             if let Some(m) = g.member_mut(&new_id) {
                 m.awaiting_join = Some(tx);
             }
-            maybe_prepare_rebalance_or_complete_join(g, &format!("updating metadata for static member {instance}"), env);
+            maybe_prepare_rebalance_or_complete_join(
+                g,
+                &format!("updating metadata for static member {instance}"),
+                env,
+            );
         }
         S::Dead => {
             let _ = tx.send(join_error(&new_id, ResponseError::CoordinatorNotAvailable));

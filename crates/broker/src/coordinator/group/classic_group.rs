@@ -129,7 +129,10 @@ impl ClassicGroup {
 
     /// Kafka's canRebalance: the states from which PreparingRebalance may be entered.
     pub fn can_rebalance(&self) -> bool {
-        matches!(self.state, ClassicGroupState::Stable | ClassicGroupState::CompletingRebalance | ClassicGroupState::Empty)
+        matches!(
+            self.state,
+            ClassicGroupState::Stable | ClassicGroupState::CompletingRebalance | ClassicGroupState::Empty
+        )
     }
 
     pub fn member(&self, id: &str) -> Option<&ClassicMember> {

@@ -63,8 +63,12 @@ impl GroupConfig {
             consumer_heartbeat_interval_ms: int("group.consumer.heartbeat.interval.ms") as i32,
             consumer_max_size: int("group.consumer.max.size").max(1) as usize,
             consumer_assignors: list("group.consumer.assignors"),
-            consumer_upgrade_enabled: list("group.consumer.migration.policy").iter().any(|p| p == "upgrade" || p == "bidirectional"),
-            consumer_downgrade_enabled: list("group.consumer.migration.policy").iter().any(|p| p == "downgrade" || p == "bidirectional"),
+            consumer_upgrade_enabled: list("group.consumer.migration.policy")
+                .iter()
+                .any(|p| p == "upgrade" || p == "bidirectional"),
+            consumer_downgrade_enabled: list("group.consumer.migration.policy")
+                .iter()
+                .any(|p| p == "downgrade" || p == "bidirectional"),
         }
     }
 }

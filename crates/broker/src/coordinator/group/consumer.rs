@@ -76,11 +76,19 @@ pub(super) fn compute_target(g: &mut ConsumerGroup, default_assignor: &str) {
             *votes.entry(a).or_default() += 1;
         }
     }
-    let assignor = votes.into_iter().max_by_key(|(_, c)| *c).map(|(a, _)| a.to_string()).unwrap_or_else(|| default_assignor.to_string());
+    let assignor = votes
+        .into_iter()
+        .max_by_key(|(_, c)| *c)
+        .map(|(a, _)| a.to_string())
+        .unwrap_or_else(|| default_assignor.to_string());
     let specs: Vec<MemberSpec> = g
         .members
         .values()
-        .map(|m| MemberSpec { member_id: &m.member_id, topics: member_topics(m, &resolved), current: g.target.get(&m.member_id) })
+        .map(|m| MemberSpec {
+            member_id: &m.member_id,
+            topics: member_topics(m, &resolved),
+            current: g.target.get(&m.member_id),
+        })
         .collect();
     let target = assignor::assign(&assignor, &specs, &partitions);
     g.target = target;
@@ -100,7 +108,9 @@ fn to_assignment(parts: &[kafka_protocol::messages::consumer_group_heartbeat_req
 
 fn heartbeat_assignment(a: &Assignment) -> HeartbeatAssignment {
     HeartbeatAssignment::default().with_topic_partitions(
-        a.iter().map(|(t, ps)| TopicPartitions::default().with_topic_id(*t).with_partitions(ps.iter().cloned().collect())).collect(),
+        a.iter()
+            .map(|(t, ps)| TopicPartitions::default().with_topic_id(*t).with_partitions(ps.iter().cloned().collect()))
+            .collect(),
     )
 }
 
@@ -117,7 +127,8 @@ impl Shard {
         fx: &mut Effects,
     ) {
         let group_id = req.group_id.0.to_string();
-        let was_classic_with_record = matches!(self.groups.get(&group_id), Some(Group::Classic(c)) if c.protocol_type.is_some());
+        let was_classic_with_record =
+            matches!(self.groups.get(&group_id), Some(Group::Classic(c)) if c.protocol_type.is_some());
         let resp = self.consumer_heartbeat_inner(req, version, client_id, client_host, image);
         if was_classic_with_record && matches!(self.groups.get(&group_id), Some(Group::Consumer(_))) {
             // The empty classic group it replaces is deleted, as Kafka does when it converts a group.
@@ -142,7 +153,10 @@ impl Shard {
         let epoch = req.member_epoch;
         let mut member_id = req.member_id.to_string();
         if !self.config.consumer_enabled {
-            return error(ResponseError::UnsupportedVersion, "The consumer group protocol is disabled (group.coordinator.rebalance.protocols).");
+            return error(
+                ResponseError::UnsupportedVersion,
+                "The consumer group protocol is disabled (group.coordinator.rebalance.protocols).",
+            );
         }
         if group_id.is_empty() {
             return error(ResponseError::InvalidRequest, "GroupId can't be empty.");
@@ -158,7 +172,10 @@ impl Shard {
                 return error(ResponseError::InvalidRequest, "TopicPartitions must be empty when (re-)joining.");
             }
             if req.subscribed_topic_names.is_none() && req.subscribed_topic_regex.is_none() {
-                return error(ResponseError::InvalidRequest, "SubscribedTopicNames or SubscribedTopicRegex must be set in first request.");
+                return error(
+                    ResponseError::InvalidRequest,
+                    "SubscribedTopicNames or SubscribedTopicRegex must be set in first request.",
+                );
             }
             if member_id.is_empty() {
                 if version >= 1 {
@@ -171,35 +188,53 @@ impl Shard {
         }
         if let Some(a) = req.server_assignor.as_deref() {
             if !self.config.consumer_assignors.iter().any(|x| x == a) {
-                return error(ResponseError::UnsupportedAssignor, &format!("ServerAssignor {a} is not supported. Supported assignors: {}.", self.config.consumer_assignors.join(", ")));
+                return error(
+                    ResponseError::UnsupportedAssignor,
+                    &format!(
+                        "ServerAssignor {a} is not supported. Supported assignors: {}.",
+                        self.config.consumer_assignors.join(", ")
+                    ),
+                );
             }
         }
         if let Some(r) = req.subscribed_topic_regex.as_deref() {
             if let Err(e) = compile_regex(r) {
-                return error(ResponseError::InvalidRegularExpression, &format!("SubscribedTopicRegex `{r}` is not a valid regular expression: {e}."));
+                return error(
+                    ResponseError::InvalidRegularExpression,
+                    &format!("SubscribedTopicRegex `{r}` is not a valid regular expression: {e}."),
+                );
             }
         }
 
         // The group: created by a first join; an empty classic group (e.g. one that only has offsets) converts.
         match self.groups.get(&group_id) {
-            None if epoch != 0 => return error(ResponseError::UnknownMemberId, &format!("Group {group_id} not found.")),
+            None if epoch != 0 => {
+                return error(ResponseError::UnknownMemberId, &format!("Group {group_id} not found."))
+            }
             None => {
                 self.groups.insert(group_id.clone(), Group::Consumer(ConsumerGroup::new(group_id.clone())));
             }
             Some(Group::Classic(c)) => {
                 let empty = c.members.is_empty() && c.pending_members.is_empty();
                 if epoch != 0 {
-                    return error(ResponseError::GroupIdNotFound, &format!("Group {group_id} is not a consumer group."));
+                    return error(
+                        ResponseError::GroupIdNotFound,
+                        &format!("Group {group_id} is not a consumer group."),
+                    );
                 }
                 if empty {
                     self.groups.insert(group_id.clone(), Group::Consumer(ConsumerGroup::new(group_id.clone())));
                 } else if let Err(why) = self.upgrade_classic_group(&group_id, image) {
-                    return error(ResponseError::GroupIdNotFound, &format!("Cannot upgrade classic group {group_id} to consumer group because {why}."));
+                    return error(
+                        ResponseError::GroupIdNotFound,
+                        &format!("Cannot upgrade classic group {group_id} to consumer group because {why}."),
+                    );
                 }
             }
             Some(Group::Consumer(_)) => {}
         }
-        let default_assignor = self.config.consumer_assignors.first().cloned().unwrap_or_else(|| assignor::UNIFORM.to_string());
+        let default_assignor =
+            self.config.consumer_assignors.first().cloned().unwrap_or_else(|| assignor::UNIFORM.to_string());
         let session_timeout = self.config.consumer_session_timeout_ms;
         let heartbeat_interval = self.config.consumer_heartbeat_interval_ms;
         let max_size = self.config.consumer_max_size;
@@ -209,7 +244,10 @@ impl Shard {
 
         if epoch == LEAVE_EPOCH || epoch == STATIC_LEAVE_EPOCH {
             if g.members.remove(&member_id).is_none() {
-                return error(ResponseError::UnknownMemberId, &format!("Member {member_id} is not a member of group {group_id}."));
+                return error(
+                    ResponseError::UnknownMemberId,
+                    &format!("Member {member_id} is not a member of group {group_id}."),
+                );
             }
             g.target.remove(&member_id);
             tracing::info!(group = %group_id, member = %member_id, "consumer group member left");
@@ -228,11 +266,17 @@ impl Shard {
         let mut bump = false;
         match g.members.get(&member_id) {
             None if epoch != 0 => {
-                return error(ResponseError::UnknownMemberId, &format!("Member {member_id} is not a member of group {group_id}."));
+                return error(
+                    ResponseError::UnknownMemberId,
+                    &format!("Member {member_id} is not a member of group {group_id}."),
+                );
             }
             None => {
                 if g.members.len() >= max_size {
-                    return error(ResponseError::GroupMaxSizeReached, &format!("The consumer group has reached its maximum capacity of {max_size} members."));
+                    return error(
+                        ResponseError::GroupMaxSizeReached,
+                        &format!("The consumer group has reached its maximum capacity of {max_size} members."),
+                    );
                 }
                 g.members.insert(
                     member_id.clone(),
@@ -263,7 +307,8 @@ impl Shard {
                 }
                 if epoch < m.member_epoch {
                     // A member that has not seen its new epoch yet may still be on the previous one.
-                    let ok = epoch == m.previous_member_epoch && owned.as_ref().is_none_or(|o| is_subset(o, &m.assigned));
+                    let ok =
+                        epoch == m.previous_member_epoch && owned.as_ref().is_none_or(|o| is_subset(o, &m.assigned));
                     if !ok {
                         return error(ResponseError::FencedMemberEpoch, &format!("The consumer group member has a smaller member epoch ({epoch}) than the one known by the group coordinator ({})", m.member_epoch));
                     }
@@ -352,7 +397,8 @@ impl Shard {
         tracing::info!(group = %group_id, member = %member_id, reason = why, "removed consumer group member");
         g.target.remove(member_id);
         g.group_epoch += 1;
-        let default_assignor = self.config.consumer_assignors.first().cloned().unwrap_or_else(|| assignor::UNIFORM.to_string());
+        let default_assignor =
+            self.config.consumer_assignors.first().cloned().unwrap_or_else(|| assignor::UNIFORM.to_string());
         compute_target(g, &default_assignor);
         self.timers.cancel(&TimerKey::Heartbeat { group: group_id.to_string(), member: member_id.to_string() });
         self.timers.cancel(&TimerKey::Revocation { group: group_id.to_string(), member: member_id.to_string() });
@@ -366,7 +412,11 @@ impl Shard {
         let still = matches!(self.groups.get(group_id), Some(Group::Consumer(g))
             if g.members.get(member_id).is_some_and(|m| m.member_epoch == epoch && m.state == MemberState::UnrevokedPartitions));
         if still {
-            self.remove_consumer_member(group_id, member_id, "did not revoke its partitions within the rebalance timeout");
+            self.remove_consumer_member(
+                group_id,
+                member_id,
+                "did not revoke its partitions within the rebalance timeout",
+            );
         }
     }
 
@@ -375,9 +425,9 @@ impl Shard {
         let g = match self.groups.get(group_id) {
             Some(Group::Consumer(g)) => g,
             Some(Group::Classic(_)) => {
-                return base
-                    .with_error_code(ResponseError::GroupIdNotFound.code())
-                    .with_error_message(Some(StrBytes::from_string(format!("Group {group_id} is not a consumer group."))))
+                return base.with_error_code(ResponseError::GroupIdNotFound.code()).with_error_message(Some(
+                    StrBytes::from_string(format!("Group {group_id} is not a consumer group.")),
+                ))
             }
             None => {
                 return base
@@ -391,7 +441,9 @@ impl Shard {
                     .map(|(t, ps)| {
                         DescribedTopicPartitions::default()
                             .with_topic_id(*t)
-                            .with_topic_name(TopicName(StrBytes::from_string(image.topic_by_id(t).map(|x| x.name.clone()).unwrap_or_default())))
+                            .with_topic_name(TopicName(StrBytes::from_string(
+                                image.topic_by_id(t).map(|x| x.name.clone()).unwrap_or_default(),
+                            )))
                             .with_partitions(ps.iter().cloned().collect())
                     })
                     .collect(),
@@ -408,7 +460,9 @@ impl Shard {
                     .with_member_epoch(m.member_epoch)
                     .with_client_id(StrBytes::from_string(m.client_id.clone()))
                     .with_client_host(StrBytes::from_string(m.client_host.clone()))
-                    .with_subscribed_topic_names(m.subscribed_topic_names.iter().map(|n| TopicName(StrBytes::from_string(n.clone()))).collect())
+                    .with_subscribed_topic_names(
+                        m.subscribed_topic_names.iter().map(|n| TopicName(StrBytes::from_string(n.clone()))).collect(),
+                    )
                     .with_subscribed_topic_regex(m.subscribed_topic_regex.clone().map(StrBytes::from_string))
                     .with_assignment(describe(&m.assigned))
                     .with_target_assignment(describe(&g.target.get(&m.member_id).cloned().unwrap_or_default()))

@@ -67,7 +67,10 @@ fn supports_classic_protocols(g: &ConsumerGroup, protocol_type: &str, protocols:
     if protocol_type != "consumer" || protocols.is_empty() {
         return false;
     }
-    g.members.values().filter_map(|m| m.classic.as_ref()).all(|c| c.protocols.iter().any(|(n, _)| protocols.iter().any(|(p, _)| p == n)))
+    g.members
+        .values()
+        .filter_map(|m| m.classic.as_ref())
+        .all(|c| c.protocols.iter().any(|(n, _)| protocols.iter().any(|(p, _)| p == n)))
 }
 
 /// Kafka's throwIfRebalanceInProgress for SyncGroup: a newer group epoch means rejoin first, unless the member
@@ -119,7 +122,8 @@ impl Shard {
                 let _ = tx.send(join_error(&m.member_id, ResponseError::RebalanceInProgress));
             }
             if let Some(tx) = m.awaiting_sync.take() {
-                let _ = tx.send(SyncGroupResponse::default().with_error_code(ResponseError::RebalanceInProgress.code()));
+                let _ =
+                    tx.send(SyncGroupResponse::default().with_error_code(ResponseError::RebalanceInProgress.code()));
             }
             let subscription = consumer_protocol::subscription(&m.metadata(&protocol));
             let assigned = owned_by_name(&consumer_protocol::assignment_partitions(&m.assignment), image);
@@ -142,7 +146,10 @@ impl Shard {
                     server_assignor: None,
                     assigned,
                     pending_revocation: Assignment::new(),
-                    classic: Some(ClassicMemberMetadata { session_timeout_ms: m.session_timeout_ms, protocols: m.protocols.clone() }),
+                    classic: Some(ClassicMemberMetadata {
+                        session_timeout_ms: m.session_timeout_ms,
+                        protocols: m.protocols.clone(),
+                    }),
                 },
             );
         }
@@ -175,7 +182,8 @@ impl Shard {
         }
         let Some(Group::Consumer(g)) = self.groups.remove(group_id) else { unreachable!("checked above") };
         // Assigned topics are subscribed ones, so the group's subscription metadata names them.
-        let names: std::collections::HashMap<uuid::Uuid, &String> = g.subscription_metadata.iter().map(|(n, (id, _))| (*id, n)).collect();
+        let names: std::collections::HashMap<uuid::Uuid, &String> =
+            g.subscription_metadata.iter().map(|(n, (id, _))| (*id, n)).collect();
         let mut c = ClassicGroup::new(group_id.to_string(), now_ms());
         c.generation_id = g.group_epoch;
         c.state = ClassicGroupState::Stable;
@@ -213,7 +221,11 @@ impl Shard {
         }
         write_group(&c, fx);
         let Shard { timers, config, .. } = self;
-        prepare_rebalance(&mut c, &format!("Downgrade group {group_id} from consumer to classic."), &mut Env { timers, config, fx });
+        prepare_rebalance(
+            &mut c,
+            &format!("Downgrade group {group_id} from consumer to classic."),
+            &mut Env { timers, config, fx },
+        );
         self.groups.insert(group_id.to_string(), Group::Classic(c));
     }
 
@@ -225,7 +237,8 @@ impl Shard {
         tx: oneshot::Sender<JoinGroupResponse>,
         fx: &mut Effects,
     ) {
-        let default_assignor = self.config.consumer_assignors.first().cloned().unwrap_or_else(|| assignor::UNIFORM.to_string());
+        let default_assignor =
+            self.config.consumer_assignors.first().cloned().unwrap_or_else(|| assignor::UNIFORM.to_string());
         let max_size = self.config.consumer_max_size;
         let Some(Group::Consumer(g)) = self.groups.get_mut(&a.group_id) else {
             let _ = tx.send(join_error(&a.member_id, ResponseError::UnknownMemberId));
@@ -290,7 +303,8 @@ impl Shard {
         }
         m.client_id = a.client_id.clone();
         m.client_host = a.client_host.clone();
-        m.classic = Some(ClassicMemberMetadata { session_timeout_ms: a.session_timeout_ms, protocols: a.protocols.clone() });
+        m.classic =
+            Some(ClassicMemberMetadata { session_timeout_ms: a.session_timeout_ms, protocols: a.protocols.clone() });
         let resolved = resolve_subscriptions(g, image);
         if resolved != g.subscription_metadata {
             g.subscription_metadata = resolved;
@@ -345,7 +359,8 @@ impl Shard {
         }
         let classic = m.classic.as_ref().expect("classic member");
         let type_ok = req.protocol_type.as_ref().is_none_or(|t| t.as_str() == "consumer");
-        let name_ok = req.protocol_name.as_ref().is_none_or(|n| classic.protocols.first().is_some_and(|(p, _)| p == n.as_str()));
+        let name_ok =
+            req.protocol_name.as_ref().is_none_or(|n| classic.protocols.first().is_some_and(|(p, _)| p == n.as_str()));
         if !type_ok || !name_ok {
             let _ = tx.send(fail(ResponseError::InconsistentGroupProtocol));
             return;

@@ -102,7 +102,11 @@ impl ConsumerGroup {
             "Empty"
         } else if self.group_epoch != self.assignment_epoch {
             "Assigning"
-        } else if self.members.values().any(|m| m.member_epoch != self.assignment_epoch || m.state != MemberState::Stable) {
+        } else if self
+            .members
+            .values()
+            .any(|m| m.member_epoch != self.assignment_epoch || m.state != MemberState::Stable)
+        {
             "Reconciling"
         } else {
             "Stable"
@@ -111,7 +115,8 @@ impl ConsumerGroup {
 
     pub fn subscribed_topic_names(&self) -> HashSet<String> {
         // Regex subscriptions are resolved into `subscription_metadata` when the target is computed.
-        let mut names: HashSet<String> = self.members.values().flat_map(|m| m.subscribed_topic_names.iter().cloned()).collect();
+        let mut names: HashSet<String> =
+            self.members.values().flat_map(|m| m.subscribed_topic_names.iter().cloned()).collect();
         names.extend(self.subscription_metadata.keys().cloned());
         names
     }

@@ -274,14 +274,26 @@ pub fn group_records(g: &ConsumerGroup) -> Vec<(CoordinatorKey, Bytes)> {
     let group = || g.group_id.clone();
     let mut out = Vec::with_capacity(3 + 3 * g.members.len());
     for m in g.members.values() {
-        out.push((CoordinatorKey::ConsumerGroupMemberMetadata { group: group(), member: m.member_id.clone() }, member_metadata_value(m)));
+        out.push((
+            CoordinatorKey::ConsumerGroupMemberMetadata { group: group(), member: m.member_id.clone() },
+            member_metadata_value(m),
+        ));
     }
-    out.push((CoordinatorKey::ConsumerGroupPartitionMetadata { group: group() }, partition_metadata_value(&g.subscription_metadata)));
+    out.push((
+        CoordinatorKey::ConsumerGroupPartitionMetadata { group: group() },
+        partition_metadata_value(&g.subscription_metadata),
+    ));
     out.push((CoordinatorKey::ConsumerGroupMetadata { group: group() }, epoch_value(g.group_epoch)));
     for (member, a) in &g.target {
-        out.push((CoordinatorKey::ConsumerGroupTargetAssignmentMember { group: group(), member: member.clone() }, target_member_value(a)));
+        out.push((
+            CoordinatorKey::ConsumerGroupTargetAssignmentMember { group: group(), member: member.clone() },
+            target_member_value(a),
+        ));
     }
-    out.push((CoordinatorKey::ConsumerGroupTargetAssignmentMetadata { group: group() }, epoch_value(g.assignment_epoch)));
+    out.push((
+        CoordinatorKey::ConsumerGroupTargetAssignmentMetadata { group: group() },
+        epoch_value(g.assignment_epoch),
+    ));
     for m in g.members.values() {
         out.push((
             CoordinatorKey::ConsumerGroupCurrentMemberAssignment { group: group(), member: m.member_id.clone() },
@@ -528,7 +540,10 @@ mod tests {
         m.subscribed_topic_names = vec!["orders".into()];
         m.server_assignor = Some("uniform".into());
         m.rebalance_timeout_ms = 45000;
-        m.classic = Some(ClassicMemberMetadata { session_timeout_ms: 10000, protocols: vec![("range".into(), Bytes::from_static(b"sub"))] });
+        m.classic = Some(ClassicMemberMetadata {
+            session_timeout_ms: 10000,
+            protocols: vec![("range".into(), Bytes::from_static(b"sub"))],
+        });
         m.member_epoch = 5;
         m.previous_member_epoch = 4;
         m.state = MemberState::UnrevokedPartitions;
@@ -562,9 +577,15 @@ mod tests {
         assert_eq!(back.subscription_metadata, g.subscription_metadata);
         assert_eq!(back.target, g.target);
         let (a, b) = (&back.members["m1"], &g.members["m1"]);
-        assert_eq!((a.member_epoch, a.previous_member_epoch, a.state), (b.member_epoch, b.previous_member_epoch, b.state));
+        assert_eq!(
+            (a.member_epoch, a.previous_member_epoch, a.state),
+            (b.member_epoch, b.previous_member_epoch, b.state)
+        );
         assert_eq!((&a.assigned, &a.pending_revocation), (&b.assigned, &b.pending_revocation));
-        assert_eq!((&a.instance_id, &a.client_id, &a.subscribed_topic_names, &a.server_assignor), (&b.instance_id, &b.client_id, &b.subscribed_topic_names, &b.server_assignor));
+        assert_eq!(
+            (&a.instance_id, &a.client_id, &a.subscribed_topic_names, &a.server_assignor),
+            (&b.instance_id, &b.client_id, &b.subscribed_topic_names, &b.server_assignor)
+        );
         assert_eq!(a.rebalance_timeout_ms, 45000);
         assert_eq!(a.classic, b.classic);
     }

@@ -14,8 +14,8 @@ pub mod config;
 mod consumer;
 mod consumer_classic;
 mod consumer_group;
-mod consumer_records;
 pub mod consumer_protocol;
+mod consumer_records;
 mod offsets;
 pub mod records;
 mod shard;
@@ -176,7 +176,9 @@ impl GroupCoordinator {
                         waits.push(orx);
                     }
                 }
-                Err(e) => tracing::warn!(partition = p, producer_id, error = ?e, "no group coordinator shard to complete a transaction"),
+                Err(e) => {
+                    tracing::warn!(partition = p, producer_id, error = ?e, "no group coordinator shard to complete a transaction")
+                }
             }
         }
         for w in waits {
@@ -236,7 +238,13 @@ impl GroupCoordinator {
                     Some(c) => (leo - c).max(0),
                     None => leo - part.log_start_offset(),
                 };
-                out.push(PartitionLag { topic: t.clone(), partition: *p, committed_offset: *committed, log_end_offset: leo, lag });
+                out.push(PartitionLag {
+                    topic: t.clone(),
+                    partition: *p,
+                    committed_offset: *committed,
+                    log_end_offset: leo,
+                    lag,
+                });
             }
         }
         Ok(Some(out))

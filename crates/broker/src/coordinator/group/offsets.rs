@@ -6,9 +6,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 use kafka_protocol::messages::offset_commit_response::{OffsetCommitResponsePartition, OffsetCommitResponseTopic};
-use kafka_protocol::messages::offset_delete_response::{
-    OffsetDeleteResponsePartition, OffsetDeleteResponseTopic,
-};
+use kafka_protocol::messages::offset_delete_response::{OffsetDeleteResponsePartition, OffsetDeleteResponseTopic};
 use kafka_protocol::messages::{OffsetCommitRequest, OffsetCommitResponse, OffsetDeleteRequest, OffsetDeleteResponse};
 use kafka_protocol::ResponseError;
 use tokio::sync::oneshot;
@@ -57,21 +55,27 @@ impl OffsetStore {
 }
 
 /// OffsetCommit's per-partition outcome, before it is shaped into the response.
-fn commit_response(req: &OffsetCommitRequest, error: impl Fn(&str, i32) -> Option<ResponseError>) -> OffsetCommitResponse {
+fn commit_response(
+    req: &OffsetCommitRequest,
+    error: impl Fn(&str, i32) -> Option<ResponseError>,
+) -> OffsetCommitResponse {
     OffsetCommitResponse::default().with_topics(
         req.topics
             .iter()
             .map(|t| {
-                OffsetCommitResponseTopic::default().with_name(t.name.clone()).with_topic_id(t.topic_id).with_partitions(
-                    t.partitions
-                        .iter()
-                        .map(|p| {
-                            OffsetCommitResponsePartition::default()
-                                .with_partition_index(p.partition_index)
-                                .with_error_code(error(&t.name.0, p.partition_index).map_or(0, |e| e.code()))
-                        })
-                        .collect(),
-                )
+                OffsetCommitResponseTopic::default()
+                    .with_name(t.name.clone())
+                    .with_topic_id(t.topic_id)
+                    .with_partitions(
+                        t.partitions
+                            .iter()
+                            .map(|p| {
+                                OffsetCommitResponsePartition::default()
+                                    .with_partition_index(p.partition_index)
+                                    .with_error_code(error(&t.name.0, p.partition_index).map_or(0, |e| e.code()))
+                            })
+                            .collect(),
+                    )
             })
             .collect(),
     )
@@ -94,7 +98,13 @@ pub fn append_error_to_response(e: ResponseError) -> ResponseError {
 impl Shard {
     /// Kafka's per-partition checks of an offset commit (plain or transactional): the partition exists and the
     /// metadata fits `offset.metadata.max.bytes`.
-    pub(super) fn offset_partition_error(&self, image: &MetadataImage, topic: &str, partition: i32, metadata: Option<&str>) -> Option<ResponseError> {
+    pub(super) fn offset_partition_error(
+        &self,
+        image: &MetadataImage,
+        topic: &str,
+        partition: i32,
+        metadata: Option<&str>,
+    ) -> Option<ResponseError> {
         if image.topic(topic).is_none_or(|k| !k.partitions.contains_key(&partition)) {
             Some(ResponseError::UnknownTopicOrPartition)
         } else if metadata.is_some_and(|m| m.len() > self.config.offset_metadata_max_bytes) {
@@ -126,7 +136,9 @@ impl Shard {
         for t in &req.topics {
             let topic = t.name.0.to_string();
             for p in &t.partitions {
-                if let Some(e) = self.offset_partition_error(&image, &topic, p.partition_index, p.committed_metadata.as_deref()) {
+                if let Some(e) =
+                    self.offset_partition_error(&image, &topic, p.partition_index, p.committed_metadata.as_deref())
+                {
                     errors.insert((topic.clone(), p.partition_index), e);
                     continue;
                 }
@@ -138,7 +150,11 @@ impl Shard {
                     expire_timestamp,
                 };
                 fx.write(
-                    CoordinatorKey::OffsetCommit { group: group_id.clone(), topic: topic.clone(), partition: p.partition_index },
+                    CoordinatorKey::OffsetCommit {
+                        group: group_id.clone(),
+                        topic: topic.clone(),
+                        partition: p.partition_index,
+                    },
                     Some(value.encode()),
                 );
                 self.txn_offsets.supersede(&group_id, &topic, p.partition_index);
@@ -233,7 +249,12 @@ impl Shard {
     }
 
     /// OffsetDelete: only for partitions of topics the group does not consume right now.
-    pub fn offset_delete(&mut self, req: OffsetDeleteRequest, tx: oneshot::Sender<OffsetDeleteResponse>, fx: &mut Effects) {
+    pub fn offset_delete(
+        &mut self,
+        req: OffsetDeleteRequest,
+        tx: oneshot::Sender<OffsetDeleteResponse>,
+        fx: &mut Effects,
+    ) {
         let group_id = req.group_id.0.to_string();
         let subscribed: HashSet<String> = match self.groups.get(&group_id) {
             None => {
@@ -252,7 +273,9 @@ impl Shard {
                         Some(t) => t,
                         // A non-empty group whose protocol the broker cannot read: Kafka refuses outright.
                         None => {
-                            let _ = tx.send(OffsetDeleteResponse::default().with_error_code(ResponseError::NonEmptyGroup.code()));
+                            let _ = tx.send(
+                                OffsetDeleteResponse::default().with_error_code(ResponseError::NonEmptyGroup.code()),
+                            );
                             return;
                         }
                     }
@@ -270,13 +293,21 @@ impl Shard {
                 } else {
                     if self.offsets.remove(&group_id, &name, p.partition_index).is_some() {
                         fx.write(
-                            CoordinatorKey::OffsetCommit { group: group_id.clone(), topic: name.clone(), partition: p.partition_index },
+                            CoordinatorKey::OffsetCommit {
+                                group: group_id.clone(),
+                                topic: name.clone(),
+                                partition: p.partition_index,
+                            },
                             None,
                         );
                     }
                     0
                 };
-                partitions.push(OffsetDeleteResponsePartition::default().with_partition_index(p.partition_index).with_error_code(error));
+                partitions.push(
+                    OffsetDeleteResponsePartition::default()
+                        .with_partition_index(p.partition_index)
+                        .with_error_code(error),
+                );
             }
             topics.push(OffsetDeleteResponseTopic::default().with_name(t.name.clone()).with_partitions(partitions));
         }
@@ -319,7 +350,10 @@ impl Shard {
                 .collect();
             for (t, p) in &expired {
                 self.offsets.remove(&group_id, t, *p);
-                fx.write(CoordinatorKey::OffsetCommit { group: group_id.clone(), topic: t.clone(), partition: *p }, None);
+                fx.write(
+                    CoordinatorKey::OffsetCommit { group: group_id.clone(), topic: t.clone(), partition: *p },
+                    None,
+                );
             }
             if !expired.is_empty() {
                 tracing::info!(group = %group_id, offsets = expired.len(), "expired committed offsets");
@@ -364,7 +398,13 @@ mod tests {
     use super::*;
 
     fn value(offset: i64, commit_timestamp: i64) -> OffsetCommitValue {
-        OffsetCommitValue { offset, leader_epoch: -1, metadata: String::new(), commit_timestamp, expire_timestamp: None }
+        OffsetCommitValue {
+            offset,
+            leader_epoch: -1,
+            metadata: String::new(),
+            commit_timestamp,
+            expire_timestamp: None,
+        }
     }
 
     #[test]
@@ -381,7 +421,12 @@ mod tests {
         shard.groups.insert("empty".into(), Group::Classic(empty));
         shard.offsets.put("empty", "t".into(), 0, value(7, now - 600_000));
         // An explicit expire timestamp (OffsetCommit v2-4 retention) wins.
-        shard.offsets.put("explicit", "t".into(), 0, OffsetCommitValue { expire_timestamp: Some(now - 1), ..value(8, now) });
+        shard.offsets.put(
+            "explicit",
+            "t".into(),
+            0,
+            OffsetCommitValue { expire_timestamp: Some(now - 1), ..value(8, now) },
+        );
         let mut fx = Effects::default();
         shard.expire_offsets(&mut fx);
         assert!(shard.offsets.get("solo", "t", 0).is_none());

@@ -16,16 +16,37 @@ pub struct RecordError(pub String);
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum CoordinatorKey {
     /// Key versions 0 and 1.
-    OffsetCommit { group: String, topic: String, partition: i32 },
+    OffsetCommit {
+        group: String,
+        topic: String,
+        partition: i32,
+    },
     /// Key version 2.
-    GroupMetadata { group: String },
+    GroupMetadata {
+        group: String,
+    },
     /// Key versions 3-8: a KIP-848 consumer group's records (values in consumer_records.rs).
-    ConsumerGroupMetadata { group: String },
-    ConsumerGroupPartitionMetadata { group: String },
-    ConsumerGroupMemberMetadata { group: String, member: String },
-    ConsumerGroupTargetAssignmentMetadata { group: String },
-    ConsumerGroupTargetAssignmentMember { group: String, member: String },
-    ConsumerGroupCurrentMemberAssignment { group: String, member: String },
+    ConsumerGroupMetadata {
+        group: String,
+    },
+    ConsumerGroupPartitionMetadata {
+        group: String,
+    },
+    ConsumerGroupMemberMetadata {
+        group: String,
+        member: String,
+    },
+    ConsumerGroupTargetAssignmentMetadata {
+        group: String,
+    },
+    ConsumerGroupTargetAssignmentMember {
+        group: String,
+        member: String,
+    },
+    ConsumerGroupCurrentMemberAssignment {
+        group: String,
+        member: String,
+    },
     /// Share and streams group records (versions 9+), which this coordinator does not serve; skipped on load.
     Other(i16),
 }
@@ -107,10 +128,16 @@ impl CoordinatorKey {
             }
             CoordinatorKey::ConsumerGroupMetadata { group } => put_group_key(&mut buf, 3, group, None),
             CoordinatorKey::ConsumerGroupPartitionMetadata { group } => put_group_key(&mut buf, 4, group, None),
-            CoordinatorKey::ConsumerGroupMemberMetadata { group, member } => put_group_key(&mut buf, 5, group, Some(member)),
+            CoordinatorKey::ConsumerGroupMemberMetadata { group, member } => {
+                put_group_key(&mut buf, 5, group, Some(member))
+            }
             CoordinatorKey::ConsumerGroupTargetAssignmentMetadata { group } => put_group_key(&mut buf, 6, group, None),
-            CoordinatorKey::ConsumerGroupTargetAssignmentMember { group, member } => put_group_key(&mut buf, 7, group, Some(member)),
-            CoordinatorKey::ConsumerGroupCurrentMemberAssignment { group, member } => put_group_key(&mut buf, 8, group, Some(member)),
+            CoordinatorKey::ConsumerGroupTargetAssignmentMember { group, member } => {
+                put_group_key(&mut buf, 7, group, Some(member))
+            }
+            CoordinatorKey::ConsumerGroupCurrentMemberAssignment { group, member } => {
+                put_group_key(&mut buf, 8, group, Some(member))
+            }
             CoordinatorKey::Other(v) => buf.put_i16(*v),
         }
         buf.freeze()
@@ -120,7 +147,9 @@ impl CoordinatorKey {
         let r = &mut b;
         let version = get_i16(r)?;
         Ok(match version {
-            0 | 1 => CoordinatorKey::OffsetCommit { group: get_string(r)?, topic: get_string(r)?, partition: get_i32(r)? },
+            0 | 1 => {
+                CoordinatorKey::OffsetCommit { group: get_string(r)?, topic: get_string(r)?, partition: get_i32(r)? }
+            }
             2 => CoordinatorKey::GroupMetadata { group: get_string(r)? },
             3 => CoordinatorKey::ConsumerGroupMetadata { group: get_string(r)? },
             4 => CoordinatorKey::ConsumerGroupPartitionMetadata { group: get_string(r)? },
@@ -294,7 +323,13 @@ mod tests {
         // version 1, "g", "t", partition 7: Kafka's OffsetCommitKey bytes
         assert_eq!(&k[..], &[0, 1, 0, 1, b'g', 0, 1, b't', 0, 0, 0, 7]);
         assert_eq!(CoordinatorKey::decode(&k).unwrap(), key);
-        let v = OffsetCommitValue { offset: 42, leader_epoch: 3, metadata: "m".into(), commit_timestamp: 1000, expire_timestamp: None };
+        let v = OffsetCommitValue {
+            offset: 42,
+            leader_epoch: 3,
+            metadata: "m".into(),
+            commit_timestamp: 1000,
+            expire_timestamp: None,
+        };
         let b = v.encode();
         assert_eq!(&b[..2], &[0, 3]);
         assert_eq!(OffsetCommitValue::decode(&b).unwrap(), v);
@@ -322,8 +357,10 @@ mod tests {
             }],
         };
         assert_eq!(GroupMetadataValue::decode(&v.encode()).unwrap(), v);
-        assert_eq!(CoordinatorKey::decode(&CoordinatorKey::GroupMetadata { group: "g".into() }.encode()).unwrap(),
-            CoordinatorKey::GroupMetadata { group: "g".into() });
+        assert_eq!(
+            CoordinatorKey::decode(&CoordinatorKey::GroupMetadata { group: "g".into() }.encode()).unwrap(),
+            CoordinatorKey::GroupMetadata { group: "g".into() }
+        );
     }
 
     #[test]

@@ -12,7 +12,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use kafka_protocol::messages::*;
-use kafka_protocol::records::{Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType};
+use kafka_protocol::records::{
+    Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+};
 use kafka_protocol::ResponseError;
 use tokio::sync::{mpsc, oneshot};
 
@@ -24,10 +26,10 @@ use super::offsets::OffsetStore;
 use super::records::{CoordinatorKey, GroupMetadataValue, OffsetCommitValue};
 use super::timer::Timers;
 use super::txn_offsets::PendingTxnOffsets;
-use crate::txn_markers::TransactionResult;
 use crate::clock::now_ms;
 use crate::metadata::MetadataImage;
 use crate::partition::Partition;
+use crate::txn_markers::TransactionResult;
 
 /// A group of either protocol; one id names one group.
 pub enum Group {
@@ -93,7 +95,13 @@ impl Effects {
         self.records.push((key.encode(), value));
     }
 
-    pub fn write_transactional(&mut self, producer_id: i64, producer_epoch: i16, key: CoordinatorKey, value: Option<Bytes>) {
+    pub fn write_transactional(
+        &mut self,
+        producer_id: i64,
+        producer_epoch: i16,
+        key: CoordinatorKey,
+        value: Option<Bytes>,
+    ) {
         self.txn_records.push(TxnRecord { producer_id, producer_epoch, key: key.encode(), value });
     }
 
@@ -142,13 +150,23 @@ fn after_write<T: Send + 'static>(
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum TimerKey {
     /// A member's (or pending member's) session: expires without a heartbeat.
-    Heartbeat { group: String, member: String },
+    Heartbeat {
+        group: String,
+        member: String,
+    },
     /// The end of a join phase (initial delay, or the rebalance timeout).
-    Join { group: String },
+    Join {
+        group: String,
+    },
     /// Members that received the new generation must SyncGroup within the rebalance timeout.
-    Sync { group: String },
+    Sync {
+        group: String,
+    },
     /// A KIP-848 member must revoke partitions within its rebalance timeout.
-    Revocation { group: String, member: String },
+    Revocation {
+        group: String,
+        member: String,
+    },
     OffsetExpiry,
 }
 
@@ -189,11 +207,27 @@ pub enum Request {
         image: Arc<MetadataImage>,
         tx: oneshot::Sender<JoinGroupResponse>,
     },
-    Sync { req: SyncGroupRequest, image: Arc<MetadataImage>, tx: oneshot::Sender<SyncGroupResponse> },
-    Heartbeat { req: HeartbeatRequest, tx: oneshot::Sender<HeartbeatResponse> },
+    Sync {
+        req: SyncGroupRequest,
+        image: Arc<MetadataImage>,
+        tx: oneshot::Sender<SyncGroupResponse>,
+    },
+    Heartbeat {
+        req: HeartbeatRequest,
+        tx: oneshot::Sender<HeartbeatResponse>,
+    },
     /// Members normalised to the v3+ batch form.
-    Leave { group_id: String, members: Vec<leave_group_request::MemberIdentity>, tx: oneshot::Sender<LeaveGroupResponse> },
-    OffsetCommit { req: OffsetCommitRequest, version: i16, image: Arc<MetadataImage>, tx: oneshot::Sender<OffsetCommitResponse> },
+    Leave {
+        group_id: String,
+        members: Vec<leave_group_request::MemberIdentity>,
+        tx: oneshot::Sender<LeaveGroupResponse>,
+    },
+    OffsetCommit {
+        req: OffsetCommitRequest,
+        version: i16,
+        image: Arc<MetadataImage>,
+        tx: oneshot::Sender<OffsetCommitResponse>,
+    },
     OffsetFetch {
         group_id: String,
         topics: Option<Vec<(String, Vec<i32>)>>,
@@ -201,10 +235,21 @@ pub enum Request {
         member: Option<(String, i32)>,
         tx: oneshot::Sender<Result<FetchedOffsets, ResponseError>>,
     },
-    OffsetDelete { req: OffsetDeleteRequest, tx: oneshot::Sender<OffsetDeleteResponse> },
-    DescribeGroup { group_id: String, tx: oneshot::Sender<describe_groups_response::DescribedGroup> },
-    ListGroups { tx: oneshot::Sender<Vec<ListedGroup>> },
-    DeleteGroup { group_id: String, tx: oneshot::Sender<Option<ResponseError>> },
+    OffsetDelete {
+        req: OffsetDeleteRequest,
+        tx: oneshot::Sender<OffsetDeleteResponse>,
+    },
+    DescribeGroup {
+        group_id: String,
+        tx: oneshot::Sender<describe_groups_response::DescribedGroup>,
+    },
+    ListGroups {
+        tx: oneshot::Sender<Vec<ListedGroup>>,
+    },
+    DeleteGroup {
+        group_id: String,
+        tx: oneshot::Sender<Option<ResponseError>>,
+    },
     ConsumerHeartbeat {
         req: ConsumerGroupHeartbeatRequest,
         version: i16,
@@ -219,10 +264,21 @@ pub enum Request {
         tx: oneshot::Sender<consumer_group_describe_response::DescribedGroup>,
     },
     /// Committed offsets and the topics the group consumes (for lag).
-    GroupOffsets { group_id: String, tx: oneshot::Sender<GroupOffsets> },
-    TxnOffsetCommit { req: TxnOffsetCommitRequest, image: Arc<MetadataImage>, tx: oneshot::Sender<TxnOffsetCommitResponse> },
+    GroupOffsets {
+        group_id: String,
+        tx: oneshot::Sender<GroupOffsets>,
+    },
+    TxnOffsetCommit {
+        req: TxnOffsetCommitRequest,
+        image: Arc<MetadataImage>,
+        tx: oneshot::Sender<TxnOffsetCommitResponse>,
+    },
     /// A transaction's marker is durable on this partition: settle the producer's pending offsets.
-    CompleteTransaction { producer_id: i64, result: TransactionResult, tx: oneshot::Sender<()> },
+    CompleteTransaction {
+        producer_id: i64,
+        result: TransactionResult,
+        tx: oneshot::Sender<()>,
+    },
     /// OffsetFetch with require_stable: the offsets plus the partitions whose offsets a transaction may still change.
     OffsetFetchStable {
         group_id: String,
@@ -327,7 +383,13 @@ impl Shard {
         for (id, loading) in std::mem::take(&mut self.loading) {
             let Some((g, records)) = loading.finish() else { continue };
             for m in g.members.values() {
-                consumer_sessions.push((id.clone(), m.member_id.clone(), m.state, m.member_epoch, m.rebalance_timeout_ms));
+                consumer_sessions.push((
+                    id.clone(),
+                    m.member_id.clone(),
+                    m.state,
+                    m.member_epoch,
+                    m.rebalance_timeout_ms,
+                ));
             }
             self.consumer_records.insert(id.clone(), records);
             self.groups.insert(id, Group::Consumer(g));
@@ -484,7 +546,8 @@ impl Shard {
 
     /// Writes the tombstones that delete a group: its offsets and its metadata.
     pub fn delete_group_records(&mut self, group_id: &str, fx: &mut Effects) {
-        let keys: Vec<(String, i32)> = self.offsets.group(group_id).map(|o| o.keys().cloned().collect()).unwrap_or_default();
+        let keys: Vec<(String, i32)> =
+            self.offsets.group(group_id).map(|o| o.keys().cloned().collect()).unwrap_or_default();
         for (t, p) in keys {
             self.offsets.remove(group_id, &t, p);
             fx.write(CoordinatorKey::OffsetCommit { group: group_id.to_string(), topic: t, partition: p }, None);
@@ -607,14 +670,22 @@ fn encode_batch(records: &[(Bytes, Option<Bytes>)], producer: Option<(i64, i16)>
         })
         .collect();
     let mut buf = bytes::BytesMut::new();
-    RecordBatchEncoder::encode(&mut buf, recs.iter(), &RecordEncodeOptions { version: 2, compression: Compression::None })
-        .map_err(|e| e.to_string())?;
+    RecordBatchEncoder::encode(
+        &mut buf,
+        recs.iter(),
+        &RecordEncodeOptions { version: 2, compression: Compression::None },
+    )
+    .map_err(|e| e.to_string())?;
     Ok(buf.to_vec())
 }
 
 /// Appends the records as one batch (a transactional batch of `producer` if given); returns the offset after the
 /// last one. Blocking.
-fn append(p: &Partition, records: &[(Bytes, Option<Bytes>)], producer: Option<(i64, i16)>) -> Result<i64, ResponseError> {
+fn append(
+    p: &Partition,
+    records: &[(Bytes, Option<Bytes>)],
+    producer: Option<(i64, i16)>,
+) -> Result<i64, ResponseError> {
     let mut buf = encode_batch(records, producer, now_ms()).map_err(|e| {
         tracing::error!(error = %e, "cannot encode coordinator records");
         ResponseError::UnknownServerError
@@ -658,8 +729,11 @@ pub async fn run(mut shard: Shard, partition: Arc<Partition>, mut rx: mpsc::Unbo
             }
             shard.on_loaded();
             tracing::info!(
-                partition = shard.partition_index, records = n, groups = shard.groups.len(),
-                elapsed_ms = started.elapsed().as_millis() as u64, "group coordinator shard loaded"
+                partition = shard.partition_index,
+                records = n,
+                groups = shard.groups.len(),
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "group coordinator shard loaded"
             );
         }
         Ok(Err(e)) => {

@@ -9,7 +9,9 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
-use kafka_protocol::messages::txn_offset_commit_response::{TxnOffsetCommitResponsePartition, TxnOffsetCommitResponseTopic};
+use kafka_protocol::messages::txn_offset_commit_response::{
+    TxnOffsetCommitResponsePartition, TxnOffsetCommitResponseTopic,
+};
 use kafka_protocol::messages::{TxnOffsetCommitRequest, TxnOffsetCommitResponse};
 use kafka_protocol::ResponseError;
 use tokio::sync::oneshot;
@@ -85,7 +87,10 @@ impl PendingTxnOffsets {
     }
 }
 
-fn response(req: &TxnOffsetCommitRequest, error: impl Fn(&str, i32) -> Option<ResponseError>) -> TxnOffsetCommitResponse {
+fn response(
+    req: &TxnOffsetCommitRequest,
+    error: impl Fn(&str, i32) -> Option<ResponseError>,
+) -> TxnOffsetCommitResponse {
     TxnOffsetCommitResponse::default().with_topics(
         req.topics
             .iter()
@@ -131,7 +136,9 @@ impl Shard {
         for t in &req.topics {
             let topic = t.name.0.to_string();
             for p in &t.partitions {
-                if let Some(e) = self.offset_partition_error(&image, &topic, p.partition_index, p.committed_metadata.as_deref()) {
+                if let Some(e) =
+                    self.offset_partition_error(&image, &topic, p.partition_index, p.committed_metadata.as_deref())
+                {
                     errors.insert((topic.clone(), p.partition_index), e);
                     continue;
                 }
@@ -145,7 +152,11 @@ impl Shard {
                 fx.write_transactional(
                     producer_id,
                     req.producer_epoch,
-                    CoordinatorKey::OffsetCommit { group: group_id.clone(), topic: topic.clone(), partition: p.partition_index },
+                    CoordinatorKey::OffsetCommit {
+                        group: group_id.clone(),
+                        topic: topic.clone(),
+                        partition: p.partition_index,
+                    },
                     Some(value.encode()),
                 );
                 self.txn_offsets.put(producer_id, &group_id, topic.clone(), p.partition_index, value);
@@ -251,7 +262,9 @@ impl Shard {
                 tracing::warn!(partition = self.partition_index, error = %e, "skipping unreadable transactional offset commit value")
             }
             (Ok(_), _) => {}
-            (Err(e), _) => tracing::warn!(partition = self.partition_index, error = %e, "skipping unreadable transactional key"),
+            (Err(e), _) => {
+                tracing::warn!(partition = self.partition_index, error = %e, "skipping unreadable transactional key")
+            }
         }
     }
 }
@@ -262,7 +275,13 @@ mod tests {
     use super::*;
 
     fn value(offset: i64) -> OffsetCommitValue {
-        OffsetCommitValue { offset, leader_epoch: -1, metadata: String::new(), commit_timestamp: 1, expire_timestamp: None }
+        OffsetCommitValue {
+            offset,
+            leader_epoch: -1,
+            metadata: String::new(),
+            commit_timestamp: 1,
+            expire_timestamp: None,
+        }
     }
 
     #[test]

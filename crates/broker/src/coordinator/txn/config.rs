@@ -24,7 +24,8 @@ impl TxnConfig {
             min_isr: int("transaction.state.log.min.isr").max(1) as i32,
             max_timeout_ms: int("transaction.max.timeout.ms").max(1) as i32,
             transactional_id_expiration_ms: int("transactional.id.expiration.ms").max(1),
-            abort_timed_out_interval_ms: int("transaction.abort.timed.out.transaction.cleanup.interval.ms").max(1) as u64,
+            abort_timed_out_interval_ms: int("transaction.abort.timed.out.transaction.cleanup.interval.ms").max(1)
+                as u64,
             remove_expired_interval_ms: int("transaction.remove.expired.transaction.cleanup.interval.ms").max(1) as u64,
             partition_verification: b
                 .broker_value("transaction.partition.verification.enable")

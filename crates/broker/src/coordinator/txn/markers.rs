@@ -34,19 +34,27 @@ pub async fn run(broker: BrokerRef, shard: mpsc::WeakUnboundedSender<Request>, j
     while !pending.is_empty() {
         let Some(b) = broker.upgrade() else { return };
         let guard = b.txns.guard_markers(job.producer_id).await;
-        let errors = write_txn_markers(&b, job.producer_id, job.producer_epoch, job.coordinator_epoch, result, pending.clone()).await;
+        let errors =
+            write_txn_markers(&b, job.producer_id, job.producer_epoch, job.coordinator_epoch, result, pending.clone())
+                .await;
         let image = b.image();
         let mut retry = Vec::new();
         for ((topic, partition), error) in errors {
             match error.err() {
                 None => {}
                 // The topic was deleted: there is nothing left to mark (Kafka drops such markers too).
-                Some(ResponseError::UnknownTopicOrPartition) if image.topic(&topic).is_none_or(|t| !t.partitions.contains_key(&partition)) => {
+                Some(ResponseError::UnknownTopicOrPartition)
+                    if image.topic(&topic).is_none_or(|t| !t.partitions.contains_key(&partition)) =>
+                {
                     tracing::info!(transactional_id = %job.transactional_id, topic = %topic, partition, "partition gone; its marker is dropped");
                 }
                 // A newer producer epoch or coordinator owns the partition's transaction state now: this marker is
                 // moot, as in Kafka's TransactionMarkerRequestCompletionHandler.
-                Some(e @ (ResponseError::InvalidProducerEpoch | ResponseError::ProducerFenced | ResponseError::TransactionCoordinatorFenced)) => {
+                Some(
+                    e @ (ResponseError::InvalidProducerEpoch
+                    | ResponseError::ProducerFenced
+                    | ResponseError::TransactionCoordinatorFenced),
+                ) => {
                     tracing::warn!(transactional_id = %job.transactional_id, topic = %topic, partition, error = ?e, "marker not written; superseded");
                 }
                 Some(e) => {

@@ -196,7 +196,18 @@ impl TransactionMetadata {
             self.last_update_timestamp,
             self.client_transaction_version,
         );
-        self.prepare_transition(TxnState::PrepareEpochFence, pid, NO_PRODUCER_ID, bumped, NO_PRODUCER_EPOCH, timeout, parts, start, upd, tv)
+        self.prepare_transition(
+            TxnState::PrepareEpochFence,
+            pid,
+            NO_PRODUCER_ID,
+            bumped,
+            NO_PRODUCER_EPOCH,
+            timeout,
+            parts,
+            start,
+            upd,
+            tv,
+        )
     }
 
     /// InitProducerId: the next epoch (or the same one for a retry of a call that succeeded, KIP-360).
@@ -212,7 +223,9 @@ impl TransactionMetadata {
         let bumped = self.producer_epoch + 1;
         let (epoch, last) = match expected_epoch {
             None => (bumped, NO_PRODUCER_EPOCH),
-            Some(e) if self.producer_epoch == NO_PRODUCER_EPOCH || e == self.producer_epoch => (bumped, self.producer_epoch),
+            Some(e) if self.producer_epoch == NO_PRODUCER_EPOCH || e == self.producer_epoch => {
+                (bumped, self.producer_epoch)
+            }
             Some(e) if e == self.last_producer_epoch => (self.producer_epoch, self.last_producer_epoch),
             Some(e) => {
                 tracing::info!(
@@ -223,7 +236,18 @@ impl TransactionMetadata {
             }
         };
         let (pid, tv) = (self.producer_id, self.client_transaction_version);
-        self.prepare_transition(TxnState::Empty, pid, NO_PRODUCER_ID, epoch, last, timeout_ms, BTreeSet::new(), -1, now, tv)
+        self.prepare_transition(
+            TxnState::Empty,
+            pid,
+            NO_PRODUCER_ID,
+            epoch,
+            last,
+            timeout_ms,
+            BTreeSet::new(),
+            -1,
+            now,
+            tv,
+        )
     }
 
     /// InitProducerId when the epoch is exhausted: a new producer id at epoch 0.
@@ -239,7 +263,18 @@ impl TransactionMetadata {
         }
         let last = if record_last_epoch { self.producer_epoch } else { NO_PRODUCER_EPOCH };
         let tv = self.client_transaction_version;
-        self.prepare_transition(TxnState::Empty, new_producer_id, NO_PRODUCER_ID, 0, last, timeout_ms, BTreeSet::new(), -1, now, tv)
+        self.prepare_transition(
+            TxnState::Empty,
+            new_producer_id,
+            NO_PRODUCER_ID,
+            0,
+            last,
+            timeout_ms,
+            BTreeSet::new(),
+            -1,
+            now,
+            tv,
+        )
     }
 
     pub fn prepare_add_partitions(
@@ -254,8 +289,20 @@ impl TransactionMetadata {
         };
         let mut parts = self.partitions.clone();
         parts.extend(added.iter().cloned());
-        let (pid, epoch, last, timeout) = (self.producer_id, self.producer_epoch, self.last_producer_epoch, self.timeout_ms);
-        self.prepare_transition(TxnState::Ongoing, pid, NO_PRODUCER_ID, epoch, last, timeout, parts, start, now, client_transaction_version)
+        let (pid, epoch, last, timeout) =
+            (self.producer_id, self.producer_epoch, self.last_producer_epoch, self.timeout_ms);
+        self.prepare_transition(
+            TxnState::Ongoing,
+            pid,
+            NO_PRODUCER_ID,
+            epoch,
+            last,
+            timeout,
+            parts,
+            start,
+            now,
+            client_transaction_version,
+        )
     }
 
     /// Ongoing → PrepareCommit/PrepareAbort. With transactions version 2 the epoch moves on here, so the markers and
@@ -278,12 +325,24 @@ impl TransactionMetadata {
         };
         let start = if no_partition_added { now } else { self.start_timestamp };
         let (pid, timeout, parts) = (self.producer_id, self.timeout_ms, self.partitions.clone());
-        self.prepare_transition(state, pid, next_producer_id, epoch, last, timeout, parts, start, now, client_transaction_version)
+        self.prepare_transition(
+            state,
+            pid,
+            next_producer_id,
+            epoch,
+            last,
+            timeout,
+            parts,
+            start,
+            now,
+            client_transaction_version,
+        )
     }
 
     /// PrepareCommit/PrepareAbort → CompleteCommit/CompleteAbort, once every marker is written.
     pub fn prepare_complete(&mut self, now: i64) -> Result<TxnTransit, ResponseError> {
-        let state = if self.state == TxnState::PrepareCommit { TxnState::CompleteCommit } else { TxnState::CompleteAbort };
+        let state =
+            if self.state == TxnState::PrepareCommit { TxnState::CompleteCommit } else { TxnState::CompleteAbort };
         self.has_failed_epoch_fence = false;
         // An exhausted epoch (transactions v2) moves to the next producer id at epoch 0; the last epoch stays what
         // the client last saw.
@@ -292,7 +351,8 @@ impl TransactionMetadata {
         } else {
             (self.producer_id, self.producer_epoch)
         };
-        let (last, timeout, start, tv) = (self.last_producer_epoch, self.timeout_ms, self.start_timestamp, self.client_transaction_version);
+        let (last, timeout, start, tv) =
+            (self.last_producer_epoch, self.timeout_ms, self.start_timestamp, self.client_transaction_version);
         self.prepare_transition(state, pid, NO_PRODUCER_ID, epoch, last, timeout, BTreeSet::new(), start, now, tv)
     }
 
@@ -307,7 +367,18 @@ impl TransactionMetadata {
             self.last_update_timestamp,
             self.client_transaction_version,
         );
-        self.prepare_transition(TxnState::Dead, pid, NO_PRODUCER_ID, epoch, last, timeout, BTreeSet::new(), start, upd, tv)
+        self.prepare_transition(
+            TxnState::Dead,
+            pid,
+            NO_PRODUCER_ID,
+            epoch,
+            last,
+            timeout,
+            BTreeSet::new(),
+            start,
+            upd,
+            tv,
+        )
     }
 
     /// The prepared transition's record is durable: make it the state.

@@ -133,7 +133,11 @@ impl TransactionCoordinator {
         }
     }
 
-    fn shard_for_partition(&self, broker: &Arc<Broker>, p: i32) -> Result<mpsc::UnboundedSender<Request>, ResponseError> {
+    fn shard_for_partition(
+        &self,
+        broker: &Arc<Broker>,
+        p: i32,
+    ) -> Result<mpsc::UnboundedSender<Request>, ResponseError> {
         let mut shards = self.shards.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(h) = shards.get(&p) {
             if !h.tx.is_closed() {
@@ -146,7 +150,8 @@ impl TransactionCoordinator {
         let partition = broker.replicas.get(TRANSACTION_STATE_TOPIC_NAME, p).ok_or(ResponseError::NotCoordinator)?;
         let (tx, rx) = mpsc::unbounded_channel();
         let loaded = Arc::new(AtomicBool::new(false));
-        let shard = shard::Shard::new(p, self.config.clone(), Arc::downgrade(broker), tx.downgrade(), partition.leader_epoch());
+        let shard =
+            shard::Shard::new(p, self.config.clone(), Arc::downgrade(broker), tx.downgrade(), partition.leader_epoch());
         tokio::spawn(shard::run(shard, partition, rx, loaded.clone()));
         shards.insert(p, ShardHandle { tx: tx.clone(), loaded });
         // The request that started the shard waits in its queue for the load; later ones are told to retry until
@@ -254,7 +259,9 @@ impl TransactionCoordinator {
                 .await?;
             match answer {
                 shard::Answer::Done(r) => return r,
-                shard::Answer::NeedProducerId if fresh.is_none() => fresh = Some(Self::fresh_producer_id(broker).await?),
+                shard::Answer::NeedProducerId if fresh.is_none() => {
+                    fresh = Some(Self::fresh_producer_id(broker).await?)
+                }
                 shard::Answer::NeedProducerId => return Err(ResponseError::UnknownServerError),
             }
         }
@@ -349,11 +356,19 @@ impl TransactionCoordinator {
         }
     }
 
-    pub async fn describe(&self, broker: &Arc<Broker>, transactional_id: &str) -> Result<DescribedTransaction, ResponseError> {
+    pub async fn describe(
+        &self,
+        broker: &Arc<Broker>,
+        transactional_id: &str,
+    ) -> Result<DescribedTransaction, ResponseError> {
         if transactional_id.is_empty() {
             return Err(ResponseError::InvalidRequest);
         }
-        self.call(broker, transactional_id, |tx| Request::Describe { transactional_id: transactional_id.to_string(), tx }).await?
+        self.call(broker, transactional_id, |tx| Request::Describe {
+            transactional_id: transactional_id.to_string(),
+            tx,
+        })
+        .await?
     }
 
     /// The produce path's check before transactional batches are appended (KIP-890), for each (producer id, epoch,
@@ -404,9 +419,9 @@ pub fn produce_error(e: ResponseError, supports_abortable: bool) -> ResponseErro
     match e {
         ResponseError::ProducerFenced => ResponseError::InvalidProducerEpoch,
         ResponseError::TransactionAbortable if !supports_abortable => ResponseError::InvalidTxnState,
-        ResponseError::CoordinatorNotAvailable | ResponseError::NotCoordinator | ResponseError::CoordinatorLoadInProgress => {
-            ResponseError::NotEnoughReplicas
-        }
+        ResponseError::CoordinatorNotAvailable
+        | ResponseError::NotCoordinator
+        | ResponseError::CoordinatorLoadInProgress => ResponseError::NotEnoughReplicas,
         e => e,
     }
 }
@@ -435,7 +450,13 @@ mod tests {
     fn create_topic(broker: &Broker, name: &str) {
         broker
             .commit(|image| {
-                let t = NewTopic { name, num_partitions: 1, replication_factor: -1, assignments: Vec::new(), configs: BTreeMap::new() };
+                let t = NewTopic {
+                    name,
+                    num_partitions: 1,
+                    replication_factor: -1,
+                    assignments: Vec::new(),
+                    configs: BTreeMap::new(),
+                };
                 Ok::<_, ApiError>((plan_create_topic(image, &broker.config, &t)?.records, ()))
             })
             .unwrap();

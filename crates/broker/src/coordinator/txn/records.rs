@@ -209,7 +209,8 @@ impl TransactionLogValue {
         let producer_epoch = get_i16(r)?;
         let transaction_timeout_ms = get_i32(r)?;
         let state_id = get_i8(r)?;
-        let state = TxnState::from_id(state_id).ok_or_else(|| RecordError(format!("unknown transaction state {state_id}")))?;
+        let state =
+            TxnState::from_id(state_id).ok_or_else(|| RecordError(format!("unknown transaction state {state_id}")))?;
         let mut partitions = BTreeMap::new();
         let count: i64 = if flexible { get_uvarint(r)? as i64 - 1 } else { get_i32(r)? as i64 };
         for _ in 0..count.max(0) {

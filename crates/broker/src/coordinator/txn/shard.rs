@@ -14,13 +14,17 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use kafka_protocol::records::{Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType};
+use kafka_protocol::records::{
+    Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+};
 use kafka_protocol::ResponseError;
 use tokio::sync::{mpsc, oneshot};
 
 use super::config::TxnConfig;
 use super::markers;
-use super::metadata::{is_epoch_exhausted, TopicPartition, TransactionMetadata, TxnTransit, NO_PRODUCER_EPOCH, NO_PRODUCER_ID};
+use super::metadata::{
+    is_epoch_exhausted, TopicPartition, TransactionMetadata, TxnTransit, NO_PRODUCER_EPOCH, NO_PRODUCER_ID,
+};
 use super::records::{decode_key, encode_key, TransactionLogValue, TxnState};
 use super::BrokerRef;
 use crate::clock::now_ms;
@@ -97,14 +101,30 @@ pub enum Request {
         next_producer_id: Option<i64>,
         tx: oneshot::Sender<Answer>,
     },
-    Describe { transactional_id: String, tx: oneshot::Sender<Result<DescribedTransaction, ResponseError>> },
-    List { filter: Arc<ListFilter>, tx: oneshot::Sender<Vec<ListedTransaction>> },
+    Describe {
+        transactional_id: String,
+        tx: oneshot::Sender<Result<DescribedTransaction, ResponseError>>,
+    },
+    List {
+        filter: Arc<ListFilter>,
+        tx: oneshot::Sender<Vec<ListedTransaction>>,
+    },
     /// A prepared transition's record was appended (durably, or not: `error`).
-    Appended { transactional_id: String, transit: TxnTransit, error: Option<ResponseError>, then: After },
+    Appended {
+        transactional_id: String,
+        transit: TxnTransit,
+        error: Option<ResponseError>,
+        then: After,
+    },
     /// Every marker of a prepared transaction is written: persist its completion.
-    MarkersWritten { transactional_id: String, transit: TxnTransit },
+    MarkersWritten {
+        transactional_id: String,
+        transit: TxnTransit,
+    },
     /// Parked requests of this id may have passed their deadline.
-    ParkExpired { transactional_id: String },
+    ParkExpired {
+        transactional_id: String,
+    },
 }
 
 /// What to do once a transition's record is durable.
@@ -112,7 +132,14 @@ pub enum After {
     InitProducerId(oneshot::Sender<Answer>),
     AddPartitions(oneshot::Sender<Option<ResponseError>>),
     /// PrepareCommit/PrepareAbort: answer, then write the markers.
-    Prepared { commit: bool, producer_id: i64, producer_epoch: i16, client_transaction_version: i16, is_epoch_fence: bool, reply: EndReply },
+    Prepared {
+        commit: bool,
+        producer_id: i64,
+        producer_epoch: i16,
+        client_transaction_version: i16,
+        is_epoch_fence: bool,
+        reply: EndReply,
+    },
     Completed,
     Dead,
 }
@@ -224,7 +251,15 @@ impl Shard {
         self_tx: mpsc::WeakUnboundedSender<Request>,
         coordinator_epoch: i32,
     ) -> Shard {
-        Shard { partition_index, config, broker, self_tx, coordinator_epoch, txns: HashMap::new(), parked: HashMap::new() }
+        Shard {
+            partition_index,
+            config,
+            broker,
+            self_tx,
+            coordinator_epoch,
+            txns: HashMap::new(),
+            parked: HashMap::new(),
+        }
     }
 
     /// Applies one record of the partition while loading: the latest record of an id is its state.
@@ -244,7 +279,9 @@ impl Shard {
                 Ok(v) => {
                     self.txns.insert(id.clone(), TransactionMetadata::from_record(&id, &v));
                 }
-                Err(e) => tracing::warn!(transactional_id = %id, error = %e, "skipping unreadable transaction state value"),
+                Err(e) => {
+                    tracing::warn!(transactional_id = %id, error = %e, "skipping unreadable transaction state value")
+                }
             },
         }
     }
@@ -267,7 +304,9 @@ impl Shard {
                     tracing::info!(transactional_id = %id, commit, "completing a prepared transaction found while loading");
                     self.send_markers(&id, commit, transit);
                 }
-                Err(e) => tracing::error!(transactional_id = %id, error = ?e, "cannot complete a loaded prepared transaction"),
+                Err(e) => {
+                    tracing::error!(transactional_id = %id, error = ?e, "cannot complete a loaded prepared transaction")
+                }
             }
         }
     }
@@ -292,8 +331,21 @@ impl Shard {
                 self.init_producer_id(&transactional_id, timeout_ms, expected, fresh_producer_id, tx, fx)
             }
             r @ Request::AddPartitions { .. } if self.completing(&r) => self.park(r),
-            Request::AddPartitions { transactional_id, producer_id, producer_epoch, partitions, client_transaction_version, tx } => {
-                match self.add_partitions(&transactional_id, producer_id, producer_epoch, &partitions, client_transaction_version) {
+            Request::AddPartitions {
+                transactional_id,
+                producer_id,
+                producer_epoch,
+                partitions,
+                client_transaction_version,
+                tx,
+            } => {
+                match self.add_partitions(
+                    &transactional_id,
+                    producer_id,
+                    producer_epoch,
+                    &partitions,
+                    client_transaction_version,
+                ) {
                     Ok(Some(transit)) => fx.write(&transactional_id, transit, After::AddPartitions(tx)),
                     Ok(None) => {
                         let _ = tx.send(None);
@@ -306,25 +358,34 @@ impl Shard {
             Request::VerifyPartitions { transactional_id, producer_id, producer_epoch, partitions, tx } => {
                 let _ = tx.send(self.verify_partitions(&transactional_id, producer_id, producer_epoch, partitions));
             }
-            Request::EndTxn { transactional_id, producer_id, producer_epoch, commit, client_transaction_version, next_producer_id, tx } => self
-                .end_transaction(
-                    &transactional_id,
-                    producer_id,
-                    producer_epoch,
-                    commit,
-                    true,
-                    client_transaction_version,
-                    next_producer_id,
-                    EndReply::Client(tx),
-                    fx,
-                ),
+            Request::EndTxn {
+                transactional_id,
+                producer_id,
+                producer_epoch,
+                commit,
+                client_transaction_version,
+                next_producer_id,
+                tx,
+            } => self.end_transaction(
+                &transactional_id,
+                producer_id,
+                producer_epoch,
+                commit,
+                true,
+                client_transaction_version,
+                next_producer_id,
+                EndReply::Client(tx),
+                fx,
+            ),
             Request::Describe { transactional_id, tx } => {
                 let _ = tx.send(self.describe(&transactional_id));
             }
             Request::List { filter, tx } => {
                 let _ = tx.send(self.list(&filter));
             }
-            Request::Appended { transactional_id, transit, error, then } => self.on_appended(&transactional_id, transit, error, then, fx),
+            Request::Appended { transactional_id, transit, error, then } => {
+                self.on_appended(&transactional_id, transit, error, then, fx)
+            }
             Request::ParkExpired { transactional_id } => self.expire_parked(&transactional_id),
             Request::MarkersWritten { transactional_id, transit } => {
                 tracing::debug!(transactional_id = %transactional_id, state = transit.state.name(), "markers written; completing");
@@ -369,7 +430,9 @@ impl Shard {
             return done(tx, Err(ResponseError::ProducerFenced));
         }
         let transit = match m.state {
-            TxnState::PrepareAbort | TxnState::PrepareCommit => return done(tx, Err(ResponseError::ConcurrentTransactions)),
+            TxnState::PrepareAbort | TxnState::PrepareCommit => {
+                return done(tx, Err(ResponseError::ConcurrentTransactions))
+            }
             TxnState::CompleteAbort | TxnState::CompleteCommit | TxnState::Empty => {
                 if m.is_producer_epoch_exhausted() && expected.is_none_or(|(_, e)| e == m.producer_epoch) {
                     let Some(pid) = fresh else {
@@ -464,7 +527,12 @@ impl Shard {
         let in_txn = m.state == TxnState::Ongoing;
         partitions
             .iter()
-            .map(|p| (p.clone(), if in_txn && m.partitions.contains(p) { None } else { Some(ResponseError::TransactionAbortable) }))
+            .map(|p| {
+                (
+                    p.clone(),
+                    if in_txn && m.partitions.contains(p) { None } else { Some(ResponseError::TransactionAbortable) },
+                )
+            })
             .collect()
     }
 
@@ -516,13 +584,20 @@ impl Shard {
                             m.last_producer_epoch = m.producer_epoch;
                             m.producer_epoch = producer_epoch;
                         }
-                        m.prepare_abort_or_commit(target, 0, NO_PRODUCER_ID, now, false, is_epoch_fence).map_or_else(|e| EndDecision::Answer(Err(e)), EndDecision::Write)
+                        m.prepare_abort_or_commit(target, 0, NO_PRODUCER_ID, now, false, is_epoch_fence)
+                            .map_or_else(|e| EndDecision::Answer(Err(e)), EndDecision::Write)
                     }
                     TxnState::CompleteCommit if commit => EndDecision::Answer(Ok((NO_PRODUCER_ID, NO_PRODUCER_EPOCH))),
                     TxnState::CompleteAbort if !commit => EndDecision::Answer(Ok((NO_PRODUCER_ID, NO_PRODUCER_EPOCH))),
-                    TxnState::PrepareCommit if commit => EndDecision::Answer(Err(ResponseError::ConcurrentTransactions)),
-                    TxnState::PrepareAbort if !commit => EndDecision::Answer(Err(ResponseError::ConcurrentTransactions)),
-                    TxnState::Dead | TxnState::PrepareEpochFence => EndDecision::Answer(Err(ResponseError::UnknownServerError)),
+                    TxnState::PrepareCommit if commit => {
+                        EndDecision::Answer(Err(ResponseError::ConcurrentTransactions))
+                    }
+                    TxnState::PrepareAbort if !commit => {
+                        EndDecision::Answer(Err(ResponseError::ConcurrentTransactions))
+                    }
+                    TxnState::Dead | TxnState::PrepareEpochFence => {
+                        EndDecision::Answer(Err(ResponseError::UnknownServerError))
+                    }
                     _ => EndDecision::Answer(invalid_state(m)),
                 }
             }
@@ -535,7 +610,9 @@ impl Shard {
             let retry_on_epoch_bump = !is_epoch_fence && m.producer_epoch as i32 == producer_epoch as i32 + 1;
             let valid_epoch = if !is_epoch_fence {
                 match m.state {
-                    TxnState::Ongoing | TxnState::Empty | TxnState::Dead | TxnState::PrepareEpochFence => producer_epoch == m.producer_epoch,
+                    TxnState::Ongoing | TxnState::Empty | TxnState::Dead | TxnState::PrepareEpochFence => {
+                        producer_epoch == m.producer_epoch
+                    }
                     TxnState::PrepareCommit | TxnState::PrepareAbort => retry_on_epoch_bump,
                     TxnState::CompleteCommit | TxnState::CompleteAbort => {
                         retry_on_epoch_bump || retry_on_overflow || producer_epoch == m.producer_epoch
@@ -567,7 +644,15 @@ impl Shard {
                         m.last_producer_epoch = m.producer_epoch;
                         m.producer_epoch = producer_epoch;
                     }
-                    m.prepare_abort_or_commit(state, client_transaction_version, next, now, no_partition_added, is_epoch_fence).map_or_else(|e| EndDecision::Answer(Err(e)), EndDecision::Write)
+                    m.prepare_abort_or_commit(
+                        state,
+                        client_transaction_version,
+                        next,
+                        now,
+                        no_partition_added,
+                        is_epoch_fence,
+                    )
+                    .map_or_else(|e| EndDecision::Answer(Err(e)), EndDecision::Write)
                 };
                 match m.state {
                     TxnState::Ongoing => complete(m, target, false),
@@ -592,17 +677,30 @@ impl Shard {
                             complete(m, TxnState::PrepareAbort, true)
                         }
                     }
-                    TxnState::PrepareCommit if commit => EndDecision::Answer(Err(ResponseError::ConcurrentTransactions)),
-                    TxnState::PrepareAbort if !commit => EndDecision::Answer(Err(ResponseError::ConcurrentTransactions)),
+                    TxnState::PrepareCommit if commit => {
+                        EndDecision::Answer(Err(ResponseError::ConcurrentTransactions))
+                    }
+                    TxnState::PrepareAbort if !commit => {
+                        EndDecision::Answer(Err(ResponseError::ConcurrentTransactions))
+                    }
                     TxnState::Empty if !commit => complete(m, TxnState::PrepareAbort, true),
-                    TxnState::Dead | TxnState::PrepareEpochFence => EndDecision::Answer(Err(ResponseError::UnknownServerError)),
+                    TxnState::Dead | TxnState::PrepareEpochFence => {
+                        EndDecision::Answer(Err(ResponseError::UnknownServerError))
+                    }
                     _ => EndDecision::Answer(invalid_state(m)),
                 }
             }
         };
         match decision {
             EndDecision::Write(transit) => {
-                let then = After::Prepared { commit, producer_id, producer_epoch, client_transaction_version, is_epoch_fence, reply };
+                let then = After::Prepared {
+                    commit,
+                    producer_id,
+                    producer_epoch,
+                    client_transaction_version,
+                    is_epoch_fence,
+                    reply,
+                };
                 fx.write(id, transit, then);
             }
             EndDecision::NeedProducerId => reply.need_producer_id(),
@@ -620,7 +718,14 @@ impl Shard {
         }
     }
 
-    fn on_appended(&mut self, id: &str, transit: TxnTransit, error: Option<ResponseError>, then: After, fx: &mut Effects) {
+    fn on_appended(
+        &mut self,
+        id: &str,
+        transit: TxnTransit,
+        error: Option<ResponseError>,
+        then: After,
+        fx: &mut Effects,
+    ) {
         let Some(m) = self.txns.get_mut(id) else {
             tracing::warn!(transactional_id = %id, "append completed for a transactional id no longer loaded");
             return;
@@ -683,11 +788,15 @@ impl Shard {
                 let v2 = client_transaction_version >= 2;
                 let check = if m.producer_id != producer_id {
                     Err(ResponseError::InvalidProducerIdMapping)
-                } else if m.producer_epoch != producer_epoch && !(v2 && m.producer_epoch as i32 == producer_epoch as i32 + 1) {
+                } else if m.producer_epoch != producer_epoch
+                    && !(v2 && m.producer_epoch as i32 == producer_epoch as i32 + 1)
+                {
                     Err(ResponseError::ProducerFenced)
                 } else if m.pending_transition_in_progress() {
                     Err(ResponseError::ConcurrentTransactions)
-                } else if (commit && m.state == TxnState::PrepareCommit) || (!commit && m.state == TxnState::PrepareAbort) {
+                } else if (commit && m.state == TxnState::PrepareCommit)
+                    || (!commit && m.state == TxnState::PrepareAbort)
+                {
                     m.prepare_complete(now_ms())
                 } else {
                     Err(ResponseError::InvalidTxnState)
@@ -743,7 +852,8 @@ impl Shard {
     fn expire_parked(&mut self, id: &str) {
         let Some(list) = self.parked.get_mut(id) else { return };
         let now = Instant::now();
-        let (expired, waiting): (Vec<_>, Vec<_>) = std::mem::take(list).into_iter().partition(|(deadline, _)| *deadline <= now);
+        let (expired, waiting): (Vec<_>, Vec<_>) =
+            std::mem::take(list).into_iter().partition(|(deadline, _)| *deadline <= now);
         *list = waiting;
         if list.is_empty() {
             self.parked.remove(id);
@@ -781,7 +891,11 @@ impl Shard {
             .filter(|m| f.states.is_empty() || f.states.contains(&m.state))
             .filter(|m| f.min_duration_ms < 0 || now - m.start_timestamp > f.min_duration_ms)
             .filter(|m| f.pattern.as_ref().is_none_or(|re| re.is_match(&m.transactional_id)))
-            .map(|m| ListedTransaction { transactional_id: m.transactional_id.clone(), producer_id: m.producer_id, state: m.state })
+            .map(|m| ListedTransaction {
+                transactional_id: m.transactional_id.clone(),
+                producer_id: m.producer_id,
+                state: m.state,
+            })
             .collect()
     }
 
@@ -881,11 +995,15 @@ pub(super) fn append(p: &Partition, records: &[(Bytes, Option<Bytes>)]) -> Resul
         })
         .collect();
     let mut buf = bytes::BytesMut::new();
-    RecordBatchEncoder::encode(&mut buf, recs.iter(), &RecordEncodeOptions { version: 2, compression: Compression::None })
-        .map_err(|e| {
-            tracing::error!(error = %e, "cannot encode transaction state records");
-            ResponseError::UnknownServerError
-        })?;
+    RecordBatchEncoder::encode(
+        &mut buf,
+        recs.iter(),
+        &RecordEncodeOptions { version: 2, compression: Compression::None },
+    )
+    .map_err(|e| {
+        tracing::error!(error = %e, "cannot encode transaction state records");
+        ResponseError::UnknownServerError
+    })?;
     let mut buf = buf.to_vec();
     let headers = strom_log::validate_batches(&buf, u32::MAX).map_err(|e| crate::errors::log_error_code(&e))?;
     let info = p.append(&mut buf, headers).map_err(|e| crate::errors::log_error_code(&e))?;
@@ -893,7 +1011,12 @@ pub(super) fn append(p: &Partition, records: &[(Bytes, Option<Bytes>)]) -> Resul
 }
 
 /// The shard's task: load, then serve requests and the two periodic jobs until the coordinator drops the sender.
-pub async fn run(mut shard: Shard, partition: Arc<Partition>, mut rx: mpsc::UnboundedReceiver<Request>, loaded: Arc<AtomicBool>) {
+pub async fn run(
+    mut shard: Shard,
+    partition: Arc<Partition>,
+    mut rx: mpsc::UnboundedReceiver<Request>,
+    loaded: Arc<AtomicBool>,
+) {
     let started = std::time::Instant::now();
     let p = partition.clone();
     match tokio::task::spawn_blocking(move || read_partition(&p)).await {
@@ -905,8 +1028,11 @@ pub async fn run(mut shard: Shard, partition: Arc<Partition>, mut rx: mpsc::Unbo
             shard.on_loaded();
             loaded.store(true, Ordering::Release);
             tracing::info!(
-                partition = shard.partition_index, records = n, transactional_ids = shard.txns.len(),
-                elapsed_ms = started.elapsed().as_millis() as u64, "transaction coordinator shard loaded"
+                partition = shard.partition_index,
+                records = n,
+                transactional_ids = shard.txns.len(),
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "transaction coordinator shard loaded"
             );
         }
         Ok(Err(e)) => {
@@ -993,10 +1119,21 @@ mod tests {
         Shard::new(0, Arc::new(TxnConfig::default()), std::sync::Weak::new(), tx.downgrade(), 0)
     }
 
-    fn init(s: &mut Shard, fx: &mut Effects, fresh: Option<i64>, expected: Option<(i64, i16)>) -> oneshot::Receiver<Answer> {
+    fn init(
+        s: &mut Shard,
+        fx: &mut Effects,
+        fresh: Option<i64>,
+        expected: Option<(i64, i16)>,
+    ) -> oneshot::Receiver<Answer> {
         let (tx, rx) = oneshot::channel();
         s.handle(
-            Request::InitProducerId { transactional_id: "t".into(), timeout_ms: 60000, expected, fresh_producer_id: fresh, tx },
+            Request::InitProducerId {
+                transactional_id: "t".into(),
+                timeout_ms: 60000,
+                expected,
+                fresh_producer_id: fresh,
+                tx,
+            },
             fx,
         );
         rx

@@ -40,14 +40,14 @@ fn broker_chain(def: &ConfigDef) -> &'static [(&'static str, i64)] {
     }
 }
 
+/// A config key set along a synonym chain: its value and where it was set.
+type Synonym = (String, Option<String>, ConfigSource);
+
 /// The broker-level value behind a topic config and where it comes from: the first key of the chain that is set
 /// (key by key; for each key dynamic per-broker, then dynamic cluster default, then static, as Kafka merges
 /// dynamic configs over the static ones), scaled to the topic config's unit, else the topic config's Kafka
 /// default. The synonyms list every value set along the chain.
-fn broker_default(
-    broker: &BrokerConfig,
-    def: &ConfigDef,
-) -> (Option<String>, ConfigSource, Vec<(String, Option<String>, ConfigSource)>) {
+fn broker_default(broker: &BrokerConfig, def: &ConfigDef) -> (Option<String>, ConfigSource, Vec<Synonym>) {
     let synonym = def.broker_synonym.unwrap_or(def.name);
     let chain: Vec<(&str, i64)> = match broker_chain(def) {
         [] => vec![(synonym, 1)],

@@ -90,7 +90,7 @@ pub async fn handle(
         (kept, out)
     };
 
-    let mut outcomes: Vec<Outcome> = if !matches!(acks, -1 | 0 | 1) {
+    let mut outcomes: Vec<Outcome> = if !(-1..=1).contains(&acks) {
         work.into_iter()
             .map(|w| Outcome {
                 topic: w.topic,
@@ -188,7 +188,7 @@ async fn verify_transactional_partitions(
         by_producer.entry((*pid, *epoch)).or_default().push(*i);
     }
     // `transactional` holds only items with a partition, so each list of partitions lines up with its items.
-    let checks: Vec<(i64, i16, Vec<(String, i32)>)> = by_producer
+    let checks: Vec<(i64, i16, Vec<crate::coordinator::txn::metadata::TopicPartition>)> = by_producer
         .iter()
         .map(|((pid, epoch), items)| {
             let partitions =

@@ -496,6 +496,49 @@ mod tests {
         assert_eq!(broker.replicas.get("data", 0).unwrap().high_watermark(), 1);
     }
 
+    /// An AddPartitionsToTxn arriving while the producer's previous transaction completes waits for the completion
+    /// instead of failing at once; past the wait it gets CONCURRENT_TRANSACTIONS, as Kafka answers.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn add_partitions_waits_while_the_previous_transaction_completes() {
+        let dir = tempfile::tempdir().unwrap();
+        let broker = open(dir.path());
+        broker.txns.ensure_topic(&broker).unwrap();
+        create_topic(&broker, "data");
+        broker.txns.start_hosted(&broker);
+        let id = "tx-park";
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+        let (pid, epoch) = loop {
+            match broker.txns.init_producer_id(&broker, id, 60000, None).await {
+                Ok(p) => break p,
+                Err(e) if tokio::time::Instant::now() < deadline => {
+                    assert_eq!(e, ResponseError::CoordinatorLoadInProgress);
+                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                }
+                Err(e) => panic!("InitProducerId: {e:?}"),
+            }
+        };
+        let partitions = BTreeSet::from([("data".to_string(), 0)]);
+        let add = |broker: Arc<Broker>, partitions: BTreeSet<_>| async move {
+            broker.txns.add_partitions(&broker, id, pid, epoch, partitions, 1).await
+        };
+        assert_eq!(add(broker.clone(), partitions.clone()).await, None);
+
+        // Markers wait for this producer's verified appends: holding an append keeps the commit completing.
+        let append = broker.txns.guard_append([pid]).await;
+        broker.txns.end_txn(&broker, id, pid, epoch, true, 1).await.unwrap();
+        let parked = tokio::spawn(add(broker.clone(), partitions.clone()));
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        assert!(!parked.is_finished(), "the add waits while the commit's markers are pending");
+        drop(append);
+        assert_eq!(parked.await.unwrap(), None, "added once the commit completed");
+
+        let append = broker.txns.guard_append([pid]).await;
+        broker.txns.end_txn(&broker, id, pid, epoch, false, 1).await.unwrap();
+        let answer = add(broker.clone(), partitions).await;
+        assert_eq!(answer, Some(ResponseError::ConcurrentTransactions), "the abort never completed in time");
+        drop(append);
+    }
+
     /// Markers for a producer wait until its verified appends are done; other producers are not held up.
     #[tokio::test]
     async fn markers_wait_for_verified_appends_of_their_producer() {

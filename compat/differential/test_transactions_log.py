@@ -82,9 +82,9 @@ def test_read_committed_with_transactional_data(make_pair, differ, topic):
     the LSO held by the oldest open transaction, read_committed fetches stopping there, INVALID_TXN_STATE for a
     plain write from a producer with an open transaction, aborted_transactions, and ListOffsets read_committed."""
     pair = make_pair({"transaction.partition.verification.enable": "false"})
-    ts = int(time.time() * 1000)
 
     def run(t):
+        ts = int(time.time() * 1000)
         make_topic(t, topic)
         (err_a, a, _), (err_b, b, _) = init_producer_id(t), init_producer_id(t)
         assert (err_a, err_b) == (0, 0)
@@ -114,15 +114,22 @@ def test_read_committed_with_transactional_data(make_pair, differ, topic):
             def latest(isolation):
                 return kafkawire.list_offsets_v2(s, next(corr), topic, {0: -1}, isolation)[0]
 
+            def by_time(spec, isolation):
+                p = wire.list_offsets(t, topic, {0: spec}, version=8, isolation_level=isolation).topics[0].partitions[0]
+                return (wire.err(p.error_code), p.offset, p.timestamp - ts if p.timestamp >= 0 else p.timestamp)
+
             out["plain"] = produce(kafkawire.record_batch([(None, b"p", ())], ts))
             out["a-1"] = produce(kafkawire.transactional_batch(a, 0, 0, [b"a1", b"a2"], ts), "ta")
-            out["b-1"] = produce(kafkawire.transactional_batch(b, 0, 0, [b"b1"], ts), "tb")
+            # B's record is the partition's latest timestamp (later than the markers too): what MAX_TIMESTAMP finds.
+            out["b-1"] = produce(kafkawire.transactional_batch(b, 0, 0, [b"b1"], ts + 60000), "tb")
             out["a-2"] = produce(kafkawire.transactional_batch(a, 0, 2, [b"a3"], ts), "ta")
             out["a-plain-while-open"] = produce(kafkawire.idempotent_batch(a, 0, 3, [b"x"], ts))
             out["open-read-uncommitted"] = fetch(0)
             out["open-read-committed"] = fetch(1)
             out["open-read-committed-at-lso"] = fetch(1, 1)
             out["open-latest"] = [latest(0), latest(1)]
+            out["open-max-timestamp"] = [by_time(-3, 0), by_time(-3, 1)]
+            out["open-by-time"] = [by_time(ts + 30000, 0), by_time(ts + 30000, 1)]
             out["abort-a"] = marker(a, False)
             out["after-abort-read-committed"] = fetch(1)
             out["commit-b"] = marker(b, True)
@@ -130,6 +137,7 @@ def test_read_committed_with_transactional_data(make_pair, differ, topic):
             out["end-read-committed-from-4"] = fetch(1, 4)
             out["end-read-uncommitted"] = fetch(0)
             out["end-latest"] = [latest(0), latest(1)]
+            out["end-max-timestamp"] = [by_time(-3, 0), by_time(-3, 1)]
             out["a-next-transaction"] = produce(kafkawire.transactional_batch(a, 0, 3, [b"a4"], ts), "ta")
             out["a-plain-while-open-again"] = produce(kafkawire.idempotent_batch(a, 0, 4, [b"x"], ts))
             out["final-read-committed"] = fetch(1)

@@ -95,9 +95,12 @@ fn lookup(
         EARLIEST_TIMESTAMP | EARLIEST_LOCAL_TIMESTAMP => found(p.log_start_offset(), -1),
         // No tiered storage: nothing is tiered.
         LATEST_TIERED_TIMESTAMP => resp.with_offset(-1).with_timestamp(-1),
-        MAX_TIMESTAMP => match p.log().max_timestamp_batch(hw) {
+        // As Kafka: the record with the log's max timestamp, answered only if it is below the fetchable end (a
+        // read_committed client asking while that record's transaction is open gets no offset, not an older one).
+        MAX_TIMESTAMP => match p.log().max_timestamp_batch(p.log().log_end_offset()) {
             Ok(Some(batch)) => match record_at_or_after(&batch, None) {
-                Some((offset, ts)) => found(offset, ts),
+                Some((offset, ts)) if offset < hw => found(offset, ts),
+                Some(_) => resp.with_offset(-1).with_timestamp(-1),
                 None => resp.with_error_code(ResponseError::CorruptMessage.code()),
             },
             Ok(None) => resp.with_offset(-1).with_timestamp(-1),

@@ -455,6 +455,7 @@ impl Log {
         LogTransactions {
             first_unstable: self.first_unstable_offset(),
             aborted: self.snapshot().iter().flat_map(|s| s.txn_index().entries()).collect(),
+            last_data_offsets: lock(&self.append_lock).producers.last_data_offsets(),
         }
     }
 
@@ -818,6 +819,8 @@ impl Log {
 pub struct LogTransactions {
     first_unstable: Option<i64>,
     aborted: Vec<AbortedTxn>,
+    /// Producer id → last offset of its last data batch.
+    last_data_offsets: std::collections::HashMap<i64, i64>,
 }
 
 impl crate::cleaner::TransactionIndex for LogTransactions {
@@ -829,6 +832,10 @@ impl crate::cleaner::TransactionIndex for LogTransactions {
         self.aborted
             .iter()
             .any(|a| a.producer_id == producer_id && a.first_offset <= base_offset && base_offset < a.last_offset)
+    }
+
+    fn is_last_batch_of_producer(&self, producer_id: i64, last_offset: i64) -> bool {
+        self.last_data_offsets.get(&producer_id) == Some(&last_offset)
     }
 }
 

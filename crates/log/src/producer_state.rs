@@ -196,6 +196,12 @@ impl ProducerStateManager {
         out
     }
 
+    /// The last offset of each producer's last data batch (Kafka's lastRecordsOfActiveProducers): the cleaner keeps
+    /// that batch, emptied if need be, so a retry of it is still recognised after the log is rebuilt.
+    pub fn last_data_offsets(&self) -> HashMap<i64, i64> {
+        self.producers.iter().filter_map(|(id, e)| Some((*id, e.batches.back()?.last_offset))).collect()
+    }
+
     /// Open transactions as (producer id, first offset), oldest first.
     pub fn ongoing_transactions(&self) -> Vec<(i64, i64)> {
         self.ongoing.iter().map(|(first, pid)| (*pid, *first)).collect()

@@ -8,8 +8,8 @@ mod common;
 use std::path::Path;
 
 use common::keyed::{decode, keyed_batch, rec};
-use common::read_everything;
 use common::testkit::{build, BatchSpec};
+use common::{files_with_ext, read_everything};
 use strom_log::{
     compute_crc, AbortedTxn, CleanerConfig, CleanupPolicy, ControlType, EndTxnMarker, Log, LogConfig, LogError,
     Throttler,
@@ -19,9 +19,16 @@ const NOW: i64 = 1_700_000_000_000;
 const TRANSACTIONAL: i16 = 0x10;
 
 /// Stamps producer id, epoch, base sequence and the transactional bit into a batch (and fixes its CRC).
-fn make_transactional(mut b: Vec<u8>, pid: i64, epoch: i16, seq: i32) -> Vec<u8> {
-    let attrs = i16::from_be_bytes([b[21], b[22]]) | TRANSACTIONAL;
-    b[21..23].copy_from_slice(&attrs.to_be_bytes());
+fn make_transactional(b: Vec<u8>, pid: i64, epoch: i16, seq: i32) -> Vec<u8> {
+    stamp(b, pid, epoch, seq, true)
+}
+
+/// Stamps producer id, epoch and base sequence (an idempotent producer's batch), transactional or not.
+fn stamp(mut b: Vec<u8>, pid: i64, epoch: i16, seq: i32, transactional: bool) -> Vec<u8> {
+    if transactional {
+        let attrs = i16::from_be_bytes([b[21], b[22]]) | TRANSACTIONAL;
+        b[21..23].copy_from_slice(&attrs.to_be_bytes());
+    }
     b[43..51].copy_from_slice(&pid.to_be_bytes());
     b[51..53].copy_from_slice(&epoch.to_be_bytes());
     b[53..57].copy_from_slice(&seq.to_be_bytes());
@@ -269,6 +276,35 @@ fn cleaner_drops_aborted_data_and_stops_at_the_first_open_transaction() {
     assert!(recs.iter().any(|r| r.offset == 1));
 }
 
+/// Kafka's RETAIN_EMPTY: an idempotent producer's last batch stays (emptied) when its records are superseded, so
+/// a retry of it is still a duplicate after the producer state is rebuilt from the log alone.
+#[test]
+fn the_cleaner_keeps_each_producers_last_batch_so_a_retry_stays_a_duplicate() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(dir.path(), compact_config());
+    let batch = stamp(keyed_batch(&[rec("k", Some("idempotent"), NOW)], 0), 7, 0, 0, false);
+    assert_eq!(append(&log, batch.clone()).unwrap(), 0);
+    for i in 0..20 {
+        keyed_plain(&log, "k", &format!("later-{i}"));
+    }
+    let txns = log.transaction_state();
+    log.clean(NOW, &CleanerConfig::default(), &Throttler::new(f64::MAX), &txns).unwrap().expect("a pass ran");
+    let (batches, recs) = decode(&read_everything(&log));
+    assert!(!recs.iter().any(|r| r.offset == 0), "the superseded record is gone");
+    let first = &batches[0];
+    assert_eq!((first.base_offset, first.last_offset, first.record_count), (0, 0, 0), "its batch stays, empty");
+
+    // Rebuild the producer state from the log alone (as if every snapshot were lost).
+    drop(log);
+    for f in files_with_ext(dir.path(), "snapshot") {
+        std::fs::remove_file(dir.path().join(f)).unwrap();
+    }
+    let log = open(dir.path(), compact_config());
+    let end = log.log_end_offset();
+    assert_eq!(append(&log, batch).unwrap(), 0, "the retry is answered with the original offset");
+    assert_eq!(log.log_end_offset(), end, "and not written again");
+}
+
 /// (base offset, attributes) of every stored batch.
 fn batch_attributes(log: &Log) -> Vec<(i64, i16)> {
     let data = read_everything(log);
@@ -294,6 +330,8 @@ fn markers_go_after_their_transaction_and_the_delete_horizon() {
     marker(&log, 1, ControlType::Abort).unwrap(); // 1
     keyed_txn(&log, 2, 0, "c", "committed"); // 2
     marker(&log, 2, ControlType::Commit).unwrap(); // 3
+    keyed_txn(&log, 1, 1, "d", "next"); // 4: producer 1 goes on, so batch 0 is not its last (kept if it were)
+    marker(&log, 1, ControlType::Commit).unwrap(); // 5
     let mut n = 0;
     let mut pass = |now: i64| {
         for _ in 0..6 {

@@ -67,6 +67,12 @@ pub trait TransactionIndex: Sync {
     /// Whether the transactional batch of `producer_id` starting at `base_offset` belongs to an aborted transaction
     /// (its records are then removed like superseded ones).
     fn is_aborted(&self, producer_id: i64, base_offset: i64) -> bool;
+    /// Whether the batch of `producer_id` ending at `last_offset` is that producer's last data batch: it stays,
+    /// emptied if none of its records do (Kafka's RETAIN_EMPTY), so the producer's last sequence survives cleaning
+    /// and a retried batch is still answered as a duplicate after the producer state is rebuilt from the log.
+    fn is_last_batch_of_producer(&self, _producer_id: i64, _last_offset: i64) -> bool {
+        false
+    }
 }
 
 /// No transactions: nothing unstable, nothing aborted.
@@ -443,7 +449,9 @@ impl Filter<'_> {
             return Ok(Outcome::Keep);
         }
         if kept.is_empty() {
-            return Ok(if must_keep_last {
+            let keep_empty = must_keep_last
+                || (h.producer_id >= 0 && self.txns.is_last_batch_of_producer(h.producer_id, h.last_offset()));
+            return Ok(if keep_empty {
                 Outcome::Rewrite(batch::rebuild(bytes, &[], 0, h.max_timestamp))
             } else {
                 Outcome::Drop

@@ -325,11 +325,11 @@ def txn_batch(pid, epoch, seq, values, ts):
     return kafkawire.patch(b, kafkawire.BATCH_ATTRIBUTES, ">h", 0x10)  # transactional
 
 
-def txn_produce(t, txn_id, topic, batch, version):
+def txn_produce(t, txn_id, topic, batch, version, partition=0):
     R = wire.ProduceRequest
     req = R(transactional_id=txn_id, acks=-1, timeout_ms=10000, topic_data=[
         R.TopicProduceData(name=topic, topic_id=None, partition_data=[
-            R.TopicProduceData.PartitionProduceData(index=0, records=batch)])])
+            R.TopicProduceData.PartitionProduceData(index=partition, records=batch)])])
     p = wire.request(t, req, version).responses[0].partition_responses[0]
     return {"error_code": e(p.error_code), "base_offset": p.base_offset}
 
@@ -442,3 +442,51 @@ def test_describe_producers_and_admin_abort_of_an_open_transaction(targets, diff
 def lso_of(t, topic):
     r = wire.list_offsets(t, topic, {0: -1}, version=8, isolation_level=1)
     return r.topics[0].partitions[0].offset
+
+
+def test_partition_verification_is_a_dynamic_broker_config(targets, differ, topic):
+    """transaction.partition.verification.enable can be switched at run time (IncrementalAlterConfigs on the
+    broker): off, a transactional write to a partition outside the transaction is accepted; on again, a write to
+    another partition outside the transaction is refused."""
+    from kafka.protocol.admin import IncrementalAlterConfigsRequest as R
+    txn = f"txn-verif-{uuid.uuid4().hex[:8]}"
+    ts = (int(time.time()) - 60) * 1000
+    key = "transaction.partition.verification.enable"
+
+    def alter(t, value):
+        op = 0 if value is not None else 1  # SET / DELETE
+        res = R.AlterConfigsResource(resource_type=4, resource_name="1", configs=[
+            R.AlterConfigsResource.AlterableConfig(name=key, config_operation=op, value=value)])
+        return wire.err(wire.request(t, R(resources=[res], validate_only=False), 1).responses[0].error_code)
+
+    def run(t):
+        make_topic(t, topic, 8)
+        find_txn_coordinator(t, txn)
+        err, pid, epoch = init(t, txn)
+        out = {"init": e(err), "before": txn_produce(t, txn, topic, txn_batch(pid, epoch, 0, [b"a"], ts), 9)}
+        seq = 0
+        try:
+            out["disable"] = alter(t, "false")
+            deadline = time.monotonic() + 15
+            while True:  # the broker takes the change up from its metadata a moment later
+                r = txn_produce(t, txn, topic, txn_batch(pid, epoch, seq, [b"a"], ts), 9)
+                if r["error_code"] == e(0) or time.monotonic() > deadline:
+                    break
+                time.sleep(0.1)
+            out["disabled"] = r
+            seq += 1
+        finally:
+            # Set back explicitly: Kafka 4.3 keeps the live value when the override is deleted (until a restart).
+            out["enable"] = alter(t, "true")
+        # A fresh partition per attempt: one a write reached before the change took hold has the transaction open,
+        # and Kafka does not ask the coordinator about such a partition again.
+        for partition in range(1, 8):
+            r = txn_produce(t, txn, topic, txn_batch(pid, epoch, 0, [b"b"], ts), 9, partition=partition)
+            if r["error_code"] != e(0):
+                break
+            time.sleep(0.5)
+        out["enabled-again"] = r["error_code"]
+        out["remove-override"] = alter(t, None)
+        return out
+
+    differ.check("txn-partition-verification-dynamic", *both(targets, run))

@@ -41,7 +41,7 @@ impl Broker {
         replicas.load(&image)?;
         Ok(Broker {
             groups: GroupCoordinator::new(&config),
-            txns: TransactionCoordinator::new(&config),
+            txns: TransactionCoordinator::new(&effective_config(&config, &image)),
             config,
             cluster_id,
             metadata_log: Mutex::new(log),
@@ -85,6 +85,9 @@ impl Broker {
         let new = Arc::new(new);
         // Partitions exist before clients can see the topic in the image.
         self.replicas.apply_change(&old, &new)?;
+        if records.iter().any(|r| matches!(r, MetadataRecord::BrokerConfigRecord { .. })) {
+            self.txns.apply_dynamic_config(&effective_config(&self.config, &new));
+        }
         *self.image.write().unwrap_or_else(|e| e.into_inner()) = new;
         Ok(out)
     }

@@ -383,6 +383,7 @@ pub static DYNAMIC_BROKER_KEYS: &[&str] = &[
     "compression.zstd.level",
     "log.index.size.max.bytes",
     "producer.id.expiration.ms",
+    "transaction.partition.verification.enable",
 ];
 
 /// Whether a broker config may be altered without a restart.

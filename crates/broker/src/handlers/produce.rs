@@ -179,7 +179,7 @@ async fn verify_transactional_partitions(
     };
     let broker = &ctx.broker;
     let add = version >= 12 && crate::coordinator::txn::TRANSACTION_VERSION >= 2;
-    if !add && !broker.txns.config().partition_verification {
+    if !add && !broker.txns.partition_verification() {
         return (Vec::new(), Vec::new());
     }
     // One producer per request in practice; group by (id, epoch) all the same.

@@ -44,7 +44,7 @@ async fn verify_in_transaction(
 ) -> (Option<ResponseError>, Vec<AppendGuard>) {
     let broker = &ctx.broker;
     let add = version >= 5 && TRANSACTION_VERSION >= 2;
-    if !add && !broker.txns.config().partition_verification {
+    if !add && !broker.txns.partition_verification() {
         return (None, Vec::new());
     }
     let partition = (GROUP_METADATA_TOPIC_NAME.to_string(), broker.groups.partition_of(broker, group_id));

@@ -11,8 +11,6 @@ pub struct TxnConfig {
     pub transactional_id_expiration_ms: i64,
     pub abort_timed_out_interval_ms: u64,
     pub remove_expired_interval_ms: u64,
-    /// KIP-890 part 1: the produce path checks transactional writes with the coordinator.
-    pub partition_verification: bool,
 }
 
 impl TxnConfig {
@@ -27,13 +25,17 @@ impl TxnConfig {
             abort_timed_out_interval_ms: int("transaction.abort.timed.out.transaction.cleanup.interval.ms").max(1)
                 as u64,
             remove_expired_interval_ms: int("transaction.remove.expired.transaction.cleanup.interval.ms").max(1) as u64,
-            partition_verification: b
-                .broker_value("transaction.partition.verification.enable")
-                .0
-                .map(|v| v.trim().eq_ignore_ascii_case("true"))
-                .unwrap_or(true),
         }
     }
+}
+
+/// `transaction.partition.verification.enable` (default true): the produce path checks transactional writes with
+/// the coordinator (KIP-890 part 1). Dynamic, so the coordinator keeps the live value.
+pub fn partition_verification(b: &BrokerConfig) -> bool {
+    b.broker_value("transaction.partition.verification.enable")
+        .0
+        .map(|v| v.trim().eq_ignore_ascii_case("true"))
+        .unwrap_or(true)
 }
 
 impl Default for TxnConfig {

@@ -46,6 +46,8 @@ pub struct TransactionCoordinator {
     /// marker never lands between a write's verification and the write itself (which would leave the write
     /// outside any transaction the coordinator knows of: a hanging transaction).
     append_guards: Vec<Arc<tokio::sync::RwLock<()>>>,
+    /// `transaction.partition.verification.enable`, which Kafka lets operators change at run time.
+    partition_verification: AtomicBool,
 }
 
 /// Stripes of `append_guards`: producers share a stripe only by hash, and only markers take it exclusively.
@@ -60,11 +62,25 @@ impl TransactionCoordinator {
             config: Arc::new(TxnConfig::from_broker(broker)),
             shards: Mutex::new(HashMap::new()),
             append_guards: (0..APPEND_GUARD_STRIPES).map(|_| Arc::new(tokio::sync::RwLock::new(()))).collect(),
+            partition_verification: AtomicBool::new(config::partition_verification(broker)),
         }
     }
 
     pub fn config(&self) -> &TxnConfig {
         &self.config
+    }
+
+    /// Whether transactional writes are verified with the coordinator (KIP-890 part 1) right now.
+    pub fn partition_verification(&self) -> bool {
+        self.partition_verification.load(Ordering::Relaxed)
+    }
+
+    /// Takes up the dynamic settings of a changed broker configuration.
+    pub fn apply_dynamic_config(&self, broker: &crate::config::BrokerConfig) {
+        let enabled = config::partition_verification(broker);
+        if self.partition_verification.swap(enabled, Ordering::Relaxed) != enabled {
+            tracing::info!(enabled, "transaction.partition.verification.enable changed");
+        }
     }
 
     fn append_guard_stripe(&self, producer_id: i64) -> Arc<tokio::sync::RwLock<()>> {

@@ -3,7 +3,6 @@
 
 use std::sync::Arc;
 
-use kafka_protocol::messages::offset_commit_response::{OffsetCommitResponsePartition, OffsetCommitResponseTopic};
 use kafka_protocol::messages::{OffsetCommitRequest, OffsetCommitResponse};
 use kafka_protocol::ResponseError;
 
@@ -24,24 +23,5 @@ pub async fn handle(ctx: &Arc<ConnectionContext>, version: i16, req: OffsetCommi
 }
 
 fn all_failed(req: &OffsetCommitRequest, e: ResponseError) -> OffsetCommitResponse {
-    OffsetCommitResponse::default().with_topics(
-        req.topics
-            .iter()
-            .map(|t| {
-                OffsetCommitResponseTopic::default()
-                    .with_name(t.name.clone())
-                    .with_topic_id(t.topic_id)
-                    .with_partitions(
-                        t.partitions
-                            .iter()
-                            .map(|p| {
-                                OffsetCommitResponsePartition::default()
-                                    .with_partition_index(p.partition_index)
-                                    .with_error_code(e.code())
-                            })
-                            .collect(),
-                    )
-            })
-            .collect(),
-    )
+    crate::coordinator::group::commit_response(req, |_, _| Some(e))
 }

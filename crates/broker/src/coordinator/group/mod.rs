@@ -29,6 +29,7 @@ use kafka_protocol::ResponseError;
 use tokio::sync::{mpsc, oneshot};
 
 pub use config::GroupConfig;
+pub(crate) use offsets::commit_response;
 pub use shard::{ListedGroup, Request};
 pub use txn_offsets::txn_offset_commit_failed;
 

@@ -55,7 +55,7 @@ impl OffsetStore {
 }
 
 /// OffsetCommit's per-partition outcome, before it is shaped into the response.
-fn commit_response(
+pub(crate) fn commit_response(
     req: &OffsetCommitRequest,
     error: impl Fn(&str, i32) -> Option<ResponseError>,
 ) -> OffsetCommitResponse {

@@ -13,6 +13,8 @@ pub struct TxnConfig {
     pub remove_expired_interval_ms: u64,
     /// KIP-890 part 1: the produce path checks transactional writes with the coordinator.
     pub partition_verification: bool,
+    /// The `transaction.version` feature level advertised as finalized (at most the level this broker supports).
+    pub finalized_transaction_version: i16,
 }
 
 impl TxnConfig {
@@ -32,6 +34,12 @@ impl TxnConfig {
                 .0
                 .map(|v| v.trim().eq_ignore_ascii_case("true"))
                 .unwrap_or(true),
+            finalized_transaction_version: b
+                .broker_value("transaction.version")
+                .0
+                .and_then(|v| v.trim().parse::<i16>().ok())
+                .unwrap_or(super::TRANSACTION_VERSION)
+                .clamp(0, super::TRANSACTION_VERSION),
         }
     }
 }

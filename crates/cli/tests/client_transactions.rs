@@ -480,13 +480,19 @@ async fn a_failed_record_makes_the_transaction_abortable_and_the_producer_carrie
     assert_eq!(values(&read_all(&mut rc).await), ["after-abort"]);
 }
 
-/// Transactions v1 stay in use against a broker that finalizes `transaction.version` below 2 (a Strom started with
-/// the override, whatever STROM_TEST_BOOTSTRAP says): AddPartitionsToTxn, AddOffsetsToTxn and EndTxn v4, which keeps
-/// the epoch, so only the abort with a sequence in doubt bumps it (InitProducerId, KIP-360).
+/// Transactions v1 stay in use against a broker that finalizes `transaction.version` below 2: a Strom started with
+/// the override, or the broker at STROM_TEST_BOOTSTRAP_TV1 (e.g. Apache Kafka after `kafka-features.sh downgrade
+/// --feature transaction.version=1`). AddPartitionsToTxn, AddOffsetsToTxn and EndTxn v4, which keeps the epoch, so
+/// only the abort with a sequence in doubt bumps it (InitProducerId, KIP-360).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn transactions_v1_against_a_broker_that_finalizes_transaction_version_1() {
-    let server = common::Server::start(&["transaction.version=1"]);
-    let b = Broker { bootstrap: format!("127.0.0.1:{}", server.port), _server: Some(server) };
+    let b = match std::env::var("STROM_TEST_BOOTSTRAP_TV1") {
+        Ok(bootstrap) => Broker { _server: None, bootstrap },
+        Err(_) => {
+            let server = common::Server::start(&["transaction.version=1"]);
+            Broker { bootstrap: format!("127.0.0.1:{}", server.port), _server: Some(server) }
+        }
+    };
     let topic = unique("txn-v1");
     let admin = Admin::new(ClientConfig::new(&b.bootstrap)).await.unwrap();
     admin.create_topic(NewTopic::new(&topic, 2, 1).config("max.message.bytes", "1000")).await.unwrap();

@@ -21,10 +21,10 @@
 //! - Transactions v1 (KIP-98), when the feature is below 2 or absent: partitions are added explicitly with
 //!   AddPartitionsToTxn before the first write to them, offsets with AddOffsetsToTxn + TxnOffsetCommit, and EndTxn
 //!   keeps the epoch; requests are capped at the last versions before v2 (Produce 11, EndTxn 4, TxnOffsetCommit 4).
-//!   When a sequence is in doubt the abort re-initialises the producer (InitProducerId with the current id and epoch,
-//!   KIP-360), which bumps the epoch, aborts the transaction on the coordinator and restarts every sequence. When the
-//!   cluster moves to v2 between two transactions, the producer bumps its epoch that way once before the first v2
-//!   transaction (Java: so no partition added under v1 counts as added under v2).
+//!   When a sequence is in doubt the aborting EndTxn is followed by InitProducerId with the current id and epoch
+//!   (KIP-360), which bumps the epoch and restarts every sequence. When the cluster moves to v2 between two
+//!   transactions, the producer bumps its epoch that way once before the first v2 transaction (Java: so no partition
+//!   added under v1 counts as added under v2).
 //!
 //! States and transitions are Java's: a fencing error is fatal (the producer can only be closed), any other failure
 //! inside a transaction is abortable (the application aborts and carries on).
@@ -99,7 +99,7 @@ struct Shared {
     partitions_in_transaction: HashSet<TopicPartition>,
     /// Partitions or offsets were added (v1), or anything was sent or offsets were (v2): ending needs EndTxn.
     transaction_started: bool,
-    /// A sequence is in doubt: under v1 the next abort bumps the epoch through InitProducerId instead of EndTxn
+    /// A sequence is in doubt: under v1 the next abort bumps the epoch through InitProducerId after its EndTxn
     /// (under v2 the EndTxn bumps it).
     epoch_bump_required: bool,
     /// The cluster finalizes `transaction.version` >= 2: transactions speak the v2 protocol.
@@ -771,12 +771,13 @@ impl TransactionManager {
         }
     }
 
-    /// Ends the transaction after the producer's records are flushed: EndTxn (or, under v1, for an abort with a
-    /// sequence in doubt, InitProducerId with an epoch bump). Back to READY on success.
+    /// Ends the transaction after the producer's records are flushed: EndTxn, then under v1, for an abort with a
+    /// sequence in doubt, InitProducerId with an epoch bump (Java's order: the coordinator fences a producer that
+    /// bumps its epoch over an ongoing transaction). Back to READY on success.
     pub async fn end_transaction(&self, committed: bool) -> Result<()> {
         let id = self.require_transactional("end the transaction")?;
         let mut slot = self.ops.lock().await;
-        let (pid, epoch, started, bump, v2) = {
+        let (pid, epoch, started, bump, v2, unknown_mapping) = {
             let sh = self.lock();
             let expected =
                 if committed { TransactionState::CommittingTransaction } else { TransactionState::AbortingTransaction };
@@ -784,17 +785,27 @@ impl TransactionManager {
                 // A batch failed during the flush before a commit: the application must abort.
                 return Err(Self::state_error(&sh, if committed { "commit_transaction" } else { "abort_transaction" }));
             }
-            (sh.producer_id, sh.epoch, sh.transaction_started, sh.epoch_bump_required, sh.transaction_v2)
+            let unknown_mapping = sh.last_error.as_ref().and_then(Error::code) == Some(49);
+            (
+                sh.producer_id,
+                sh.epoch,
+                sh.transaction_started,
+                sh.epoch_bump_required,
+                sh.transaction_v2,
+                unknown_mapping,
+            )
         };
-        let result = if !committed && bump && !v2 {
-            self.init_producer_id(&mut slot, true).await
-        } else if started {
-            self.end_txn(&mut slot, id, pid, epoch, committed, v2).await
-        } else {
-            Ok(())
-        };
-        if let Err(e) = result {
-            return Err(self.fail_operation(e));
+        let client_bump = !committed && bump && !v2;
+        // INVALID_PRODUCER_ID_MAPPING: the coordinator would refuse the EndTxn too; the bump alone aborts.
+        if started && !(client_bump && unknown_mapping) {
+            if let Err(e) = self.end_txn(&mut slot, id, pid, epoch, committed, v2).await {
+                return Err(self.fail_operation(e));
+            }
+        }
+        if client_bump {
+            if let Err(e) = self.init_producer_id(&mut slot, true).await {
+                return Err(self.fail_operation(e));
+            }
         }
         {
             let mut sh = self.lock();

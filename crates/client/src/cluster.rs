@@ -84,12 +84,16 @@ impl Cluster {
     /// Opens a connection to `addr` and notes the features its broker finalizes.
     pub async fn connect(&self, addr: &str) -> Result<Arc<Connection>> {
         let c = Connection::connect(addr, &self.config).await?;
-        let seen = c.finalized_features();
+        self.note_features(c.finalized_features());
+        Ok(c)
+    }
+
+    /// Keeps `seen` when its epoch is newer than that of the features known (Java's ApiVersions.update).
+    pub(crate) fn note_features(&self, seen: FinalizedFeatures) {
         let mut features = self.features.write().unwrap_or_else(|e| e.into_inner());
         if seen.epoch > features.epoch {
             *features = seen;
         }
-        Ok(c)
     }
 
     /// The finalized features with the highest epoch any broker answered so far.

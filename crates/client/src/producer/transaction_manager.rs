@@ -905,6 +905,51 @@ mod tests {
         assert_eq!(i.next(&b, 1), ProducerStamp { producer_id: 7, epoch: 0, base_sequence: 5 });
     }
 
+    fn features(epoch: i64, transaction_version: Option<i16>) -> crate::connection::FinalizedFeatures {
+        crate::connection::FinalizedFeatures {
+            epoch,
+            levels: transaction_version.map(|v| (TRANSACTION_VERSION_FEATURE.to_string(), v)).into_iter().collect(),
+        }
+    }
+
+    #[test]
+    fn the_finalized_transaction_version_picks_the_protocol() {
+        let t = manager(true);
+        // No features known, or the feature below 2: v1.
+        assert!(!t.maybe_update_transaction_v2(true));
+        assert!(!t.is_transaction_v2());
+        t.cluster.note_features(features(3, Some(1)));
+        assert!(!t.maybe_update_transaction_v2(true));
+        assert!(!t.is_transaction_v2());
+        // An older epoch is ignored; a newer one at level 2 moves to v2, and outside init asks for an epoch bump.
+        t.cluster.note_features(features(2, Some(2)));
+        assert!(!t.maybe_update_transaction_v2(false));
+        assert!(!t.is_transaction_v2());
+        t.cluster.note_features(features(4, Some(2)));
+        assert!(t.maybe_update_transaction_v2(false), "v1 to v2 between transactions bumps the epoch");
+        assert!(t.is_transaction_v2());
+        // Read at init, the same move needs no bump.
+        let i = manager(true);
+        i.cluster.note_features(features(1, Some(2)));
+        assert!(!i.maybe_update_transaction_v2(true));
+        assert!(i.is_transaction_v2());
+    }
+
+    #[tokio::test]
+    async fn under_v2_a_partition_joins_the_transaction_without_a_request() {
+        let t = manager(true);
+        t.cluster.note_features(features(1, Some(2)));
+        t.maybe_update_transaction_v2(true);
+        let tp = TopicPartition::new("t", 0);
+        assert!(t.maybe_add_partition(&tp).await.is_err(), "outside a transaction");
+        t.begin_transaction().unwrap();
+        // The manager has no coordinator to reach: this only works because v2 sends nothing.
+        t.maybe_add_partition(&tp).await.unwrap();
+        let sh = t.lock();
+        assert!(sh.partitions_in_transaction.contains(&tp));
+        assert!(sh.transaction_started, "any send makes the transaction need an EndTxn");
+    }
+
     #[test]
     fn transaction_states_follow_javas_transitions() {
         let t = manager(true);

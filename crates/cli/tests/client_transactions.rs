@@ -480,6 +480,37 @@ async fn a_failed_record_makes_the_transaction_abortable_and_the_producer_carrie
     assert_eq!(values(&read_all(&mut rc).await), ["after-abort"]);
 }
 
+/// Under transactions v2 a send alone makes the transaction need an EndTxn, even when its records never left the
+/// producer: the abort drops them and still ends the transaction on the coordinator, bumping the epoch (Java does
+/// the same; the coordinator accepts an abort with nothing ongoing).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_abort_of_records_never_sent_still_ends_the_transaction() {
+    let b = broker();
+    let topic = unique("txn-unsent");
+    create(&b, &topic, 1).await;
+    let mut c = ProducerConfig::new(&b.bootstrap);
+    c.linger = Duration::from_secs(30);
+    c.transactional_id = Some(unique("tx-unsent"));
+    c.max_block = Duration::from_secs(20);
+    let p = Producer::new(c).await.unwrap();
+    p.init_transactions().await.unwrap();
+    let epoch = p.producer_epoch().unwrap();
+
+    p.begin_transaction().unwrap();
+    let queued = send(&p, &topic, 0, "never-sent").await;
+    p.abort_transaction().await.unwrap();
+    assert!(matches!(queued.await, Err(Error::TransactionAborted)));
+    assert_eq!(p.producer_epoch(), Some(epoch + 1), "the aborting EndTxn bumped the epoch");
+
+    p.begin_transaction().unwrap();
+    let kept = send(&p, &topic, 0, "kept").await;
+    p.commit_transaction().await.unwrap();
+    kept.await.unwrap();
+    assert_eq!(p.producer_epoch(), Some(epoch + 2));
+    let mut ru = consumer(&b, "read_uncommitted", vec![TopicPartition::new(&topic, 0)]).await;
+    assert_eq!(values(&read_all(&mut ru).await), ["kept"]);
+}
+
 /// Transactions v1 stay in use against a broker that finalizes `transaction.version` below 2: a Strom started with
 /// the override, or the broker at STROM_TEST_BOOTSTRAP_TV1 (e.g. Apache Kafka after `kafka-features.sh downgrade
 /// --feature transaction.version=1`). AddPartitionsToTxn, AddOffsetsToTxn and EndTxn v4, which keeps the epoch, so

@@ -96,15 +96,23 @@ async fn committed_records_reach_read_committed_and_aborted_ones_only_read_uncom
     let b = broker();
     let topic = unique("txn-vis");
     create(&b, &topic, 2).await;
-    let p = transactional(&b.bootstrap, &unique("tx-vis")).await;
+    let id = unique("tx-vis");
+    let p = transactional(&b.bootstrap, &id).await;
     assert_eq!(p.transaction_state(), Some(TransactionState::Ready));
     assert!(matches!(send_err(&p, &topic).await, Error::TransactionState(_)), "send outside a transaction");
+    let (pid, epoch) = (p.producer_id().unwrap(), p.producer_epoch().unwrap());
 
     p.begin_transaction().unwrap();
     for i in 0..3 {
         send(&p, &topic, i % 2, &format!("committed-{i}")).await;
     }
     p.commit_transaction().await.unwrap();
+    // Transactions v2 (both brokers finalize transaction.version 2): every EndTxn bumps the epoch, the producer
+    // adopts it, and the coordinator agrees.
+    assert_eq!((p.producer_id(), p.producer_epoch()), (Some(pid), Some(epoch + 1)), "commit bumps the epoch");
+    let admin = Admin::new(ClientConfig::new(&b.bootstrap)).await.unwrap();
+    let described = admin.describe_transactions(std::slice::from_ref(&id)).await.unwrap().remove(0).1.unwrap();
+    assert_eq!((described.producer_id, described.producer_epoch), (pid, epoch + 1), "{described:?}");
 
     p.begin_transaction().unwrap();
     let aborted: Vec<_> = futures_util::future::join_all([
@@ -115,6 +123,7 @@ async fn committed_records_reach_read_committed_and_aborted_ones_only_read_uncom
     // Flushed before the abort, so they are in the log and read_uncommitted sees them.
     assert!(aborted.iter().all(|r| r.is_ok()), "{aborted:?}");
     p.abort_transaction().await.unwrap();
+    assert_eq!(p.producer_epoch(), Some(epoch + 2), "abort bumps the epoch too");
 
     // An open transaction holds read_committed back at its first offset (the last stable offset).
     p.begin_transaction().unwrap();
@@ -198,6 +207,8 @@ async fn offsets_sent_to_a_transaction_are_committed_only_with_it() {
     let tp = TopicPartition::new(&input, 0);
     let offsets = |o: i64| BTreeMap::from([(tp.clone(), OffsetAndMetadata { offset: o, metadata: "m".into() })]);
 
+    let epoch = p.producer_epoch().unwrap();
+
     p.begin_transaction().unwrap();
     send(&p, &output, 0, "a").await;
     p.send_offsets_to_transaction(&offsets(5), &ConsumerGroupMetadata::new(&group)).await.unwrap();
@@ -208,12 +219,19 @@ async fn offsets_sent_to_a_transaction_are_committed_only_with_it() {
     send(&p, &output, 0, "b").await;
     p.send_offsets_to_transaction(&offsets(7), &ConsumerGroupMetadata::new(&group)).await.unwrap();
     p.commit_transaction().await.unwrap();
+    assert_eq!(p.producer_epoch(), Some(epoch + 2), "transactions v2: one epoch bump per transaction end");
+
+    // Offsets alone (no record) make a transaction too: under v2 TxnOffsetCommit adds them to it.
+    p.begin_transaction().unwrap();
+    p.send_offsets_to_transaction(&offsets(9), &ConsumerGroupMetadata::new(&group)).await.unwrap();
+    p.commit_transaction().await.unwrap();
+    assert_eq!(p.producer_epoch(), Some(epoch + 3));
     // The coordinator applies the offsets when the commit marker reaches __consumer_offsets: poll briefly.
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let got = admin.list_group_offsets(&group).await.unwrap();
-        if let Some(o) = got.get(&tp) {
-            assert_eq!((o.offset, o.metadata.as_str()), (7, "m"));
+        if let Some(o) = got.get(&tp).filter(|o| o.offset == 9) {
+            assert_eq!(o.metadata.as_str(), "m");
             break;
         }
         assert!(Instant::now() < deadline, "committed offsets never appeared");
@@ -437,6 +455,7 @@ async fn a_failed_record_makes_the_transaction_abortable_and_the_producer_carrie
     admin.create_topic(NewTopic::new(&topic, 1, 1).config("max.message.bytes", "1000")).await.unwrap();
     common::topic_is_ready(&admin, &topic, 1).await;
     let p = transactional(&b.bootstrap, &unique("tx-abortable")).await;
+    let epoch = p.producer_epoch().unwrap();
 
     p.begin_transaction().unwrap();
     let small = send(&p, &topic, 0, "fits").await;
@@ -450,12 +469,109 @@ async fn a_failed_record_makes_the_transaction_abortable_and_the_producer_carrie
     assert_eq!(p.transaction_state(), Some(TransactionState::AbortableError));
     p.abort_transaction().await.unwrap();
     assert_eq!(p.transaction_state(), Some(TransactionState::Ready));
+    // With a sequence in doubt, the v2 abort is a plain EndTxn whose epoch bump restarts the sequences.
+    assert_eq!(p.producer_epoch(), Some(epoch + 1));
 
     p.begin_transaction().unwrap();
     send(&p, &topic, 0, "after-abort").await;
     p.commit_transaction().await.unwrap();
+    assert_eq!(p.producer_epoch(), Some(epoch + 2));
     let mut rc = consumer(&b, "read_committed", vec![TopicPartition::new(&topic, 0)]).await;
     assert_eq!(values(&read_all(&mut rc).await), ["after-abort"]);
+}
+
+/// Under transactions v2 a send alone makes the transaction need an EndTxn, even when its records never left the
+/// producer: the abort drops them and still ends the transaction on the coordinator, bumping the epoch (Java does
+/// the same; the coordinator accepts an abort with nothing ongoing).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_abort_of_records_never_sent_still_ends_the_transaction() {
+    let b = broker();
+    let topic = unique("txn-unsent");
+    create(&b, &topic, 1).await;
+    let mut c = ProducerConfig::new(&b.bootstrap);
+    c.linger = Duration::from_secs(30);
+    c.transactional_id = Some(unique("tx-unsent"));
+    c.max_block = Duration::from_secs(20);
+    let p = Producer::new(c).await.unwrap();
+    p.init_transactions().await.unwrap();
+    let epoch = p.producer_epoch().unwrap();
+
+    p.begin_transaction().unwrap();
+    let queued = send(&p, &topic, 0, "never-sent").await;
+    p.abort_transaction().await.unwrap();
+    assert!(matches!(queued.await, Err(Error::TransactionAborted)));
+    assert_eq!(p.producer_epoch(), Some(epoch + 1), "the aborting EndTxn bumped the epoch");
+
+    p.begin_transaction().unwrap();
+    let kept = send(&p, &topic, 0, "kept").await;
+    p.commit_transaction().await.unwrap();
+    kept.await.unwrap();
+    assert_eq!(p.producer_epoch(), Some(epoch + 2));
+    let mut ru = consumer(&b, "read_uncommitted", vec![TopicPartition::new(&topic, 0)]).await;
+    assert_eq!(values(&read_all(&mut ru).await), ["kept"]);
+}
+
+/// Transactions v1 stay in use against a broker that finalizes `transaction.version` below 2: a Strom started with
+/// the override, or the broker at STROM_TEST_BOOTSTRAP_TV1 (e.g. Apache Kafka after `kafka-features.sh downgrade
+/// --feature transaction.version=1`). AddPartitionsToTxn, AddOffsetsToTxn and EndTxn v4, which keeps the epoch, so
+/// only the abort with a sequence in doubt bumps it (InitProducerId, KIP-360).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transactions_v1_against_a_broker_that_finalizes_transaction_version_1() {
+    let b = match std::env::var("STROM_TEST_BOOTSTRAP_TV1") {
+        Ok(bootstrap) => Broker { _server: None, bootstrap },
+        Err(_) => {
+            let server = common::Server::start(&["transaction.version=1"]);
+            Broker { bootstrap: format!("127.0.0.1:{}", server.port), _server: Some(server) }
+        }
+    };
+    let topic = unique("txn-v1");
+    let admin = Admin::new(ClientConfig::new(&b.bootstrap)).await.unwrap();
+    admin.create_topic(NewTopic::new(&topic, 2, 1).config("max.message.bytes", "1000")).await.unwrap();
+    common::topic_is_ready(&admin, &topic, 2).await;
+    let id = unique("tx-v1");
+    let p = transactional(&b.bootstrap, &id).await;
+    let (pid, epoch) = (p.producer_id().unwrap(), p.producer_epoch().unwrap());
+    let group = unique("txn-v1-group");
+    let tp = TopicPartition::new(&topic, 1);
+    let offsets = BTreeMap::from([(tp.clone(), OffsetAndMetadata { offset: 3, metadata: String::new() })]);
+
+    p.begin_transaction().unwrap();
+    send(&p, &topic, 0, "committed-0").await;
+    send(&p, &topic, 1, "committed-1").await;
+    p.flush().await;
+    // AddPartitionsToTxn put both partitions in the transaction before the first record.
+    let open = admin.describe_transactions(std::slice::from_ref(&id)).await.unwrap().remove(0).1.unwrap();
+    assert_eq!(open.partitions, [TopicPartition::new(&topic, 0), tp.clone()], "{open:?}");
+    p.send_offsets_to_transaction(&offsets, &ConsumerGroupMetadata::new(&group)).await.unwrap();
+    p.commit_transaction().await.unwrap();
+    assert_eq!((p.producer_id(), p.producer_epoch()), (Some(pid), Some(epoch)), "EndTxn v4 keeps the epoch");
+
+    p.begin_transaction().unwrap();
+    send(&p, &topic, 0, "aborted").await.await.unwrap();
+    p.abort_transaction().await.unwrap();
+    assert_eq!(p.producer_epoch(), Some(epoch), "a plain abort keeps the epoch");
+
+    // A failed batch leaves its sequence in doubt: the abort bumps the epoch through InitProducerId.
+    p.begin_transaction().unwrap();
+    let big = p.send(ProducerRecord::new(&topic).partition(0).value(vec![b'x'; 4000])).await.unwrap();
+    assert_eq!(big.await.unwrap_err().code(), Some(10));
+    p.abort_transaction().await.unwrap();
+    assert_eq!((p.producer_id(), p.producer_epoch()), (Some(pid), Some(epoch + 1)), "KIP-360 bump on abort");
+
+    p.begin_transaction().unwrap();
+    send(&p, &topic, 0, "after-bump").await;
+    p.commit_transaction().await.unwrap();
+    assert_eq!(p.producer_epoch(), Some(epoch + 1));
+
+    let mut rc = consumer(&b, "read_committed", vec![TopicPartition::new(&topic, 0), tp.clone()]).await;
+    let mut got = values(&read_all(&mut rc).await);
+    got.sort();
+    assert_eq!(got, ["after-bump", "committed-0", "committed-1"]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while admin.list_group_offsets(&group).await.unwrap().get(&tp).map(|o| o.offset) != Some(3) {
+        assert!(Instant::now() < deadline, "the committed offsets never appeared");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// The read-process-write loop of exactly-once processing: a group member reads `in` with read_committed, writes

@@ -11,7 +11,7 @@ use kafka_protocol::messages::{MetadataRequest, MetadataResponse, TopicName};
 use kafka_protocol::protocol::{Request, StrBytes};
 
 use crate::config::ClientConfig;
-use crate::connection::Connection;
+use crate::connection::{Connection, FinalizedFeatures};
 use crate::error::{Error, Result};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -57,6 +57,9 @@ pub struct Cluster {
     snapshot: RwLock<Snapshot>,
     // Keyed by broker id; the bootstrap connection is kept under -1 until the broker ids are known.
     conns: tokio::sync::Mutex<HashMap<i32, Arc<Connection>>>,
+    /// The finalized features of the ApiVersions answer with the highest features epoch seen on any connection
+    /// (Java's ApiVersions.getFinalizedFeaturesInfo): the cluster-wide levels, e.g. `transaction.version`.
+    features: RwLock<FinalizedFeatures>,
 }
 
 const BOOTSTRAP: i32 = -1;
@@ -66,11 +69,36 @@ impl Cluster {
         if config.bootstrap_servers.is_empty() {
             return Err(Error::Config("bootstrap.servers is empty".into()));
         }
-        Ok(Arc::new(Cluster { config, snapshot: RwLock::new(Snapshot::default()), conns: Default::default() }))
+        Ok(Arc::new(Cluster {
+            config,
+            snapshot: RwLock::new(Snapshot::default()),
+            conns: Default::default(),
+            features: RwLock::new(FinalizedFeatures::default()),
+        }))
     }
 
     pub fn config(&self) -> &ClientConfig {
         &self.config
+    }
+
+    /// Opens a connection to `addr` and notes the features its broker finalizes.
+    pub async fn connect(&self, addr: &str) -> Result<Arc<Connection>> {
+        let c = Connection::connect(addr, &self.config).await?;
+        self.note_features(c.finalized_features());
+        Ok(c)
+    }
+
+    /// Keeps `seen` when its epoch is newer than that of the features known (Java's ApiVersions.update).
+    pub(crate) fn note_features(&self, seen: FinalizedFeatures) {
+        let mut features = self.features.write().unwrap_or_else(|e| e.into_inner());
+        if seen.epoch > features.epoch {
+            *features = seen;
+        }
+    }
+
+    /// The finalized features with the highest epoch any broker answered so far.
+    pub fn finalized_features(&self) -> FinalizedFeatures {
+        self.features.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, Snapshot> {
@@ -89,7 +117,7 @@ impl Cluster {
         let candidates = known.into_iter().chain(self.config.bootstrap_servers.iter().map(|a| (BOOTSTRAP, a.clone())));
         let mut first_err = None;
         for (id, addr) in candidates {
-            match Connection::connect(&addr, &self.config).await {
+            match self.connect(&addr).await {
                 Ok(c) => {
                     conns.insert(id, c.clone());
                     return Ok(c);
@@ -116,7 +144,7 @@ impl Cluster {
             Some(b) => format!("{}:{}", b.host, b.port),
             None => return Err(Error::Protocol(format!("broker {id} is not in the cluster metadata"))),
         };
-        let c = Connection::connect(&addr, &self.config).await?;
+        let c = self.connect(&addr).await?;
         conns.insert(id, c.clone());
         Ok(c)
     }

@@ -47,12 +47,34 @@ impl Shared {
     }
 }
 
+/// The feature levels a broker finalizes (ApiVersions v3+ tagged fields): each feature's finalized max version
+/// level, and the epoch of that answer (-1: none known), as Java's ApiVersions keeps them.
+#[derive(Debug, Clone)]
+pub struct FinalizedFeatures {
+    pub epoch: i64,
+    pub levels: HashMap<String, i16>,
+}
+
+impl Default for FinalizedFeatures {
+    fn default() -> Self {
+        FinalizedFeatures { epoch: -1, levels: HashMap::new() }
+    }
+}
+
+impl FinalizedFeatures {
+    /// The finalized level of `feature` (e.g. `transaction.version`), when the broker finalizes it.
+    pub fn level(&self, feature: &str) -> Option<i16> {
+        self.levels.get(feature).copied()
+    }
+}
+
 pub struct Connection {
     shared: Arc<Shared>,
     frames: mpsc::UnboundedSender<Bytes>,
     correlation: AtomicI32,
     in_flight: Arc<Semaphore>,
     versions: OnceLock<HashMap<i16, (i16, i16)>>,
+    features: OnceLock<FinalizedFeatures>,
     client_id: StrBytes,
     request_timeout: Duration,
 }
@@ -85,6 +107,7 @@ impl Connection {
             correlation: AtomicI32::new(0),
             in_flight: Arc::new(Semaphore::new(config.max_in_flight.max(1))),
             versions: OnceLock::new(),
+            features: OnceLock::new(),
             client_id: StrBytes::from_string(config.client_id.clone()),
             request_timeout: config.request_timeout,
         });
@@ -104,7 +127,14 @@ impl Connection {
         crate::error::check(resp.error_code, || format!("ApiVersions to {}", self.addr()), None)?;
         let map = resp.api_keys.iter().map(|k| (k.api_key, (k.min_version, k.max_version))).collect();
         let _ = self.versions.set(map);
+        let levels = resp.finalized_features.iter().map(|f| (f.name.to_string(), f.max_version_level)).collect();
+        let _ = self.features.set(FinalizedFeatures { epoch: resp.finalized_features_epoch, levels });
         Ok(())
+    }
+
+    /// The features the broker finalized in its ApiVersions answer.
+    pub fn finalized_features(&self) -> FinalizedFeatures {
+        self.features.get().cloned().unwrap_or_default()
     }
 
     pub fn addr(&self) -> &str {

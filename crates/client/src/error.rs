@@ -99,8 +99,11 @@ impl Error {
     }
 
     /// True when the same operation may succeed if tried again (after a metadata refresh or reconnect).
+    /// CONCURRENT_TRANSACTIONS is, as in kafka-clients 4.x (KIP-890 part 2): a transactions v2 Produce gets it while
+    /// the previous transaction's markers are still being written, and is retried.
     pub fn is_retriable(&self) -> bool {
         match self {
+            Error::Kafka { code: 51, .. } => true,
             Error::Kafka { code, .. } => ResponseError::try_from_code(*code).is_some_and(|e| e.is_retriable()),
             Error::Disconnected { .. } | Error::Connect { .. } | Error::Timeout(..) => true,
             _ => false,

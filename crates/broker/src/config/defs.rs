@@ -321,6 +321,11 @@ pub static CONFIG_DEFS: &[ConfigDef] = &[
 pub static INTERNAL_BROKER_KEYS: &[(&str, &str)] = &[
     // How often idle producer state is expired (`producer.id.expiration.ms`).
     ("producer.id.expiration.check.interval.ms", "600000"),
+    // The finalized level of the `transaction.version` feature that ApiVersions advertises (a Kafka cluster sets it
+    // with `kafka-storage format --feature transaction.version=N` or `kafka-features downgrade`): clients use
+    // transactions v2 (KIP-890 part 2) at 2, v1 below. As in Kafka, requests are served by their version whatever
+    // the level.
+    ("transaction.version", "2"),
 ];
 
 /// Kafka broker keys Strom accepts in a server.properties but does not use (they tune parts of Kafka that Strom

@@ -29,23 +29,32 @@ pub fn handle(ctx: &ConnectionContext, version: i16, req: ApiVersionsRequest) ->
         }
         tracing::debug!(peer = %ctx.peer, client = name, client_version = ver, "client software");
     }
-    with_features(ApiVersionsResponse::default().with_api_keys(api_keys()))
+    let finalized = ctx.broker.txns.config().finalized_transaction_version;
+    with_features(ApiVersionsResponse::default().with_api_keys(api_keys()), finalized)
 }
 
-/// The feature levels this broker finalizes (v3+, tagged fields): `transaction.version` 2, as a new Kafka 4.x
-/// cluster, which makes Java clients use transactions v2 (KIP-890 part 2). The epoch only has to be set (clients
-/// ignore features with an epoch below one they already saw); the levels never change at run time.
-fn with_features(resp: ApiVersionsResponse) -> ApiVersionsResponse {
-    let tv = crate::coordinator::txn::TRANSACTION_VERSION;
+/// The feature levels this broker finalizes (v3+, tagged fields): `transaction.version` 2 by default, as a new Kafka
+/// 4.x cluster, which makes Java clients use transactions v2 (KIP-890 part 2); the `transaction.version` override
+/// lowers it (clients then stay on v1). The epoch only has to be set (clients ignore features with an epoch below one
+/// they already saw); the levels never change at run time.
+fn with_features(resp: ApiVersionsResponse, tv: i16) -> ApiVersionsResponse {
     resp.with_supported_features(vec![SupportedFeatureKey::default()
         .with_name(StrBytes::from_static_str("transaction.version"))
         .with_min_version(0)
-        .with_max_version(2)])
+        .with_max_version(crate::coordinator::txn::TRANSACTION_VERSION)])
         .with_finalized_features_epoch(1)
-        .with_finalized_features(vec![FinalizedFeatureKey::default()
-            .with_name(StrBytes::from_static_str("transaction.version"))
-            .with_min_version_level(tv)
-            .with_max_version_level(tv)])
+        // A feature at level 0 is not finalized at all (Kafka's features image leaves it out).
+        .with_finalized_features(
+            (tv > 0)
+                .then(|| {
+                    FinalizedFeatureKey::default()
+                        .with_name(StrBytes::from_static_str("transaction.version"))
+                        .with_min_version_level(tv)
+                        .with_max_version_level(tv)
+                })
+                .into_iter()
+                .collect(),
+        )
 }
 
 /// The v0 answer to a request version this broker does not know (KIP-511 fallback).

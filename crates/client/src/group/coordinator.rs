@@ -55,7 +55,7 @@ pub async fn connect(cluster: &Cluster, group: &str) -> Result<Arc<Connection>> 
     let mut last = None;
     for _ in 0..20 {
         match find(cluster, group).await {
-            Ok((_, addr)) => return Connection::connect(&addr, cluster.config()).await,
+            Ok((_, addr)) => return cluster.connect(&addr).await,
             Err(e) if e.is_retriable() => {
                 last = Some(e);
                 tokio::time::sleep(cluster.config().retry_backoff).await;

@@ -185,9 +185,12 @@ impl Sender {
     async fn send_to(self: &Arc<Self>, leader: i32, partitions: &[TopicPartition]) -> Result<bool> {
         let conn = self.cluster.connection(leader).await?;
         let Some(permit) = conn.try_reserve() else { return Ok(false) };
-        // Produce v12+ asks for KIP-890's server-side partition adds: a v1 transaction stays below it.
+        // Produce v12+ asks for KIP-890's server-side partition adds: a v1 transaction stays below it (as Java's
+        // sender), a v2 one relies on it.
         let version = match &self.txn {
-            Some(t) if t.is_transactional() => conn.version_at_most::<ProduceRequest>(PRODUCE_V1_MAX)?,
+            Some(t) if t.is_transactional() && !t.is_transaction_v2() => {
+                conn.version_at_most::<ProduceRequest>(PRODUCE_V1_MAX)?
+            }
             _ => conn.version::<ProduceRequest>()?,
         };
         let mut batches = self.acc.drain(partitions, self.config.max_request_size);

@@ -8,14 +8,26 @@
 //! sequence restarts at 0 under a bumped epoch (KIP-360's client-side bump for idempotent producers; the broker
 //! accepts a higher epoch starting at 0). Only that partition is bumped: brokers keep producer state per partition.
 //!
-//! Transactions use the version 1 protocol (KIP-98): partitions are added explicitly with AddPartitionsToTxn before
-//! the first write to them, offsets with AddOffsetsToTxn + TxnOffsetCommit, and EndTxn up to v4 (no epoch bump per
-//! transaction); requests are capped at the last versions before transactions v2 as the Java client does when the
-//! broker does not finalize `transaction.version` >= 2 (Produce 11, EndTxn 4, TxnOffsetCommit 4). States and
-//! transitions are Java's: a fencing error is fatal (the producer can only be closed), any other failure inside a
-//! transaction is abortable (the application aborts and carries on). When a sequence is in doubt inside a
-//! transaction the abort re-initialises the producer (InitProducerId with the current id and epoch, KIP-360), which
-//! bumps the epoch, aborts the transaction on the coordinator and restarts every sequence.
+//! Transactions speak one of two protocols, chosen as Java's TransactionManager chooses (kafka-clients 4.x): from the
+//! cluster's finalized `transaction.version` feature (ApiVersions), read at `init_transactions` and again as each
+//! transaction ends.
+//!
+//! - Transactions v2 (KIP-890 part 2), when `transaction.version` >= 2: no AddPartitionsToTxn; the first transactional
+//!   Produce (v12+) to a partition adds it to the transaction on the broker, and TxnOffsetCommit v5 adds the group's
+//!   offsets partition the same way (no AddOffsetsToTxn). EndTxn v5+ ends every transaction with an epoch bump: its
+//!   response carries the producer id and epoch to go on with (a new producer id when the epoch is exhausted), and
+//!   every sequence restarts at 0 under them. An abort with a sequence in doubt is a plain EndTxn: its bump already
+//!   fences whatever of the old epoch is left. Any send or offsets make the transaction need an EndTxn.
+//! - Transactions v1 (KIP-98), when the feature is below 2 or absent: partitions are added explicitly with
+//!   AddPartitionsToTxn before the first write to them, offsets with AddOffsetsToTxn + TxnOffsetCommit, and EndTxn
+//!   keeps the epoch; requests are capped at the last versions before v2 (Produce 11, EndTxn 4, TxnOffsetCommit 4).
+//!   When a sequence is in doubt the aborting EndTxn is followed by InitProducerId with the current id and epoch
+//!   (KIP-360), which bumps the epoch and restarts every sequence. When the cluster moves to v2 between two
+//!   transactions, the producer bumps its epoch that way once before the first v2 transaction (Java: so no partition
+//!   added under v1 counts as added under v2).
+//!
+//! States and transitions are Java's: a fencing error is fatal (the producer can only be closed), any other failure
+//! inside a transaction is abortable (the application aborts and carries on).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -30,6 +42,7 @@ use kafka_protocol::messages::{
     TopicName, TransactionalId, TxnOffsetCommitRequest,
 };
 use kafka_protocol::protocol::{Request, StrBytes};
+use kafka_protocol::ResponseError;
 
 use crate::batch::ProducerStamp;
 use crate::cluster::Cluster;
@@ -45,6 +58,10 @@ use crate::record::TopicPartition;
 pub(crate) const PRODUCE_V1_MAX: i16 = 11;
 const END_TXN_V1_MAX: i16 = 4;
 const TXN_OFFSET_COMMIT_V1_MAX: i16 = 4;
+/// Java asks for TxnOffsetCommit 5 under transactions v2 (the version that adds the offsets partition implicitly).
+const TXN_OFFSET_COMMIT_V2_MAX: i16 = 5;
+/// The feature whose finalized level picks the transaction protocol.
+const TRANSACTION_VERSION_FEATURE: &str = "transaction.version";
 /// v4 and later are the broker-to-broker form.
 const ADD_PARTITIONS_CLIENT_MAX: i16 = 3;
 
@@ -80,10 +97,15 @@ struct Shared {
     sequences: HashMap<TopicPartition, PartitionSequence>,
     /// Partitions the coordinator added to the current transaction.
     partitions_in_transaction: HashSet<TopicPartition>,
-    /// Partitions or offsets were added: ending the transaction needs EndTxn.
+    /// Partitions or offsets were added (v1), or anything was sent or offsets were (v2): ending needs EndTxn.
     transaction_started: bool,
-    /// A sequence is in doubt: the next abort bumps the epoch through InitProducerId instead of EndTxn.
+    /// A sequence is in doubt: under v1 the next abort bumps the epoch through InitProducerId after its EndTxn
+    /// (under v2 the EndTxn bumps it).
     epoch_bump_required: bool,
+    /// The cluster finalizes `transaction.version` >= 2: transactions speak the v2 protocol.
+    transaction_v2: bool,
+    /// The features epoch `transaction_v2` was read at (Java's latestFinalizedFeaturesEpoch).
+    features_epoch: i64,
 }
 
 /// Connections to the coordinators, behind the lock that serialises the transactional operations.
@@ -143,6 +165,8 @@ impl TransactionManager {
                 partitions_in_transaction: HashSet::new(),
                 transaction_started: false,
                 epoch_bump_required: false,
+                transaction_v2: false,
+                features_epoch: -1,
             }),
             ops: tokio::sync::Mutex::new(Coordinators::default()),
         }
@@ -208,6 +232,28 @@ impl TransactionManager {
 
     pub fn state(&self) -> TransactionState {
         self.lock().state
+    }
+
+    /// Whether transactions speak the v2 protocol (KIP-890 part 2); Produce requests of a v1 transaction stay below
+    /// v12.
+    pub fn is_transaction_v2(&self) -> bool {
+        self.lock().transaction_v2
+    }
+
+    /// Reads `transaction.version` from the newest finalized features the cluster answered (Java's
+    /// maybeUpdateTransactionV2Enabled). Returns true when this moved the producer from v1 to v2 outside
+    /// `init_transactions`: the caller bumps the epoch before the first v2 transaction.
+    fn maybe_update_transaction_v2(&self, on_initialization: bool) -> bool {
+        let features = self.cluster.finalized_features();
+        let mut sh = self.lock();
+        if sh.features_epoch >= features.epoch {
+            return false;
+        }
+        sh.features_epoch = features.epoch;
+        let was = sh.transaction_v2;
+        sh.transaction_v2 = features.level(TRANSACTION_VERSION_FEATURE).is_some_and(|v| v >= 2);
+        tracing::debug!(v2 = sh.transaction_v2, features_epoch = features.epoch, "transaction protocol");
+        !on_initialization && !was && sh.transaction_v2
     }
 
     /// The stamp for the next batch of `count` records to `tp`, advancing the partition's sequence.
@@ -344,7 +390,7 @@ impl TransactionManager {
         }
         let id = self.require_transactional("find the transaction coordinator")?;
         let (_, addr) = coordinator::find_for(&self.cluster, id, coordinator::TRANSACTION).await?;
-        let c = Connection::connect(&addr, self.cluster.config()).await?;
+        let c = self.cluster.connect(&addr).await?;
         slot.transaction = Some(c.clone());
         Ok(c)
     }
@@ -356,7 +402,7 @@ impl TransactionManager {
             }
         }
         let (_, addr) = coordinator::find_for(&self.cluster, group, coordinator::GROUP).await?;
-        let c = Connection::connect(&addr, self.cluster.config()).await?;
+        let c = self.cluster.connect(&addr).await?;
         slot.group = Some((group.to_string(), c.clone()));
         Ok(c)
     }
@@ -441,7 +487,14 @@ impl TransactionManager {
             _ if err.is_fatal_for_producer() => Self::to_fatal(&mut sh, err.clone()),
             // INVALID_TXN_STATE: the coordinator and the client disagree; Java gives up on the producer.
             Some(48) => Self::to_fatal(&mut sh, err.clone()),
-            // UNKNOWN_PRODUCER_ID, INVALID_PRODUCER_ID_MAPPING: abortable, after which InitProducerId bumps the epoch.
+            // Transactions v2 (Java 4.x): INVALID_PRODUCER_ID_MAPPING is fatal, UNKNOWN_PRODUCER_ID abortable (the
+            // aborting EndTxn bumps the epoch).
+            Some(49) if sh.transaction_v2 => Self::to_fatal(&mut sh, err.clone()),
+            Some(59) if sh.transaction_v2 => {
+                sh.state = TransactionState::AbortableError;
+                sh.last_error = Some(err.clone());
+            }
+            // v1: UNKNOWN_PRODUCER_ID, INVALID_PRODUCER_ID_MAPPING: abortable, after which InitProducerId bumps the epoch.
             Some(59 | 49) => {
                 sh.epoch_bump_required = true;
                 sh.state = TransactionState::AbortableError;
@@ -502,6 +555,8 @@ impl TransactionManager {
         match self.init_producer_id(&mut slot, false).await {
             Ok(()) => {
                 self.lock().state = TransactionState::Ready;
+                // The coordinator's connection is open now, so its features are known.
+                self.maybe_update_transaction_v2(true);
                 Ok(())
             }
             Err(e) if matches!(e, Error::Timeout(..)) => Err(e),
@@ -524,11 +579,23 @@ impl TransactionManager {
         }
     }
 
-    /// Adds `tp` to the transaction (AddPartitionsToTxn) unless it already is: before the first write to it.
+    /// Adds `tp` to the transaction unless it already is, before the first write to it: with AddPartitionsToTxn
+    /// under v1; under v2 only here (the Produce adds it on the broker).
     pub async fn maybe_add_partition(&self, tp: &TopicPartition) -> Result<()> {
         let Some(id) = self.transactional_id.as_deref() else { return Ok(()) };
-        if self.lock().partitions_in_transaction.contains(tp) {
-            return Ok(());
+        {
+            let mut sh = self.lock();
+            if sh.partitions_in_transaction.contains(tp) {
+                return Ok(());
+            }
+            if sh.transaction_v2 {
+                if sh.state != TransactionState::InTransaction {
+                    return Err(Self::state_error(&sh, "send"));
+                }
+                sh.partitions_in_transaction.insert(tp.clone());
+                sh.transaction_started = true;
+                return Ok(());
+            }
         }
         let mut slot = self.ops.lock().await;
         let (pid, epoch) = {
@@ -571,8 +638,9 @@ impl TransactionManager {
         }
     }
 
-    /// AddOffsetsToTxn to the transaction coordinator, then TxnOffsetCommit to the group coordinator: the offsets
-    /// become the group's committed offsets when (and only if) the transaction commits.
+    /// AddOffsetsToTxn to the transaction coordinator (v1 only), then TxnOffsetCommit to the group coordinator (v5
+    /// under v2, which adds the offsets to the transaction itself): the offsets become the group's committed offsets
+    /// when (and only if) the transaction commits.
     pub async fn send_offsets_to_transaction(
         &self,
         offsets: &BTreeMap<TopicPartition, OffsetAndMetadata>,
@@ -580,27 +648,20 @@ impl TransactionManager {
     ) -> Result<()> {
         let id = self.require_transactional("send_offsets_to_transaction")?;
         let mut slot = self.ops.lock().await;
-        let (pid, epoch) = {
-            let sh = self.lock();
+        let (pid, epoch, v2) = {
+            let mut sh = self.lock();
             if sh.state != TransactionState::InTransaction {
                 return Err(Self::state_error(&sh, "send_offsets_to_transaction"));
             }
-            (sh.producer_id, sh.epoch)
+            if sh.transaction_v2 {
+                // Java marks the transaction started before the TxnOffsetCommit: its outcome may be unknown.
+                sh.transaction_started = true;
+            }
+            (sh.producer_id, sh.epoch, sh.transaction_v2)
         };
-        let add = AddOffsetsToTxnRequest::default()
-            .with_transactional_id(TransactionalId(s(id)))
-            .with_producer_id(ProducerId(pid))
-            .with_producer_epoch(epoch)
-            .with_group_id(GroupId(s(&group.group_id)));
-        if let Err(e) = self
-            .call_coordinator(&mut slot, None, "AddOffsetsToTxn", i16::MAX, &add, |r| {
-                Self::classify(r.error_code, || format!("AddOffsetsToTxn for group {}", group.group_id))
-            })
-            .await
-        {
-            return Err(self.fail_operation(e));
+        if !v2 {
+            self.add_offsets_to_txn(&mut slot, id, pid, epoch, &group.group_id).await?;
         }
-        self.lock().transaction_started = true;
         let mut topics: BTreeMap<&str, Vec<TxnOffsetCommitRequestPartition>> = BTreeMap::new();
         for (tp, o) in offsets {
             topics.entry(&tp.topic).or_default().push(
@@ -627,38 +688,59 @@ impl TransactionManager {
                     })
                     .collect(),
             );
+        let cap = if v2 { TXN_OFFSET_COMMIT_V2_MAX } else { TXN_OFFSET_COMMIT_V1_MAX };
         let result = self
-            .call_coordinator(
-                &mut slot,
-                Some(&group.group_id),
-                "TxnOffsetCommit",
-                TXN_OFFSET_COMMIT_V1_MAX,
-                &commit,
-                |r| {
-                    let code = r
-                        .topics
-                        .iter()
-                        .flat_map(|t| t.partitions.iter())
-                        .map(|p| p.error_code)
-                        .find(|c| *c != 0)
-                        .unwrap_or(0);
-                    match code {
-                        // The group coordinator moved, or is loading.
-                        15 | 16 | 7 => Next::Retry(true),
-                        14 | 3 => Next::Retry(false),
-                        51 => Next::RetrySoon,
-                        0 => Next::Done,
-                        // UNKNOWN_MEMBER_ID, ILLEGAL_GENERATION, FENCED_INSTANCE_ID and the rest: abortable or fatal below.
-                        code => Next::Fail(Error::kafka(
-                            code,
-                            format!("TxnOffsetCommit for group {}", group.group_id),
-                            None,
-                        )),
+            .call_coordinator(&mut slot, Some(&group.group_id), "TxnOffsetCommit", cap, &commit, |r| {
+                let code = r
+                    .topics
+                    .iter()
+                    .flat_map(|t| t.partitions.iter())
+                    .map(|p| p.error_code)
+                    .find(|c| *c != 0)
+                    .unwrap_or(0);
+                match code {
+                    // The group coordinator moved, or is loading.
+                    15 | 16 | 7 => Next::Retry(true),
+                    14 | 3 => Next::Retry(false),
+                    51 => Next::RetrySoon,
+                    0 => Next::Done,
+                    // Any other retriable error, as Java (e.g. NOT_ENOUGH_REPLICAS while the broker adds the
+                    // offsets partition to the transaction under v2).
+                    code if ResponseError::try_from_code(code).is_some_and(|e| e.is_retriable()) => Next::Retry(false),
+                    // UNKNOWN_MEMBER_ID, ILLEGAL_GENERATION, FENCED_INSTANCE_ID and the rest: abortable or fatal below.
+                    code => {
+                        Next::Fail(Error::kafka(code, format!("TxnOffsetCommit for group {}", group.group_id), None))
                     }
-                },
-            )
+                }
+            })
             .await;
         result.map(|_| ()).map_err(|e| self.fail_operation(e))
+    }
+
+    /// AddOffsetsToTxn (transactions v1): the group's offsets partition joins the transaction.
+    async fn add_offsets_to_txn(
+        &self,
+        slot: &mut Coordinators,
+        id: &str,
+        pid: i64,
+        epoch: i16,
+        group_id: &str,
+    ) -> Result<()> {
+        let add = AddOffsetsToTxnRequest::default()
+            .with_transactional_id(TransactionalId(s(id)))
+            .with_producer_id(ProducerId(pid))
+            .with_producer_epoch(epoch)
+            .with_group_id(GroupId(s(group_id)));
+        if let Err(e) = self
+            .call_coordinator(slot, None, "AddOffsetsToTxn", i16::MAX, &add, |r| {
+                Self::classify(r.error_code, || format!("AddOffsetsToTxn for group {group_id}"))
+            })
+            .await
+        {
+            return Err(self.fail_operation(e));
+        }
+        self.lock().transaction_started = true;
+        Ok(())
     }
 
     /// Moves to COMMITTING_TRANSACTION (or stays there when a commit is retried).
@@ -689,12 +771,13 @@ impl TransactionManager {
         }
     }
 
-    /// Ends the transaction after the producer's records are flushed: EndTxn (or, for an abort with a sequence in
-    /// doubt, InitProducerId with an epoch bump). Back to READY on success.
+    /// Ends the transaction after the producer's records are flushed: EndTxn, then under v1, for an abort with a
+    /// sequence in doubt, InitProducerId with an epoch bump (Java's order: the coordinator fences a producer that
+    /// bumps its epoch over an ongoing transaction). Back to READY on success.
     pub async fn end_transaction(&self, committed: bool) -> Result<()> {
         let id = self.require_transactional("end the transaction")?;
         let mut slot = self.ops.lock().await;
-        let (pid, epoch, started, bump) = {
+        let (pid, epoch, started, bump, v2, unknown_mapping) = {
             let sh = self.lock();
             let expected =
                 if committed { TransactionState::CommittingTransaction } else { TransactionState::AbortingTransaction };
@@ -702,37 +785,79 @@ impl TransactionManager {
                 // A batch failed during the flush before a commit: the application must abort.
                 return Err(Self::state_error(&sh, if committed { "commit_transaction" } else { "abort_transaction" }));
             }
-            (sh.producer_id, sh.epoch, sh.transaction_started, sh.epoch_bump_required)
+            let unknown_mapping = sh.last_error.as_ref().and_then(Error::code) == Some(49);
+            (
+                sh.producer_id,
+                sh.epoch,
+                sh.transaction_started,
+                sh.epoch_bump_required,
+                sh.transaction_v2,
+                unknown_mapping,
+            )
         };
-        let result = if !committed && bump {
-            self.init_producer_id(&mut slot, true).await
-        } else if started {
-            let req = EndTxnRequest::default()
-                .with_transactional_id(TransactionalId(s(id)))
-                .with_producer_id(ProducerId(pid))
-                .with_producer_epoch(epoch)
-                .with_committed(committed);
-            self.call_coordinator(&mut slot, None, "EndTxn", END_TXN_V1_MAX, &req, |r| {
+        let client_bump = !committed && bump && !v2;
+        // INVALID_PRODUCER_ID_MAPPING: the coordinator would refuse the EndTxn too; the bump alone aborts.
+        if started && !(client_bump && unknown_mapping) {
+            if let Err(e) = self.end_txn(&mut slot, id, pid, epoch, committed, v2).await {
+                return Err(self.fail_operation(e));
+            }
+        }
+        if client_bump {
+            if let Err(e) = self.init_producer_id(&mut slot, true).await {
+                return Err(self.fail_operation(e));
+            }
+        }
+        {
+            let mut sh = self.lock();
+            sh.state = TransactionState::Ready;
+            sh.last_error = None;
+            sh.partitions_in_transaction.clear();
+            sh.transaction_started = false;
+        }
+        // The transaction ended under the protocol it began with; the next one may be v2 (Java reads the features
+        // as each transaction completes). Moving up to v2 bumps the epoch first.
+        if self.maybe_update_transaction_v2(false) {
+            if let Err(e) = self.init_producer_id(&mut slot, true).await {
+                return Err(self.fail_operation(e));
+            }
+        }
+        Ok(())
+    }
+
+    /// EndTxn: v5+ under transactions v2, whose answer carries the producer id and epoch to go on with (the epoch
+    /// bumped, or a new producer id when the epoch is exhausted); every sequence restarts at 0 under them.
+    async fn end_txn(
+        &self,
+        slot: &mut Coordinators,
+        id: &str,
+        pid: i64,
+        epoch: i16,
+        committed: bool,
+        v2: bool,
+    ) -> Result<()> {
+        let req = EndTxnRequest::default()
+            .with_transactional_id(TransactionalId(s(id)))
+            .with_producer_id(ProducerId(pid))
+            .with_producer_epoch(epoch)
+            .with_committed(committed);
+        let cap = if v2 { i16::MAX } else { END_TXN_V1_MAX };
+        let resp = self
+            .call_coordinator(slot, None, "EndTxn", cap, &req, |r| {
                 Self::classify(r.error_code, || {
                     format!("EndTxn ({}) of transactional id {id}", if committed { "commit" } else { "abort" })
                 })
             })
-            .await
-            .map(|_| ())
-        } else {
-            Ok(())
-        };
-        match result {
-            Ok(()) => {
-                let mut sh = self.lock();
-                sh.state = TransactionState::Ready;
-                sh.last_error = None;
-                sh.partitions_in_transaction.clear();
-                sh.transaction_started = false;
-                Ok(())
-            }
-            Err(e) => Err(self.fail_operation(e)),
+            .await?;
+        // Below v5 the response has no producer id (decoded as -1): the producer keeps its id and epoch.
+        if resp.producer_id.0 != -1 {
+            let mut sh = self.lock();
+            sh.producer_id = resp.producer_id.0;
+            sh.epoch = resp.producer_epoch;
+            sh.sequences.clear();
+            sh.epoch_bump_required = false;
+            tracing::debug!(producer_id = sh.producer_id, epoch = sh.epoch, "transaction ended; epoch bumped");
         }
+        Ok(())
     }
 }
 
@@ -778,6 +903,51 @@ mod tests {
         assert!(i.is_stale(&a, old));
         assert_eq!(i.next(&a, 1), ProducerStamp { producer_id: 7, epoch: 1, base_sequence: 0 });
         assert_eq!(i.next(&b, 1), ProducerStamp { producer_id: 7, epoch: 0, base_sequence: 5 });
+    }
+
+    fn features(epoch: i64, transaction_version: Option<i16>) -> crate::connection::FinalizedFeatures {
+        crate::connection::FinalizedFeatures {
+            epoch,
+            levels: transaction_version.map(|v| (TRANSACTION_VERSION_FEATURE.to_string(), v)).into_iter().collect(),
+        }
+    }
+
+    #[test]
+    fn the_finalized_transaction_version_picks_the_protocol() {
+        let t = manager(true);
+        // No features known, or the feature below 2: v1.
+        assert!(!t.maybe_update_transaction_v2(true));
+        assert!(!t.is_transaction_v2());
+        t.cluster.note_features(features(3, Some(1)));
+        assert!(!t.maybe_update_transaction_v2(true));
+        assert!(!t.is_transaction_v2());
+        // An older epoch is ignored; a newer one at level 2 moves to v2, and outside init asks for an epoch bump.
+        t.cluster.note_features(features(2, Some(2)));
+        assert!(!t.maybe_update_transaction_v2(false));
+        assert!(!t.is_transaction_v2());
+        t.cluster.note_features(features(4, Some(2)));
+        assert!(t.maybe_update_transaction_v2(false), "v1 to v2 between transactions bumps the epoch");
+        assert!(t.is_transaction_v2());
+        // Read at init, the same move needs no bump.
+        let i = manager(true);
+        i.cluster.note_features(features(1, Some(2)));
+        assert!(!i.maybe_update_transaction_v2(true));
+        assert!(i.is_transaction_v2());
+    }
+
+    #[tokio::test]
+    async fn under_v2_a_partition_joins_the_transaction_without_a_request() {
+        let t = manager(true);
+        t.cluster.note_features(features(1, Some(2)));
+        t.maybe_update_transaction_v2(true);
+        let tp = TopicPartition::new("t", 0);
+        assert!(t.maybe_add_partition(&tp).await.is_err(), "outside a transaction");
+        t.begin_transaction().unwrap();
+        // The manager has no coordinator to reach: this only works because v2 sends nothing.
+        t.maybe_add_partition(&tp).await.unwrap();
+        let sh = t.lock();
+        assert!(sh.partitions_in_transaction.contains(&tp));
+        assert!(sh.transaction_started, "any send makes the transaction need an EndTxn");
     }
 
     #[test]

@@ -11,6 +11,8 @@ pub struct TxnConfig {
     pub transactional_id_expiration_ms: i64,
     pub abort_timed_out_interval_ms: u64,
     pub remove_expired_interval_ms: u64,
+    /// The `transaction.version` feature level advertised as finalized (at most the level this broker supports).
+    pub finalized_transaction_version: i16,
 }
 
 impl TxnConfig {
@@ -25,6 +27,12 @@ impl TxnConfig {
             abort_timed_out_interval_ms: int("transaction.abort.timed.out.transaction.cleanup.interval.ms").max(1)
                 as u64,
             remove_expired_interval_ms: int("transaction.remove.expired.transaction.cleanup.interval.ms").max(1) as u64,
+            finalized_transaction_version: b
+                .broker_value("transaction.version")
+                .0
+                .and_then(|v| v.trim().parse::<i16>().ok())
+                .unwrap_or(super::TRANSACTION_VERSION)
+                .clamp(0, super::TRANSACTION_VERSION),
         }
     }
 }

@@ -29,8 +29,9 @@ use crate::coordinator::group::partition_for;
 /// Kafka's internal topic for transaction state.
 pub use crate::topic_name::TRANSACTION_STATE_TOPIC_NAME;
 
-/// The transaction version (KIP-890) this broker finalizes: 2, as a new Apache Kafka 4.x cluster. Clients that see
-/// it use EndTxn v5 (the epoch moves on with every transaction) and let the broker add partitions implicitly.
+/// The highest transaction version (KIP-890) this broker supports, and the level it finalizes unless the
+/// `transaction.version` override lowers it: 2, as a new Apache Kafka 4.x cluster. Clients that see it finalized use
+/// EndTxn v5 (the epoch moves on with every transaction) and let the broker add partitions implicitly.
 pub const TRANSACTION_VERSION: i16 = 2;
 
 struct ShardHandle {

@@ -295,6 +295,23 @@ impl TransactionCoordinator {
         partitions: BTreeSet<metadata::TopicPartition>,
         client_transaction_version: i16,
     ) -> Option<ResponseError> {
+        let (pid, epoch, tv) = (producer_id, producer_epoch, client_transaction_version);
+        self.add_partitions_to(broker, transactional_id, pid, epoch, partitions, tv, true).await
+    }
+
+    /// `add_partitions`; `wait`: while the producer's previous transaction completes, wait for it (up to the
+    /// coordinator's park time) rather than answer CONCURRENT_TRANSACTIONS at once.
+    #[allow(clippy::too_many_arguments)]
+    async fn add_partitions_to(
+        &self,
+        broker: &Arc<Broker>,
+        transactional_id: &str,
+        producer_id: i64,
+        producer_epoch: i16,
+        partitions: BTreeSet<metadata::TopicPartition>,
+        client_transaction_version: i16,
+        wait: bool,
+    ) -> Option<ResponseError> {
         if transactional_id.is_empty() {
             return Some(ResponseError::InvalidRequest);
         }
@@ -304,6 +321,7 @@ impl TransactionCoordinator {
             producer_epoch,
             partitions,
             client_transaction_version,
+            wait,
             tx,
         })
         .await
@@ -394,9 +412,11 @@ impl TransactionCoordinator {
     /// `produce_error` maps them for a Produce response. The guards returned keep the producers' markers out until
     /// the caller has appended (drop them after the append).
     ///
-    /// CONCURRENT_TRANSACTIONS (the previous transaction's completion is still being written) is retried briefly, as
-    /// Kafka's AddPartitionsToTxnManager does (add.partitions.to.txn.retry.backoff.ms 20, up to 100 ms), without
-    /// holding the guards meanwhile, since that completion waits for them.
+    /// CONCURRENT_TRANSACTIONS (the previous transaction's completion is still being written) is not answered at
+    /// once. With `add`, the partitions are added without the guards, waiting for the completion as an
+    /// AddPartitionsToTxn does, then checked again under the guards (already added: no write). A plain verification
+    /// is retried briefly, as Kafka's AddPartitionsToTxnManager does (add.partitions.to.txn.retry.backoff.ms 20, up
+    /// to 100 ms). Never while holding the guards, since the completion's markers wait for them.
     pub async fn verify_for_append(
         &self,
         broker: &Arc<Broker>,
@@ -405,25 +425,40 @@ impl TransactionCoordinator {
         add: bool,
     ) -> (Vec<Vec<(metadata::TopicPartition, Option<ResponseError>)>>, Vec<AppendGuard>) {
         let started = tokio::time::Instant::now();
+        let mut waited = false;
         loop {
             let guards = self.guard_append(producers.iter().map(|(pid, _, _)| *pid)).await;
             let mut results = Vec::with_capacity(producers.len());
             for (pid, epoch, partitions) in producers {
                 let r = if add {
                     let set: BTreeSet<_> = partitions.iter().cloned().collect();
-                    let e = self.add_partitions(broker, transactional_id, *pid, *epoch, set, TRANSACTION_VERSION).await;
+                    let tv = TRANSACTION_VERSION;
+                    let e = self.add_partitions_to(broker, transactional_id, *pid, *epoch, set, tv, false).await;
                     partitions.iter().map(|p| (p.clone(), e)).collect::<Vec<_>>()
                 } else {
                     self.verify_partitions(broker, transactional_id, *pid, *epoch, partitions.clone()).await
                 };
                 results.push(r);
             }
-            let concurrent = results.iter().flatten().any(|(_, e)| *e == Some(ResponseError::ConcurrentTransactions));
-            if !concurrent || started.elapsed() >= std::time::Duration::from_millis(100) {
+            let concurrent = |r: &[(metadata::TopicPartition, Option<ResponseError>)]| {
+                r.iter().any(|(_, e)| *e == Some(ResponseError::ConcurrentTransactions))
+            };
+            if !results.iter().any(|r| concurrent(r)) || started.elapsed() >= std::time::Duration::from_millis(100) {
                 return (results, guards);
             }
             drop(guards);
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            if add && !waited {
+                waited = true;
+                for ((pid, epoch, partitions), r) in producers.iter().zip(&results) {
+                    if concurrent(r) {
+                        let set: BTreeSet<_> = partitions.iter().cloned().collect();
+                        let tv = TRANSACTION_VERSION;
+                        self.add_partitions_to(broker, transactional_id, *pid, *epoch, set, tv, true).await;
+                    }
+                }
+            } else {
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
         }
     }
 }

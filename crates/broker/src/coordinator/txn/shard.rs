@@ -82,6 +82,10 @@ pub enum Request {
         producer_epoch: i16,
         partitions: BTreeSet<TopicPartition>,
         client_transaction_version: i16,
+        /// Wait (up to the park time) while the producer's previous transaction completes, instead of answering
+        /// CONCURRENT_TRANSACTIONS at once. Not for callers holding the producer's append guard, which the
+        /// completion's markers wait for.
+        wait: bool,
         tx: oneshot::Sender<Option<ResponseError>>,
     },
     /// KIP-890 part 1: are these partitions in the producer's ongoing transaction?
@@ -338,6 +342,7 @@ impl Shard {
                 partitions,
                 client_transaction_version,
                 tx,
+                ..
             } => {
                 match self.add_partitions(
                     &transactional_id,
@@ -828,9 +833,9 @@ impl Shard {
         let _ = fx;
     }
 
-    /// An AddPartitionsToTxn of a producer whose previous transaction is being completed.
+    /// An AddPartitionsToTxn that may wait, of a producer whose previous transaction is being completed.
     fn completing(&self, r: &Request) -> bool {
-        let Request::AddPartitions { transactional_id, producer_id, .. } = r else { return false };
+        let Request::AddPartitions { transactional_id, producer_id, wait: true, .. } = r else { return false };
         self.txns.get(transactional_id.as_str()).is_some_and(|m| {
             matches!(m.state, TxnState::PrepareCommit | TxnState::PrepareAbort) && m.producer_id == *producer_id
         })

@@ -22,11 +22,16 @@ def fill(b, topic, ts):
                              "timestamp": ts} for i in range(COUNT)], timeout=60)
 
 
-def wait_low_watermark_above_zero(c, tp, timeout=30):
+def wait_low_watermark_above_zero(c, tp, timeout=30, settle=1.2):
+    """The watermarks once retention has moved the log start and then left it alone for `settle` seconds (several
+    retention checks): a check that ran while the records were still arriving may be followed by another."""
     deadline = time.monotonic() + timeout
+    last, since = None, time.monotonic()
     while True:
         lo, hi = watermarks(c, tp)
-        if lo > 0 or time.monotonic() > deadline:
+        if (lo, hi) != last:
+            last, since = (lo, hi), time.monotonic()
+        if (lo > 0 and time.monotonic() - since >= settle) or time.monotonic() > deadline:
             return lo, hi
         time.sleep(0.25)
 

@@ -190,6 +190,12 @@ impl Log {
         self.snapshot().iter().map(|s| s.base_offset()).collect()
     }
 
+    /// Base offset of the active segment. A read at or above it is a tail read: its offset index is in memory and
+    /// its bytes are the most recently written, so the read is normally served from the page cache.
+    pub fn active_segment_base_offset(&self) -> i64 {
+        self.active().base_offset()
+    }
+
     pub(crate) fn snapshot(&self) -> SegmentList {
         self.segments.read().unwrap_or_else(PoisonError::into_inner).clone()
     }

@@ -20,7 +20,7 @@ pub async fn handle(
     let set = BTreeSet::from([(GROUP_METADATA_TOPIC_NAME.to_string(), partition)]);
     let mut e = broker
         .txns
-        .add_partitions(broker, &req.transactional_id.0, req.producer_id.0, req.producer_epoch, set, 0)
+        .add_partitions(broker, &req.transactional_id.0, req.producer_id.0, req.producer_epoch, set, 0, true)
         .await;
     if e == Some(ResponseError::ProducerFenced) && version < 2 {
         // PRODUCER_FENCED exists from v2 (KIP-588); older clients know it as INVALID_PRODUCER_EPOCH.

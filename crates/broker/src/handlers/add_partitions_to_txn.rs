@@ -84,7 +84,7 @@ async fn add_one(
             // v5 comes from brokers adding partitions implicitly for transactions v2 clients.
             let tv = if version >= 5 { 2 } else { 0 };
             let set: BTreeSet<TopicPartition> = partitions.iter().cloned().collect();
-            let mut e = broker.txns.add_partitions(broker, id, producer_id, producer_epoch, set, tv).await;
+            let mut e = broker.txns.add_partitions(broker, id, producer_id, producer_epoch, set, tv, true).await;
             if e == Some(ResponseError::ProducerFenced) && version < 2 {
                 // PRODUCER_FENCED exists from v2 (KIP-588); older clients know it as INVALID_PRODUCER_EPOCH.
                 e = Some(ResponseError::InvalidProducerEpoch);

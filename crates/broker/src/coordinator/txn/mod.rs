@@ -285,24 +285,11 @@ impl TransactionCoordinator {
     }
 
     /// AddPartitionsToTxn / AddOffsetsToTxn, and the implicit add of transactions v2 (Kafka's
-    /// handleAddPartitionsToTransaction). None: added.
-    pub async fn add_partitions(
-        &self,
-        broker: &Arc<Broker>,
-        transactional_id: &str,
-        producer_id: i64,
-        producer_epoch: i16,
-        partitions: BTreeSet<metadata::TopicPartition>,
-        client_transaction_version: i16,
-    ) -> Option<ResponseError> {
-        let (pid, epoch, tv) = (producer_id, producer_epoch, client_transaction_version);
-        self.add_partitions_to(broker, transactional_id, pid, epoch, partitions, tv, true).await
-    }
-
-    /// `add_partitions`; `wait`: while the producer's previous transaction completes, wait for it (up to the
-    /// coordinator's park time) rather than answer CONCURRENT_TRANSACTIONS at once.
+    /// handleAddPartitionsToTransaction). None: added. `wait`: while the producer's previous transaction completes,
+    /// wait for it (up to the coordinator's park time) rather than answer CONCURRENT_TRANSACTIONS at once; never
+    /// while holding the producer's append guard, which the completion's markers need.
     #[allow(clippy::too_many_arguments)]
-    async fn add_partitions_to(
+    pub async fn add_partitions(
         &self,
         broker: &Arc<Broker>,
         transactional_id: &str,
@@ -433,7 +420,7 @@ impl TransactionCoordinator {
                 let r = if add {
                     let set: BTreeSet<_> = partitions.iter().cloned().collect();
                     let tv = TRANSACTION_VERSION;
-                    let e = self.add_partitions_to(broker, transactional_id, *pid, *epoch, set, tv, false).await;
+                    let e = self.add_partitions(broker, transactional_id, *pid, *epoch, set, tv, false).await;
                     partitions.iter().map(|p| (p.clone(), e)).collect::<Vec<_>>()
                 } else {
                     self.verify_partitions(broker, transactional_id, *pid, *epoch, partitions.clone()).await
@@ -453,7 +440,7 @@ impl TransactionCoordinator {
                     if concurrent(r) {
                         let set: BTreeSet<_> = partitions.iter().cloned().collect();
                         let tv = TRANSACTION_VERSION;
-                        self.add_partitions_to(broker, transactional_id, *pid, *epoch, set, tv, true).await;
+                        self.add_partitions(broker, transactional_id, *pid, *epoch, set, tv, true).await;
                     }
                 }
             } else {
@@ -571,7 +558,7 @@ mod tests {
         };
         let partitions = BTreeSet::from([("data".to_string(), 0)]);
         let add = |broker: Arc<Broker>, partitions: BTreeSet<_>| async move {
-            broker.txns.add_partitions(&broker, id, pid, epoch, partitions, 1).await
+            broker.txns.add_partitions(&broker, id, pid, epoch, partitions, 1, true).await
         };
         assert_eq!(add(broker.clone(), partitions.clone()).await, None);
 

@@ -164,11 +164,8 @@ impl PowerLossFs {
     fn remove(&mut self, parent: u64, name: &OsStr, want_dir: bool) -> Result<(), i32> {
         let ino = self.child(parent, name).ok_or(ENOENT)?;
         match self.inodes.get(&ino).map(|i| &i.node) {
-            Some(Node::Dir { children }) if want_dir => {
-                if !children.is_empty() {
-                    return Err(ENOTEMPTY);
-                }
-            }
+            Some(Node::Dir { children }) if want_dir && !children.is_empty() => return Err(ENOTEMPTY),
+            Some(Node::Dir { .. }) if want_dir => {}
             Some(Node::Dir { .. }) => return Err(EISDIR),
             Some(Node::File { .. }) if want_dir => return Err(ENOTDIR),
             _ => {}

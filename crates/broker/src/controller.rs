@@ -102,6 +102,25 @@ pub fn ensure_internal_topic(
     }
 }
 
+/// Kafka's controller refuses a request that would create more partitions than this at once (its
+/// MAX_PARTITIONS_PER_BATCH): one request must not be able to grow the metadata log and the open files without bound.
+pub const MAX_PARTITIONS_PER_REQUEST: i64 = 10_000;
+
+pub fn excessive_partitions() -> ApiError {
+    ApiError::new(ResponseError::PolicyViolation, "Excessively large number of partitions per request.")
+}
+
+/// The partitions a CreateTopics request asks for in total, counted as Kafka's controller counts them.
+pub fn requested_partitions<'a>(broker: &BrokerConfig, topics: impl Iterator<Item = (i32, usize)> + 'a) -> i64 {
+    topics
+        .map(|(num_partitions, assignments)| match (assignments, num_partitions) {
+            (0, -1) => broker.num_partitions as i64,
+            (0, n) => n.max(0) as i64,
+            (a, _) => a as i64,
+        })
+        .sum()
+}
+
 /// Validates a new topic against the image and returns its records.
 pub fn plan_create_topic(image: &MetadataImage, broker: &BrokerConfig, t: &NewTopic) -> Result<PlannedTopic, ApiError> {
     topic_name::validate(t.name).map_err(|m| ApiError::new(ResponseError::InvalidTopicException, m))?;
@@ -186,6 +205,7 @@ pub fn plan_create_partitions(
     name: &str,
     count: i32,
     assignments: Option<&[Vec<i32>]>,
+    budget: i64,
 ) -> Result<Vec<MetadataRecord>, ApiError> {
     let topic = image.topic(name).ok_or_else(|| {
         ApiError::new(ResponseError::UnknownTopicOrPartition, format!("The topic '{name}' does not exist."))
@@ -205,6 +225,9 @@ pub fn plan_create_partitions(
     }
     let rf = topic.partitions.values().next().map(|p| p.replicas.len()).unwrap_or(1);
     let added = (count - current) as usize;
+    if added as i64 > budget {
+        return Err(excessive_partitions());
+    }
     if let Some(a) = assignments {
         if a.len() != added {
             return Err(ApiError::new(

@@ -58,6 +58,43 @@ proptest! {
     }
 }
 
+/// Counts and lengths at their maxima, at every field position near the start of every served request: each must
+/// be refused (or answered) without allocating for what the wire claims. Before kafka-protocol was patched, an
+/// array count of 2^31-1 made the decoder reserve that many elements and the process aborted.
+#[test]
+fn wire_counts_never_allocate_past_the_frame() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    let ctx = rt.block_on(async { context(dir.path()) });
+    // Int32 count / Int16 length at their maximum, an unsigned varint at u32::MAX, and INT32 -2 (a negative length).
+    let patterns: [&[u8]; 4] = [
+        &[0x7f, 0xff, 0xff, 0xff, 0x7f, 0xff, 0xff, 0xff],
+        &[0xff, 0xff, 0xff, 0xff, 0x0f, 0xff, 0xff, 0xff, 0xff, 0x0f],
+        &[0x80, 0x80, 0x80, 0x80, 0x08],
+        &[0xff, 0xff, 0xff, 0xfe],
+    ];
+    let mut frames = 0;
+    for &(key, min, max) in SUPPORTED_APIS {
+        for version in min..=max {
+            for offset in 0..40 {
+                for pattern in patterns {
+                    let mut frame = BytesMut::new();
+                    frame.put_i16(key as i16);
+                    frame.put_i16(version);
+                    frame.put_i32(7);
+                    // Header fields (client id, tagged fields) are covered too: zeros are empty strings and arrays.
+                    frame.put_bytes(0, offset);
+                    frame.put_slice(pattern);
+                    frame.put_bytes(0, 16);
+                    run(&ctx, &rt, frame.freeze());
+                    frames += 1;
+                }
+            }
+        }
+    }
+    assert!(frames > 10_000, "the sweep covers every served API and version ({frames} frames)");
+}
+
 #[test]
 fn listener_config_is_cloneable_for_contexts() {
     let l = ListenerConfig::parse_list("PLAINTEXT://127.0.0.1:0", "").unwrap();

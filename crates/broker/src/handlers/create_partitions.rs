@@ -9,7 +9,7 @@ use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 
 use crate::broker::CommitError;
-use crate::controller::{plan_create_partitions, ApiError};
+use crate::controller::{plan_create_partitions, ApiError, MAX_PARTITIONS_PER_REQUEST};
 use crate::dispatch::ConnectionContext;
 
 pub async fn handle(
@@ -24,6 +24,8 @@ pub async fn handle(
     }
     let validate_only = req.validate_only;
     let results = tokio::task::spawn_blocking(move || {
+        // What is left of the request's partition budget; a topic that would exceed it is refused.
+        let mut budget = MAX_PARTITIONS_PER_REQUEST;
         req.topics
             .into_iter()
             .map(|t| {
@@ -36,8 +38,15 @@ pub async fn handle(
                 } else {
                     broker
                         .commit(|image| {
-                            let records =
-                                plan_create_partitions(image, &broker.config, &name, t.count, assignments.as_deref())?;
+                            let records = plan_create_partitions(
+                                image,
+                                &broker.config,
+                                &name,
+                                t.count,
+                                assignments.as_deref(),
+                                budget,
+                            )?;
+                            budget -= records.len() as i64;
                             Ok((if validate_only { Vec::new() } else { records }, ()))
                         })
                         .map_err(|e| match e {

@@ -11,7 +11,9 @@ use kafka_protocol::ResponseError;
 use crate::broker::CommitError;
 use crate::config::defs::topic_defs;
 use crate::config::describe_topic_config;
-use crate::controller::{plan_create_topic, ApiError, NewTopic};
+use crate::controller::{
+    excessive_partitions, plan_create_topic, requested_partitions, ApiError, NewTopic, MAX_PARTITIONS_PER_REQUEST,
+};
 use crate::dispatch::ConnectionContext;
 
 pub async fn handle(ctx: &Arc<ConnectionContext>, version: i16, req: CreateTopicsRequest) -> CreateTopicsResponse {
@@ -21,6 +23,10 @@ pub async fn handle(ctx: &Arc<ConnectionContext>, version: i16, req: CreateTopic
         *counts.entry(t.name.0.to_string()).or_default() += 1;
     }
     let validate_only = req.validate_only;
+    // As Kafka's controller: a request over the partition limit is refused whole, validate_only or not.
+    let too_many =
+        requested_partitions(&broker.config, req.topics.iter().map(|t| (t.num_partitions, t.assignments.len())))
+            > MAX_PARTITIONS_PER_REQUEST;
     // Kafka answers once per distinct name; a duplicated name gets one INVALID_REQUEST result.
     let mut seen = std::collections::HashSet::new();
     let topics: Vec<_> = req.topics.into_iter().filter(|t| seen.insert(t.name.0.to_string())).collect();
@@ -29,7 +35,9 @@ pub async fn handle(ctx: &Arc<ConnectionContext>, version: i16, req: CreateTopic
             .into_iter()
             .map(|t| {
                 let name = t.name.0.to_string();
-                let result = if counts.get(&name).copied().unwrap_or(0) > 1 {
+                let result = if too_many {
+                    Err(excessive_partitions())
+                } else if counts.get(&name).copied().unwrap_or(0) > 1 {
                     Err(ApiError::new(ResponseError::InvalidRequest, "Duplicate topic name."))
                 } else {
                     let mut configs = BTreeMap::new();

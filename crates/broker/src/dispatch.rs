@@ -8,7 +8,7 @@ use std::sync::Arc;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::{Decodable, Encodable};
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 
 use crate::broker::Broker;
@@ -68,12 +68,22 @@ pub struct ConnectionContext {
     /// The advertised address of the listener this connection came in on (what Metadata returns).
     pub advertised: Arc<ListenerConfig>,
     pub peer: SocketAddr,
+    /// Bytes of responses this connection may hold before they are written (`fetch.max.bytes`): a client that does
+    /// not read its responses stops being read instead of filling the broker's memory.
+    pub response_budget: Arc<Semaphore>,
 }
 
 /// A response, ready now or computed by a task; `None` means no response on the wire (acks=0 produce).
-pub enum Reply {
+pub enum Answer {
     Ready(Option<Bytes>),
     Deferred(JoinHandle<Option<Bytes>>),
+}
+
+pub struct Reply {
+    pub answer: Answer,
+    /// Room taken in the connection's response budget for an answer that may be large (a fetch's records), given
+    /// back once the answer is written.
+    pub budget: Option<OwnedSemaphorePermit>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -91,8 +101,13 @@ pub enum DispatchError {
 }
 
 /// Decodes the header, checks the version, runs the handler. Errors close the connection, as Kafka does for
-/// requests it cannot parse.
-pub async fn dispatch(ctx: &Arc<ConnectionContext>, frame: Bytes) -> Result<Reply, DispatchError> {
+/// requests it cannot parse. `held` (the request's share of the broker's request budget) is dropped once the
+/// response is computed.
+pub async fn dispatch<H: Send + 'static>(
+    ctx: &Arc<ConnectionContext>,
+    frame: Bytes,
+    held: H,
+) -> Result<Reply, DispatchError> {
     let mut peek = &frame[..];
     let raw_key = peek.get_i16();
     let version = peek.get_i16();
@@ -105,7 +120,8 @@ pub async fn dispatch(ctx: &Arc<ConnectionContext>, frame: Bytes) -> Result<Repl
         if key == ApiKey::ApiVersions {
             // KIP-511: answer with v0 and UNSUPPORTED_VERSION so the client can retry with a version we know.
             let resp = handlers::api_versions::unsupported_version_response();
-            return encode(key, 0, correlation_id, &resp).map(|b| Reply::Ready(Some(b)));
+            return encode(key, 0, correlation_id, &resp)
+                .map(|b| Reply { answer: Answer::Ready(Some(b)), budget: None });
         }
         return Err(DispatchError::UnsupportedVersion { key, version });
     }
@@ -131,11 +147,12 @@ pub async fn dispatch(ctx: &Arc<ConnectionContext>, frame: Bytes) -> Result<Repl
             let (turn, handed_off) = $turn;
             let task = tokio::spawn(TURN.scope(turn, async move {
                 let resp = $handler(&ctx, version, $($extra,)? req).await;
+                drop(held);
                 encode_or_log(key, version, correlation_id, &resp)
             }));
             // An error means the task ended (or failed) without handing off: either way it is past its sends.
             let _ = handed_off.await;
-            Reply::Deferred(task)
+            Answer::Deferred(task)
         }};
     }
     macro_rules! deferred {
@@ -146,10 +163,11 @@ pub async fn dispatch(ctx: &Arc<ConnectionContext>, frame: Bytes) -> Result<Repl
     }
     macro_rules! ready {
         ($resp:expr) => {
-            Reply::Ready(Some(encode(key, version, correlation_id, &$resp)?))
+            Answer::Ready(Some(encode(key, version, correlation_id, &$resp)?))
         };
     }
-    let reply = match key {
+    let mut budget = None;
+    let answer = match key {
         ApiKey::ApiVersions => {
             let req = decode!(ApiVersionsRequest);
             ready!(handlers::api_versions::handle(ctx, version, req))
@@ -162,19 +180,26 @@ pub async fn dispatch(ctx: &Arc<ConnectionContext>, frame: Bytes) -> Result<Repl
             let req = decode!(ProduceRequest);
             match handlers::produce::handle(ctx, version, &client_id, req).await {
                 Respond::Now(resp) => ready!(resp),
-                Respond::Nothing => Reply::Ready(None),
+                Respond::Nothing => Answer::Ready(None),
                 Respond::Close(reason) => return Err(DispatchError::Refused(reason)),
-                Respond::Later(fut) => Reply::Deferred(tokio::spawn(async move {
+                Respond::Later(fut) => Answer::Deferred(tokio::spawn(async move {
                     let resp = fut.await;
+                    drop(held);
                     encode_or_log(key, version, correlation_id, &resp)
                 })),
             }
         }
         ApiKey::Fetch => {
             let req = decode!(FetchRequest);
+            // The records are read into memory and stay there until written: take room for them first, so the
+            // connection stops reading requests while its unwritten responses are at the budget.
+            let want = (req.max_bytes.max(0) as usize).min(ctx.broker.config.fetch_max_bytes).max(1);
+            let permit = ctx.response_budget.clone().acquire_many_owned(u32::try_from(want).unwrap_or(u32::MAX)).await;
+            budget = permit.ok();
             let ctx = ctx.clone();
-            Reply::Deferred(tokio::spawn(async move {
+            Answer::Deferred(tokio::spawn(async move {
                 let resp = handlers::fetch::handle(&ctx, version, req).await;
+                drop(held);
                 encode_or_log(key, version, correlation_id, &resp)
             }))
         }
@@ -248,7 +273,7 @@ pub async fn dispatch(ctx: &Arc<ConnectionContext>, frame: Bytes) -> Result<Repl
         }
         _ => return Err(DispatchError::UnknownApiKey(raw_key)),
     };
-    Ok(reply)
+    Ok(Reply { answer, budget })
 }
 
 tokio::task_local! {

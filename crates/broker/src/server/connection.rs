@@ -34,6 +34,10 @@ const MAX_IN_FLIGHT: usize = 128;
 /// write, so idle connections hold none.
 const WRITE_BUFFER: usize = 64 * 1024;
 
+/// Responses are written in pieces of at most this size, each of which must make progress within
+/// `connections.max.idle.ms`.
+const WRITE_PIECE: usize = 1024 * 1024;
+
 /// What an accepted connection was admitted with.
 pub struct Admission {
     pub slot: ConnectionSlot,
@@ -256,7 +260,7 @@ async fn write_with_progress<W: AsyncWrite + Unpin>(
     bytes: Bytes,
     idle: Option<Duration>,
 ) -> std::io::Result<()> {
-    for piece in bytes.chunks(WRITE_BUFFER) {
+    for piece in bytes.chunks(WRITE_PIECE) {
         with_progress(out.write_all(piece), idle).await?;
     }
     Ok(())

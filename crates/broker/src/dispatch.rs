@@ -73,6 +73,13 @@ pub struct ConnectionContext {
     pub response_budget: Arc<Semaphore>,
 }
 
+impl ConnectionContext {
+    pub fn new(broker: Arc<Broker>, advertised: Arc<ListenerConfig>, peer: SocketAddr) -> ConnectionContext {
+        let response_budget = Arc::new(Semaphore::new(broker.config.fetch_max_bytes));
+        ConnectionContext { broker, advertised, peer, response_budget }
+    }
+}
+
 /// A response, ready now or computed by a task; `None` means no response on the wire (acks=0 produce).
 pub enum Answer {
     Ready(Option<Bytes>),

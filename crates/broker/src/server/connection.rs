@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufWriter};
-use tokio::sync::{mpsc, Notify, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{mpsc, Notify, OwnedSemaphorePermit};
 use tokio::time::Instant;
 
 use super::budget::RequestBudget;
@@ -89,12 +89,7 @@ pub async fn serve<R, W>(
     tracing::debug!(%peer, "connection opened");
     let Admission { slot: _slot, budget } = admission;
     let response_budget = broker.config.fetch_max_bytes;
-    let ctx = Arc::new(ConnectionContext {
-        broker: broker.clone(),
-        advertised,
-        peer,
-        response_budget: Arc::new(Semaphore::new(response_budget)),
-    });
+    let ctx = Arc::new(ConnectionContext::new(broker.clone(), advertised, peer));
     let idle = broker.config.connections_max_idle;
     let activity = Arc::new(Activity {
         in_flight: AtomicUsize::new(0),

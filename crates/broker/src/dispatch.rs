@@ -1,12 +1,14 @@
 //! Request dispatch: API key and version → handler. The table of served APIs lives here, and ApiVersions is
 //! generated from it, so the broker never advertises a version it does not handle.
 
+use std::cell::Cell;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::{Decodable, Encodable};
+use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 
 use crate::broker::Broker;
@@ -66,12 +68,29 @@ pub struct ConnectionContext {
     /// The advertised address of the listener this connection came in on (what Metadata returns).
     pub advertised: Arc<ListenerConfig>,
     pub peer: SocketAddr,
+    /// Bytes of responses this connection may hold before they are written (`fetch.max.bytes`): a client that does
+    /// not read its responses stops being read instead of filling the broker's memory.
+    pub response_budget: Arc<Semaphore>,
+}
+
+impl ConnectionContext {
+    pub fn new(broker: Arc<Broker>, advertised: Arc<ListenerConfig>, peer: SocketAddr) -> ConnectionContext {
+        let response_budget = Arc::new(Semaphore::new(broker.config.fetch_max_bytes));
+        ConnectionContext { broker, advertised, peer, response_budget }
+    }
 }
 
 /// A response, ready now or computed by a task; `None` means no response on the wire (acks=0 produce).
-pub enum Reply {
+pub enum Answer {
     Ready(Option<Bytes>),
     Deferred(JoinHandle<Option<Bytes>>),
+}
+
+pub struct Reply {
+    pub answer: Answer,
+    /// Room taken in the connection's response budget for an answer that may be large (a fetch's records), given
+    /// back once the answer is written.
+    pub budget: Option<OwnedSemaphorePermit>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -89,8 +108,13 @@ pub enum DispatchError {
 }
 
 /// Decodes the header, checks the version, runs the handler. Errors close the connection, as Kafka does for
-/// requests it cannot parse.
-pub async fn dispatch(ctx: &Arc<ConnectionContext>, frame: Bytes) -> Result<Reply, DispatchError> {
+/// requests it cannot parse. `held` (the request's share of the broker's request budget) is dropped once the
+/// response is computed.
+pub async fn dispatch<H: Send + 'static>(
+    ctx: &Arc<ConnectionContext>,
+    frame: Bytes,
+    held: H,
+) -> Result<Reply, DispatchError> {
     let mut peek = &frame[..];
     let raw_key = peek.get_i16();
     let version = peek.get_i16();
@@ -103,7 +127,8 @@ pub async fn dispatch(ctx: &Arc<ConnectionContext>, frame: Bytes) -> Result<Repl
         if key == ApiKey::ApiVersions {
             // KIP-511: answer with v0 and UNSUPPORTED_VERSION so the client can retry with a version we know.
             let resp = handlers::api_versions::unsupported_version_response();
-            return encode(key, 0, correlation_id, &resp).map(|b| Reply::Ready(Some(b)));
+            return encode(key, 0, correlation_id, &resp)
+                .map(|b| Reply { answer: Answer::Ready(Some(b)), budget: None });
         }
         return Err(DispatchError::UnsupportedVersion { key, version });
     }
@@ -118,24 +143,38 @@ pub async fn dispatch(ctx: &Arc<ConnectionContext>, frame: Bytes) -> Result<Repl
             <$t>::decode(&mut body, version).map_err(|error| DispatchError::Malformed { key, version, error })?
         };
     }
-    // Group requests wait on their coordinator shard (a JoinGroup for the whole join phase), so they run as tasks
-    // and the connection keeps reading; the writer still answers in request order.
-    macro_rules! deferred {
-        ($t:ty, $handler:path $(, $extra:expr)?) => {{
+    // Coordinator requests wait on their shard (a JoinGroup for the whole join phase), so they run as tasks and the
+    // connection keeps reading; the writer still answers in request order. Kafka also processes a connection's
+    // requests in order, so the next request is not dispatched before this one is in its shard's queue
+    // (`deferred!`) or, for requests that talk to several shards or none, done (`deferred_whole!`).
+    macro_rules! deferred_as {
+        ($turn:expr, $t:ty, $handler:path $(, $extra:expr)?) => {{
             let req = decode!($t);
             let ctx = ctx.clone();
-            Reply::Deferred(tokio::spawn(async move {
+            let (turn, handed_off) = $turn;
+            let task = tokio::spawn(TURN.scope(turn, async move {
                 let resp = $handler(&ctx, version, $($extra,)? req).await;
+                drop(held);
                 encode_or_log(key, version, correlation_id, &resp)
-            }))
+            }));
+            // An error means the task ended (or failed) without handing off: either way it is past its sends.
+            let _ = handed_off.await;
+            Answer::Deferred(task)
         }};
+    }
+    macro_rules! deferred {
+        ($($args:tt)*) => { deferred_as!(Turn::at_send(), $($args)*) };
+    }
+    macro_rules! deferred_whole {
+        ($($args:tt)*) => { deferred_as!(Turn::whole(), $($args)*) };
     }
     macro_rules! ready {
         ($resp:expr) => {
-            Reply::Ready(Some(encode(key, version, correlation_id, &$resp)?))
+            Answer::Ready(Some(encode(key, version, correlation_id, &$resp)?))
         };
     }
-    let reply = match key {
+    let mut budget = None;
+    let answer = match key {
         ApiKey::ApiVersions => {
             let req = decode!(ApiVersionsRequest);
             ready!(handlers::api_versions::handle(ctx, version, req))
@@ -148,19 +187,26 @@ pub async fn dispatch(ctx: &Arc<ConnectionContext>, frame: Bytes) -> Result<Repl
             let req = decode!(ProduceRequest);
             match handlers::produce::handle(ctx, version, &client_id, req).await {
                 Respond::Now(resp) => ready!(resp),
-                Respond::Nothing => Reply::Ready(None),
+                Respond::Nothing => Answer::Ready(None),
                 Respond::Close(reason) => return Err(DispatchError::Refused(reason)),
-                Respond::Later(fut) => Reply::Deferred(tokio::spawn(async move {
+                Respond::Later(fut) => Answer::Deferred(tokio::spawn(async move {
                     let resp = fut.await;
+                    drop(held);
                     encode_or_log(key, version, correlation_id, &resp)
                 })),
             }
         }
         ApiKey::Fetch => {
             let req = decode!(FetchRequest);
+            // The records are read into memory and stay there until written: take room for them first, so the
+            // connection stops reading requests while its unwritten responses are at the budget.
+            let want = (req.max_bytes.max(0) as usize).min(ctx.broker.config.fetch_max_bytes).max(1);
+            let permit = ctx.response_budget.clone().acquire_many_owned(u32::try_from(want).unwrap_or(u32::MAX)).await;
+            budget = permit.ok();
             let ctx = ctx.clone();
-            Reply::Deferred(tokio::spawn(async move {
+            Answer::Deferred(tokio::spawn(async move {
                 let resp = handlers::fetch::handle(&ctx, version, req).await;
+                drop(held);
                 encode_or_log(key, version, correlation_id, &resp)
             }))
         }
@@ -188,22 +234,22 @@ pub async fn dispatch(ctx: &Arc<ConnectionContext>, frame: Bytes) -> Result<Repl
             let req = decode!(DescribeClusterRequest);
             ready!(handlers::describe_cluster::handle(ctx, version, req))
         }
-        ApiKey::FindCoordinator => deferred!(FindCoordinatorRequest, handlers::find_coordinator::handle),
+        ApiKey::FindCoordinator => deferred_whole!(FindCoordinatorRequest, handlers::find_coordinator::handle),
         ApiKey::JoinGroup => deferred!(JoinGroupRequest, handlers::join_group::handle, client_id),
         ApiKey::SyncGroup => deferred!(SyncGroupRequest, handlers::sync_group::handle),
         ApiKey::Heartbeat => deferred!(HeartbeatRequest, handlers::heartbeat::handle),
         ApiKey::LeaveGroup => deferred!(LeaveGroupRequest, handlers::leave_group::handle),
         ApiKey::OffsetCommit => deferred!(OffsetCommitRequest, handlers::offset_commit::handle),
-        ApiKey::OffsetFetch => deferred!(OffsetFetchRequest, handlers::offset_fetch::handle),
+        ApiKey::OffsetFetch => deferred_whole!(OffsetFetchRequest, handlers::offset_fetch::handle),
         ApiKey::OffsetDelete => deferred!(OffsetDeleteRequest, handlers::offset_delete::handle),
-        ApiKey::DescribeGroups => deferred!(DescribeGroupsRequest, handlers::describe_groups::handle),
-        ApiKey::ListGroups => deferred!(ListGroupsRequest, handlers::list_groups::handle),
-        ApiKey::DeleteGroups => deferred!(DeleteGroupsRequest, handlers::delete_groups::handle),
+        ApiKey::DescribeGroups => deferred_whole!(DescribeGroupsRequest, handlers::describe_groups::handle),
+        ApiKey::ListGroups => deferred_whole!(ListGroupsRequest, handlers::list_groups::handle),
+        ApiKey::DeleteGroups => deferred_whole!(DeleteGroupsRequest, handlers::delete_groups::handle),
         ApiKey::ConsumerGroupHeartbeat => {
             deferred!(ConsumerGroupHeartbeatRequest, handlers::consumer_group_heartbeat::handle, client_id)
         }
         ApiKey::ConsumerGroupDescribe => {
-            deferred!(ConsumerGroupDescribeRequest, handlers::consumer_group_describe::handle)
+            deferred_whole!(ConsumerGroupDescribeRequest, handlers::consumer_group_describe::handle)
         }
         ApiKey::DeleteRecords => {
             let req = decode!(DeleteRecordsRequest);
@@ -222,17 +268,61 @@ pub async fn dispatch(ctx: &Arc<ConnectionContext>, frame: Bytes) -> Result<Repl
         ApiKey::AddPartitionsToTxn => deferred!(AddPartitionsToTxnRequest, handlers::add_partitions_to_txn::handle),
         ApiKey::AddOffsetsToTxn => deferred!(AddOffsetsToTxnRequest, handlers::add_offsets_to_txn::handle),
         ApiKey::EndTxn => deferred!(EndTxnRequest, handlers::end_txn::handle),
-        ApiKey::DescribeTransactions => deferred!(DescribeTransactionsRequest, handlers::describe_transactions::handle),
-        ApiKey::ListTransactions => deferred!(ListTransactionsRequest, handlers::list_transactions::handle),
-        ApiKey::WriteTxnMarkers => deferred!(WriteTxnMarkersRequest, handlers::write_txn_markers::handle),
-        ApiKey::TxnOffsetCommit => deferred!(TxnOffsetCommitRequest, handlers::txn_offset_commit::handle),
+        ApiKey::DescribeTransactions => {
+            deferred_whole!(DescribeTransactionsRequest, handlers::describe_transactions::handle)
+        }
+        ApiKey::ListTransactions => deferred_whole!(ListTransactionsRequest, handlers::list_transactions::handle),
+        ApiKey::WriteTxnMarkers => deferred_whole!(WriteTxnMarkersRequest, handlers::write_txn_markers::handle),
+        ApiKey::TxnOffsetCommit => deferred_whole!(TxnOffsetCommitRequest, handlers::txn_offset_commit::handle),
         ApiKey::DescribeProducers => {
             let req = decode!(DescribeProducersRequest);
             ready!(handlers::describe_producers::handle(ctx, version, req))
         }
         _ => return Err(DispatchError::UnknownApiKey(raw_key)),
     };
-    Ok(reply)
+    Ok(Reply { answer, budget })
+}
+
+tokio::task_local! {
+    /// The connection's turn, held by the deferred request being dispatched.
+    static TURN: Turn;
+}
+
+/// A connection dispatches its next request once the current one has handed off its turn: once its request is in
+/// its coordinator shard's queue, so pipelined requests reach a shard in arrival order while their answers are
+/// awaited concurrently. Dropped with the request's task, which hands off too.
+struct Turn {
+    next: Cell<Option<oneshot::Sender<()>>>,
+    /// Held until the request is done: it sends to several shards (or to none), and the next request must not
+    /// overtake any of its sends.
+    whole: bool,
+}
+
+impl Turn {
+    fn at_send() -> (Turn, oneshot::Receiver<()>) {
+        Self::new(false)
+    }
+
+    fn whole() -> (Turn, oneshot::Receiver<()>) {
+        Self::new(true)
+    }
+
+    fn new(whole: bool) -> (Turn, oneshot::Receiver<()>) {
+        let (tx, rx) = oneshot::channel();
+        (Turn { next: Cell::new(Some(tx)), whole }, rx)
+    }
+}
+
+/// Called by a coordinator once a request is in its shard's queue: the connection may dispatch its next request.
+/// Outside a deferred request (timers, the produce path) it does nothing.
+pub fn handed_off() {
+    let _ = TURN.try_with(|t| {
+        if !t.whole {
+            if let Some(tx) = t.next.take() {
+                let _ = tx.send(());
+            }
+        }
+    });
 }
 
 /// A handler's answer when part of the work happens after the request is read (acks=all waits for the fsync).

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use bytes::{BufMut, Bytes, BytesMut};
 use proptest::prelude::*;
 use strom_broker::config::ListenerConfig;
-use strom_broker::dispatch::{dispatch, ConnectionContext, Reply, SUPPORTED_APIS};
+use strom_broker::dispatch::{dispatch, Answer, ConnectionContext, Reply, SUPPORTED_APIS};
 use strom_broker::{Broker, BrokerConfig};
 
 fn context(dir: &std::path::Path) -> Arc<ConnectionContext> {
@@ -16,12 +16,12 @@ fn context(dir: &std::path::Path) -> Arc<ConnectionContext> {
     let config = BrokerConfig::from_values(values).unwrap();
     let advertised = Arc::new(config.listeners[0].clone());
     let broker = Arc::new(Broker::open(config).unwrap());
-    Arc::new(ConnectionContext { broker, advertised, peer: "127.0.0.1:1".parse().unwrap() })
+    Arc::new(ConnectionContext::new(broker, advertised, "127.0.0.1:1".parse().unwrap()))
 }
 
 fn run(ctx: &Arc<ConnectionContext>, rt: &tokio::runtime::Runtime, frame: Bytes) {
     rt.block_on(async {
-        if let Ok(Reply::Deferred(h)) = dispatch(ctx, frame).await {
+        if let Ok(Reply { answer: Answer::Deferred(h), .. }) = dispatch(ctx, frame, ()).await {
             let _ = h.await.expect("deferred handler must not panic");
         }
     });

@@ -5,8 +5,10 @@ pub mod defs;
 mod listener;
 mod topic;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::net::IpAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 pub use listener::{ListenerConfig, SecurityProtocol};
 pub use topic::{describe_topic_config, validate_topic_configs, DescribedConfig, TopicConfig};
@@ -40,6 +42,20 @@ pub struct BrokerConfig {
     pub auto_create_topics_enable: bool,
     pub delete_topic_enable: bool,
     pub socket_request_max_bytes: usize,
+    /// `max.connections`
+    pub max_connections: usize,
+    /// `max.connections.per.ip`
+    pub max_connections_per_ip: usize,
+    /// `max.connections.per.ip.overrides`, resolved to addresses at start.
+    pub max_connections_per_ip_overrides: HashMap<IpAddr, usize>,
+    /// `connections.max.idle.ms`; None (negative) never closes idle connections.
+    pub connections_max_idle: Option<Duration>,
+    /// `queued.max.requests`
+    pub queued_max_requests: usize,
+    /// `queued.max.request.bytes`; None (zero or negative) is unbounded.
+    pub queued_max_request_bytes: Option<usize>,
+    /// `fetch.max.bytes`
+    pub fetch_max_bytes: usize,
     pub retention_check_interval_ms: u64,
     /// `producer.id.expiration.check.interval.ms`
     pub producer_id_expiration_check_interval_ms: u64,
@@ -142,7 +158,40 @@ impl BrokerConfig {
         if socket_request_max_bytes < 1 {
             return Err(ConfigError::Invalid("socket.request.max.bytes must be at least 1".into()));
         }
+        let at_least = |k: &str, min: i64| -> Result<i64, ConfigError> {
+            let v = int(k);
+            if v < min {
+                return Err(ConfigError::Invalid(format!(
+                    "Invalid value {v} for configuration {k}: Value must be at least {min}"
+                )));
+            }
+            Ok(v)
+        };
+        let max_connections = at_least("max.connections", 0)?;
+        let max_connections_per_ip = at_least("max.connections.per.ip", 0)?;
+        let overrides = parse_ip_overrides(&get("max.connections.per.ip.overrides").unwrap_or_default())?;
+        if max_connections_per_ip == 0 && overrides.is_empty() {
+            // As Kafka's KafkaConfig: 0 only makes sense as "nobody but the overrides".
+            return Err(ConfigError::Invalid(
+                "max.connections.per.ip can be set to zero only if max.connections.per.ip.overrides property is set."
+                    .into(),
+            ));
+        }
+        let idle_ms = int("connections.max.idle.ms");
+        let queued_max_request_bytes = int("queued.max.request.bytes");
+        if queued_max_request_bytes > 0 && queued_max_request_bytes < socket_request_max_bytes {
+            return Err(ConfigError::Invalid(
+                "queued.max.request.bytes must be larger or equal to socket.request.max.bytes".into(),
+            ));
+        }
         let cfg = BrokerConfig {
+            max_connections: max_connections as usize,
+            max_connections_per_ip: max_connections_per_ip as usize,
+            max_connections_per_ip_overrides: overrides,
+            connections_max_idle: (idle_ms >= 0).then(|| Duration::from_millis(idle_ms as u64)),
+            queued_max_requests: at_least("queued.max.requests", 1)? as usize,
+            queued_max_request_bytes: (queued_max_request_bytes > 0).then_some(queued_max_request_bytes as usize),
+            fetch_max_bytes: at_least("fetch.max.bytes", 1024)? as usize,
             node_id: int("node.id") as i32,
             rack: get("broker.rack"),
             listeners,
@@ -211,6 +260,34 @@ impl BrokerConfig {
     }
 }
 
+/// `max.connections.per.ip.overrides`: `host:count,...`, hosts being addresses or names (resolved now, as Kafka
+/// resolves them when the config is read).
+fn parse_ip_overrides(value: &str) -> Result<HashMap<IpAddr, usize>, ConfigError> {
+    let mut out = HashMap::new();
+    for entry in value.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+        let bad = |why: &str| {
+            ConfigError::Invalid(format!("Invalid value {entry} in max.connections.per.ip.overrides: {why}"))
+        };
+        let (host, count) = entry.rsplit_once(':').ok_or_else(|| bad("expected host:count"))?;
+        let count: i32 = count.trim().parse().map_err(|_| bad("the count is not a number"))?;
+        if count < 0 {
+            return Err(bad("the count must be at least 0"));
+        }
+        let host = host.trim().trim_start_matches('[').trim_end_matches(']');
+        let addrs: Vec<IpAddr> = match host.parse::<IpAddr>() {
+            Ok(ip) => vec![ip],
+            Err(_) => std::net::ToSocketAddrs::to_socket_addrs(&(host, 0))
+                .map_err(|e| bad(&format!("cannot resolve {host}: {e}")))?
+                .map(|a| a.ip())
+                .collect(),
+        };
+        for ip in addrs {
+            out.insert(ip, count as usize);
+        }
+    }
+    Ok(out)
+}
+
 /// Where a config value comes from, numbered as DescribeConfigs reports it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ConfigSource {
@@ -234,6 +311,36 @@ mod tests {
         assert!(c.auto_create_topics_enable);
         assert_eq!(c.socket_request_max_bytes, 104857600);
         assert_eq!(c.log_dir, PathBuf::from("./strom-data"));
+    }
+
+    #[test]
+    fn connection_limits() {
+        let c = BrokerConfig::default();
+        assert_eq!(c.max_connections, i32::MAX as usize);
+        assert_eq!(c.max_connections_per_ip, i32::MAX as usize);
+        assert!(c.max_connections_per_ip_overrides.is_empty());
+        assert_eq!(c.connections_max_idle, Some(Duration::from_millis(600_000)));
+        assert_eq!(c.queued_max_requests, 500);
+        assert_eq!(c.queued_max_request_bytes, None);
+        assert_eq!(c.fetch_max_bytes, 57_671_680);
+        let with = |pairs: &[(&str, &str)]| {
+            BrokerConfig::from_values(pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect())
+        };
+        // As Kafka's KafkaConfig checks.
+        assert!(with(&[("max.connections.per.ip", "0")]).is_err());
+        let c = with(&[("max.connections.per.ip", "0"), ("max.connections.per.ip.overrides", "127.0.0.1:5, ::1:2")])
+            .unwrap();
+        assert_eq!(c.max_connections_per_ip_overrides.get(&"127.0.0.1".parse().unwrap()), Some(&5));
+        assert_eq!(c.max_connections_per_ip_overrides.get(&"::1".parse().unwrap()), Some(&2));
+        assert!(with(&[("max.connections.per.ip.overrides", "127.0.0.1")]).is_err());
+        assert!(with(&[("queued.max.request.bytes", "1000")]).is_err());
+        assert_eq!(
+            with(&[("queued.max.request.bytes", "104857600")]).unwrap().queued_max_request_bytes,
+            Some(104857600)
+        );
+        assert!(with(&[("queued.max.requests", "0")]).is_err());
+        assert!(with(&[("fetch.max.bytes", "100")]).is_err());
+        assert_eq!(with(&[("connections.max.idle.ms", "-1")]).unwrap().connections_max_idle, None);
     }
 
     #[test]

@@ -68,7 +68,8 @@ pub async fn handle(ctx: &Arc<ConnectionContext>, version: i16, req: FetchReques
         }
     }
     let wanted = Arc::new(wanted);
-    let max_bytes = req.max_bytes.max(0) as usize;
+    // As Kafka's: the broker's fetch.max.bytes caps what one response reads into memory.
+    let max_bytes = (req.max_bytes.max(0) as usize).min(ctx.broker.config.fetch_max_bytes);
     let min_bytes = req.min_bytes.max(0) as usize;
     let deadline = tokio::time::Instant::now() + Duration::from_millis(req.max_wait_ms.max(0) as u64);
     let read_committed = req.isolation_level == 1;

@@ -1,11 +1,15 @@
-//! Binding the configured listeners and accepting connections.
+//! Binding the configured listeners and accepting connections, within the connection quotas.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::net::TcpListener;
 
-use super::connection;
+use super::budget::RequestBudget;
+use super::connection::{self, Admission};
+use super::log_throttle::LogThrottle;
+use super::quotas::ConnectionQuotas;
 use crate::broker::Broker;
 use crate::config::{ListenerConfig, SecurityProtocol};
 
@@ -15,11 +19,23 @@ pub struct BoundListener {
     pub advertised: ListenerConfig,
     pub local_addr: SocketAddr,
     socket: TcpListener,
+    /// Shared by every listener of the broker.
+    quotas: Arc<ConnectionQuotas>,
+    budget: Arc<RequestBudget>,
 }
+
+/// How often a repeated accept-side event (a refused connection, an accept failure) is logged.
+const LOG_INTERVAL: Duration = Duration::from_secs(10);
+/// Back-off after a failed accept (out of file descriptors, say), doubling up to the maximum while it keeps failing:
+/// the pending connection stays in the backlog, so retrying at once would spin.
+const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(10);
+const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
 
 /// Binds every listener up front, so a port conflict fails the start instead of a later accept.
 pub async fn bind_listeners(broker: &Broker) -> std::io::Result<Vec<BoundListener>> {
     let mut out = Vec::new();
+    let quotas = Arc::new(ConnectionQuotas::new(&broker.config));
+    let budget = Arc::new(RequestBudget::new(&broker.config));
     for l in &broker.config.listeners {
         let socket = TcpListener::bind((l.host.as_str(), l.port)).await.map_err(|e| {
             std::io::Error::new(e.kind(), format!("cannot bind listener {}://{}:{}: {e}", l.name, l.host, l.port))
@@ -34,7 +50,14 @@ pub async fn bind_listeners(broker: &Broker) -> std::io::Result<Vec<BoundListene
         if advertised.host == "0.0.0.0" || advertised.host == "::" {
             advertised.host = "127.0.0.1".into();
         }
-        out.push(BoundListener { config: l.clone(), advertised, local_addr, socket });
+        out.push(BoundListener {
+            config: l.clone(),
+            advertised,
+            local_addr,
+            socket,
+            quotas: quotas.clone(),
+            budget: budget.clone(),
+        });
     }
     Ok(out)
 }
@@ -43,25 +66,59 @@ impl BoundListener {
     /// Accepts connections until the task is dropped; every connection runs in its own task.
     pub async fn serve(self, broker: Arc<Broker>) {
         let advertised = Arc::new(self.advertised);
+        let listener = self.config.name.as_str();
+        let at_limit = LogThrottle::new(LOG_INTERVAL);
+        let refused = LogThrottle::new(LOG_INTERVAL);
+        let failed = LogThrottle::new(LOG_INTERVAL);
+        let mut backoff = ACCEPT_BACKOFF_MIN;
         loop {
-            match self.socket.accept().await {
-                Ok((stream, peer)) => {
-                    let _ = stream.set_nodelay(true);
-                    let broker = broker.clone();
-                    let advertised = advertised.clone();
-                    match self.config.protocol {
-                        SecurityProtocol::Plaintext => {
-                            tokio::spawn(async move {
-                                let (r, w) = stream.into_split();
-                                connection::serve(broker, advertised, peer, r, w).await;
-                            });
-                        }
-                    }
+            if !self.quotas.slot_available() {
+                if let Some(suppressed) = at_limit.check() {
+                    tracing::warn!(
+                        listener,
+                        max_connections = broker.config.max_connections,
+                        times_since_last_logged = suppressed,
+                        "max.connections reached: new connections wait until one closes"
+                    );
+                }
+                self.quotas.wait_for_slot().await;
+            }
+            let (stream, peer) = match self.socket.accept().await {
+                Ok(accepted) => {
+                    backoff = ACCEPT_BACKOFF_MIN;
+                    accepted
                 }
                 Err(e) => {
-                    // Out of file descriptors and similar: keep serving existing connections.
-                    tracing::warn!(listener = %self.config.name, error = %e, "accept failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    // Out of file descriptors and similar: keep serving existing connections, retry later.
+                    if let Some(suppressed) = failed.check() {
+                        tracing::warn!(listener, error = %e, failures_since_last_logged = suppressed, "accept failed");
+                    }
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(ACCEPT_BACKOFF_MAX);
+                    continue;
+                }
+            };
+            let slot = match self.quotas.acquire(peer.ip()) {
+                Ok(slot) => slot,
+                Err(e) => {
+                    // As Kafka: closed at once.
+                    if let Some(suppressed) = refused.check() {
+                        tracing::info!(listener, error = %e, refused_since_last_logged = suppressed, "rejected connection");
+                    }
+                    drop(stream);
+                    continue;
+                }
+            };
+            let _ = stream.set_nodelay(true);
+            let broker = broker.clone();
+            let advertised = advertised.clone();
+            let admission = Admission { slot, budget: self.budget.clone() };
+            match self.config.protocol {
+                SecurityProtocol::Plaintext => {
+                    tokio::spawn(async move {
+                        let (r, w) = stream.into_split();
+                        connection::serve(broker, advertised, peer, r, w, admission).await;
+                    });
                 }
             }
         }

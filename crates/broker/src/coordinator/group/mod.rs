@@ -155,6 +155,7 @@ impl GroupCoordinator {
         let tx = self.shard_for_partition(broker, p)?;
         let (otx, orx) = oneshot::channel();
         tx.send(make(otx)).map_err(|_| ResponseError::NotCoordinator)?;
+        crate::dispatch::handed_off();
         // A dropped answer means the shard stopped (its partition went away): the client looks again.
         orx.await.map_err(|_| ResponseError::NotCoordinator)
     }

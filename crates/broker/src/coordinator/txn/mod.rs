@@ -192,6 +192,7 @@ impl TransactionCoordinator {
         let tx = self.shard_for_partition(broker, p)?;
         let (otx, orx) = oneshot::channel();
         tx.send(make(otx)).map_err(|_| ResponseError::NotCoordinator)?;
+        crate::dispatch::handed_off();
         orx.await.map_err(|_| ResponseError::NotCoordinator)
     }
 

@@ -1,6 +1,7 @@
-"""The metadata log (`meta/metadata.log`) against damage: a flipped byte in the middle refuses to start and names
-the file and offset, touching no partition directory; a torn tail of arbitrary bytes is truncated with a warning;
-a directory the metadata does not name is renamed aside, never deleted."""
+"""The data directory against damage: a flipped byte in the middle of the metadata log (`meta/metadata.log`)
+refuses to start and names the file and offset, touching no partition directory; a torn tail of arbitrary bytes is
+truncated with a warning; a directory the metadata does not name is renamed aside, never deleted; a partition whose
+log cannot be opened is offline while the others serve."""
 
 from __future__ import annotations
 
@@ -10,10 +11,10 @@ import struct
 import time
 
 import pytest
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, TopicPartition
 
 from conftest import BrokerError, unique
-from helpers import consume_partitions, create_topic, produce_sync, producer
+from helpers import admin, consume_partitions, create_topic, produce_sync, producer
 
 HEADER_LEN = 12  # magic (8 bytes) + format version (u32)
 
@@ -138,3 +139,29 @@ def test_metadata_log_damage(make_broker):
     assert (b.data_dir / aside[0] / "00000000000000000000.log").read_bytes() == b"someone's data"
     for t in topics:
         assert len(consume_partitions(b.bootstrap, t, [0, 1], 100)) == 100
+
+
+def test_partition_that_cannot_open_is_offline(make_broker):
+    """A partition whose log cannot be opened does not stop the broker: Metadata reports KAFKA_STORAGE_ERROR for it
+    and the other partitions serve."""
+    b = make_broker()
+    good, bad = unique("serving"), unique("broken")
+    for t in (good, bad):
+        create_topic(b.bootstrap, t, partitions=2)
+    produce_sync(producer(b.bootstrap), good, [{"value": b"v", "partition": i % 2} for i in range(10)])
+    assert b.stop() == 0
+    # A file where the partition's directory was: its log cannot be opened.
+    part = b.data_dir / f"{bad}-1"
+    part.rename(b.data_dir / "kept-aside-by-the-test")
+    part.write_bytes(b"not a directory")
+
+    b.start()
+    wait_log_line(b, rf"cannot open the partition's log.*topic={bad} partition=1")
+    md = admin(b.bootstrap).list_topics(topic=bad, timeout=10).topics[bad]
+    assert md.partitions[0].error is None and md.partitions[0].leader == 1
+    assert md.partitions[1].error is not None and md.partitions[1].error.code() == KafkaError.KAFKA_STORAGE_ERROR
+    assert md.partitions[1].leader == -1
+    assert len(consume_partitions(b.bootstrap, good, [0, 1], 10)) == 10
+    produce_sync(producer(b.bootstrap), bad, [{"value": b"w", "partition": 0}])
+    assert len(consume_partitions(b.bootstrap, bad, [0], 1)) == 1
+    assert part.read_bytes() == b"not a directory"

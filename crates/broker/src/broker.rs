@@ -12,12 +12,22 @@ use crate::replica_manager::ReplicaManager;
 pub struct Broker {
     pub config: BrokerConfig,
     pub cluster_id: String,
-    metadata_log: Mutex<MetadataLog>,
+    /// The metadata log and the image of everything appended to it; `commit` decides against that image.
+    committed: Mutex<Committed>,
+    /// The image the replica manager last followed. Its lock serializes following, and is never taken while
+    /// `committed` is held, so logs are opened without the metadata lock.
+    applied: Mutex<Arc<MetadataImage>>,
+    /// The image readers see: published once the partitions it names are opened.
     image: RwLock<Arc<MetadataImage>>,
     pub replicas: ReplicaManager,
     pub groups: GroupCoordinator,
     pub txns: TransactionCoordinator,
     pub producer_ids: ProducerIdManager,
+}
+
+struct Committed {
+    log: MetadataLog,
+    image: Arc<MetadataImage>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -39,13 +49,15 @@ impl Broker {
         tracing::info!(records = count, topics = image.topics.len(), "metadata log replayed");
         let replicas = ReplicaManager::new(config.clone());
         replicas.load(&image)?;
+        let image = Arc::new(image);
         Ok(Broker {
             groups: GroupCoordinator::new(&config),
             txns: TransactionCoordinator::new(&effective_config(&config, &image)),
             config,
             cluster_id,
-            metadata_log: Mutex::new(log),
-            image: RwLock::new(Arc::new(image)),
+            committed: Mutex::new(Committed { log, image: image.clone() }),
+            applied: Mutex::new(image.clone()),
+            image: RwLock::new(image),
             replicas,
             producer_ids: ProducerIdManager::default(),
         })
@@ -64,32 +76,49 @@ impl Broker {
         effective_config(&self.config, &self.image())
     }
 
-    /// Atomically decides and commits a metadata change: `decide` sees the latest image under the metadata lock and
-    /// returns the records to append (or a rejection). The records are made durable, applied to the image, and the
-    /// replica manager follows the new image. Blocking: call from a blocking thread.
+    /// Atomically decides and commits a metadata change: `decide` sees the latest committed image under the
+    /// metadata lock and returns the records to append (or a rejection). The records are made durable as one change,
+    /// then the lock is released and the replica manager follows the new image; the image is published to readers
+    /// once its partitions are open. Once durable a change is always applied: a partition whose log cannot be opened
+    /// goes offline rather than failing the change (which would fail again on every restart). Blocking: call from a
+    /// blocking thread.
     pub fn commit<T, E>(
         &self,
         decide: impl FnOnce(&MetadataImage) -> Result<(Vec<MetadataRecord>, T), E>,
     ) -> Result<T, CommitError<E>> {
-        let mut log = self.metadata_log.lock().unwrap_or_else(|e| e.into_inner());
-        let old = self.image();
-        let (records, out) = decide(&old).map_err(CommitError::Rejected)?;
-        if records.is_empty() {
-            return Ok(out);
-        }
-        log.append(&records)?;
-        let mut new = (*old).clone();
-        for r in &records {
-            new.apply(r);
-        }
-        let new = Arc::new(new);
-        // Partitions exist before clients can see the topic in the image.
-        self.replicas.apply_change(&old, &new)?;
-        if records.iter().any(|r| matches!(r, MetadataRecord::BrokerConfigRecord { .. })) {
-            self.txns.apply_dynamic_config(&effective_config(&self.config, &new));
-        }
-        *self.image.write().unwrap_or_else(|e| e.into_inner()) = new;
+        let out = {
+            let mut committed = self.committed.lock().unwrap_or_else(|e| e.into_inner());
+            let (records, out) = decide(&committed.image).map_err(CommitError::Rejected)?;
+            if !records.is_empty() {
+                committed.log.append(&records)?;
+                let mut new = (*committed.image).clone();
+                for r in &records {
+                    new.apply(r);
+                }
+                committed.image = Arc::new(new);
+            }
+            out
+        };
+        // Also when nothing was appended: `decide` may have seen a change another commit has not published yet.
+        self.follow_committed();
         Ok(out)
+    }
+
+    /// Brings the replica manager and the published image up to the latest committed image. Whoever holds the
+    /// `applied` lock follows every change committed so far, so when this returns the caller's change is published.
+    fn follow_committed(&self) {
+        let mut applied = self.applied.lock().unwrap_or_else(|e| e.into_inner());
+        let latest = self.committed.lock().unwrap_or_else(|e| e.into_inner()).image.clone();
+        if Arc::ptr_eq(&applied, &latest) {
+            return;
+        }
+        // Partitions exist before clients can see the topic in the image.
+        self.replicas.apply_change(&applied, &latest);
+        if applied.broker_configs != latest.broker_configs {
+            self.txns.apply_dynamic_config(&effective_config(&self.config, &latest));
+        }
+        *self.image.write().unwrap_or_else(|e| e.into_inner()) = latest.clone();
+        *applied = latest;
     }
 }
 
@@ -133,9 +162,125 @@ fn base64_url(bytes: &[u8]) -> String {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
+    use std::path::Path;
+
+    use super::*;
+    use crate::controller::{plan_create_topic, ApiError, NewTopic};
+
     #[test]
     fn cluster_id_is_22_chars() {
         assert_eq!(super::base64_url(&[0u8; 16]).len(), 22);
         assert_eq!(super::base64_url(b"Man"), "TWFu");
+    }
+
+    fn open(dir: &Path) -> Broker {
+        let values = BTreeMap::from([("log.dirs".to_string(), dir.display().to_string())]);
+        Broker::open(BrokerConfig::from_values(values).unwrap()).unwrap()
+    }
+
+    fn create_topic(broker: &Broker, name: &str) {
+        broker
+            .commit(|image| {
+                let t = NewTopic {
+                    name,
+                    num_partitions: 1,
+                    replication_factor: -1,
+                    assignments: Vec::new(),
+                    configs: BTreeMap::new(),
+                };
+                Ok::<_, ApiError>((plan_create_topic(image, &broker.config, &t)?.records, ()))
+            })
+            .unwrap();
+    }
+
+    /// A durable change whose partition cannot be opened is still applied: the topic exists with that partition
+    /// offline, the broker restarts, the other topics serve, and Metadata reports the storage error.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_partition_that_cannot_open_goes_offline() {
+        let dir = tempfile::tempdir().unwrap();
+        let broker = open(dir.path());
+        create_topic(&broker, "good");
+        // A file where the partition's directory goes: its log cannot be created.
+        std::fs::write(dir.path().join("bad-0"), b"not a directory").unwrap();
+        create_topic(&broker, "bad");
+        assert!(broker.image().topic("bad").is_some());
+        assert!(broker.replicas.get("bad", 0).is_none() && broker.replicas.is_offline("bad", 0));
+        let image = broker.image();
+        let described = crate::handlers::metadata::describe_topic(12, image.topic("bad").unwrap(), &broker);
+        let p = &described.partitions[0];
+        assert_eq!(p.error_code, kafka_protocol::ResponseError::KafkaStorageError.code());
+        assert_eq!((p.leader_id.0, p.offline_replicas.iter().map(|r| r.0).collect::<Vec<_>>()), (-1, vec![1]));
+        let described = crate::handlers::metadata::describe_topic(12, image.topic("good").unwrap(), &broker);
+        assert_eq!((described.partitions[0].error_code, described.partitions[0].leader_id.0), (0, 1));
+        // The next change commits as usual and does not retry the offline partition.
+        create_topic(&broker, "later");
+        assert!(broker.replicas.get("later", 0).is_some() && broker.replicas.is_offline("bad", 0));
+        broker.replicas.shutdown();
+        drop(broker);
+
+        let broker = open(dir.path());
+        assert!(broker.replicas.get("good", 0).is_some() && broker.replicas.get("later", 0).is_some());
+        assert!(broker.replicas.is_offline("bad", 0) && !broker.replicas.is_offline("good", 0));
+        assert_eq!(broker.replicas.not_served_error("bad", 0), kafka_protocol::ResponseError::KafkaStorageError);
+        assert_eq!(std::fs::read(dir.path().join("bad-0")).unwrap(), b"not a directory");
+
+        // Deleting the topic takes the offline partition with it; a new topic of that name starts empty.
+        broker
+            .commit(|image| {
+                let id = image.topic("bad").unwrap().topic_id;
+                Ok::<_, ApiError>((vec![MetadataRecord::RemoveTopicRecord { topic_id: id }], ()))
+            })
+            .unwrap();
+        assert!(!broker.replicas.is_offline("bad", 0));
+        create_topic(&broker, "bad");
+        assert_eq!(broker.replicas.get("bad", 0).unwrap().high_watermark(), 0);
+        broker.replicas.shutdown();
+    }
+
+    /// Directories under log.dirs that the image does not name: partition-like ones are renamed aside with their
+    /// contents, others are left alone, and a deletion that a crash interrupted is completed.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn stray_directories_are_renamed_aside_never_deleted() {
+        let dir = tempfile::tempdir().unwrap();
+        let broker = open(dir.path());
+        create_topic(&broker, "kept");
+        broker.replicas.shutdown();
+        drop(broker);
+        for d in ["foo-0", "kept-7", "notes", "foo-x", "kept-0.0123456789abcdef0123456789abcdef-delete"] {
+            std::fs::create_dir(dir.path().join(d)).unwrap();
+            std::fs::write(dir.path().join(d).join("data"), d).unwrap();
+        }
+
+        let broker = open(dir.path());
+        assert!(broker.replicas.get("kept", 0).is_some());
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let names = loop {
+            let mut names: Vec<String> = std::fs::read_dir(dir.path())
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+                .collect();
+            names.sort();
+            if !names.iter().any(|n| n.ends_with("-delete")) || std::time::Instant::now() > deadline {
+                break names;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        };
+        let strays: Vec<&String> = names.iter().filter(|n| n.ends_with("-stray")).collect();
+        assert_eq!(strays.len(), 2, "{names:?}");
+        for (stray, original) in strays.iter().zip(["foo-0", "kept-7"]) {
+            assert!(stray.starts_with(&format!("{original}.")), "{names:?}");
+            assert_eq!(std::fs::read_to_string(dir.path().join(stray).join("data")).unwrap(), original);
+        }
+        for kept in ["foo-x", "kept-0", "meta", "notes"] {
+            assert!(names.iter().any(|n| n == kept), "{kept} missing from {names:?}");
+        }
+        assert_eq!(names.len(), 6, "{names:?}");
+        broker.replicas.shutdown();
+        drop(broker);
+        // Strays stay as they are on the next start.
+        let broker = open(dir.path());
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 6);
+        broker.replicas.shutdown();
     }
 }

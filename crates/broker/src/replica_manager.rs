@@ -1,10 +1,11 @@
 //! ReplicaManager: the partitions this broker hosts, created and deleted by following the metadata image
 //! (like Kafka's BrokerMetadataPublisher feeding its ReplicaManager).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
+use kafka_protocol::ResponseError;
 use strom_log::Log;
 
 use crate::config::{BrokerConfig, TopicConfig};
@@ -17,6 +18,8 @@ pub struct ReplicaManager {
     log_dir: PathBuf,
     broker: BrokerConfig,
     partitions: RwLock<PartitionMap>,
+    /// Partitions this broker should host whose log could not be opened (the error is logged when it happens).
+    offline: RwLock<HashSet<(String, i32)>>,
 }
 
 /// Kafka's partition directory name.
@@ -26,7 +29,12 @@ pub fn partition_dir_name(topic: &str, partition: i32) -> String {
 
 impl ReplicaManager {
     pub fn new(broker: BrokerConfig) -> Self {
-        ReplicaManager { log_dir: broker.log_dir.clone(), broker, partitions: RwLock::new(HashMap::new()) }
+        ReplicaManager {
+            log_dir: broker.log_dir.clone(),
+            broker,
+            partitions: RwLock::new(HashMap::new()),
+            offline: RwLock::new(HashSet::new()),
+        }
     }
 
     pub fn get(&self, topic: &str, partition: i32) -> Option<Arc<Partition>> {
@@ -40,10 +48,13 @@ impl ReplicaManager {
         }
     }
 
-    /// Opens every partition of the image (recovering its log) and removes directories that belong to no topic of
-    /// the image (left by a deletion that a crash interrupted). Blocking.
+    /// Opens every partition of the image (recovering its log). Directories under `log.dirs` that look like a
+    /// partition's but belong to no partition of the image are renamed aside with Kafka's `-stray` suffix, never
+    /// deleted: the image may be older than the data (a restored or downgraded metadata log, or `log.dirs` pointed
+    /// at someone else's directory). Directories of deleted topics whose removal a crash interrupted are removed.
+    /// Anything else is left alone. Blocking.
     pub fn load(&self, image: &MetadataImage) -> std::io::Result<()> {
-        let mut wanted = std::collections::HashSet::new();
+        let mut wanted = HashSet::new();
         for t in image.topics.values() {
             for p in t.partitions.keys() {
                 wanted.insert(partition_dir_name(&t.name, *p));
@@ -51,18 +62,41 @@ impl ReplicaManager {
         }
         for entry in std::fs::read_dir(&self.log_dir)? {
             let entry = entry?;
+            let path = entry.path();
             let name = entry.file_name().to_string_lossy().to_string();
-            if name == "meta" || !entry.file_type()?.is_dir() || wanted.contains(&name) {
+            if name == "meta" || wanted.contains(&name) || !entry.file_type()?.is_dir() {
                 continue;
             }
-            tracing::warn!(dir = %entry.path().display(), "removing partition directory that belongs to no topic");
-            std::fs::remove_dir_all(entry.path())?;
+            match classify_dir(&name) {
+                DirKind::Partition => {
+                    let aside = path.with_file_name(format!("{name}.{}-stray", uuid::Uuid::new_v4().simple()));
+                    std::fs::rename(&path, &aside).map_err(|e| {
+                        std::io::Error::new(
+                            e.kind(),
+                            format!("cannot rename stray partition directory {} aside: {e}", path.display()),
+                        )
+                    })?;
+                    tracing::warn!(
+                        dir = %path.display(), renamed_to = %aside.display(),
+                        "partition directory belongs to no partition of the metadata image; renamed aside, not deleted"
+                    );
+                }
+                DirKind::Deleted => {
+                    tracing::info!(dir = %path.display(), "removing directory of a deleted partition");
+                    remove_dir_in_background(path);
+                }
+                DirKind::Stray => tracing::info!(dir = %path.display(), "stray partition directory kept"),
+                DirKind::Other => tracing::info!(dir = %path.display(), "not a partition directory; left alone"),
+            }
         }
-        self.apply_change(&MetadataImage::default(), image)
+        self.apply_change(&MetadataImage::default(), image);
+        Ok(())
     }
 
-    /// Brings the hosted partitions in line with a new image. Blocking (opens and recovers logs).
-    pub fn apply_change(&self, old: &MetadataImage, new: &MetadataImage) -> std::io::Result<()> {
+    /// Brings the hosted partitions in line with a new image. A partition whose log cannot be opened is logged
+    /// and marked offline (as Kafka marks a failed log directory offline) until the broker restarts; the other
+    /// partitions serve. Blocking (opens and recovers logs).
+    pub fn apply_change(&self, old: &MetadataImage, new: &MetadataImage) {
         for (id, name) in &old.ids {
             if !new.ids.contains_key(id) {
                 self.remove_topic(name);
@@ -75,10 +109,19 @@ impl ReplicaManager {
             let before = old.topic_by_id(&topic.topic_id);
             let config = TopicConfig::resolve(&broker, &topic.configs);
             for (&index, p) in &topic.partitions {
-                let exists =
-                    before.is_some_and(|b| b.partitions.contains_key(&index)) && self.get(&topic.name, index).is_some();
+                let exists = before.is_some_and(|b| b.partitions.contains_key(&index))
+                    && (self.get(&topic.name, index).is_some() || self.is_offline(&topic.name, index));
                 if !exists && p.leader == self.broker.node_id {
-                    self.open_partition(topic, index, p.leader_epoch, config.clone())?;
+                    if let Err(e) = self.open_partition(topic, index, p.leader_epoch, config.clone()) {
+                        let dir = self.log_dir.join(partition_dir_name(&topic.name, index));
+                        tracing::error!(
+                            topic = %topic.name, partition = index, dir = %dir.display(), error = %e,
+                            "cannot open the partition's log; the partition is offline until the broker restarts"
+                        );
+                        if let Ok(mut m) = self.offline.write() {
+                            m.insert((topic.name.clone(), index));
+                        }
+                    }
                 }
             }
             if let Some(b) = before {
@@ -91,7 +134,21 @@ impl ReplicaManager {
                 }
             }
         }
-        Ok(())
+    }
+
+    /// Whether this broker should host the partition but could not open its log.
+    pub fn is_offline(&self, topic: &str, partition: i32) -> bool {
+        self.offline.read().is_ok_and(|m| m.contains(&(topic.to_string(), partition)))
+    }
+
+    /// The error for a partition this broker does not serve: KAFKA_STORAGE_ERROR when its log is offline (as
+    /// Kafka answers for a replica in an offline log directory), else UNKNOWN_TOPIC_OR_PARTITION.
+    pub fn not_served_error(&self, topic: &str, partition: i32) -> ResponseError {
+        if self.is_offline(topic, partition) {
+            ResponseError::KafkaStorageError
+        } else {
+            ResponseError::UnknownTopicOrPartition
+        }
     }
 
     fn open_partition(
@@ -119,9 +176,24 @@ impl ReplicaManager {
 
     fn remove_topic(&self, name: &str) {
         let removed = self.partitions.write().ok().and_then(|mut m| m.remove(name));
+        let mut dirs = Vec::new();
         for p in removed.into_iter().flat_map(|ps| ps.into_values()) {
             p.close();
-            let dir = p.log().dir().to_path_buf();
+            dirs.push(p.log().dir().to_path_buf());
+        }
+        // An offline partition's directory goes too, so a topic created again under the name never opens it.
+        if let Ok(mut m) = self.offline.write() {
+            m.retain(|(topic, index)| {
+                if topic == name {
+                    dirs.push(self.log_dir.join(partition_dir_name(topic, *index)));
+                }
+                topic != name
+            });
+        }
+        for dir in dirs {
+            if !dir.exists() {
+                continue;
+            }
             // Rename first so that a topic re-created under the same name never sees old files, then delete.
             let doomed = dir.with_file_name(format!(
                 "{}.{}-delete",
@@ -176,9 +248,46 @@ impl ReplicaManager {
     }
 }
 
+enum DirKind {
+    /// `<topic>-<partition>`
+    Partition,
+    /// `<topic>-<partition>.<uuid>-delete`: renamed by a topic deletion before its removal.
+    Deleted,
+    /// `<topic>-<partition>.<uuid>-stray`: set aside by an earlier start.
+    Stray,
+    Other,
+}
+
+fn classify_dir(name: &str) -> DirKind {
+    let is_partition = |n: &str| {
+        n.rsplit_once('-').is_some_and(|(topic, index)| {
+            !index.is_empty()
+                && index.bytes().all(|b| b.is_ascii_digit())
+                && index.parse::<i32>().is_ok()
+                && crate::topic_name::validate(topic).is_ok()
+        })
+    };
+    let renamed = |suffix: &str| {
+        name.strip_suffix(suffix)
+            .and_then(|n| n.rsplit_once('.'))
+            .is_some_and(|(dir, id)| id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit()) && is_partition(dir))
+    };
+    if is_partition(name) {
+        DirKind::Partition
+    } else if renamed("-delete") {
+        DirKind::Deleted
+    } else if renamed("-stray") {
+        DirKind::Stray
+    } else {
+        DirKind::Other
+    }
+}
+
 fn remove_dir_in_background(dir: PathBuf) {
     std::thread::spawn(move || {
-        if let Err(e) = std::fs::remove_dir_all(&dir) {
+        // An offline partition's "directory" may be a file.
+        let removed = if dir.is_dir() { std::fs::remove_dir_all(&dir) } else { std::fs::remove_file(&dir) };
+        if let Err(e) = removed {
             tracing::error!(dir = %dir.display(), error = %e, "cannot remove deleted partition directory");
         }
     });

@@ -53,10 +53,12 @@ pub async fn handle(ctx: &Arc<ConnectionContext>, version: i16, req: FetchReques
                 .with_topic_id(id),
         );
         for p in t.partitions {
-            let partition = name
-                .as_deref()
-                .and_then(|n| ctx.broker.replicas.get(n, p.partition))
-                .ok_or(if name.is_some() { ResponseError::UnknownTopicOrPartition } else { unknown });
+            let partition = name.as_deref().and_then(|n| ctx.broker.replicas.get(n, p.partition)).ok_or_else(|| {
+                match name.as_deref() {
+                    Some(n) => ctx.broker.replicas.not_served_error(n, p.partition),
+                    None => unknown,
+                }
+            });
             wanted.push(Wanted {
                 topic: ti,
                 index: p.partition,

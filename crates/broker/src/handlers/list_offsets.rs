@@ -34,7 +34,7 @@ pub async fn handle(ctx: &Arc<ConnectionContext>, version: i16, req: ListOffsets
                     .map(|p| {
                         let mut resp = match broker.replicas.get(&name, p.partition_index) {
                             None => ListOffsetsPartitionResponse::default()
-                                .with_error_code(ResponseError::UnknownTopicOrPartition.code()),
+                                .with_error_code(broker.replicas.not_served_error(&name, p.partition_index).code()),
                             Some(_) if !timestamp_allowed(p.timestamp, version) => {
                                 ListOffsetsPartitionResponse::default()
                                     .with_error_code(ResponseError::UnsupportedVersion.code())

@@ -11,6 +11,7 @@ use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 use uuid::Uuid;
 
+use crate::broker::Broker;
 use crate::controller::{plan_create_topic, ApiError, NewTopic};
 use crate::dispatch::ConnectionContext;
 use crate::metadata::{MetadataImage, TopicImage};
@@ -63,14 +64,14 @@ pub async fn handle(ctx: &Arc<ConnectionContext>, version: i16, req: MetadataReq
     match wanted {
         None => {
             for t in image.topics.values() {
-                topics.push(describe_topic(version, t));
+                topics.push(describe_topic(version, t, broker));
             }
         }
         Some(list) => {
             for w in list {
                 topics.push(match w {
                     Wanted::Name(n) => match image.topic(&n) {
-                        Some(t) => describe_topic(version, t),
+                        Some(t) => describe_topic(version, t, broker),
                         None => {
                             let error = match (topic_name::validate(&n), create_errors.get(&n)) {
                                 (Err(_), _) => ResponseError::InvalidTopicException,
@@ -84,7 +85,7 @@ pub async fn handle(ctx: &Arc<ConnectionContext>, version: i16, req: MetadataReq
                         }
                     },
                     Wanted::Id(id) => match image.topic_by_id(&id) {
-                        Some(t) => describe_topic(version, t),
+                        Some(t) => describe_topic(version, t, broker),
                         None => MetadataResponseTopic::default()
                             .with_error_code(ResponseError::UnknownTopicId.code())
                             .with_name(None)
@@ -107,7 +108,7 @@ pub async fn handle(ctx: &Arc<ConnectionContext>, version: i16, req: MetadataReq
         .with_topics(topics)
 }
 
-fn auto_create_topics(broker: &crate::broker::Broker, names: &[String]) -> BTreeMap<String, ApiError> {
+fn auto_create_topics(broker: &Broker, names: &[String]) -> BTreeMap<String, ApiError> {
     let mut errors = BTreeMap::new();
     for name in names {
         if name == GROUP_METADATA_TOPIC_NAME {
@@ -149,17 +150,27 @@ fn auto_create_topics(broker: &crate::broker::Broker, names: &[String]) -> BTree
     errors
 }
 
-fn describe_topic(version: i16, t: &TopicImage) -> MetadataResponseTopic {
+pub(crate) fn describe_topic(version: i16, t: &TopicImage, broker: &Broker) -> MetadataResponseTopic {
     let partitions = t
         .partitions
         .iter()
         .map(|(&index, p)| {
-            MetadataResponsePartition::default()
+            let described = MetadataResponsePartition::default()
                 .with_partition_index(index)
                 .with_leader_id(BrokerId(p.leader))
                 .with_leader_epoch(p.leader_epoch)
                 .with_replica_nodes(p.replicas.iter().map(|r| BrokerId(*r)).collect())
-                .with_isr_nodes(p.isr.iter().map(|r| BrokerId(*r)).collect())
+                .with_isr_nodes(p.isr.iter().map(|r| BrokerId(*r)).collect());
+            if p.leader == broker.config.node_id && broker.replicas.is_offline(&t.name, index) {
+                // The leader's log could not be opened: no replica serves it, so clients see no leader (and do not
+                // send it produce or fetch requests) and a retriable storage error, and refresh their metadata.
+                described
+                    .with_error_code(ResponseError::KafkaStorageError.code())
+                    .with_leader_id(BrokerId(-1))
+                    .with_offline_replicas(vec![BrokerId(p.leader)])
+            } else {
+                described
+            }
         })
         .collect();
     let mut topic = MetadataResponseTopic::default()

@@ -24,6 +24,8 @@ struct Work {
     topic: usize,
     index: i32,
     partition: Option<Arc<Partition>>,
+    /// This broker should host the partition but its log is offline.
+    offline: bool,
     /// The partition belongs to an internal topic this client may not write.
     internal: bool,
     records: Option<bytes::Bytes>,
@@ -66,7 +68,9 @@ pub async fn handle(
         let internal = !internal_allowed && name.as_deref().is_some_and(topic_name::is_internal);
         for p in t.partition_data {
             let partition = name.as_deref().and_then(|n| ctx.broker.replicas.get(n, p.index));
-            work.push(Work { topic: ti, index: p.index, partition, internal, records: p.records });
+            let offline =
+                partition.is_none() && name.as_deref().is_some_and(|n| ctx.broker.replicas.is_offline(n, p.index));
+            work.push(Work { topic: ti, index: p.index, partition, offline, internal, records: p.records });
         }
     }
     let unknown = if version >= 13 { ResponseError::UnknownTopicId } else { ResponseError::UnknownTopicOrPartition };
@@ -229,7 +233,8 @@ fn error_response(index: i32, error: ResponseError, message: Option<String>) -> 
 /// Blocking: validates and appends one partition's record set.
 fn append_one(w: Work, acks: i16, unknown: ResponseError) -> Outcome {
     let Some(partition) = w.partition.clone() else {
-        return Outcome { topic: w.topic, response: error_response(w.index, unknown, None), durable_at: None };
+        let error = if w.offline { ResponseError::KafkaStorageError } else { unknown };
+        return Outcome { topic: w.topic, response: error_response(w.index, error, None), durable_at: None };
     };
     let fail = |e: ResponseError, m: Option<String>| Outcome {
         topic: w.topic,

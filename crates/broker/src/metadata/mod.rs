@@ -7,5 +7,5 @@ mod log;
 mod records;
 
 pub use image::{MetadataImage, PartitionImage, TopicImage};
-pub use log::MetadataLog;
+pub use log::{MetadataLog, MetadataLogError};
 pub use records::MetadataRecord;

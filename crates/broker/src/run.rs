@@ -27,6 +27,7 @@ pub async fn run(config: BrokerConfig) -> anyhow::Result<RunningBroker> {
             tracing::warn!(key = %k, "unknown config key (not a broker config Strom knows; see `strom server --help`); ignored");
         }
     }
+    raise_open_files_limit();
     let dir = config.log_dir.clone();
     let broker = Arc::new(tokio::task::spawn_blocking(move || Broker::open(config)).await??);
     tracing::info!(
@@ -53,6 +54,22 @@ pub async fn run(config: BrokerConfig) -> anyhow::Result<RunningBroker> {
     tasks.push(tokio::spawn(producer_expiry_loop(broker.clone())));
     let cleaner = LogCleaner::start(&broker);
     Ok(RunningBroker { broker, addresses, tasks, cleaner })
+}
+
+/// Every partition holds files open, and every connection a socket: take the soft RLIMIT_NOFILE up to the hard
+/// limit, as Kafka's packaging expects operators to, so the default soft limit is not what stops the broker.
+fn raise_open_files_limit() {
+    use rustix::process::{getrlimit, setrlimit, Resource};
+    let limit = getrlimit(Resource::Nofile);
+    if limit.current < limit.maximum {
+        let raised = rustix::process::Rlimit { current: limit.maximum, maximum: limit.maximum };
+        match setrlimit(Resource::Nofile, raised) {
+            Ok(()) => tracing::info!(from = ?limit.current, to = ?limit.maximum, "raised the open files limit"),
+            Err(e) => {
+                tracing::warn!(soft = ?limit.current, hard = ?limit.maximum, error = %e, "cannot raise the open files limit")
+            }
+        }
+    }
 }
 
 impl RunningBroker {

@@ -138,3 +138,52 @@ fn record_at_or_after(batch: &ReadResult, target: Option<i64>, max_message_bytes
     }
     None
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kafka_protocol::records::{Compression, Record, RecordBatchEncoder, RecordEncodeOptions};
+
+    /// A stored batch of three records at `base_offset` with timestamps `ts`, `ts + 1`, `ts + 2`, zstd-compressed.
+    fn stored(base_offset: i64, ts: i64) -> ReadResult {
+        let records: Vec<Record> = (0..3)
+            .map(|i| Record {
+                transactional: false,
+                control: false,
+                delete_horizon: false,
+                partition_leader_epoch: 0,
+                producer_id: -1,
+                producer_epoch: -1,
+                timestamp_type: kafka_protocol::records::TimestampType::Creation,
+                offset: i,
+                sequence: i as i32,
+                timestamp: ts + i,
+                key: None,
+                value: Some(bytes::Bytes::from_static(b"v")),
+                headers: Default::default(),
+            })
+            .collect();
+        let mut buf = bytes::BytesMut::new();
+        let opts = RecordEncodeOptions { version: 2, compression: Compression::Zstd };
+        RecordBatchEncoder::encode(&mut buf, records.iter(), &opts).unwrap();
+        buf[..8].copy_from_slice(&base_offset.to_be_bytes());
+        ReadResult { records: buf.freeze(), first_offset: base_offset, last_offset: base_offset + 2 }
+    }
+
+    #[test]
+    fn finds_the_first_record_at_or_after_a_timestamp() {
+        let batch = stored(100, 1_000);
+        assert_eq!(record_at_or_after(&batch, Some(1_001), 1 << 20), Some((101, 1_001)));
+        assert_eq!(record_at_or_after(&batch, None, 1 << 20), Some((102, 1_002)));
+        assert_eq!(record_at_or_after(&batch, Some(5_000), 1 << 20), None);
+    }
+
+    #[test]
+    fn offsets_past_i64_max_are_corrupt_not_wrapped() {
+        // A stored base offset near i64::MAX (only a corrupt file holds one): the record's offset would overflow,
+        // which is refused (None: CORRUPT_MESSAGE) instead of wrapping or panicking.
+        let batch = stored(i64::MAX - 1, 1_000);
+        assert_eq!(record_at_or_after(&batch, Some(1_001), 1 << 20), Some((i64::MAX, 1_001)));
+        assert_eq!(record_at_or_after(&batch, Some(1_002), 1 << 20), None);
+    }
+}

@@ -2,11 +2,11 @@
 //! size, CRC): exactly one batch with base offset 0 per partition (produce v3+), every record well formed —
 //! decompressed for compressed batches, so a batch whose codec flag lies is refused instead of breaking every
 //! consumer of the partition — consecutive inner offsets, and record timestamps within the topic's bounds.
+//! Records are walked as a stream (`strom_log::RecordWalker`) with a limit on the decompressed bytes
+//! (`strom_log::decompressed_limit`), so a decompression bomb costs neither memory nor much time.
 
-use bytes::Bytes;
-use kafka_protocol::compression::{Decompressor, Gzip, Lz4, Snappy, Zstd};
 use kafka_protocol::ResponseError;
-use strom_log::{BatchHeader, TimestampType, HEADER_SIZE};
+use strom_log::{BatchHeader, LogError, RecordWalker, TimestampType};
 
 use crate::config::TopicConfig;
 
@@ -17,6 +17,9 @@ pub struct Rejection {
     pub message: String,
     pub record_errors: Vec<(i32, String)>,
 }
+
+/// Kafka's RecordBatch.NO_TIMESTAMP.
+const NO_TIMESTAMP: i64 = -1;
 
 impl Rejection {
     fn invalid(message: impl Into<String>) -> Self {
@@ -37,47 +40,37 @@ pub fn validate(records: &[u8], headers: &[BatchHeader], config: &TopicConfig, n
             header.base_offset
         )));
     }
-    let stored = &records[HEADER_SIZE..header.total_size()];
-    // Uncompressed records are walked in place (the produce hot path); only compressed ones need a buffer.
-    let decompressed;
-    let body: &[u8] = match header.compression() {
-        0 => stored,
-        codec => {
-            decompressed = decompress(codec, stored).map_err(|e| Rejection {
-                error: ResponseError::CorruptMessage,
-                message: e,
-                record_errors: Vec::new(),
-            })?;
-            &decompressed
-        }
-    };
+    // Streamed, so memory stays at the decoder's buffer whatever the batch claims; the limit bounds the work.
+    let limit = strom_log::decompressed_limit(header.record_count, config.log.max_message_bytes);
+    let mut records = RecordWalker::new(records, header, limit).map_err(rejected)?;
     let check_time = header.timestamp_type() == TimestampType::CreateTime
         && config.log.message_timestamp_type == TimestampType::CreateTime;
     let (low, high) =
         (now.saturating_sub(config.timestamp_before_max_ms), now.saturating_add(config.timestamp_after_max_ms));
-    let mut reader = Reader { buf: body, pos: 0 };
     let mut record_errors = Vec::new();
     let mut keyless = Vec::new();
-    for index in 0..header.record_count {
-        let (ts_delta, has_key) = read_record(&mut reader, index).map_err(Rejection::invalid)?;
+    let mut index = 0i32;
+    while let Some(record) = records.next().map_err(rejected)? {
+        if record.offset_delta != index {
+            return Err(Rejection::invalid(format!(
+                "Inner record {index} has offset delta {}; inner offsets must be consecutive from 0",
+                record.offset_delta
+            )));
+        }
         // A compacted topic keeps the latest record per key, so every record needs one (Kafka's validateKey).
-        if config.log.cleanup_policy.compact && !has_key && !header.is_control() {
+        if config.log.cleanup_policy.compact && !record.has_key && !header.is_control() {
             keyless.push((index, "Compacted topic cannot accept message without key".to_string()));
         }
-        let ts = header.base_timestamp.saturating_add(ts_delta);
-        if check_time && (ts < low || ts > high) {
+        // Wrapping, as Kafka's long arithmetic: the timestamp a consumer will compute from the same fields.
+        let ts = header.base_timestamp.wrapping_add(record.timestamp_delta);
+        // A record without a timestamp (-1) is not checked, as Kafka's validateTimestamp skips NO_TIMESTAMP.
+        if check_time && ts != NO_TIMESTAMP && (ts < low || ts > high) {
             record_errors.push((
                 index,
                 format!("Timestamp {ts} of message with offset {index} is out of range. The timestamp should be within [{low}, {high}]"),
             ));
         }
-    }
-    if reader.pos != body.len() {
-        return Err(Rejection::invalid(format!(
-            "{} bytes after the last of {} records",
-            body.len() - reader.pos,
-            header.record_count
-        )));
+        index += 1;
     }
     // As Kafka's processRecordErrors: any timestamp error makes it INVALID_TIMESTAMP, else INVALID_RECORD.
     if !keyless.is_empty() && record_errors.is_empty() {
@@ -99,100 +92,21 @@ pub fn validate(records: &[u8], headers: &[BatchHeader], config: &TopicConfig, n
     Ok(())
 }
 
-fn decompress(codec: u8, body: &[u8]) -> Result<Bytes, String> {
-    let mut input = Bytes::copy_from_slice(body);
-    let take = |b: &mut Bytes| Ok(std::mem::take(b));
-    let out = match codec {
-        1 => Gzip::decompress(&mut input, take),
-        2 => Snappy::decompress(&mut input, take),
-        3 => Lz4::decompress(&mut input, take),
-        4 => Zstd::decompress(&mut input, take),
-        other => return Err(format!("unknown compression codec {other}")),
+/// A refusal from the record walk: CORRUPT_MESSAGE for a section that cannot be decompressed or is too large,
+/// INVALID_RECORD for records that do not parse.
+fn rejected(e: LogError) -> Rejection {
+    let (error, message) = match e {
+        LogError::CorruptMessage(m) => (ResponseError::CorruptMessage, m),
+        LogError::InvalidRecord(m) => (ResponseError::InvalidRecord, m),
+        other => (crate::errors::log_error_code(&other), other.to_string()),
     };
-    out.map_err(|e| format!("Failed to decompress the record batch (codec {codec}): {e:#}"))
-}
-
-struct Reader<'a> {
-    buf: &'a [u8],
-    pos: usize,
-}
-
-impl Reader<'_> {
-    fn varlong(&mut self) -> Result<i64, String> {
-        let mut value: u64 = 0;
-        for shift in (0..70).step_by(7) {
-            let b = *self.buf.get(self.pos).ok_or("record truncated inside a varint")?;
-            self.pos += 1;
-            value |= u64::from(b & 0x7f) << shift;
-            if b & 0x80 == 0 {
-                // Zigzag decoding, as Kafka's varints are signed.
-                return Ok((value >> 1) as i64 ^ -((value & 1) as i64));
-            }
-        }
-        Err("varint longer than 10 bytes".into())
-    }
-
-    fn varint(&mut self) -> Result<i32, String> {
-        let v = self.varlong()?;
-        i32::try_from(v).map_err(|_| format!("varint {v} out of int range"))
-    }
-
-    fn skip(&mut self, n: usize) -> Result<(), String> {
-        if self.buf.len() - self.pos < n {
-            return Err("record field runs past the end of its record".into());
-        }
-        self.pos += n;
-        Ok(())
-    }
-
-    /// A nullable length-prefixed field (-1 is null); returns whether it was present.
-    fn bytes_field(&mut self, what: &str, nullable: bool) -> Result<bool, String> {
-        let len = self.varint()?;
-        match len {
-            -1 if nullable => Ok(false),
-            n if n >= 0 => self.skip(n as usize).map(|()| true),
-            n => Err(format!("invalid {what} length {n}")),
-        }
-    }
-}
-
-/// Walks one record (Kafka's v2 record format); returns its timestamp delta and whether it has a key.
-fn read_record(r: &mut Reader, index: i32) -> Result<(i64, bool), String> {
-    let len = r.varint()?;
-    if len < 0 || (len as usize) > r.buf.len() - r.pos {
-        return Err(format!("record {index} has invalid length {len}"));
-    }
-    let end = r.pos + len as usize;
-    let mut rec = Reader { buf: &r.buf[..end], pos: r.pos };
-    rec.skip(1)?; // attributes (unused in v2)
-    let ts_delta = rec.varlong()?;
-    let offset_delta = rec.varint()?;
-    if offset_delta != index {
-        return Err(format!(
-            "Inner record {index} has offset delta {offset_delta}; inner offsets must be consecutive from 0"
-        ));
-    }
-    let has_key = rec.bytes_field("key", true)?;
-    rec.bytes_field("value", true)?;
-    let headers = rec.varint()?;
-    if headers < 0 {
-        return Err(format!("record {index} has invalid header count {headers}"));
-    }
-    for _ in 0..headers {
-        rec.bytes_field("header key", false)?;
-        rec.bytes_field("header value", true)?;
-    }
-    if rec.pos != end {
-        return Err(format!("record {index} has {} bytes beyond its fields", end - rec.pos));
-    }
-    r.pos = end;
-    Ok((ts_delta, has_key))
+    Rejection { error, message, record_errors: Vec::new() }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use bytes::BytesMut;
+    use bytes::{Bytes, BytesMut};
     use kafka_protocol::records::{Compression, Record, RecordBatchEncoder, RecordEncodeOptions};
 
     fn batch(compression: Compression, ts: i64) -> Vec<u8> {
@@ -293,5 +207,140 @@ mod tests {
         let mut two = batch(Compression::None, now);
         two.extend(batch(Compression::None, now));
         assert_eq!(check(&two, now).unwrap_err().error, ResponseError::InvalidRecord);
+    }
+
+    fn put_varint(out: &mut Vec<u8>, v: i64) {
+        let mut z = ((v << 1) ^ (v >> 63)) as u64;
+        while z >= 0x80 {
+            out.push((z as u8) | 0x80);
+            z >>= 7;
+        }
+        out.push(z as u8);
+    }
+
+    /// One encoded record with a key and a `value_len`-byte value of zeros.
+    fn record(offset_delta: i64, timestamp_delta: i64, value_len: usize) -> Vec<u8> {
+        let mut body = vec![0u8];
+        put_varint(&mut body, timestamp_delta);
+        put_varint(&mut body, offset_delta);
+        put_varint(&mut body, 1);
+        body.push(b'k');
+        put_varint(&mut body, value_len as i64);
+        body.resize(body.len() + value_len, 0);
+        body.push(0); // no headers
+        let mut out = Vec::new();
+        put_varint(&mut out, body.len() as i64);
+        out.extend(body);
+        out
+    }
+
+    /// A batch claiming `record_count` records with `section` (compressed with `codec`) as its records.
+    fn raw_batch(codec: i16, record_count: i32, base_timestamp: i64, section: &[u8]) -> Vec<u8> {
+        let mut b = Vec::new();
+        b.extend_from_slice(&0i64.to_be_bytes());
+        b.extend_from_slice(&((strom_log::HEADER_SIZE - 12 + section.len()) as i32).to_be_bytes());
+        b.extend_from_slice(&0i32.to_be_bytes());
+        b.push(2);
+        b.extend_from_slice(&[0; 4]);
+        b.extend_from_slice(&codec.to_be_bytes());
+        b.extend_from_slice(&(record_count - 1).to_be_bytes());
+        b.extend_from_slice(&base_timestamp.to_be_bytes());
+        b.extend_from_slice(&base_timestamp.to_be_bytes());
+        b.extend_from_slice(&(-1i64).to_be_bytes());
+        b.extend_from_slice(&(-1i16).to_be_bytes());
+        b.extend_from_slice(&(-1i32).to_be_bytes());
+        b.extend_from_slice(&record_count.to_be_bytes());
+        b.extend_from_slice(section);
+        let crc = strom_log::compute_crc(&b);
+        b[17..21].copy_from_slice(&crc.to_be_bytes());
+        b
+    }
+
+    fn with(key: &str, value: &str) -> TopicConfig {
+        let overrides = [(key.to_string(), value.to_string())].into_iter().collect();
+        TopicConfig::resolve(&crate::BrokerConfig::default(), &overrides)
+    }
+
+    fn check_with(b: &[u8], config: &TopicConfig, now: i64) -> Result<(), Rejection> {
+        let headers = strom_log::validate_batches(b, u32::MAX).unwrap();
+        validate(b, &headers, config, now)
+    }
+
+    #[test]
+    fn refuses_decompression_bombs() {
+        let now = 1_700_000_000_000;
+        // Snappy whose block header claims 4 GiB - 1 in a few bytes (it used to be allocated whole).
+        let b = raw_batch(2, 1, now, &[0xff, 0xff, 0xff, 0xff, 0x0f, 0x00, 0x00]);
+        let r = check(&b, now).unwrap_err();
+        assert_eq!(r.error, ResponseError::CorruptMessage, "{}", r.message);
+        // Well-formed zstd records that go on past the limit (64 records' worth of max.message.bytes): refused when
+        // the limit is reached, not after the whole batch is inflated.
+        let mut enc = zstd::stream::write::Encoder::new(Vec::new(), 1).unwrap();
+        let value_len = 1 << 20;
+        for i in 0..100 {
+            std::io::Write::write_all(&mut enc, &record(i, 0, value_len)).unwrap();
+        }
+        let b = raw_batch(4, 100, now, &enc.finish().unwrap());
+        let r = check(&b, now).unwrap_err();
+        assert_eq!(r.error, ResponseError::CorruptMessage);
+        assert!(r.message.contains("the most one batch may hold"), "{}", r.message);
+        // The same records within the limit are fine.
+        let mut enc = zstd::stream::write::Encoder::new(Vec::new(), 1).unwrap();
+        for i in 0..50 {
+            std::io::Write::write_all(&mut enc, &record(i, 0, 1_000_000)).unwrap();
+        }
+        check(&raw_batch(4, 50, now, &enc.finish().unwrap()), now).unwrap();
+        // A run of zeros is a record of length 0: INVALID_RECORD, as Kafka's record reader refuses it.
+        let zeros = zstd::stream::encode_all(&vec![0u8; 1 << 20][..], 1).unwrap();
+        assert_eq!(check(&raw_batch(4, 1, now, &zeros), now).unwrap_err().error, ResponseError::InvalidRecord);
+    }
+
+    #[test]
+    fn a_field_longer_than_what_remains_is_an_invalid_record() {
+        let now = 1_700_000_000_000;
+        let mut rec = record(0, 0, 10);
+        // The value's length (after length, attributes, timestamp delta, offset delta, key) claims 2^30 bytes.
+        let value_len_at = 1 + 1 + 1 + 1 + 2;
+        rec.splice(value_len_at..value_len_at + 1, [0x80, 0x80, 0x80, 0x80, 0x08]);
+        rec[0] += 4;
+        for codec in [0, 1] {
+            let section = if codec == 0 {
+                rec.clone()
+            } else {
+                let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+                std::io::Write::write_all(&mut e, &rec).unwrap();
+                e.finish().unwrap()
+            };
+            let r = check(&raw_batch(codec, 1, now, &section), now).unwrap_err();
+            assert_eq!(r.error, ResponseError::InvalidRecord, "codec {codec}: {}", r.message);
+        }
+    }
+
+    #[test]
+    fn records_without_a_timestamp_skip_the_range_check() {
+        let now = 1_700_000_000_000;
+        let config = with("message.timestamp.before.max.ms", "60000");
+        // Kafka's NO_TIMESTAMP (-1) is not checked against message.timestamp.before.max.ms.
+        let mut section = record(0, 0, 1);
+        section.extend(record(1, 0, 1));
+        check_with(&raw_batch(0, 2, -1, &section), &config, now).unwrap();
+        // Any other timestamp that old is refused.
+        let r = check_with(&raw_batch(0, 2, 0, &section), &config, now).unwrap_err();
+        assert_eq!(r.error, ResponseError::InvalidTimestamp);
+        let r = check_with(&raw_batch(0, 2, -2, &section), &config, now).unwrap_err();
+        assert_eq!(r.error, ResponseError::InvalidTimestamp);
+    }
+
+    #[test]
+    fn record_timestamps_wrap_as_kafka_computes_them() {
+        let now = 1_700_000_000_000;
+        // With no upper bound, a record at i64::MAX - 1 + 5 is one Kafka (and every consumer) reads as i64::MIN + 3:
+        // out of range, not saturated into it.
+        let config = with("message.timestamp.after.max.ms", &i64::MAX.to_string());
+        let mut section = record(0, 0, 1);
+        section.extend(record(1, 5, 1));
+        let r = check_with(&raw_batch(0, 2, i64::MAX - 1, &section), &config, now).unwrap_err();
+        assert_eq!(r.error, ResponseError::InvalidTimestamp);
+        assert_eq!(r.record_errors.iter().map(|e| e.0).collect::<Vec<_>>(), vec![1]);
     }
 }

@@ -87,7 +87,7 @@ pub(crate) fn parse_marker(batch: &[u8], h: &BatchHeader) -> Result<Option<EndTx
     if !h.is_control() {
         return Ok(None);
     }
-    let section = records::section(batch, h)?;
+    let section = records::section(batch, h, records::stored_limit(h, 0))?;
     let recs = records::parse(&section, h.record_count)?;
     let Some(r) = recs.first() else { return Ok(None) };
     let bad = || LogError::CorruptMessage(format!("malformed control record at offset {}", h.base_offset));

@@ -12,7 +12,8 @@
 //! - `recovery`: opening a directory, crash recovery and index rebuilds
 //! - `retention`: which segments retention may delete
 //! - `cleaner`: log compaction (the log cleaner), its checkpoint and I/O throttle
-//! - `records`, `codec`: records inside a batch and the compression codecs, for the cleaner and key checks
+//! - `records`, `codec`: records inside a batch and the compression codecs (streaming, bounded), for the cleaner
+//! - `record_walk`: a streaming walk of a batch's records, for produce validation and timestamp lookups
 //! - `checkpoint`: small atomically written state files
 //! - `producer_state`: idempotent producers' epochs and last batches (dedupe, sequence and epoch checks) and
 //!   their open transactions
@@ -30,6 +31,7 @@ mod index;
 mod log;
 mod offset_index;
 mod producer_state;
+mod record_walk;
 mod records;
 mod recovery;
 mod retention;
@@ -41,9 +43,11 @@ mod txn_index;
 
 pub use batch::{compute_crc, validate_batches, BatchHeader, HEADER_SIZE, LOG_OVERHEAD, MAGIC_V2};
 pub use cleaner::{CleanStats, Cleanability, CleanerConfig, NoTransactions, Throttler, TransactionIndex};
+pub use codec::{decoder, decompressed_limit};
 pub use config::{CleanupPolicy, LogConfig, TimestampType};
 pub use control::{ControlType, EndTxnMarker};
 pub use error::LogError;
 pub use log::{AppendInfo, Log, LogTransactions, ReadResult, RecoveryReport, RetentionReport};
 pub use producer_state::{ActiveProducer, BatchMetadata};
+pub use record_walk::{RecordInfo, RecordWalker};
 pub use txn_index::AbortedTxn;

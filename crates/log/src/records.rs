@@ -72,7 +72,7 @@ impl<'a> Cursor<'a> {
 
 /// Parses `expected` records from a decompressed records section; the section must hold exactly them.
 pub(crate) fn parse(section: &[u8], expected: i32) -> Result<Vec<RecordView<'_>>, LogError> {
-    let mut out = Vec::with_capacity(expected.max(0) as usize);
+    let mut out = Vec::new();
     let mut c = Cursor { buf: section, pos: 0 };
     while c.pos < section.len() {
         let start = c.pos;
@@ -105,10 +105,17 @@ pub(crate) fn parse(section: &[u8], expected: i32) -> Result<Vec<RecordView<'_>>
     Ok(out)
 }
 
-/// The decompressed records section of a whole batch.
-pub(crate) fn section(batch: &[u8], header: &BatchHeader) -> Result<Vec<u8>, LogError> {
+/// The decompressed records section of a whole batch, refused if it comes to more than `limit` bytes.
+pub(crate) fn section(batch: &[u8], header: &BatchHeader, limit: u64) -> Result<Vec<u8>, LogError> {
     let body = batch.get(HEADER_SIZE..header.total_size()).ok_or_else(|| corrupt("batch shorter than its length"))?;
-    codec::decompress(header.compression(), body)
+    codec::decompress(header.compression(), body, limit)
+}
+
+/// The decompression limit for a stored batch: the one produce validated it with, or more if `max_message_bytes`
+/// has since been lowered below the batch's own size.
+pub(crate) fn stored_limit(header: &BatchHeader, max_message_bytes: u32) -> u64 {
+    let size = u32::try_from(header.total_size()).unwrap_or(u32::MAX);
+    codec::decompressed_limit(header.record_count, max_message_bytes.max(size))
 }
 
 #[cfg(test)]
@@ -121,7 +128,7 @@ mod tests {
     fn parses_testkit_records() {
         let b = build(&BatchSpec { record_count: 3, value_len: 7, ..Default::default() });
         let h = validate_batches(&b, u32::MAX).unwrap()[0];
-        let s = section(&b, &h).unwrap();
+        let s = section(&b, &h, u64::MAX).unwrap();
         let recs = parse(&s, 3).unwrap();
         assert_eq!(recs.iter().map(|r| r.offset_delta).collect::<Vec<_>>(), vec![0, 1, 2]);
         assert_eq!(recs.iter().map(|r| r.raw.len()).sum::<usize>(), s.len());

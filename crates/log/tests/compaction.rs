@@ -372,3 +372,25 @@ fn retention_and_the_cleaner_coexist_with_compact_delete() {
     let (_, after) = contents(&log);
     assert_same(&after, &expected(&before, stats.end_offset, false), "cleaned");
 }
+
+#[test]
+fn a_batch_the_cleaner_cannot_read_fails_the_pass_naming_it_and_deletes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, _) = open(dir.path(), compact_config());
+    write_updates(&log, 7, 4, 5, 0);
+    // A batch whose codec flag says zstd over uncompressed records (as a corrupt disk could hold): its CRC is
+    // right, so only the cleaner, which looks inside, finds it.
+    let mut bad = keyed_batch(&[rec("k1", Some("v"), NOW), rec("k2", Some("v"), NOW)], 0);
+    bad[22] |= 4;
+    let crc = strom_log::compute_crc(&bad);
+    bad[17..21].copy_from_slice(&crc.to_be_bytes());
+    let bad_offset = log.append(&mut bad, 0, NOW, false).expect("append").first_offset;
+    write_updates(&log, 7, 8, 5, 0);
+    let before = read_everything(&log);
+    let err = log.clean(NOW, &CleanerConfig::default(), &Throttler::new(f64::MAX), &NoTransactions).unwrap_err();
+    let msg = err.to_string();
+    assert!(msg.contains(".log position ") && msg.contains(&format!("batch at offset {bad_offset}")), "{msg}");
+    assert!(msg.contains("zstd"), "{msg}");
+    assert_eq!(read_everything(&log), before, "the failed pass changed the log");
+    assert!(common::files_with_ext(dir.path(), "cleaned").is_empty());
+}

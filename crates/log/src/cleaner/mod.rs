@@ -39,7 +39,7 @@ use crate::error::LogError;
 use crate::log::Log;
 use crate::offset_index;
 use crate::records::{self, RecordView};
-use crate::segment::{Segment, CLEANED_SUFFIX};
+use crate::segment::{Segment, CLEANED_SUFFIX, LOG_EXT};
 use crate::time_index;
 use offset_map::OffsetMap;
 use state::CleanerState;
@@ -224,7 +224,7 @@ impl Log {
         self.flush()?;
         let plan = self.cleaner_plan(now_ms, &config, txns)?;
         let mut stats = CleanStats { first_dirty: plan.first_dirty, ..Default::default() };
-        let (map, end) = build_offset_map(&plan, cleaner, throttler, txns, &mut stats)?;
+        let (map, end) = build_offset_map(&plan, config.max_message_bytes, cleaner, throttler, txns, &mut stats)?;
         stats.keys = map.len();
         stats.end_offset = end;
         let to_clean: Vec<Arc<Segment>> =
@@ -235,6 +235,7 @@ impl Log {
             state: &plan.state,
             now_ms,
             delete_retention_ms: config.delete_retention_ms,
+            max_message_bytes: config.max_message_bytes,
             txns,
             txn_batches_seen: Default::default(),
         };
@@ -296,17 +297,30 @@ fn for_each_batch(
         *bytes_read += len as u64;
         for (pos, h) in &headers[i..j] {
             let off = (pos - start) as usize;
-            visit(&buf[off..off + h.total_size()], h, j == count && pos == &headers[count - 1].0)?;
+            visit(&buf[off..off + h.total_size()], h, j == count && pos == &headers[count - 1].0)
+                .map_err(|e| at_batch(seg, *pos, h, e))?;
         }
         i = j;
     }
     Ok(())
 }
 
+/// Names the file and offset of a batch the cleaner cannot read: the pass fails and the log is left as it is (the
+/// cleaner retries later), so the operator can find and set aside the corrupt batch.
+fn at_batch(seg: &Segment, pos: u64, h: &BatchHeader, e: LogError) -> LogError {
+    let place = format!("{} position {pos}, batch at offset {}", seg.path(LOG_EXT).display(), h.base_offset);
+    match e {
+        LogError::CorruptMessage(m) => LogError::CorruptMessage(format!("{place}: {m}")),
+        LogError::InvalidRecord(m) => LogError::InvalidRecord(format!("{place}: {m}")),
+        other => other,
+    }
+}
+
 /// Maps the keys of the dirty segments to their latest offsets; returns the map and the offset it covers up to
 /// (a segment boundary).
 fn build_offset_map(
     plan: &Plan,
+    max_message_bytes: u32,
     cleaner: &CleanerConfig,
     throttler: &Throttler,
     txns: &dyn TransactionIndex,
@@ -332,7 +346,7 @@ fn build_offset_map(
             if h.is_transactional() && txns.is_aborted(h.producer_id, h.base_offset) {
                 return Ok(());
             }
-            let section = records::section(bytes, h)?;
+            let section = records::section(bytes, h, records::stored_limit(h, max_message_bytes))?;
             for r in records::parse(&section, h.record_count)? {
                 let offset = h.base_offset + i64::from(r.offset_delta);
                 if let (Some(key), true) = (r.key, offset >= plan.first_dirty) {
@@ -382,6 +396,8 @@ struct Filter<'a> {
     state: &'a CleanerState,
     now_ms: i64,
     delete_retention_ms: i64,
+    /// For the decompression limit of the batches read.
+    max_message_bytes: u32,
     txns: &'a dyn TransactionIndex,
     /// Producers with a transactional batch seen since their last marker in this pass (Kafka's
     /// CleanedTransactionMetadata): their next marker must stay.
@@ -431,7 +447,7 @@ impl Filter<'_> {
             self.txn_batches_seen.borrow_mut().insert(h.producer_id);
         }
         let aborted = h.is_transactional() && self.txns.is_aborted(h.producer_id, h.base_offset);
-        let section = records::section(bytes, h)?;
+        let section = records::section(bytes, h, records::stored_limit(h, self.max_message_bytes))?;
         let recs = records::parse(&section, h.record_count)?;
         stats.records_read += recs.len() as u64;
         let mut kept: Vec<&RecordView<'_>> = Vec::with_capacity(recs.len());

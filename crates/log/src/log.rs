@@ -2,7 +2,9 @@
 //! retention and lifecycle (open / close / delete).
 //!
 //! Concurrency: appends and every change to the segment list are serialized by `append_lock`,
-//! which is held for in-memory work plus the single write of an append, never for an fsync.
+//! which is held for in-memory work plus the single write of an append, and for an fsync only where
+//! the fsync is the commit point of a segment-list change that must not interleave with retention:
+//! the directory fsync of a cleaner swap (once per cleaned group of segments, never per append).
 //! Readers take a copy-on-write snapshot of the segment list and each segment's committed size
 //! (atomics published after the write completes) and do their preads without any lock. Flushes
 //! are serialized by their own lock.

@@ -166,7 +166,7 @@ mod tests {
     use std::path::Path;
 
     use super::*;
-    use crate::controller::{plan_create_topic, ApiError, NewTopic};
+    use crate::controller::{create_test_topic as create_topic, ApiError};
 
     #[test]
     fn cluster_id_is_22_chars() {
@@ -177,21 +177,6 @@ mod tests {
     fn open(dir: &Path) -> Broker {
         let values = BTreeMap::from([("log.dirs".to_string(), dir.display().to_string())]);
         Broker::open(BrokerConfig::from_values(values).unwrap()).unwrap()
-    }
-
-    fn create_topic(broker: &Broker, name: &str) {
-        broker
-            .commit(|image| {
-                let t = NewTopic {
-                    name,
-                    num_partitions: 1,
-                    replication_factor: -1,
-                    assignments: Vec::new(),
-                    configs: BTreeMap::new(),
-                };
-                Ok::<_, ApiError>((plan_create_topic(image, &broker.config, &t)?.records, ()))
-            })
-            .unwrap();
     }
 
     /// A durable change whose partition cannot be opened is still applied: the topic exists with that partition

@@ -263,3 +263,20 @@ pub fn plan_create_partitions(
         })
         .collect())
 }
+
+/// Creates a one-partition topic through the controller path, for tests that need a topic under a broker.
+#[cfg(test)]
+pub(crate) fn create_test_topic(broker: &crate::Broker, name: &str) {
+    broker
+        .commit(|image| {
+            let t = NewTopic {
+                name,
+                num_partitions: 1,
+                replication_factor: -1,
+                assignments: Vec::new(),
+                configs: std::collections::BTreeMap::new(),
+            };
+            Ok::<_, ApiError>((plan_create_topic(image, &broker.config, &t)?.records, ()))
+        })
+        .expect("test topic created");
+}

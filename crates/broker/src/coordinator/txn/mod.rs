@@ -473,7 +473,7 @@ pub type BrokerRef = Weak<Broker>;
 mod tests {
     use std::collections::BTreeMap;
 
-    use crate::controller::{plan_create_topic, NewTopic};
+    use crate::controller::create_test_topic as create_topic;
 
     use super::metadata::{TransactionMetadata, TxnTransit};
     use super::records::{encode_key, TxnState};
@@ -485,21 +485,6 @@ mod tests {
         values.insert("log.dirs".to_string(), dir.display().to_string());
         values.insert("transaction.state.log.num.partitions".to_string(), "2".to_string());
         Arc::new(Broker::open(BrokerConfig::from_values(values).unwrap()).unwrap())
-    }
-
-    fn create_topic(broker: &Broker, name: &str) {
-        broker
-            .commit(|image| {
-                let t = NewTopic {
-                    name,
-                    num_partitions: 1,
-                    replication_factor: -1,
-                    assignments: Vec::new(),
-                    configs: BTreeMap::new(),
-                };
-                Ok::<_, ApiError>((plan_create_topic(image, &broker.config, &t)?.records, ()))
-            })
-            .unwrap();
     }
 
     /// A PrepareCommit in the log (the broker died after deciding, before every marker was written) is completed

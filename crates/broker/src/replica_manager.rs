@@ -283,12 +283,33 @@ fn classify_dir(name: &str) -> DirKind {
     }
 }
 
+/// Removes deleted partitions' directories on one background thread, in the order they were deleted: deleting a
+/// topic of many partitions must not start a thread per partition.
 fn remove_dir_in_background(dir: PathBuf) {
-    std::thread::spawn(move || {
-        // An offline partition's "directory" may be a file.
-        let removed = if dir.is_dir() { std::fs::remove_dir_all(&dir) } else { std::fs::remove_file(&dir) };
-        if let Err(e) = removed {
-            tracing::error!(dir = %dir.display(), error = %e, "cannot remove deleted partition directory");
+    static DELETER: std::sync::OnceLock<std::sync::Mutex<std::sync::mpsc::Sender<PathBuf>>> =
+        std::sync::OnceLock::new();
+    let sender = DELETER.get_or_init(|| {
+        let (tx, rx) = std::sync::mpsc::channel::<PathBuf>();
+        let spawned = std::thread::Builder::new().name("partition-deleter".into()).spawn(move || {
+            for dir in rx {
+                remove_now(&dir);
+            }
+        });
+        if let Err(e) = spawned {
+            tracing::error!(error = %e, "cannot start the partition deleter thread; deleting in the caller");
         }
+        std::sync::Mutex::new(tx)
     });
+    let sent = sender.lock().map_err(|_| ()).and_then(|tx| tx.send(dir.clone()).map_err(|_| ()));
+    if sent.is_err() {
+        remove_now(&dir);
+    }
+}
+
+fn remove_now(dir: &Path) {
+    // An offline partition's "directory" may be a file.
+    let removed = if dir.is_dir() { std::fs::remove_dir_all(dir) } else { std::fs::remove_file(dir) };
+    if let Err(e) = removed {
+        tracing::error!(dir = %dir.display(), error = %e, "cannot remove deleted partition directory");
+    }
 }

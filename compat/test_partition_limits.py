@@ -66,3 +66,16 @@ def test_create_partitions_over_the_limit_is_refused(broker):
     assert len(_partition_dirs(broker, name)) == 1
     # Within the limit, growing still works.
     assert _error(a.create_partitions([NewPartitions(name, 3)], request_timeout=30)[name]) is None
+
+
+def test_deleting_a_topic_of_many_partitions_removes_every_directory(broker):
+    import time
+
+    name = unique("many")
+    a = create_topic(broker.bootstrap, name, partitions=200)
+    assert len(_partition_dirs(broker, name)) == 200
+    a.delete_topics([name], request_timeout=30)[name].result(30)
+    deadline = time.monotonic() + 60
+    while _partition_dirs(broker, name) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert _partition_dirs(broker, name) == []

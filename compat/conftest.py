@@ -220,6 +220,13 @@ def broker(request, tmp_path_factory, strom_bin):
 
 
 @pytest.fixture
+def broker_class():
+    """The Broker class, for tests that place the data directory themselves (a test module cannot import it when
+    the differential suite's conftest is collected in the same run)."""
+    return Broker
+
+
+@pytest.fixture
 def make_broker(tmp_path, strom_bin):
     made: list[Broker] = []
 

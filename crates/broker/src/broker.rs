@@ -89,6 +89,15 @@ impl Broker {
             self.txns.apply_dynamic_config(&effective_config(&self.config, &new));
         }
         *self.image.write().unwrap_or_else(|e| e.into_inner()) = new;
+        // After the image, so commits that follow see the topic gone and cannot bring its offsets back.
+        let deleted: std::collections::BTreeSet<String> = records
+            .iter()
+            .filter_map(|r| match r {
+                MetadataRecord::RemoveTopicRecord { topic_id } => old.topic_by_id(topic_id).map(|t| t.name.clone()),
+                _ => None,
+            })
+            .collect();
+        self.groups.on_topics_deleted(&deleted);
         Ok(out)
     }
 }

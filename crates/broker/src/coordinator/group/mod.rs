@@ -139,7 +139,11 @@ impl GroupCoordinator {
         shards.remove(&p);
         let partition = current.ok_or(ResponseError::NotCoordinator)?;
         let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(shard::run(shard::Shard::new(p, self.config.clone()), partition.clone(), rx));
+        tokio::spawn(shard::run(
+            shard::Shard::new(p, self.config.clone()).with_image(broker.image()),
+            partition.clone(),
+            rx,
+        ));
         shards.insert(p, (tx.clone(), partition));
         Ok(tx)
     }
@@ -184,6 +188,20 @@ impl GroupCoordinator {
         }
         for w in waits {
             let _ = w.await;
+        }
+    }
+
+    /// Topics were deleted (the metadata change is durable): every running shard drops its groups' offsets for them.
+    /// Not blocking, no runtime needed: shards not running now drop such offsets when they load (`Shard::new`'s
+    /// image), which also covers a restart between the metadata commit and the tombstones.
+    pub fn on_topics_deleted(&self, topics: &BTreeSet<String>) {
+        if topics.is_empty() {
+            return;
+        }
+        let topics: std::collections::HashSet<String> = topics.iter().cloned().collect();
+        let shards = self.shards.lock().unwrap_or_else(|e| e.into_inner());
+        for (tx, _) in shards.values() {
+            let _ = tx.send(Request::TopicsDeleted { topics: topics.clone() });
         }
     }
 

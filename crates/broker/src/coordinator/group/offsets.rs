@@ -49,6 +49,19 @@ impl OffsetStore {
         self.groups.get(group).is_some_and(|g| !g.is_empty())
     }
 
+    /// Every (group, topic, partition) with an offset for one of `topics`.
+    pub fn keys_of_topics(&self, topics: &HashSet<String>) -> Vec<(String, String, i32)> {
+        let mut out = Vec::new();
+        for (group, offsets) in &self.groups {
+            for (t, p) in offsets.keys() {
+                if topics.contains(t) {
+                    out.push((group.clone(), t.clone(), *p));
+                }
+            }
+        }
+        out
+    }
+
     pub fn group_ids(&self) -> Vec<String> {
         self.groups.keys().cloned().collect()
     }
@@ -318,6 +331,20 @@ impl Shard {
 
     /// Removes offsets past their retention (Kafka's cleanupGroupMetadata), and groups left with neither members
     /// nor offsets.
+    /// Topics were deleted: the offsets of every group for them go, committed and pending alike, with tombstones so
+    /// that a topic re-created with the same name is consumed from its start (Kafka's onPartitionsDeleted).
+    pub fn on_topics_deleted(&mut self, topics: &HashSet<String>, fx: &mut Effects) {
+        let mut keys = self.offsets.keys_of_topics(topics);
+        keys.extend(self.txn_offsets.keys_of_topics(topics));
+        keys.sort();
+        keys.dedup();
+        for (group, topic, partition) in keys {
+            self.offsets.remove(&group, &topic, partition);
+            self.txn_offsets.remove_all(&group, &topic, partition);
+            fx.write(CoordinatorKey::OffsetCommit { group, topic, partition }, None);
+        }
+    }
+
     pub fn expire_offsets(&mut self, fx: &mut Effects) {
         let now = now_ms();
         let retention = self.config.offsets_retention_ms;

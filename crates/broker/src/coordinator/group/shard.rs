@@ -279,6 +279,10 @@ pub enum Request {
         result: TransactionResult,
         tx: oneshot::Sender<()>,
     },
+    /// Topics were deleted from the metadata: drop every group's offsets for them.
+    TopicsDeleted {
+        topics: std::collections::HashSet<String>,
+    },
     /// OffsetFetch with require_stable: the offsets plus the partitions whose offsets a transaction may still change.
     OffsetFetchStable {
         group_id: String,
@@ -299,6 +303,9 @@ pub struct Shard {
     consumer_records: HashMap<String, GroupRecords>,
     /// KIP-848 groups being rebuilt while the shard loads.
     loading: HashMap<String, LoadingGroup>,
+    /// The metadata when the shard started: offsets loaded for topics it does not have belong to topics deleted
+    /// while the shard was not running (or before tombstones were written), and are deleted after the load.
+    image_at_start: Option<Arc<MetadataImage>>,
 }
 
 /// How many queued requests one loop iteration handles before writing: their records share one append and one
@@ -316,6 +323,30 @@ impl Shard {
             timers: Timers::default(),
             consumer_records: HashMap::new(),
             loading: HashMap::new(),
+            image_at_start: None,
+        }
+    }
+
+    /// See `image_at_start`.
+    pub fn with_image(mut self, image: Arc<MetadataImage>) -> Shard {
+        self.image_at_start = Some(image);
+        self
+    }
+
+    /// After loading: offsets of topics the metadata no longer has are deleted, as if their deletion had been seen.
+    fn drop_offsets_of_deleted_topics(&mut self, fx: &mut Effects) {
+        let Some(image) = self.image_at_start.take() else { return };
+        let gone: std::collections::HashSet<String> = self
+            .offsets
+            .group_ids()
+            .iter()
+            .filter_map(|g| self.offsets.group(g))
+            .flat_map(|o| o.keys().map(|(t, _)| t.clone()))
+            .filter(|t| image.topic(t).is_none())
+            .collect();
+        if !gone.is_empty() {
+            tracing::info!(partition = self.partition_index, topics = ?gone, "deleting offsets of deleted topics");
+            self.on_topics_deleted(&gone, fx);
         }
     }
 
@@ -344,6 +375,7 @@ impl Shard {
                 },
                 None => {
                     self.offsets.remove(&group, &topic, partition);
+                    self.txn_offsets.remove_all(&group, &topic, partition);
                 }
             },
             CoordinatorKey::GroupMetadata { group } => match value {
@@ -501,6 +533,7 @@ impl Shard {
                 self.complete_transaction(producer_id, result);
                 let _ = tx.send(());
             }
+            Request::TopicsDeleted { topics } => self.on_topics_deleted(&topics, fx),
             Request::OffsetFetchStable { group_id, topics, member, tx } => {
                 let unstable = self.txn_offsets.pending_partitions(&group_id);
                 let _ = tx.send(self.offset_fetch(&group_id, topics, member).map(|o| (o, unstable)));
@@ -745,6 +778,11 @@ pub async fn run(mut shard: Shard, partition: Arc<Partition>, mut rx: mpsc::Unbo
             tracing::error!(partition = shard.partition_index, error = %e, "shard load task failed");
             return;
         }
+    }
+    let mut fx = Effects::default();
+    shard.drop_offsets_of_deleted_topics(&mut fx);
+    for (producer_id, keys) in flush(&partition, fx).await {
+        shard.discard_unwritten_txn_offsets(producer_id, &keys);
     }
     let mut batch = Vec::with_capacity(MAX_BATCH);
     loop {

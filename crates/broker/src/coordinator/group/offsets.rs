@@ -94,13 +94,19 @@ pub(crate) fn commit_response(
     )
 }
 
-/// Kafka maps a failed write of coordinator records to the codes clients know how to retry.
+/// Kafka maps a failed write of coordinator records to the codes clients know how to retry (its
+/// CoordinatorOperationExceptionHelper), with one difference: Kafka answers KAFKA_STORAGE_ERROR with NOT_COORDINATOR
+/// because its failed log directory takes the partition offline and the coordinator resigns, so the client's next
+/// FindCoordinator gets COORDINATOR_NOT_AVAILABLE and backs off. Strom's partition stays where it is, and
+/// NOT_COORDINATOR sent clients straight back to rejoin in a hot loop: a coordinator whose log cannot be written is
+/// unavailable, which is what those clients would be told next on Kafka.
 pub fn append_error_to_response(e: ResponseError) -> ResponseError {
     match e {
-        ResponseError::UnknownTopicOrPartition | ResponseError::NotEnoughReplicas | ResponseError::RequestTimedOut => {
-            ResponseError::CoordinatorNotAvailable
-        }
-        ResponseError::NotLeaderOrFollower | ResponseError::KafkaStorageError => ResponseError::NotCoordinator,
+        ResponseError::UnknownTopicOrPartition
+        | ResponseError::NotEnoughReplicas
+        | ResponseError::RequestTimedOut
+        | ResponseError::KafkaStorageError => ResponseError::CoordinatorNotAvailable,
+        ResponseError::NotLeaderOrFollower => ResponseError::NotCoordinator,
         ResponseError::MessageTooLarge | ResponseError::RecordListTooLarge | ResponseError::InvalidFetchSize => {
             ResponseError::UnknownServerError
         }

@@ -746,6 +746,29 @@ fn by_producer(txn_records: Vec<TxnRecord>) -> Vec<ProducerRecords> {
     out
 }
 
+/// How often a failing write of coordinator records is logged: clients retry it many times a second, and a line
+/// per failure buried the log (a full disk).
+const WRITE_FAILURE_LOG_INTERVAL: Duration = Duration::from_secs(10);
+
+/// One log line per interval for a repeated failure, with how many were not logged since the last one.
+#[derive(Default)]
+pub struct LogLimiter {
+    last: Option<std::time::Instant>,
+    suppressed: u64,
+}
+
+impl LogLimiter {
+    /// Some(failures not logged since the last line) when this one is to be logged.
+    pub fn admit(&mut self, now: std::time::Instant, interval: Duration) -> Option<u64> {
+        if self.last.is_some_and(|l| now.duration_since(l) < interval) {
+            self.suppressed += 1;
+            return None;
+        }
+        self.last = Some(now);
+        Some(std::mem::take(&mut self.suppressed))
+    }
+}
+
 /// The shard's task: load, then serve requests and timers until the coordinator drops the sender.
 pub async fn run(mut shard: Shard, partition: Arc<Partition>, mut rx: mpsc::UnboundedReceiver<Request>) {
     let started = std::time::Instant::now();
@@ -779,9 +802,10 @@ pub async fn run(mut shard: Shard, partition: Arc<Partition>, mut rx: mpsc::Unbo
             return;
         }
     }
+    let mut write_failures = LogLimiter::default();
     let mut fx = Effects::default();
     shard.drop_offsets_of_deleted_topics(&mut fx);
-    for (producer_id, keys) in flush(&partition, fx).await {
+    for (producer_id, keys) in flush(&partition, fx, &mut write_failures).await {
         shard.discard_unwritten_txn_offsets(producer_id, &keys);
     }
     let mut batch = Vec::with_capacity(MAX_BATCH);
@@ -808,7 +832,7 @@ pub async fn run(mut shard: Shard, partition: Arc<Partition>, mut rx: mpsc::Unbo
         while let Some(action) = shard.timers.pop_expired(now) {
             shard.on_timer(action, &mut fx);
         }
-        for (producer_id, keys) in flush(&partition, fx).await {
+        for (producer_id, keys) in flush(&partition, fx, &mut write_failures).await {
             // Not written (a fenced epoch, a storage error): these offsets were never part of the transaction.
             shard.discard_unwritten_txn_offsets(producer_id, &keys);
         }
@@ -818,7 +842,7 @@ pub async fn run(mut shard: Shard, partition: Arc<Partition>, mut rx: mpsc::Unbo
 /// Writes what one loop iteration produced and releases the answers once durable: the plain records as one batch,
 /// each producer's transactional records as a batch of its own (a fenced producer fails alone). Returns the
 /// producers whose transactional records were not written, with the keys of those records.
-async fn flush(partition: &Arc<Partition>, fx: Effects) -> Vec<(i64, Vec<Bytes>)> {
+async fn flush(partition: &Arc<Partition>, fx: Effects, write_failures: &mut LogLimiter) -> Vec<(i64, Vec<Bytes>)> {
     let Effects { records, txn_records, after_write, txn_after_write } = fx;
     if records.is_empty() && txn_records.is_empty() {
         for f in after_write.into_iter().chain(txn_after_write.into_iter().map(|(_, f)| f)) {
@@ -855,7 +879,9 @@ async fn flush(partition: &Arc<Partition>, fx: Effects) -> Vec<(i64, Vec<Bytes>)
     let mut durable: Vec<AfterWrite> = Vec::new();
     match plain {
         Some(Err(e)) => {
-            tracing::error!(topic = %partition.topic, partition = partition.index, error = %e, "writing coordinator records failed");
+            if let Some(suppressed) = write_failures.admit(std::time::Instant::now(), WRITE_FAILURE_LOG_INTERVAL) {
+                tracing::error!(topic = %partition.topic, partition = partition.index, error = %e, suppressed, "writing coordinator records failed (suppressed: further failures since the last line)");
+            }
             now_failed.extend(after_write.into_iter().map(|f| (f, e)));
         }
         Some(Ok(e)) => {
@@ -895,4 +921,70 @@ async fn flush(partition: &Arc<Partition>, fx: Effects) -> Vec<(i64, Vec<Bytes>)
         }
     });
     failed_producers
+}
+
+#[cfg(test)]
+mod tests {
+    use kafka_protocol::messages::offset_commit_request::{OffsetCommitRequestPartition, OffsetCommitRequestTopic};
+    use kafka_protocol::protocol::StrBytes;
+
+    use super::*;
+    use crate::metadata::MetadataRecord;
+
+    pub(crate) fn image_with(topic: &str) -> Arc<MetadataImage> {
+        let mut img = MetadataImage::default();
+        let topic_id = uuid::Uuid::new_v4();
+        img.apply(&MetadataRecord::TopicRecord { name: topic.to_string(), topic_id });
+        img.apply(&MetadataRecord::PartitionRecord {
+            topic_id,
+            partition: 0,
+            replicas: vec![1],
+            isr: vec![1],
+            leader: 1,
+            leader_epoch: 0,
+        });
+        Arc::new(img)
+    }
+
+    pub(crate) fn commit_request(topic: &str, offset: i64) -> OffsetCommitRequest {
+        OffsetCommitRequest::default()
+            .with_group_id(GroupId(StrBytes::from_static_str("g")))
+            .with_generation_id_or_member_epoch(-1)
+            .with_topics(vec![OffsetCommitRequestTopic::default()
+                .with_name(TopicName(StrBytes::from_string(topic.to_string())))
+                .with_partitions(vec![OffsetCommitRequestPartition::default()
+                    .with_partition_index(0)
+                    .with_committed_offset(offset)])])
+    }
+
+    /// A write of `__consumer_offsets` that fails with a storage error (a full disk) makes the coordinator
+    /// unavailable to the client, which backs off, rather than NOT_COORDINATOR, which sent it straight back.
+    #[test]
+    fn a_storage_error_answers_coordinator_not_available() {
+        let mut shard = Shard::new(0, Arc::new(GroupConfig::default()));
+        let (tx, mut rx) = oneshot::channel();
+        let mut fx = Effects::default();
+        shard.handle(
+            Request::OffsetCommit { req: commit_request("t", 5), version: 8, image: image_with("t"), tx },
+            &mut fx,
+        );
+        assert_eq!(fx.records.len(), 1);
+        for f in fx.after_write {
+            f(Some(ResponseError::KafkaStorageError));
+        }
+        let resp = rx.try_recv().unwrap();
+        assert_eq!(resp.topics[0].partitions[0].error_code, ResponseError::CoordinatorNotAvailable.code());
+    }
+
+    #[test]
+    fn a_repeated_failure_is_logged_once_per_interval_with_a_count() {
+        let mut l = LogLimiter::default();
+        let t0 = std::time::Instant::now();
+        let interval = Duration::from_secs(10);
+        assert_eq!(l.admit(t0, interval), Some(0));
+        assert_eq!(l.admit(t0 + Duration::from_secs(1), interval), None);
+        assert_eq!(l.admit(t0 + Duration::from_secs(2), interval), None);
+        assert_eq!(l.admit(t0 + Duration::from_secs(10), interval), Some(2));
+        assert_eq!(l.admit(t0 + Duration::from_secs(11), interval), None);
+    }
 }

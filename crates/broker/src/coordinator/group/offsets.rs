@@ -126,7 +126,10 @@ impl Shard {
     ) -> Option<ResponseError> {
         if image.topic(topic).is_none_or(|k| !k.partitions.contains_key(&partition)) {
             Some(ResponseError::UnknownTopicOrPartition)
-        } else if metadata.is_some_and(|m| m.len() > self.config.offset_metadata_max_bytes) {
+        } else if metadata.is_some_and(|m| {
+            // The record's metadata is a string of at most i16::MAX bytes, whatever offset.metadata.max.bytes says.
+            m.len() > self.config.offset_metadata_max_bytes || !super::records::fits_record_string(m)
+        }) {
             Some(ResponseError::OffsetMetadataTooLarge)
         } else {
             None
@@ -150,7 +153,8 @@ impl Shard {
         }
         let now = now_ms();
         // OffsetCommit v2-v4 may ask for a retention of its own; -1 (and every later version) uses the broker's.
-        let expire_timestamp = (version <= 4 && req.retention_time_ms != -1).then(|| now + req.retention_time_ms);
+        let expire_timestamp =
+            (version <= 4 && req.retention_time_ms != -1).then(|| now.saturating_add(req.retention_time_ms));
         let mut errors: HashMap<(String, i32), ResponseError> = HashMap::new();
         for t in &req.topics {
             let topic = t.name.0.to_string();

@@ -477,6 +477,7 @@ impl Shard {
     }
 
     fn handle(&mut self, r: Request, fx: &mut Effects) {
+        let Some(r) = refuse_oversized_strings(r) else { return };
         match r {
             Request::Join { req, version, client_id, client_host, image, tx } => {
                 let group_id = req.group_id.0.to_string();
@@ -627,6 +628,51 @@ impl Shard {
             None => Vec::new(),
         };
         Some((committed, topics))
+    }
+}
+
+/// A request whose strings would go into a group record that cannot hold them (an i16 length: group id, member and
+/// instance ids, protocol type and names) is answered INVALID_REQUEST here, instead of the strings being truncated
+/// in the record. Kafka fails to serialise such a record. Offset metadata is refused per partition
+/// (OFFSET_METADATA_TOO_LARGE, `offset_partition_error`).
+fn refuse_oversized_strings(r: Request) -> Option<Request> {
+    use super::records::fits_record_string as fits;
+    let invalid = ResponseError::InvalidRequest;
+    match r {
+        Request::Join { req, tx, .. }
+            if !(fits(&req.group_id)
+                && fits(&req.member_id)
+                && req.group_instance_id.as_deref().is_none_or(fits)
+                && fits(&req.protocol_type)
+                && req.protocols.iter().all(|p| fits(&p.name))) =>
+        {
+            let _ = tx.send(
+                JoinGroupResponse::default()
+                    .with_error_code(invalid.code())
+                    .with_generation_id(-1)
+                    .with_member_id(req.member_id),
+            );
+            None
+        }
+        Request::Sync { req, tx, .. }
+            if !(fits(&req.group_id)
+                && fits(&req.member_id)
+                && req.group_instance_id.as_deref().is_none_or(fits)
+                && req.protocol_type.as_deref().is_none_or(fits)
+                && req.protocol_name.as_deref().is_none_or(fits)) =>
+        {
+            let _ = tx.send(SyncGroupResponse::default().with_error_code(invalid.code()));
+            None
+        }
+        Request::OffsetCommit { req, tx, .. } if !fits(&req.group_id) => {
+            let _ = tx.send(super::offsets::commit_response(&req, |_, _| Some(invalid)));
+            None
+        }
+        Request::TxnOffsetCommit { req, tx, .. } if !fits(&req.group_id) => {
+            let _ = tx.send(super::txn_offsets::txn_offset_commit_failed(&req, invalid));
+            None
+        }
+        r => Some(r),
     }
 }
 
@@ -974,6 +1020,74 @@ mod tests {
         }
         let resp = rx.try_recv().unwrap();
         assert_eq!(resp.topics[0].partitions[0].error_code, ResponseError::CoordinatorNotAvailable.code());
+    }
+
+    /// Strings longer than a record string can hold are refused, not truncated into the record.
+    #[test]
+    fn oversized_strings_are_refused_not_truncated() {
+        let mut shard =
+            Shard::new(0, Arc::new(GroupConfig { offset_metadata_max_bytes: 1 << 20, ..GroupConfig::default() }));
+        let long = "x".repeat(i16::MAX as usize + 1);
+
+        // Offset metadata over a record string, although offset.metadata.max.bytes would allow it.
+        let mut req = commit_request("t", 5);
+        req.topics[0].partitions[0].committed_metadata = Some(StrBytes::from_string(long.clone()));
+        let (tx, mut rx) = oneshot::channel();
+        let mut fx = Effects::default();
+        shard.handle(Request::OffsetCommit { req, version: 8, image: image_with("t"), tx }, &mut fx);
+        assert!(fx.records.is_empty());
+        for f in fx.after_write {
+            f(None);
+        }
+        let resp = rx.try_recv().unwrap();
+        assert_eq!(resp.topics[0].partitions[0].error_code, ResponseError::OffsetMetadataTooLarge.code());
+
+        // A group id over a record string.
+        let req = commit_request("t", 5).with_group_id(GroupId(StrBytes::from_string(long.clone())));
+        let (tx, mut rx) = oneshot::channel();
+        let mut fx = Effects::default();
+        shard.handle(Request::OffsetCommit { req, version: 8, image: image_with("t"), tx }, &mut fx);
+        assert!(fx.records.is_empty());
+        let resp = rx.try_recv().unwrap();
+        assert_eq!(resp.topics[0].partitions[0].error_code, ResponseError::InvalidRequest.code());
+
+        // A protocol name over a record string in JoinGroup.
+        let req = JoinGroupRequest::default()
+            .with_group_id(GroupId(StrBytes::from_static_str("j")))
+            .with_session_timeout_ms(10_000)
+            .with_rebalance_timeout_ms(10_000)
+            .with_protocol_type(StrBytes::from_static_str("consumer"))
+            .with_protocols(vec![
+                join_group_request::JoinGroupRequestProtocol::default().with_name(StrBytes::from_string(long))
+            ]);
+        let (tx, mut rx) = oneshot::channel();
+        let mut fx = Effects::default();
+        let join = Request::Join {
+            req,
+            version: 9,
+            client_id: "c".into(),
+            client_host: "/127.0.0.1".into(),
+            image: image_with("t"),
+            tx,
+        };
+        shard.handle(join, &mut fx);
+        assert_eq!(rx.try_recv().unwrap().error_code, ResponseError::InvalidRequest.code());
+        assert!(!shard.groups.contains_key("j"));
+    }
+
+    /// OffsetCommit v2-v4's retention time is any i64 from the client: the expire timestamp saturates.
+    #[test]
+    fn a_huge_retention_time_does_not_overflow() {
+        let mut shard = Shard::new(0, Arc::new(GroupConfig::default()));
+        let req = commit_request("t", 5).with_retention_time_ms(i64::MAX);
+        let (tx, mut rx) = oneshot::channel();
+        let mut fx = Effects::default();
+        shard.handle(Request::OffsetCommit { req, version: 2, image: image_with("t"), tx }, &mut fx);
+        for f in fx.after_write {
+            f(None);
+        }
+        assert_eq!(rx.try_recv().unwrap().topics[0].partitions[0].error_code, 0);
+        assert_eq!(shard.offsets.get("g", "t", 0).unwrap().expire_timestamp, Some(i64::MAX));
     }
 
     #[test]

@@ -412,6 +412,11 @@ impl Shard {
         let done = |tx: oneshot::Sender<Answer>, r: Result<(i64, i16), ResponseError>| {
             let _ = tx.send(Answer::Done(r));
         };
+        // The id is the key of its __transaction_state records, a string of at most i16::MAX bytes: refused rather
+        // than truncated (which would give two ids one record key). Kafka fails to serialise such a record.
+        if id.len() > i16::MAX as usize {
+            return done(tx, Err(ResponseError::InvalidRequest));
+        }
         let mut fresh = fresh_producer_id;
         if !self.txns.contains_key(id) {
             let Some(pid) = fresh.take() else {
@@ -1247,6 +1252,24 @@ mod tests {
         let mut abort = end_txn(&mut s, &mut fx, 1, false);
         durable(&mut s, fx);
         assert_eq!(abort.try_recv().unwrap(), Answer::Done(Ok((7, 2))));
+    }
+
+    #[test]
+    fn a_transactional_id_longer_than_a_record_string_is_refused() {
+        let mut s = shard();
+        let (tx, mut rx) = oneshot::channel();
+        let mut fx = Effects::default();
+        let id = "t".repeat(i16::MAX as usize + 1);
+        let r = Request::InitProducerId {
+            transactional_id: id.clone(),
+            timeout_ms: 60000,
+            expected: None,
+            fresh_producer_id: Some(7),
+            tx,
+        };
+        s.handle(r, &mut fx);
+        assert_eq!(rx.try_recv().unwrap(), Answer::Done(Err(ResponseError::InvalidRequest)));
+        assert!(fx.records.is_empty() && !s.txns.contains_key(&id));
     }
 
     #[test]

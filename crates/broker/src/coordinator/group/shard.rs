@@ -1090,6 +1090,40 @@ mod tests {
         assert_eq!(shard.offsets.get("g", "t", 0).unwrap().expire_timestamp, Some(i64::MAX));
     }
 
+    fn committed(offset: i64) -> OffsetCommitValue {
+        OffsetCommitValue {
+            offset,
+            leader_epoch: -1,
+            metadata: String::new(),
+            commit_timestamp: 0,
+            expire_timestamp: None,
+        }
+    }
+
+    /// Offsets of a topic deleted while the shard was not running (or before its tombstones were written) are
+    /// deleted, with tombstones, once it has loaded; pending transactional offsets of a deleted topic go too.
+    #[test]
+    fn offsets_of_deleted_topics_are_deleted_after_the_load() {
+        let mut shard = Shard::new(0, Arc::new(GroupConfig::default())).with_image(image_with("t"));
+        shard.offsets.put("g", "t".into(), 0, committed(1));
+        shard.offsets.put("g", "gone".into(), 0, committed(2));
+        shard.offsets.put("h", "gone".into(), 3, committed(3));
+        shard.txn_offsets.put(9, "g", "gone".into(), 1, committed(4));
+        let mut fx = Effects::default();
+        shard.drop_offsets_of_deleted_topics(&mut fx);
+        assert_eq!(fx.records.len(), 3, "a tombstone per committed and pending offset of the deleted topic");
+        assert!(fx.records.iter().all(|(_, v)| v.is_none()));
+        assert!(shard.offsets.get("g", "t", 0).is_some());
+        assert!(shard.offsets.get("g", "gone", 0).is_none() && !shard.offsets.has_offsets("h"));
+        assert!(shard.txn_offsets.pending_partitions("g").is_empty());
+
+        // A live deletion of the other topic.
+        let mut fx = Effects::default();
+        shard.on_topics_deleted(&["t".to_string()].into(), &mut fx);
+        assert_eq!(fx.records.len(), 1);
+        assert!(!shard.offsets.has_offsets("g"));
+    }
+
     #[test]
     fn a_repeated_failure_is_logged_once_per_interval_with_a_count() {
         let mut l = LogLimiter::default();

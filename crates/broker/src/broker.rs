@@ -118,6 +118,12 @@ impl Broker {
             self.txns.apply_dynamic_config(&effective_config(&self.config, &latest));
         }
         *self.image.write().unwrap_or_else(|e| e.into_inner()) = latest.clone();
+        // After the image, so commits that follow see the topic gone and cannot bring its offsets back.
+        let deleted: std::collections::BTreeSet<String> =
+            applied.ids.iter().filter(|(id, _)| !latest.ids.contains_key(*id)).map(|(_, name)| name.clone()).collect();
+        if !deleted.is_empty() {
+            self.groups.on_topics_deleted(&deleted);
+        }
         *applied = latest;
     }
 }

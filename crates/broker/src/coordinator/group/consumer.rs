@@ -48,7 +48,8 @@ pub(super) fn resolve_subscriptions(g: &ConsumerGroup, image: &MetadataImage) ->
             }
         }
         if let Some(re) = m.subscribed_topic_regex.as_deref().and_then(|r| compile_regex(r).ok()) {
-            for t in image.topics.values().filter(|t| !t.is_internal() && re.is_match(&t.name)) {
+            // Internal topics too: Kafka's TopicRegexResolver matches every topic name of the image.
+            for t in image.topics.values().filter(|t| re.is_match(&t.name)) {
                 out.insert(t.name.clone(), (t.topic_id, t.partitions.len() as i32));
             }
         }
@@ -475,5 +476,54 @@ impl Shard {
             .with_assignment_epoch(g.assignment_epoch)
             .with_assignor_name(StrBytes::from_string(assignor))
             .with_members(members)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metadata::MetadataRecord;
+
+    fn image(topics: &[&str]) -> MetadataImage {
+        let mut img = MetadataImage::default();
+        for name in topics {
+            let topic_id = uuid::Uuid::new_v4();
+            img.apply(&MetadataRecord::TopicRecord { name: name.to_string(), topic_id });
+            img.apply(&MetadataRecord::PartitionRecord {
+                topic_id,
+                partition: 0,
+                replicas: vec![1],
+                isr: vec![1],
+                leader: 1,
+                leader_epoch: 0,
+            });
+        }
+        img
+    }
+
+    #[test]
+    fn regex_subscriptions_resolve_internal_topics_too() {
+        let mut g = ConsumerGroup::new("g".into());
+        let m = ConsumerMember {
+            member_id: "a".into(),
+            instance_id: None,
+            rack_id: None,
+            client_id: "c".into(),
+            client_host: "h".into(),
+            member_epoch: 0,
+            previous_member_epoch: -1,
+            state: MemberState::Stable,
+            rebalance_timeout_ms: 1000,
+            subscribed_topic_names: vec![],
+            subscribed_topic_regex: Some("__.*|app-.*".into()),
+            server_assignor: None,
+            assigned: Assignment::new(),
+            pending_revocation: Assignment::new(),
+            classic: None,
+        };
+        g.members.insert("a".into(), m);
+        let img = image(&["__consumer_offsets", "__transaction_state", "app-1", "other"]);
+        let resolved: Vec<String> = resolve_subscriptions(&g, &img).into_keys().collect();
+        assert_eq!(resolved, vec!["__consumer_offsets", "__transaction_state", "app-1"]);
     }
 }

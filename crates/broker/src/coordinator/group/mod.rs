@@ -64,6 +64,15 @@ pub struct PartitionLag {
     pub lag: i64,
 }
 
+/// One partition's lag: from the committed offset (any i64 a client committed, so saturating), or from the log
+/// start when the group has none.
+fn partition_lag(log_end_offset: i64, committed: Option<i64>, log_start_offset: i64) -> i64 {
+    match committed {
+        Some(c) => log_end_offset.saturating_sub(c).max(0),
+        None => log_end_offset.saturating_sub(log_start_offset).max(0),
+    }
+}
+
 /// A running shard's request channel and the partition it was loaded from.
 type ShardHandle = (mpsc::UnboundedSender<Request>, Arc<Partition>);
 
@@ -139,7 +148,11 @@ impl GroupCoordinator {
         shards.remove(&p);
         let partition = current.ok_or(ResponseError::NotCoordinator)?;
         let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(shard::run(shard::Shard::new(p, self.config.clone()), partition.clone(), rx));
+        tokio::spawn(shard::run(
+            shard::Shard::new(p, self.config.clone()).with_image(broker.image()),
+            partition.clone(),
+            rx,
+        ));
         shards.insert(p, (tx.clone(), partition));
         Ok(tx)
     }
@@ -185,6 +198,20 @@ impl GroupCoordinator {
         }
         for w in waits {
             let _ = w.await;
+        }
+    }
+
+    /// Topics were deleted (the metadata change is durable): every running shard drops its groups' offsets for them.
+    /// Not blocking, no runtime needed: shards not running now drop such offsets when they load (`Shard::new`'s
+    /// image), which also covers a restart between the metadata commit and the tombstones.
+    pub fn on_topics_deleted(&self, topics: &BTreeSet<String>) {
+        if topics.is_empty() {
+            return;
+        }
+        let topics: std::collections::HashSet<String> = topics.iter().cloned().collect();
+        let shards = self.shards.lock().unwrap_or_else(|e| e.into_inner());
+        for (tx, _) in shards.values() {
+            let _ = tx.send(Request::TopicsDeleted { topics: topics.clone() });
         }
     }
 
@@ -236,10 +263,7 @@ impl GroupCoordinator {
             for ((_, p), committed) in wanted.range((t.clone(), i32::MIN)..=(t.clone(), i32::MAX)) {
                 let Some(part) = broker.replicas.get(&t, *p) else { continue };
                 let leo = part.high_watermark();
-                let lag = match committed {
-                    Some(c) => (leo - c).max(0),
-                    None => leo - part.log_start_offset(),
-                };
+                let lag = partition_lag(leo, *committed, part.log_start_offset());
                 out.push(PartitionLag {
                     topic: t.clone(),
                     partition: *p,
@@ -255,7 +279,18 @@ impl GroupCoordinator {
 
 #[cfg(test)]
 mod tests {
-    use super::partition_for;
+    use super::{partition_for, partition_lag};
+
+    #[test]
+    fn lag_of_any_committed_offset_does_not_overflow() {
+        assert_eq!(partition_lag(100, Some(40), 0), 60);
+        assert_eq!(partition_lag(100, Some(500), 0), 0);
+        assert_eq!(partition_lag(100, None, 30), 70);
+        // Offsets a client may commit: lag is clamped, never an overflow (a panic in debug builds).
+        assert_eq!(partition_lag(100, Some(i64::MIN), 0), i64::MAX);
+        assert_eq!(partition_lag(100, Some(i64::MAX), 0), 0);
+        assert_eq!(partition_lag(100, Some(-1), 0), 101);
+    }
 
     #[test]
     fn partition_for_matches_kafka() {

@@ -49,6 +49,19 @@ impl OffsetStore {
         self.groups.get(group).is_some_and(|g| !g.is_empty())
     }
 
+    /// Every (group, topic, partition) with an offset for one of `topics`.
+    pub fn keys_of_topics(&self, topics: &HashSet<String>) -> Vec<(String, String, i32)> {
+        let mut out = Vec::new();
+        for (group, offsets) in &self.groups {
+            for (t, p) in offsets.keys() {
+                if topics.contains(t) {
+                    out.push((group.clone(), t.clone(), *p));
+                }
+            }
+        }
+        out
+    }
+
     pub fn group_ids(&self) -> Vec<String> {
         self.groups.keys().cloned().collect()
     }
@@ -81,13 +94,19 @@ pub(crate) fn commit_response(
     )
 }
 
-/// Kafka maps a failed write of coordinator records to the codes clients know how to retry.
+/// Kafka maps a failed write of coordinator records to the codes clients know how to retry (its
+/// CoordinatorOperationExceptionHelper), with one difference: Kafka answers KAFKA_STORAGE_ERROR with NOT_COORDINATOR
+/// because its failed log directory takes the partition offline and the coordinator resigns, so the client's next
+/// FindCoordinator gets COORDINATOR_NOT_AVAILABLE and backs off. Strom's partition stays where it is, and
+/// NOT_COORDINATOR sent clients straight back to rejoin in a hot loop: a coordinator whose log cannot be written is
+/// unavailable, which is what those clients would be told next on Kafka.
 pub fn append_error_to_response(e: ResponseError) -> ResponseError {
     match e {
-        ResponseError::UnknownTopicOrPartition | ResponseError::NotEnoughReplicas | ResponseError::RequestTimedOut => {
-            ResponseError::CoordinatorNotAvailable
-        }
-        ResponseError::NotLeaderOrFollower | ResponseError::KafkaStorageError => ResponseError::NotCoordinator,
+        ResponseError::UnknownTopicOrPartition
+        | ResponseError::NotEnoughReplicas
+        | ResponseError::RequestTimedOut
+        | ResponseError::KafkaStorageError => ResponseError::CoordinatorNotAvailable,
+        ResponseError::NotLeaderOrFollower => ResponseError::NotCoordinator,
         ResponseError::MessageTooLarge | ResponseError::RecordListTooLarge | ResponseError::InvalidFetchSize => {
             ResponseError::UnknownServerError
         }
@@ -107,7 +126,10 @@ impl Shard {
     ) -> Option<ResponseError> {
         if image.topic(topic).is_none_or(|k| !k.partitions.contains_key(&partition)) {
             Some(ResponseError::UnknownTopicOrPartition)
-        } else if metadata.is_some_and(|m| m.len() > self.config.offset_metadata_max_bytes) {
+        } else if metadata.is_some_and(|m| {
+            // The record's metadata is a string of at most i16::MAX bytes, whatever offset.metadata.max.bytes says.
+            m.len() > self.config.offset_metadata_max_bytes || !super::records::fits_record_string(m)
+        }) {
             Some(ResponseError::OffsetMetadataTooLarge)
         } else {
             None
@@ -131,7 +153,8 @@ impl Shard {
         }
         let now = now_ms();
         // OffsetCommit v2-v4 may ask for a retention of its own; -1 (and every later version) uses the broker's.
-        let expire_timestamp = (version <= 4 && req.retention_time_ms != -1).then(|| now + req.retention_time_ms);
+        let expire_timestamp =
+            (version <= 4 && req.retention_time_ms != -1).then(|| now.saturating_add(req.retention_time_ms));
         let mut errors: HashMap<(String, i32), ResponseError> = HashMap::new();
         for t in &req.topics {
             let topic = t.name.0.to_string();
@@ -318,6 +341,20 @@ impl Shard {
 
     /// Removes offsets past their retention (Kafka's cleanupGroupMetadata), and groups left with neither members
     /// nor offsets.
+    /// Topics were deleted: the offsets of every group for them go, committed and pending alike, with tombstones so
+    /// that a topic re-created with the same name is consumed from its start (Kafka's onPartitionsDeleted).
+    pub fn on_topics_deleted(&mut self, topics: &HashSet<String>, fx: &mut Effects) {
+        let mut keys = self.offsets.keys_of_topics(topics);
+        keys.extend(self.txn_offsets.keys_of_topics(topics));
+        keys.sort();
+        keys.dedup();
+        for (group, topic, partition) in keys {
+            self.offsets.remove(&group, &topic, partition);
+            self.txn_offsets.remove_all(&group, &topic, partition);
+            fx.write(CoordinatorKey::OffsetCommit { group, topic, partition }, None);
+        }
+    }
+
     pub fn expire_offsets(&mut self, fx: &mut Effects) {
         let now = now_ms();
         let retention = self.config.offsets_retention_ms;

@@ -86,6 +86,12 @@ pub struct GroupMetadataValue {
 
 // ---- encoding
 
+/// Whether `s` fits a record string (an i16 length). Requests are refused before a longer one reaches a record:
+/// writing it would truncate it.
+pub fn fits_record_string(s: &str) -> bool {
+    s.len() <= i16::MAX as usize
+}
+
 fn put_string(buf: &mut BytesMut, s: &str) {
     buf.put_i16(s.len().min(i16::MAX as usize) as i16);
     buf.put_slice(&s.as_bytes()[..s.len().min(i16::MAX as usize)]);

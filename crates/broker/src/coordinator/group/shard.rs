@@ -279,6 +279,10 @@ pub enum Request {
         result: TransactionResult,
         tx: oneshot::Sender<()>,
     },
+    /// Topics were deleted from the metadata: drop every group's offsets for them.
+    TopicsDeleted {
+        topics: std::collections::HashSet<String>,
+    },
     /// OffsetFetch with require_stable: the offsets plus the partitions whose offsets a transaction may still change.
     OffsetFetchStable {
         group_id: String,
@@ -299,6 +303,9 @@ pub struct Shard {
     consumer_records: HashMap<String, GroupRecords>,
     /// KIP-848 groups being rebuilt while the shard loads.
     loading: HashMap<String, LoadingGroup>,
+    /// The metadata when the shard started: offsets loaded for topics it does not have belong to topics deleted
+    /// while the shard was not running (or before tombstones were written), and are deleted after the load.
+    image_at_start: Option<Arc<MetadataImage>>,
 }
 
 /// How many queued requests one loop iteration handles before writing: their records share one append and one
@@ -316,6 +323,30 @@ impl Shard {
             timers: Timers::default(),
             consumer_records: HashMap::new(),
             loading: HashMap::new(),
+            image_at_start: None,
+        }
+    }
+
+    /// See `image_at_start`.
+    pub fn with_image(mut self, image: Arc<MetadataImage>) -> Shard {
+        self.image_at_start = Some(image);
+        self
+    }
+
+    /// After loading: offsets of topics the metadata no longer has are deleted, as if their deletion had been seen.
+    fn drop_offsets_of_deleted_topics(&mut self, fx: &mut Effects) {
+        let Some(image) = self.image_at_start.take() else { return };
+        let gone: std::collections::HashSet<String> = self
+            .offsets
+            .group_ids()
+            .iter()
+            .filter_map(|g| self.offsets.group(g))
+            .flat_map(|o| o.keys().map(|(t, _)| t.clone()))
+            .filter(|t| image.topic(t).is_none())
+            .collect();
+        if !gone.is_empty() {
+            tracing::info!(partition = self.partition_index, topics = ?gone, "deleting offsets of deleted topics");
+            self.on_topics_deleted(&gone, fx);
         }
     }
 
@@ -344,6 +375,7 @@ impl Shard {
                 },
                 None => {
                     self.offsets.remove(&group, &topic, partition);
+                    self.txn_offsets.remove_all(&group, &topic, partition);
                 }
             },
             CoordinatorKey::GroupMetadata { group } => match value {
@@ -445,6 +477,7 @@ impl Shard {
     }
 
     fn handle(&mut self, r: Request, fx: &mut Effects) {
+        let Some(r) = refuse_oversized_strings(r) else { return };
         match r {
             Request::Join { req, version, client_id, client_host, image, tx } => {
                 let group_id = req.group_id.0.to_string();
@@ -501,6 +534,7 @@ impl Shard {
                 self.complete_transaction(producer_id, result);
                 let _ = tx.send(());
             }
+            Request::TopicsDeleted { topics } => self.on_topics_deleted(&topics, fx),
             Request::OffsetFetchStable { group_id, topics, member, tx } => {
                 let unstable = self.txn_offsets.pending_partitions(&group_id);
                 let _ = tx.send(self.offset_fetch(&group_id, topics, member).map(|o| (o, unstable)));
@@ -594,6 +628,51 @@ impl Shard {
             None => Vec::new(),
         };
         Some((committed, topics))
+    }
+}
+
+/// A request whose strings would go into a group record that cannot hold them (an i16 length: group id, member and
+/// instance ids, protocol type and names) is answered INVALID_REQUEST here, instead of the strings being truncated
+/// in the record. Kafka fails to serialise such a record. Offset metadata is refused per partition
+/// (OFFSET_METADATA_TOO_LARGE, `offset_partition_error`).
+fn refuse_oversized_strings(r: Request) -> Option<Request> {
+    use super::records::fits_record_string as fits;
+    let invalid = ResponseError::InvalidRequest;
+    match r {
+        Request::Join { req, tx, .. }
+            if !(fits(&req.group_id)
+                && fits(&req.member_id)
+                && req.group_instance_id.as_deref().is_none_or(fits)
+                && fits(&req.protocol_type)
+                && req.protocols.iter().all(|p| fits(&p.name))) =>
+        {
+            let _ = tx.send(
+                JoinGroupResponse::default()
+                    .with_error_code(invalid.code())
+                    .with_generation_id(-1)
+                    .with_member_id(req.member_id),
+            );
+            None
+        }
+        Request::Sync { req, tx, .. }
+            if !(fits(&req.group_id)
+                && fits(&req.member_id)
+                && req.group_instance_id.as_deref().is_none_or(fits)
+                && req.protocol_type.as_deref().is_none_or(fits)
+                && req.protocol_name.as_deref().is_none_or(fits)) =>
+        {
+            let _ = tx.send(SyncGroupResponse::default().with_error_code(invalid.code()));
+            None
+        }
+        Request::OffsetCommit { req, tx, .. } if !fits(&req.group_id) => {
+            let _ = tx.send(super::offsets::commit_response(&req, |_, _| Some(invalid)));
+            None
+        }
+        Request::TxnOffsetCommit { req, tx, .. } if !fits(&req.group_id) => {
+            let _ = tx.send(super::txn_offsets::txn_offset_commit_failed(&req, invalid));
+            None
+        }
+        r => Some(r),
     }
 }
 
@@ -713,6 +792,29 @@ fn by_producer(txn_records: Vec<TxnRecord>) -> Vec<ProducerRecords> {
     out
 }
 
+/// How often a failing write of coordinator records is logged: clients retry it many times a second, and a line
+/// per failure buried the log (a full disk).
+const WRITE_FAILURE_LOG_INTERVAL: Duration = Duration::from_secs(10);
+
+/// One log line per interval for a repeated failure, with how many were not logged since the last one.
+#[derive(Default)]
+pub struct LogLimiter {
+    last: Option<std::time::Instant>,
+    suppressed: u64,
+}
+
+impl LogLimiter {
+    /// Some(failures not logged since the last line) when this one is to be logged.
+    pub fn admit(&mut self, now: std::time::Instant, interval: Duration) -> Option<u64> {
+        if self.last.is_some_and(|l| now.duration_since(l) < interval) {
+            self.suppressed += 1;
+            return None;
+        }
+        self.last = Some(now);
+        Some(std::mem::take(&mut self.suppressed))
+    }
+}
+
 /// The shard's task: load, then serve requests and timers until the coordinator drops the sender.
 pub async fn run(mut shard: Shard, partition: Arc<Partition>, mut rx: mpsc::UnboundedReceiver<Request>) {
     let started = std::time::Instant::now();
@@ -746,6 +848,12 @@ pub async fn run(mut shard: Shard, partition: Arc<Partition>, mut rx: mpsc::Unbo
             return;
         }
     }
+    let mut write_failures = LogLimiter::default();
+    let mut fx = Effects::default();
+    shard.drop_offsets_of_deleted_topics(&mut fx);
+    for (producer_id, keys) in flush(&partition, fx, &mut write_failures).await {
+        shard.discard_unwritten_txn_offsets(producer_id, &keys);
+    }
     let mut batch = Vec::with_capacity(MAX_BATCH);
     loop {
         let deadline = shard.timers.next_deadline();
@@ -770,7 +878,7 @@ pub async fn run(mut shard: Shard, partition: Arc<Partition>, mut rx: mpsc::Unbo
         while let Some(action) = shard.timers.pop_expired(now) {
             shard.on_timer(action, &mut fx);
         }
-        for (producer_id, keys) in flush(&partition, fx).await {
+        for (producer_id, keys) in flush(&partition, fx, &mut write_failures).await {
             // Not written (a fenced epoch, a storage error): these offsets were never part of the transaction.
             shard.discard_unwritten_txn_offsets(producer_id, &keys);
         }
@@ -780,7 +888,7 @@ pub async fn run(mut shard: Shard, partition: Arc<Partition>, mut rx: mpsc::Unbo
 /// Writes what one loop iteration produced and releases the answers once durable: the plain records as one batch,
 /// each producer's transactional records as a batch of its own (a fenced producer fails alone). Returns the
 /// producers whose transactional records were not written, with the keys of those records.
-async fn flush(partition: &Arc<Partition>, fx: Effects) -> Vec<(i64, Vec<Bytes>)> {
+async fn flush(partition: &Arc<Partition>, fx: Effects, write_failures: &mut LogLimiter) -> Vec<(i64, Vec<Bytes>)> {
     let Effects { records, txn_records, after_write, txn_after_write } = fx;
     if records.is_empty() && txn_records.is_empty() {
         for f in after_write.into_iter().chain(txn_after_write.into_iter().map(|(_, f)| f)) {
@@ -817,7 +925,9 @@ async fn flush(partition: &Arc<Partition>, fx: Effects) -> Vec<(i64, Vec<Bytes>)
     let mut durable: Vec<AfterWrite> = Vec::new();
     match plain {
         Some(Err(e)) => {
-            tracing::error!(topic = %partition.topic, partition = partition.index, error = %e, "writing coordinator records failed");
+            if let Some(suppressed) = write_failures.admit(std::time::Instant::now(), WRITE_FAILURE_LOG_INTERVAL) {
+                tracing::error!(topic = %partition.topic, partition = partition.index, error = %e, suppressed, "writing coordinator records failed (suppressed: further failures since the last line)");
+            }
             now_failed.extend(after_write.into_iter().map(|f| (f, e)));
         }
         Some(Ok(e)) => {
@@ -857,4 +967,172 @@ async fn flush(partition: &Arc<Partition>, fx: Effects) -> Vec<(i64, Vec<Bytes>)
         }
     });
     failed_producers
+}
+
+#[cfg(test)]
+mod tests {
+    use kafka_protocol::messages::offset_commit_request::{OffsetCommitRequestPartition, OffsetCommitRequestTopic};
+    use kafka_protocol::protocol::StrBytes;
+
+    use super::*;
+    use crate::metadata::MetadataRecord;
+
+    pub(crate) fn image_with(topic: &str) -> Arc<MetadataImage> {
+        let mut img = MetadataImage::default();
+        let topic_id = uuid::Uuid::new_v4();
+        img.apply(&MetadataRecord::TopicRecord { name: topic.to_string(), topic_id });
+        img.apply(&MetadataRecord::PartitionRecord {
+            topic_id,
+            partition: 0,
+            replicas: vec![1],
+            isr: vec![1],
+            leader: 1,
+            leader_epoch: 0,
+        });
+        Arc::new(img)
+    }
+
+    pub(crate) fn commit_request(topic: &str, offset: i64) -> OffsetCommitRequest {
+        OffsetCommitRequest::default()
+            .with_group_id(GroupId(StrBytes::from_static_str("g")))
+            .with_generation_id_or_member_epoch(-1)
+            .with_topics(vec![OffsetCommitRequestTopic::default()
+                .with_name(TopicName(StrBytes::from_string(topic.to_string())))
+                .with_partitions(vec![OffsetCommitRequestPartition::default()
+                    .with_partition_index(0)
+                    .with_committed_offset(offset)])])
+    }
+
+    /// A write of `__consumer_offsets` that fails with a storage error (a full disk) makes the coordinator
+    /// unavailable to the client, which backs off, rather than NOT_COORDINATOR, which sent it straight back.
+    #[test]
+    fn a_storage_error_answers_coordinator_not_available() {
+        let mut shard = Shard::new(0, Arc::new(GroupConfig::default()));
+        let (tx, mut rx) = oneshot::channel();
+        let mut fx = Effects::default();
+        shard.handle(
+            Request::OffsetCommit { req: commit_request("t", 5), version: 8, image: image_with("t"), tx },
+            &mut fx,
+        );
+        assert_eq!(fx.records.len(), 1);
+        for f in fx.after_write {
+            f(Some(ResponseError::KafkaStorageError));
+        }
+        let resp = rx.try_recv().unwrap();
+        assert_eq!(resp.topics[0].partitions[0].error_code, ResponseError::CoordinatorNotAvailable.code());
+    }
+
+    /// Strings longer than a record string can hold are refused, not truncated into the record.
+    #[test]
+    fn oversized_strings_are_refused_not_truncated() {
+        let mut shard =
+            Shard::new(0, Arc::new(GroupConfig { offset_metadata_max_bytes: 1 << 20, ..GroupConfig::default() }));
+        let long = "x".repeat(i16::MAX as usize + 1);
+
+        // Offset metadata over a record string, although offset.metadata.max.bytes would allow it.
+        let mut req = commit_request("t", 5);
+        req.topics[0].partitions[0].committed_metadata = Some(StrBytes::from_string(long.clone()));
+        let (tx, mut rx) = oneshot::channel();
+        let mut fx = Effects::default();
+        shard.handle(Request::OffsetCommit { req, version: 8, image: image_with("t"), tx }, &mut fx);
+        assert!(fx.records.is_empty());
+        for f in fx.after_write {
+            f(None);
+        }
+        let resp = rx.try_recv().unwrap();
+        assert_eq!(resp.topics[0].partitions[0].error_code, ResponseError::OffsetMetadataTooLarge.code());
+
+        // A group id over a record string.
+        let req = commit_request("t", 5).with_group_id(GroupId(StrBytes::from_string(long.clone())));
+        let (tx, mut rx) = oneshot::channel();
+        let mut fx = Effects::default();
+        shard.handle(Request::OffsetCommit { req, version: 8, image: image_with("t"), tx }, &mut fx);
+        assert!(fx.records.is_empty());
+        let resp = rx.try_recv().unwrap();
+        assert_eq!(resp.topics[0].partitions[0].error_code, ResponseError::InvalidRequest.code());
+
+        // A protocol name over a record string in JoinGroup.
+        let req = JoinGroupRequest::default()
+            .with_group_id(GroupId(StrBytes::from_static_str("j")))
+            .with_session_timeout_ms(10_000)
+            .with_rebalance_timeout_ms(10_000)
+            .with_protocol_type(StrBytes::from_static_str("consumer"))
+            .with_protocols(vec![
+                join_group_request::JoinGroupRequestProtocol::default().with_name(StrBytes::from_string(long))
+            ]);
+        let (tx, mut rx) = oneshot::channel();
+        let mut fx = Effects::default();
+        let join = Request::Join {
+            req,
+            version: 9,
+            client_id: "c".into(),
+            client_host: "/127.0.0.1".into(),
+            image: image_with("t"),
+            tx,
+        };
+        shard.handle(join, &mut fx);
+        assert_eq!(rx.try_recv().unwrap().error_code, ResponseError::InvalidRequest.code());
+        assert!(!shard.groups.contains_key("j"));
+    }
+
+    /// OffsetCommit v2-v4's retention time is any i64 from the client: the expire timestamp saturates.
+    #[test]
+    fn a_huge_retention_time_does_not_overflow() {
+        let mut shard = Shard::new(0, Arc::new(GroupConfig::default()));
+        let req = commit_request("t", 5).with_retention_time_ms(i64::MAX);
+        let (tx, mut rx) = oneshot::channel();
+        let mut fx = Effects::default();
+        shard.handle(Request::OffsetCommit { req, version: 2, image: image_with("t"), tx }, &mut fx);
+        for f in fx.after_write {
+            f(None);
+        }
+        assert_eq!(rx.try_recv().unwrap().topics[0].partitions[0].error_code, 0);
+        assert_eq!(shard.offsets.get("g", "t", 0).unwrap().expire_timestamp, Some(i64::MAX));
+    }
+
+    fn committed(offset: i64) -> OffsetCommitValue {
+        OffsetCommitValue {
+            offset,
+            leader_epoch: -1,
+            metadata: String::new(),
+            commit_timestamp: 0,
+            expire_timestamp: None,
+        }
+    }
+
+    /// Offsets of a topic deleted while the shard was not running (or before its tombstones were written) are
+    /// deleted, with tombstones, once it has loaded; pending transactional offsets of a deleted topic go too.
+    #[test]
+    fn offsets_of_deleted_topics_are_deleted_after_the_load() {
+        let mut shard = Shard::new(0, Arc::new(GroupConfig::default())).with_image(image_with("t"));
+        shard.offsets.put("g", "t".into(), 0, committed(1));
+        shard.offsets.put("g", "gone".into(), 0, committed(2));
+        shard.offsets.put("h", "gone".into(), 3, committed(3));
+        shard.txn_offsets.put(9, "g", "gone".into(), 1, committed(4));
+        let mut fx = Effects::default();
+        shard.drop_offsets_of_deleted_topics(&mut fx);
+        assert_eq!(fx.records.len(), 3, "a tombstone per committed and pending offset of the deleted topic");
+        assert!(fx.records.iter().all(|(_, v)| v.is_none()));
+        assert!(shard.offsets.get("g", "t", 0).is_some());
+        assert!(shard.offsets.get("g", "gone", 0).is_none() && !shard.offsets.has_offsets("h"));
+        assert!(shard.txn_offsets.pending_partitions("g").is_empty());
+
+        // A live deletion of the other topic.
+        let mut fx = Effects::default();
+        shard.on_topics_deleted(&["t".to_string()].into(), &mut fx);
+        assert_eq!(fx.records.len(), 1);
+        assert!(!shard.offsets.has_offsets("g"));
+    }
+
+    #[test]
+    fn a_repeated_failure_is_logged_once_per_interval_with_a_count() {
+        let mut l = LogLimiter::default();
+        let t0 = std::time::Instant::now();
+        let interval = Duration::from_secs(10);
+        assert_eq!(l.admit(t0, interval), Some(0));
+        assert_eq!(l.admit(t0 + Duration::from_secs(1), interval), None);
+        assert_eq!(l.admit(t0 + Duration::from_secs(2), interval), None);
+        assert_eq!(l.admit(t0 + Duration::from_secs(10), interval), Some(2));
+        assert_eq!(l.admit(t0 + Duration::from_secs(11), interval), None);
+    }
 }

@@ -77,6 +77,30 @@ impl PendingTxnOffsets {
         }
     }
 
+    /// Every pending (group, topic, partition) of one of `topics`, of any producer.
+    pub fn keys_of_topics(&self, topics: &HashSet<String>) -> Vec<(String, String, i32)> {
+        let mut out = Vec::new();
+        for groups in self.by_producer.values() {
+            for (group, offsets) in groups {
+                for (t, p) in offsets.keys() {
+                    if topics.contains(t) {
+                        out.push((group.clone(), t.clone(), *p));
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// An offset tombstone deletes the partition's pending offsets of every producer too (Kafka's replay of a
+    /// tombstone), so a later COMMIT marker does not bring them back.
+    pub fn remove_all(&mut self, group: &str, topic: &str, partition: i32) {
+        let producers: Vec<i64> = self.by_producer.keys().copied().collect();
+        for producer_id in producers {
+            self.remove(producer_id, group, topic, partition);
+        }
+    }
+
     fn take(&mut self, producer_id: i64) -> Option<HashMap<String, GroupOffsets>> {
         self.by_producer.remove(&producer_id)
     }

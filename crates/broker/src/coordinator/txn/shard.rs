@@ -412,6 +412,11 @@ impl Shard {
         let done = |tx: oneshot::Sender<Answer>, r: Result<(i64, i16), ResponseError>| {
             let _ = tx.send(Answer::Done(r));
         };
+        // The id is the key of its __transaction_state records, a string of at most i16::MAX bytes: refused rather
+        // than truncated (which would give two ids one record key). Kafka fails to serialise such a record.
+        if id.len() > i16::MAX as usize {
+            return done(tx, Err(ResponseError::InvalidRequest));
+        }
         let mut fresh = fresh_producer_id;
         if !self.txns.contains_key(id) {
             let Some(pid) = fresh.take() else {
@@ -627,12 +632,16 @@ impl Shard {
                 (!is_from_client || producer_epoch == m.producer_epoch) && producer_epoch >= m.producer_epoch
             };
             let is_retry = retry_on_epoch_bump || retry_on_overflow;
-            if m.producer_id != producer_id && !retry_on_overflow {
+            // A pending transition is checked first, as in Kafka's v2 path: while the previous transaction completes
+            // (PrepareCommit/PrepareAbort with the epoch already bumped), the producer's next EndTxn carries the new
+            // epoch, which the epoch checks below would call fenced; it must retry instead. With an exhausted epoch
+            // the producer may also use the new producer id that is still only pending.
+            if m.pending_transition_in_progress() && !is_epoch_fence {
+                EndDecision::Answer(Err(ResponseError::ConcurrentTransactions))
+            } else if m.producer_id != producer_id && !retry_on_overflow {
                 EndDecision::Answer(Err(ResponseError::InvalidProducerIdMapping))
             } else if !valid_epoch {
                 EndDecision::Answer(Err(ResponseError::ProducerFenced))
-            } else if m.pending_transition_in_progress() && !is_epoch_fence {
-                EndDecision::Answer(Err(ResponseError::ConcurrentTransactions))
             } else {
                 // The transition, with a new producer id when this end exhausts the epoch.
                 let complete = |m: &mut TransactionMetadata, state: TxnState, no_partition_added: bool| {
@@ -1174,6 +1183,93 @@ mod tests {
         assert_eq!(rx.try_recv().unwrap(), Answer::Done(Ok((8, 0))));
         let m = &s.txns["t"];
         assert_eq!((m.previous_producer_id, m.last_producer_epoch), (7, i16::MAX - 1));
+    }
+
+    fn end_txn(s: &mut Shard, fx: &mut Effects, epoch: i16, commit: bool) -> oneshot::Receiver<Answer> {
+        let (tx, rx) = oneshot::channel();
+        let r = Request::EndTxn {
+            transactional_id: "t".into(),
+            producer_id: 7,
+            producer_epoch: epoch,
+            commit,
+            client_transaction_version: 2,
+            next_producer_id: None,
+            tx,
+        };
+        s.handle(r, fx);
+        rx
+    }
+
+    /// Transactions v2: the commit's answer carries the bumped epoch while its markers are still being written; an
+    /// EndTxn (abort of an empty transaction) with that epoch right then is retriable, never fenced, and succeeds
+    /// once the commit is complete.
+    #[tokio::test]
+    async fn v2_end_txn_while_the_previous_one_completes_is_concurrent_not_fenced() {
+        let mut s = shard();
+        let mut fx = Effects::default();
+        let mut rx = init(&mut s, &mut fx, Some(7), None);
+        durable(&mut s, fx);
+        assert_eq!(rx.try_recv().unwrap(), Answer::Done(Ok((7, 0))));
+
+        let (tx, mut added) = oneshot::channel();
+        let mut fx = Effects::default();
+        let partitions = BTreeSet::from([("topic".to_string(), 0)]);
+        let r = Request::AddPartitions {
+            transactional_id: "t".into(),
+            producer_id: 7,
+            producer_epoch: 0,
+            partitions,
+            client_transaction_version: 2,
+            wait: false,
+            tx,
+        };
+        s.handle(r, &mut fx);
+        durable(&mut s, fx);
+        assert_eq!(added.try_recv().unwrap(), None);
+
+        let mut fx = Effects::default();
+        let mut commit = end_txn(&mut s, &mut fx, 0, true);
+        durable(&mut s, fx);
+        assert_eq!(commit.try_recv().unwrap(), Answer::Done(Ok((7, 1))));
+        assert_eq!(s.txns["t"].state, TxnState::PrepareCommit);
+
+        // The markers are not written yet: the completion is pending.
+        let mut abort = end_txn(&mut s, &mut Effects::default(), 1, false);
+        assert_eq!(abort.try_recv().unwrap(), Answer::Done(Err(ResponseError::ConcurrentTransactions)));
+
+        // The commit completes; the retried abort goes ahead.
+        // The markers task (which has no broker here) would hand back the completion prepared when the commit was
+        // answered: prepare the same one again.
+        let m = s.txns.get_mut("t").unwrap();
+        assert_eq!(m.pending_state, Some(TxnState::CompleteCommit));
+        m.abort_transition();
+        let transit = m.prepare_complete(now_ms()).unwrap();
+        let mut fx = Effects::default();
+        s.handle(Request::MarkersWritten { transactional_id: "t".into(), transit }, &mut fx);
+        durable(&mut s, fx);
+        assert_eq!(s.txns["t"].state, TxnState::CompleteCommit);
+        let mut fx = Effects::default();
+        let mut abort = end_txn(&mut s, &mut fx, 1, false);
+        durable(&mut s, fx);
+        assert_eq!(abort.try_recv().unwrap(), Answer::Done(Ok((7, 2))));
+    }
+
+    #[test]
+    fn a_transactional_id_longer_than_a_record_string_is_refused() {
+        let mut s = shard();
+        let (tx, mut rx) = oneshot::channel();
+        let mut fx = Effects::default();
+        let id = "t".repeat(i16::MAX as usize + 1);
+        let r = Request::InitProducerId {
+            transactional_id: id.clone(),
+            timeout_ms: 60000,
+            expected: None,
+            fresh_producer_id: Some(7),
+            tx,
+        };
+        s.handle(r, &mut fx);
+        assert_eq!(rx.try_recv().unwrap(), Answer::Done(Err(ResponseError::InvalidRequest)));
+        assert!(fx.records.is_empty() && !s.txns.contains_key(&id));
     }
 
     #[test]

@@ -99,6 +99,44 @@ def test_max_connections_per_ip_overrides(make_broker):
             s.close()
 
 
+def test_connection_limits_are_dynamic(make_broker):
+    """As in Kafka, max.connections.per.ip is a dynamic broker config: lowering it applies to new connections
+    at once (kafka-configs --alter --entity-type brokers), existing ones stay open; removing it restores the
+    static value. Invalid values are INVALID_REQUEST."""
+    from confluent_kafka import KafkaException, KafkaError
+    from confluent_kafka.admin import (AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource,
+                                       ResourceType)
+
+    broker = make_broker({"max.connections.per.ip": "100"})
+    a = AdminClient({"bootstrap.servers": broker.bootstrap})
+
+    def alter(key, value, op=AlterConfigOpType.SET):
+        res = ConfigResource(ResourceType.BROKER, "1", incremental_configs=[
+            ConfigEntry(key, value, incremental_operation=op)])
+        return a.incremental_alter_configs([res])[res].result(30)
+
+    with pytest.raises(KafkaException) as e:
+        alter("max.connections.per.ip", "-1")
+    assert e.value.args[0].code() == KafkaError.INVALID_REQUEST
+    with pytest.raises(KafkaException) as e:
+        alter("max.connections.per.ip.overrides", "127.0.0.1:x")
+    assert e.value.args[0].code() == KafkaError.INVALID_REQUEST
+    held = [connect_served(broker.port) for _ in range(2)]
+    try:
+        # The admin client holds connections of its own: the limit counts every connection from 127.0.0.1.
+        alter("max.connections.per.ip", "2")
+        eventually(lambda: closed_without_answer(w.connect(broker.port), timeout=5),
+                   "a new connection over the lowered max.connections.per.ip")
+        for s in held:
+            assert served(broker.port, s), "an existing connection was closed by the lowered limit"
+    finally:
+        for s in held:
+            s.close()
+    # The admin client's own connection is still open: restore the limit through it.
+    alter("max.connections.per.ip", None, AlterConfigOpType.DELETE)
+    eventually(lambda: served(broker.port), "a new connection after the limit was removed")
+
+
 def test_max_connections_waits_for_a_slot(make_broker):
     broker = make_broker({"max.connections": "2"})
     held = [w.connect(broker.port, timeout=30) for _ in range(2)]

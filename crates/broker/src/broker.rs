@@ -23,6 +23,8 @@ pub struct Broker {
     pub groups: GroupCoordinator,
     pub txns: TransactionCoordinator,
     pub producer_ids: ProducerIdManager,
+    /// The effective config, republished when a dynamic broker config changes, for parts that apply them live.
+    config_changes: tokio::sync::watch::Sender<Arc<BrokerConfig>>,
 }
 
 struct Committed {
@@ -50,9 +52,10 @@ impl Broker {
         let replicas = ReplicaManager::new(config.clone());
         replicas.load(&image)?;
         let image = Arc::new(image);
+        let effective = Arc::new(effective_config(&config, &image));
         Ok(Broker {
             groups: GroupCoordinator::new(&config),
-            txns: TransactionCoordinator::new(&effective_config(&config, &image)),
+            txns: TransactionCoordinator::new(&effective),
             config,
             cluster_id,
             committed: Mutex::new(Committed { log, image: image.clone() }),
@@ -60,6 +63,7 @@ impl Broker {
             image: RwLock::new(image),
             replicas,
             producer_ids: ProducerIdManager::default(),
+            config_changes: tokio::sync::watch::Sender::new(effective),
         })
     }
 
@@ -69,6 +73,11 @@ impl Broker {
             Ok(i) => i.clone(),
             Err(e) => e.into_inner().clone(),
         }
+    }
+
+    /// Follows the effective config as dynamic broker configs change.
+    pub fn subscribe_config(&self) -> tokio::sync::watch::Receiver<Arc<BrokerConfig>> {
+        self.config_changes.subscribe()
     }
 
     /// The broker config with the image's dynamic broker configs layered over the static ones.
@@ -115,7 +124,9 @@ impl Broker {
         // Partitions exist before clients can see the topic in the image.
         self.replicas.apply_change(&applied, &latest);
         if applied.broker_configs != latest.broker_configs {
-            self.txns.apply_dynamic_config(&effective_config(&self.config, &latest));
+            let effective = effective_config(&self.config, &latest);
+            self.txns.apply_dynamic_config(&effective);
+            self.config_changes.send_replace(Arc::new(effective));
         }
         *self.image.write().unwrap_or_else(|e| e.into_inner()) = latest.clone();
         // After the image, so commits that follow see the topic gone and cannot bring its offsets back.

@@ -332,6 +332,8 @@ fn check_broker_value(key: &str, value: &str) -> Result<(), String> {
         "log.cleaner.dedupe.buffer.size" if !at_least(1024.0 * 1024.0) => bad("Value must be at least 1048576"),
         "log.cleaner.io.buffer.size" if !at_least(1024.0) => bad("Value must be at least 1024"),
         "log.cleaner.backoff.ms" if !at_least(0.0) => bad("Value must be at least 0"),
+        "max.connections" | "max.connections.per.ip" if !at_least(0.0) => bad("Value must be at least 0"),
+        "max.connections.per.ip.overrides" => crate::config::check_ip_overrides(value),
         _ => Ok(()),
     }
 }

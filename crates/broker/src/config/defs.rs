@@ -396,6 +396,9 @@ pub static IGNORED_KAFKA_KEYS: &[&str] = &[
 /// minute variants of retention and roll are not among them). Every other broker config is read-only and needs a
 /// restart.
 pub static DYNAMIC_BROKER_KEYS: &[&str] = &[
+    "max.connections",
+    "max.connections.per.ip",
+    "max.connections.per.ip.overrides",
     "message.max.bytes",
     "log.segment.bytes",
     "log.roll.ms",

@@ -262,6 +262,43 @@ impl BrokerConfig {
 
 /// `max.connections.per.ip.overrides`: `host:count,...`, hosts being addresses or names (resolved now, as Kafka
 /// resolves them when the config is read).
+/// The connection quotas' limits, which are dynamic broker configs (Kafka's DynamicConnectionQuota).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConnectionLimits {
+    pub max_connections: usize,
+    pub max_per_ip: usize,
+    pub per_ip_overrides: HashMap<IpAddr, usize>,
+}
+
+impl BrokerConfig {
+    /// The connection limits with dynamic values layered in. A dynamic value was validated when it was altered;
+    /// one that no longer parses (a hostname that stopped resolving) keeps the static value.
+    pub fn connection_limits(&self) -> ConnectionLimits {
+        let count = |key: &str, fallback: usize| {
+            self.broker_value(key)
+                .0
+                .and_then(|v| v.trim().parse::<i32>().ok())
+                .filter(|n| *n >= 0)
+                .map_or(fallback, |n| n as usize)
+        };
+        let per_ip_overrides = self
+            .broker_value("max.connections.per.ip.overrides")
+            .0
+            .and_then(|v| parse_ip_overrides(&v).ok())
+            .unwrap_or_else(|| self.max_connections_per_ip_overrides.clone());
+        ConnectionLimits {
+            max_connections: count("max.connections", self.max_connections),
+            max_per_ip: count("max.connections.per.ip", self.max_connections_per_ip),
+            per_ip_overrides,
+        }
+    }
+}
+
+/// Checks a `max.connections.per.ip.overrides` value; the message says what is wrong.
+pub fn check_ip_overrides(value: &str) -> Result<(), String> {
+    parse_ip_overrides(value).map(|_| ()).map_err(|e| e.to_string())
+}
+
 fn parse_ip_overrides(value: &str) -> Result<HashMap<IpAddr, usize>, ConfigError> {
     let mut out = HashMap::new();
     for entry in value.split(',').map(str::trim).filter(|e| !e.is_empty()) {

@@ -34,7 +34,17 @@ const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
 /// Binds every listener up front, so a port conflict fails the start instead of a later accept.
 pub async fn bind_listeners(broker: &Broker) -> std::io::Result<Vec<BoundListener>> {
     let mut out = Vec::new();
-    let quotas = Arc::new(ConnectionQuotas::new(&broker.config));
+    let quotas = Arc::new(ConnectionQuotas::new(&broker.effective_config()));
+    let mut changes = broker.subscribe_config();
+    let follower = Arc::downgrade(&quotas);
+    tokio::spawn(async move {
+        // Ends when the broker or the listeners are gone.
+        while changes.changed().await.is_ok() {
+            let Some(quotas) = follower.upgrade() else { break };
+            let limits = changes.borrow_and_update().connection_limits();
+            quotas.reconfigure(limits);
+        }
+    });
     let budget = Arc::new(RequestBudget::new(&broker.config));
     for l in &broker.config.listeners {
         let socket = TcpListener::bind((l.host.as_str(), l.port)).await.map_err(|e| {
@@ -76,7 +86,7 @@ impl BoundListener {
                 if let Some(suppressed) = at_limit.check() {
                     tracing::warn!(
                         listener,
-                        max_connections = broker.config.max_connections,
+                        max_connections = self.quotas.max_connections(),
                         times_since_last_logged = suppressed,
                         "max.connections reached: new connections wait until one closes"
                     );

@@ -9,12 +9,11 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::Notify;
 
-use crate::config::BrokerConfig;
+use crate::config::{BrokerConfig, ConnectionLimits};
 
 pub struct ConnectionQuotas {
-    max_connections: usize,
-    max_per_ip: usize,
-    per_ip_overrides: HashMap<IpAddr, usize>,
+    /// Dynamic: an altered limit applies to new connections; existing ones stay open, as in Kafka.
+    limits: Mutex<ConnectionLimits>,
     counts: Mutex<Counts>,
     /// Signalled when a connection closes, for a listener waiting at the broker-wide limit.
     closed: Notify,
@@ -42,12 +41,20 @@ pub struct TooManyConnections {
 impl ConnectionQuotas {
     pub fn new(config: &BrokerConfig) -> ConnectionQuotas {
         ConnectionQuotas {
-            max_connections: config.max_connections,
-            max_per_ip: config.max_connections_per_ip,
-            per_ip_overrides: config.max_connections_per_ip_overrides.clone(),
+            limits: Mutex::new(config.connection_limits()),
             counts: Mutex::new(Counts::default()),
             closed: Notify::new(),
         }
+    }
+
+    /// Applies altered limits; a listener waiting at the broker-wide limit looks again.
+    pub fn reconfigure(&self, limits: ConnectionLimits) {
+        *self.limits.lock().unwrap_or_else(|e| e.into_inner()) = limits;
+        self.closed.notify_waiters();
+    }
+
+    pub fn max_connections(&self) -> usize {
+        self.limits.lock().unwrap_or_else(|e| e.into_inner()).max_connections
     }
 
     fn counts(&self) -> std::sync::MutexGuard<'_, Counts> {
@@ -56,7 +63,8 @@ impl ConnectionQuotas {
 
     /// Whether the broker-wide limit leaves room for one more connection.
     pub fn slot_available(&self) -> bool {
-        self.counts().total < self.max_connections
+        let max = self.max_connections();
+        self.counts().total < max
     }
 
     /// Waits until the broker-wide limit leaves room for one more connection.
@@ -75,7 +83,10 @@ impl ConnectionQuotas {
 
     /// Counts a new connection from `ip`, or refuses it when its address is at its limit.
     pub fn acquire(self: &Arc<Self>, ip: IpAddr) -> Result<ConnectionSlot, TooManyConnections> {
-        let max = self.per_ip_overrides.get(&ip).copied().unwrap_or(self.max_per_ip);
+        let max = {
+            let limits = self.limits.lock().unwrap_or_else(|e| e.into_inner());
+            limits.per_ip_overrides.get(&ip).copied().unwrap_or(limits.max_per_ip)
+        };
         let mut counts = self.counts();
         let n = counts.per_ip.entry(ip).or_insert(0);
         if *n >= max {

@@ -501,6 +501,9 @@ impl ProducerStateManager {
         let tmp = path.with_extension("snapshot.tmp");
         let mut f = fs::File::create(&tmp)?;
         f.write_all(&self.encode())?;
+        // Durable before older snapshots are removed (as Kafka forces it): after a power cut an empty new file
+        // and no old ones would leave replay from the log start, which retention may have moved past producers.
+        f.sync_all()?;
         drop(f);
         fs::rename(&tmp, &path)?;
         let mut offsets = list_snapshots(dir)?;

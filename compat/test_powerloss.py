@@ -2,9 +2,10 @@
 
 kill -9 leaves the page cache intact, so a broker that answered acks=all before its fsync would still pass a kill -9
 test. Here the broker's data directory is on strom-powerloss, a FUSE filesystem that keeps apart what each file had
-at its last fsync: after the kill, a "power cut" takes every file back to that, and the restarted broker must still
-hold every record it acknowledged with acks=all. The same run on a filesystem that ignores the log segments' fsyncs
-(a deliberately missing fsync) must lose acknowledged records, which shows that this test can fail.
+at its last fsync, and every directory's entries at its last fsync (POSIX's promise, no more): after the kill, a
+"power cut" takes every file and directory back to that, and the restarted broker must still hold every record it
+acknowledged with acks=all. The same run on a filesystem that ignores the log segments' fsyncs, or the directories'
+(a deliberately missing fsync), must lose acknowledged records, which shows that this test can fail.
 
 Needs /dev/fuse and root (mount(2)); skips with the reason otherwise.
 """
@@ -83,11 +84,19 @@ def read_all(bootstrap, topic):
         c.close()
 
 
-def acked_then_power_cut(mnt, broker_class):
+def acked_then_power_cut(mnt, broker_class, config=None, pad=0):
     """Produces with acks=all, kills the broker, cuts the power, restarts; returns (acknowledged, read back)."""
     from confluent_kafka import Producer
 
-    broker = broker_class(mnt / "data", {"log.index.size.max.bytes": 1048576, "num.partitions": PARTITIONS})
+    # The operator's data directory exists, durably, before the broker starts.
+    (mnt / "data").mkdir()
+    fd = os.open(mnt, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    broker = broker_class(mnt / "data", {"log.index.size.max.bytes": 1048576, "num.partitions": PARTITIONS,
+                                         **(config or {})})
     broker.start()
     try:
         topic = unique("pl")
@@ -101,7 +110,7 @@ def acked_then_power_cut(mnt, broker_class):
         p = Producer({"bootstrap.servers": broker.bootstrap, "acks": "all", "enable.idempotence": True,
                       "linger.ms": 2})
         for i in range(RECORDS):
-            p.produce(topic, value=f"record-{i}".encode(), partition=i % PARTITIONS, on_delivery=delivered)
+            p.produce(topic, value=f"record-{i}".encode() + b"x" * pad, partition=i % PARTITIONS, on_delivery=delivered)
             if i % 500 == 0:
                 p.poll(0)
         assert p.flush(60) == 0
@@ -121,9 +130,27 @@ def test_acknowledged_records_survive_power_loss(tmp_path, broker_class):
     assert not lost, f"{len(lost)} of {len(acked)} acknowledged records lost, e.g. {sorted(lost)[:5]}"
 
 
+def test_acknowledged_records_survive_power_loss_across_segment_rolls(tmp_path, broker_class):
+    """Segments roll all the time: every roll makes new files, whose directory entries must be durable too."""
+    with powerloss_mount(tmp_path) as mnt:
+        acked, got = acked_then_power_cut(mnt, broker_class, {"log.segment.bytes": 1048576}, pad=3000)
+        segments = [f for f in (mnt / "data").glob("pl-*/*.log")]
+    assert len(segments) > 2 * PARTITIONS, f"the segments did not roll: {segments}"
+    lost = [k for k, v in acked.items() if got.get(k) != v]
+    assert not lost, f"{len(lost)} of {len(acked)} acknowledged records lost, e.g. {sorted(lost)[:5]}"
+
+
 def test_power_loss_test_catches_a_missing_log_fsync(tmp_path, broker_class):
     with powerloss_mount(tmp_path, "--ignore-fsync-suffix", ".log") as mnt:
         acked, got = acked_then_power_cut(mnt, broker_class)
     lost = [k for k, v in acked.items() if got.get(k) != v]
     print(f"missing log fsync: {len(lost)} of {len(acked)} acknowledged records lost")
     assert lost, "with the segments' fsyncs ignored, the power cut should have lost acknowledged records"
+
+
+def test_power_loss_test_catches_a_missing_directory_fsync(tmp_path, broker_class):
+    with powerloss_mount(tmp_path, "--ignore-dir-fsync") as mnt:
+        acked, got = acked_then_power_cut(mnt, broker_class)
+    lost = [k for k, v in acked.items() if got.get(k) != v]
+    print(f"missing directory fsync: {len(lost)} of {len(acked)} acknowledged records lost")
+    assert lost, "with directory fsyncs ignored, the power cut should have lost acknowledged records"

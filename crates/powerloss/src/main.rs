@@ -7,10 +7,13 @@
 //! `--ignore-fsync-suffix .log` makes fsyncs of files with that suffix (outside `meta/`) no-ops: the broker's log
 //! segments are then never durable, which is how the test shows that it notices a missing fsync.
 //!
-//! Model: file contents are durable only when fsynced; directory entries (create, rename, unlink) are durable at
-//! once, a simplification: directory fsyncs are not needed for a file to survive here.
+//! Model: file contents are durable only when fsynced. Directory entries (create, mkdir, rename, unlink) are
+//! durable once their directory is fsynced, as POSIX promises and no more (ext4 and XFS often make them durable
+//! with the file's own fsync, other filesystems do not); `--lenient-dirs` makes them durable at once instead.
+//! `--ignore-dir-fsync` makes directory fsyncs no-ops, to show a test notices a missing one.
 //!
-//!   strom-powerloss /mnt/powerloss [--ignore-fsync-suffix .log]      (runs until `umount /mnt/powerloss`)
+//!   strom-powerloss /mnt/powerloss [--ignore-fsync-suffix .log] [--ignore-dir-fsync] [--lenient-dirs]
+//!   (runs until `umount /mnt/powerloss`)
 
 use std::collections::{BTreeMap, HashMap};
 use std::ffi::OsStr;
@@ -31,6 +34,12 @@ struct Args {
     /// fsync of files whose name ends with this (outside `meta/`) does nothing: a deliberately missing fsync.
     #[arg(long)]
     ignore_fsync_suffix: Option<String>,
+    /// Directory fsyncs below the mount's root do nothing: a deliberately missing one.
+    #[arg(long)]
+    ignore_dir_fsync: bool,
+    /// Directory entries are durable as soon as they are made.
+    #[arg(long)]
+    lenient_dirs: bool,
 }
 
 /// Attributes are never cached by the kernel, so sizes after a power cut are seen at once.
@@ -41,7 +50,12 @@ const CONTROL_NAME: &str = ".powercut";
 
 enum Node {
     File { data: Vec<u8>, durable: Vec<u8> },
-    Dir { children: BTreeMap<String, u64> },
+    /// `durable`: the entries as of the directory's last fsync.
+    Dir { children: BTreeMap<String, u64>, durable: BTreeMap<String, u64> },
+}
+
+fn empty_dir() -> Node {
+    Node::Dir { children: BTreeMap::new(), durable: BTreeMap::new() }
 }
 
 struct Inode {
@@ -56,11 +70,13 @@ struct PowerLossFs {
     inodes: HashMap<u64, Inode>,
     next_ino: u64,
     ignore_fsync_suffix: Option<String>,
+    ignore_dir_fsync: bool,
+    lenient_dirs: bool,
     cuts: u64,
 }
 
 impl PowerLossFs {
-    fn new(ignore_fsync_suffix: Option<String>) -> Self {
+    fn new(args: &Args) -> Self {
         let mut inodes = HashMap::new();
         let now = SystemTime::now();
         let mut root_children = BTreeMap::new();
@@ -68,7 +84,7 @@ impl PowerLossFs {
         inodes.insert(
             ROOT,
             Inode {
-                node: Node::Dir { children: root_children },
+                node: Node::Dir { durable: root_children.clone(), children: root_children },
                 name: String::new(),
                 parent: ROOT,
                 mode: 0o755,
@@ -85,7 +101,14 @@ impl PowerLossFs {
                 mtime: now,
             },
         );
-        PowerLossFs { inodes, next_ino: 3, ignore_fsync_suffix, cuts: 0 }
+        PowerLossFs {
+            inodes,
+            next_ino: 3,
+            ignore_fsync_suffix: args.ignore_fsync_suffix.clone(),
+            ignore_dir_fsync: args.ignore_dir_fsync,
+            lenient_dirs: args.lenient_dirs,
+            cuts: 0,
+        }
     }
 
     fn attr(&self, ino: u64) -> Option<FileAttr> {
@@ -115,7 +138,7 @@ impl PowerLossFs {
 
     fn child(&self, parent: u64, name: &OsStr) -> Option<u64> {
         match &self.inodes.get(&parent)?.node {
-            Node::Dir { children } => children.get(name.to_str()?).copied(),
+            Node::Dir { children, .. } => children.get(name.to_str()?).copied(),
             Node::File { .. } => None,
         }
     }
@@ -124,7 +147,7 @@ impl PowerLossFs {
         let name = name.to_str().ok_or(EINVAL)?.to_string();
         let ino = self.next_ino;
         match self.inodes.get_mut(&parent).map(|p| &mut p.node) {
-            Some(Node::Dir { children }) => {
+            Some(Node::Dir { children, .. }) => {
                 if children.contains_key(&name) {
                     return Err(EEXIST);
                 }
@@ -135,6 +158,7 @@ impl PowerLossFs {
         }
         self.next_ino += 1;
         self.inodes.insert(ino, Inode { node, name, parent, mode, mtime: SystemTime::now() });
+        self.entries_changed(parent);
         Ok(ino)
     }
 
@@ -143,37 +167,74 @@ impl PowerLossFs {
         self.inodes.get(&parent).is_some_and(|p| p.name == "meta")
     }
 
-    /// Every file back to what was last fsynced.
+    /// With lenient directories, an entry is durable as soon as it is made.
+    fn entries_changed(&mut self, dir: u64) {
+        if self.lenient_dirs {
+            if let Some(Node::Dir { children, durable }) = self.inodes.get_mut(&dir).map(|d| &mut d.node) {
+                durable.clone_from(children);
+            }
+        }
+    }
+
+    /// Every file back to what was last fsynced, every directory back to its entries at its last fsync.
     fn power_cut(&mut self) {
         self.cuts += 1;
-        let mut lost = 0usize;
+        let (mut lost, mut lost_entries) = (0usize, 0usize);
         for (ino, i) in self.inodes.iter_mut() {
             if *ino == CONTROL {
                 continue;
             }
-            if let Node::File { data, durable } = &mut i.node {
-                if data != durable {
-                    lost += 1;
+            match &mut i.node {
+                Node::File { data, durable } => {
+                    if data != durable {
+                        lost += 1;
+                    }
+                    *data = durable.clone();
                 }
-                *data = durable.clone();
+                Node::Dir { children, durable } => {
+                    lost_entries += children.iter().filter(|(n, c)| durable.get(*n) != Some(*c)).count();
+                    *children = durable.clone();
+                }
             }
         }
-        eprintln!("strom-powerloss: power cut #{}: {lost} files lost unsynced writes", self.cuts);
+        // Names and parents as the durable tree has them (a rename that was not durable is undone).
+        let mut stack = vec![ROOT];
+        while let Some(dir) = stack.pop() {
+            let children: Vec<(String, u64)> = match self.inodes.get(&dir).map(|d| &d.node) {
+                Some(Node::Dir { children, .. }) => children.iter().map(|(n, c)| (n.clone(), *c)).collect(),
+                _ => continue,
+            };
+            for (name, child) in children {
+                if let Some(c) = self.inodes.get_mut(&child) {
+                    c.name = name;
+                    c.parent = dir;
+                    if matches!(c.node, Node::Dir { .. }) {
+                        stack.push(child);
+                    }
+                }
+            }
+        }
+        eprintln!(
+            "strom-powerloss: power cut #{}: {lost} files lost unsynced writes, {lost_entries} directory entries lost",
+            self.cuts
+        );
     }
 
     fn remove(&mut self, parent: u64, name: &OsStr, want_dir: bool) -> Result<(), i32> {
         let ino = self.child(parent, name).ok_or(ENOENT)?;
         match self.inodes.get(&ino).map(|i| &i.node) {
-            Some(Node::Dir { children }) if want_dir && !children.is_empty() => return Err(ENOTEMPTY),
+            Some(Node::Dir { children, .. }) if want_dir && !children.is_empty() => return Err(ENOTEMPTY),
             Some(Node::Dir { .. }) if want_dir => {}
             Some(Node::Dir { .. }) => return Err(EISDIR),
             Some(Node::File { .. }) if want_dir => return Err(ENOTDIR),
             _ => {}
         }
-        if let Some(Node::Dir { children }) = self.inodes.get_mut(&parent).map(|p| &mut p.node) {
+        if let Some(Node::Dir { children, .. }) = self.inodes.get_mut(&parent).map(|p| &mut p.node) {
             children.remove(name.to_str().unwrap_or_default());
         }
-        // Open handles may still read an unlinked file; it is small enough to keep until the unmount.
+        self.entries_changed(parent);
+        // Open handles may still read an unlinked file, and a power cut may bring its entry back: kept until the
+        // unmount.
         Ok(())
     }
 }
@@ -226,7 +287,7 @@ impl Filesystem for PowerLossFs {
     }
 
     fn mkdir(&mut self, _req: &Request<'_>, parent: u64, name: &OsStr, mode: u32, _umask: u32, reply: ReplyEntry) {
-        match self.add(parent, name, Node::Dir { children: BTreeMap::new() }, (mode & 0o7777) as u16) {
+        match self.add(parent, name, empty_dir(), (mode & 0o7777) as u16) {
             Ok(ino) => reply.entry(&TTL, &self.attr(ino).expect("just added"), 0),
             Err(e) => reply.error(e),
         }
@@ -279,18 +340,20 @@ impl Filesystem for PowerLossFs {
             return reply.error(ENOTDIR);
         }
         if let Some(existing) = self.child(newparent, newname) {
-            if let Some(Node::Dir { children }) = self.inodes.get(&existing).map(|i| &i.node) {
+            if let Some(Node::Dir { children, .. }) = self.inodes.get(&existing).map(|i| &i.node) {
                 if !children.is_empty() {
                     return reply.error(ENOTEMPTY);
                 }
             }
         }
-        if let Some(Node::Dir { children }) = self.inodes.get_mut(&parent).map(|p| &mut p.node) {
+        if let Some(Node::Dir { children, .. }) = self.inodes.get_mut(&parent).map(|p| &mut p.node) {
             children.remove(old);
         }
-        if let Some(Node::Dir { children }) = self.inodes.get_mut(&newparent).map(|p| &mut p.node) {
+        if let Some(Node::Dir { children, .. }) = self.inodes.get_mut(&newparent).map(|p| &mut p.node) {
             children.insert(new.to_string(), ino);
         }
+        self.entries_changed(parent);
+        self.entries_changed(newparent);
         if let Some(i) = self.inodes.get_mut(&ino) {
             i.name = new.to_string();
             i.parent = newparent;
@@ -400,7 +463,7 @@ impl Filesystem for PowerLossFs {
 
     fn readdir(&mut self, _req: &Request<'_>, ino: u64, _fh: u64, offset: i64, mut reply: ReplyDirectory) {
         let Some(i) = self.inodes.get(&ino) else { return reply.error(ENOENT) };
-        let Node::Dir { children } = &i.node else { return reply.error(ENOTDIR) };
+        let Node::Dir { children, .. } = &i.node else { return reply.error(ENOTDIR) };
         let mut entries =
             vec![(ino, FileType::Directory, ".".to_string()), (i.parent, FileType::Directory, "..".into())];
         for (name, child) in children {
@@ -422,7 +485,13 @@ impl Filesystem for PowerLossFs {
         reply.ok();
     }
 
-    fn fsyncdir(&mut self, _req: &Request<'_>, _ino: u64, _fh: u64, _datasync: bool, reply: ReplyEmpty) {
+    fn fsyncdir(&mut self, _req: &Request<'_>, ino: u64, _fh: u64, _datasync: bool, reply: ReplyEmpty) {
+        // The mount's root is the operator's, not the broker's: its fsyncs always count.
+        if !self.ignore_dir_fsync || ino == ROOT {
+            if let Some(Node::Dir { children, durable }) = self.inodes.get_mut(&ino).map(|d| &mut d.node) {
+                durable.clone_from(children);
+            }
+        }
         reply.ok();
     }
 
@@ -463,7 +532,7 @@ impl Filesystem for PowerLossFs {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let fs = PowerLossFs::new(args.ignore_fsync_suffix);
+    let fs = PowerLossFs::new(&args);
     let options = [MountOption::FSName("strom-powerloss".into()), MountOption::RW, MountOption::DefaultPermissions];
     fuser::mount2(fs, &args.mountpoint, &options)?;
     Ok(())

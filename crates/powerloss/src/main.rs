@@ -49,9 +49,15 @@ const CONTROL: u64 = 2;
 const CONTROL_NAME: &str = ".powercut";
 
 enum Node {
-    File { data: Vec<u8>, durable: Vec<u8> },
+    File {
+        data: Vec<u8>,
+        durable: Vec<u8>,
+    },
     /// `durable`: the entries as of the directory's last fsync.
-    Dir { children: BTreeMap<String, u64>, durable: BTreeMap<String, u64> },
+    Dir {
+        children: BTreeMap<String, u64>,
+        durable: BTreeMap<String, u64>,
+    },
 }
 
 fn empty_dir() -> Node {

@@ -201,9 +201,11 @@ def describe_configs(target, resource_type: int, name: str, version: int = 4,
     return request(target, req, version)
 
 
-def create_partitions(target, topic: str, count: int, version: int = 3, validate_only=False):
+def create_partitions(target, topic, count: int, version: int = 3, validate_only=False):
+    """`topic` a name, or a list of (name, count) to grow several in one request."""
     R = CreatePartitionsRequest
-    req = R(topics=[R.CreatePartitionsTopic(name=topic, count=count, assignments=None)],
+    wanted = [(topic, count)] if isinstance(topic, str) else topic
+    req = R(topics=[R.CreatePartitionsTopic(name=n, count=c, assignments=None) for n, c in wanted],
             timeout_ms=30000, validate_only=validate_only)
     return request(target, req, version)
 

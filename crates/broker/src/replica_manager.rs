@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
 use kafka_protocol::ResponseError;
-use strom_log::Log;
+use strom_log::{FileCache, Log};
 
 use crate::config::{BrokerConfig, TopicConfig};
 use crate::metadata::{MetadataImage, TopicImage};
@@ -20,6 +20,8 @@ pub struct ReplicaManager {
     partitions: RwLock<PartitionMap>,
     /// Partitions this broker should host whose log could not be opened (the error is logged when it happens).
     offline: RwLock<HashSet<(String, i32)>>,
+    /// Where every partition's inactive segments keep their files open (`log.segment.open.files.max`).
+    open_files: Arc<FileCache>,
 }
 
 /// Kafka's partition directory name.
@@ -31,6 +33,7 @@ impl ReplicaManager {
     pub fn new(broker: BrokerConfig) -> Self {
         ReplicaManager {
             log_dir: broker.log_dir.clone(),
+            open_files: FileCache::new(broker.segment_open_files_max),
             broker,
             partitions: RwLock::new(HashMap::new()),
             offline: RwLock::new(HashSet::new()),
@@ -159,7 +162,8 @@ impl ReplicaManager {
         config: TopicConfig,
     ) -> std::io::Result<()> {
         let dir = self.log_dir.join(partition_dir_name(&topic.name, index));
-        let (log, report) = Log::open(&dir, config.log.clone()).map_err(std::io::Error::other)?;
+        let (log, report) =
+            Log::open_with_cache(&dir, config.log.clone(), self.open_files.clone()).map_err(std::io::Error::other)?;
         if !report.clean_shutdown && (report.truncated_bytes > 0 || report.rebuilt_indexes > 0) {
             tracing::warn!(
                 topic = %topic.name, partition = index, truncated_bytes = report.truncated_bytes,

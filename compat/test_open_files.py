@@ -1,6 +1,7 @@
-"""Inactive log segments hold a bounded number of open files (`log.segment.open.files.max`): a broker whose data
-holds more segment files than its open-files limit allows still starts, after a clean shutdown and after a crash,
-and serves every record, reading across every segment.
+"""Open files and partitions' storage: inactive log segments hold a bounded number of open files
+(`log.segment.open.files.max`), so a broker whose data holds more segment files than its open-files limit allows
+still starts, after a clean shutdown and after a crash, and serves every record, reading across every segment; and a
+topic creation that cannot get its partitions' storage leaves nothing behind.
 
 The broker is first run with the machine's limit to write many segments (segment.ms=1 rolls a segment on nearly
 every produce), then restarted with a soft and hard RLIMIT_NOFILE far below three files per segment, so it cannot
@@ -9,10 +10,12 @@ raise it."""
 import os
 import sys
 
-from confluent_kafka import TopicPartition
+import pytest
+from confluent_kafka import KafkaError, KafkaException, TopicPartition
+from confluent_kafka.admin import NewTopic
 
 from conftest import unique
-from helpers import consume_partitions, consumer, create_topic, producer, produce_sync
+from helpers import admin, consume_partitions, consumer, create_topic, producer, produce_sync
 
 PARTITIONS = 4
 SEGMENTS_PER_PARTITION = 70
@@ -73,3 +76,31 @@ def test_more_segment_files_than_the_fd_limit_restart_and_read_back(make_broker)
     b.restart(kill=True)
     read_back()
     assert "Too many open files" not in b.log_path.read_text(errors="replace")
+
+
+def test_a_creation_that_runs_out_of_descriptors_leaves_no_topic(make_broker):
+    """CreateTopics is all or nothing: a topic whose partitions' logs cannot all be created (here the broker runs
+    out of descriptors, three per partition's active segment) is refused with KAFKA_STORAGE_ERROR, and neither the
+    topic nor any of its directories exists, also after a restart. A creation that fits still works."""
+    b = make_broker({"offsets.topic.num.partitions": "1"}, start=False)
+    with_nofile_limit(b, NOFILE)
+    b.start()
+    big, small = unique("big"), unique("small")
+    a = admin(b.bootstrap)
+    fut = a.create_topics([NewTopic(big, num_partitions=NOFILE)], request_timeout=60)[big]
+    with pytest.raises(KafkaException) as e:
+        fut.result(60)
+    assert e.value.args[0].code() == KafkaError.KAFKA_STORAGE_ERROR, e.value
+    assert f"of topic {big}" in e.value.args[0].str()
+
+    def absent():
+        assert big not in a.list_topics(timeout=10).topics
+        assert [d for d in os.listdir(b.data_dir) if d.startswith(big)] == []
+
+    absent()
+    b.restart()
+    a = admin(b.bootstrap)
+    absent()
+    create_topic(b.bootstrap, small, partitions=3)
+    produce_sync(producer(b.bootstrap), small, [{"value": b"v%d" % i, "partition": i % 3} for i in range(9)])
+    assert len(consume_partitions(b.bootstrap, small, range(3), 9)) == 9

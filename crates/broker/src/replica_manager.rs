@@ -258,6 +258,7 @@ impl ReplicaManager {
         let mut dirs = Vec::new();
         for p in removed.into_iter().flat_map(|ps| ps.into_values()) {
             p.close();
+            p.log().detach_files();
             dirs.push(p.log().dir().to_path_buf());
         }
         // An offline partition's directory goes too, so a topic created again under the name never opens it.

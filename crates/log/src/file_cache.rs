@@ -74,12 +74,14 @@ impl FileCache {
         self.ring.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Counts an open slot in; returns its registration number. Called under the slot's lock: the ring's lock is
+    /// Counts an open slot in under a new registration number. Called under the slot's lock: the ring's lock is
     /// never held while taking a slot's, so slot → ring is the only lock order.
-    fn register(&self, slot: &Arc<Inner>) -> u64 {
+    fn register(&self, slot: &Arc<Inner>) {
         let mut ring = self.ring();
         let gen = ring.next_gen;
         ring.next_gen += 1;
+        // Set before the ring lock is released, or the hand could take the new entry for a stale one.
+        slot.gen.store(gen, Ordering::Release);
         ring.entries.push_back((Arc::downgrade(slot), gen));
         self.open.fetch_add(1, Ordering::AcqRel);
         // Stale entries pile up while nothing is evicted (segments deleted while open): drop them now and then.
@@ -87,7 +89,6 @@ impl FileCache {
         if ring.entries.len() > 2 * live + 64 {
             ring.entries.retain(|(w, g)| w.upgrade().is_some_and(|s| s.gen.load(Ordering::Acquire) == *g));
         }
-        gen
     }
 
     /// Closes the least recently used files until at most `max` are open.
@@ -204,8 +205,7 @@ impl LazyFile {
         let file = Arc::new(open_rw(&self.inner.path)?);
         self.inner.cache.opens.fetch_add(1, Ordering::Relaxed);
         st.file = Some(file.clone());
-        let gen = self.inner.cache.register(&self.inner);
-        self.inner.gen.store(gen, Ordering::Release);
+        self.inner.cache.register(&self.inner);
         drop(st);
         self.inner.cache.evict_over_limit();
         Ok(file)
@@ -238,8 +238,7 @@ impl LazyFile {
         }
         st.pinned = false;
         if st.file.is_some() {
-            let gen = self.inner.cache.register(&self.inner);
-            self.inner.gen.store(gen, Ordering::Release);
+            self.inner.cache.register(&self.inner);
         }
         drop(st);
         self.inner.cache.evict_over_limit();

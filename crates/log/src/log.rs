@@ -873,6 +873,16 @@ impl Log {
         Ok(())
     }
 
+    /// The directory is about to be renamed or removed by someone else (topic deletion): segments' files are never
+    /// opened by name again, since the name may come to hold another log's files (a topic created again). Readers
+    /// still holding open files keep reading them; the others get an I/O error.
+    pub fn detach_files(&self) {
+        let _state = lock(&self.append_lock);
+        for seg in self.snapshot().iter() {
+            seg.mark_removed();
+        }
+    }
+
     /// Removes the directory and everything in it. Readers still holding segments keep reading
     /// the unlinked files.
     pub fn delete(&self) -> Result<(), LogError> {

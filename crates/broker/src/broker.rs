@@ -88,9 +88,12 @@ impl Broker {
     /// Atomically decides and commits a metadata change: `decide` sees the latest committed image under the
     /// metadata lock and returns the records to append (or a rejection). The records are made durable as one change,
     /// then the lock is released and the replica manager follows the new image; the image is published to readers
-    /// once its partitions are open. Once durable a change is always applied: a partition whose log cannot be opened
-    /// goes offline rather than failing the change (which would fail again on every restart). Blocking: call from a
-    /// blocking thread.
+    /// once its partitions are open. The logs of partitions the change creates are opened before it is made durable
+    /// (`ReplicaManager::prepare`): if one cannot be, nothing is committed and the directories made for it are
+    /// removed (after a crash in between, the next start sets them aside as strays, as it does any unowned one). Once
+    /// durable a change is always applied: a partition whose log cannot be opened later (at a restart) goes offline
+    /// rather than failing the change (which would fail again on every restart). Blocking: call from a blocking
+    /// thread.
     pub fn commit<T, E>(
         &self,
         decide: impl FnOnce(&MetadataImage) -> Result<(Vec<MetadataRecord>, T), E>,
@@ -99,11 +102,18 @@ impl Broker {
             let mut committed = self.committed.lock().unwrap_or_else(|e| e.into_inner());
             let (records, out) = decide(&committed.image).map_err(CommitError::Rejected)?;
             if !records.is_empty() {
-                committed.log.append(&records)?;
                 let mut new = (*committed.image).clone();
                 for r in &records {
                     new.apply(r);
                 }
+                // New partitions get their logs before the change is durable, so that a creation is all or nothing.
+                let prepared = self.replicas.prepare(&committed.image, &new)?;
+                if let Err(e) = committed.log.append(&records) {
+                    self.replicas.discard_prepared(prepared);
+                    return Err(e.into());
+                }
+                // Taken by the replica manager when it follows this image.
+                let _ = prepared;
                 committed.image = Arc::new(new);
             }
             out
@@ -196,16 +206,20 @@ mod tests {
         Broker::open(BrokerConfig::from_values(values).unwrap()).unwrap()
     }
 
-    /// A durable change whose partition cannot be opened is still applied: the topic exists with that partition
-    /// offline, the broker restarts, the other topics serve, and Metadata reports the storage error.
+    /// A durable change whose partition cannot be opened (at a restart) is still applied: the topic exists with that
+    /// partition offline, the broker restarts, the other topics serve, and Metadata reports the storage error.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_partition_that_cannot_open_goes_offline() {
         let dir = tempfile::tempdir().unwrap();
         let broker = open(dir.path());
         create_topic(&broker, "good");
-        // A file where the partition's directory goes: its log cannot be created.
-        std::fs::write(dir.path().join("bad-0"), b"not a directory").unwrap();
         create_topic(&broker, "bad");
+        broker.replicas.shutdown();
+        drop(broker);
+        // A file where the partition's directory was: its log cannot be opened.
+        std::fs::remove_dir_all(dir.path().join("bad-0")).unwrap();
+        std::fs::write(dir.path().join("bad-0"), b"not a directory").unwrap();
+        let broker = open(dir.path());
         assert!(broker.image().topic("bad").is_some());
         assert!(broker.replicas.get("bad", 0).is_none() && broker.replicas.is_offline("bad", 0));
         let image = broker.image();
@@ -237,6 +251,57 @@ mod tests {
         assert!(!broker.replicas.is_offline("bad", 0));
         create_topic(&broker, "bad");
         assert_eq!(broker.replicas.get("bad", 0).unwrap().high_watermark(), 0);
+        broker.replicas.shutdown();
+    }
+
+    /// A creation whose partitions cannot all get their logs is refused whole with the storage error: no topic, no
+    /// directory left of it (a file that was in the way stays), also after a restart; then it succeeds once the way
+    /// is clear, and other creations are unaffected.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_creation_whose_storage_fails_leaves_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let broker = open(dir.path());
+        let create = |broker: &Broker, name: &str, partitions: i32| {
+            broker.commit(|image| {
+                let t = crate::controller::NewTopic {
+                    name,
+                    num_partitions: partitions,
+                    replication_factor: -1,
+                    assignments: Vec::new(),
+                    configs: BTreeMap::new(),
+                };
+                Ok::<_, ApiError>((crate::controller::plan_create_topic(image, &broker.config, &t)?.records, ()))
+            })
+        };
+        let entries = |dir: &Path| {
+            let mut names: Vec<String> =
+                std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into()).collect();
+            names.sort();
+            names
+        };
+        // Partition 7 of 10 cannot be created: a file is where its directory goes.
+        std::fs::write(dir.path().join("many-7"), b"in the way").unwrap();
+        let before = entries(dir.path());
+        let err = create(&broker, "many", 10).unwrap_err();
+        assert!(
+            matches!(&err, crate::broker::CommitError::Io(e) if e.to_string().contains("partition 7 of topic many"))
+        );
+        assert!(broker.image().topic("many").is_none());
+        assert!((0..10).all(|p| broker.replicas.get("many", p).is_none() && !broker.replicas.is_offline("many", p)));
+        assert_eq!(entries(dir.path()), before);
+        create(&broker, "other", 3).unwrap();
+        broker.replicas.shutdown();
+        drop(broker);
+
+        let broker = open(dir.path());
+        assert!(broker.image().topic("many").is_none());
+        assert!(broker.replicas.get("other", 2).is_some());
+        assert_eq!(std::fs::read(dir.path().join("many-7")).unwrap(), b"in the way");
+        assert!(entries(dir.path()).iter().all(|n| !n.starts_with("many-") || n == "many-7"));
+        std::fs::remove_file(dir.path().join("many-7")).unwrap();
+        create(&broker, "many", 10).unwrap();
+        assert_eq!(broker.image().topic("many").unwrap().partitions.len(), 10);
+        assert!((0..10).all(|p| broker.replicas.get("many", p).is_some()));
         broker.replicas.shutdown();
     }
 

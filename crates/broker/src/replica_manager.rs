@@ -3,10 +3,11 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 use kafka_protocol::ResponseError;
-use strom_log::Log;
+use strom_log::{FileCache, Log, RecoveryReport};
+use uuid::Uuid;
 
 use crate::config::{BrokerConfig, TopicConfig};
 use crate::metadata::{MetadataImage, TopicImage};
@@ -20,7 +21,23 @@ pub struct ReplicaManager {
     partitions: RwLock<PartitionMap>,
     /// Partitions this broker should host whose log could not be opened (the error is logged when it happens).
     offline: RwLock<HashSet<(String, i32)>>,
+    /// Where every partition's inactive segments keep their files open (`log.segment.open.files.max`).
+    open_files: Arc<FileCache>,
+    /// Logs opened by `prepare` for a change about to be committed, taken when the change is applied.
+    prepared: Mutex<HashMap<(Uuid, i32), Prepared>>,
 }
+
+struct Prepared {
+    log: Log,
+    report: RecoveryReport,
+    dir: PathBuf,
+    /// The directory did not exist before: discarding the log removes it.
+    created: bool,
+}
+
+/// The partitions `prepare` opened for one change.
+#[must_use]
+pub struct PreparedPartitions(Vec<(Uuid, i32)>);
 
 /// Kafka's partition directory name.
 pub fn partition_dir_name(topic: &str, partition: i32) -> String {
@@ -31,6 +48,8 @@ impl ReplicaManager {
     pub fn new(broker: BrokerConfig) -> Self {
         ReplicaManager {
             log_dir: broker.log_dir.clone(),
+            open_files: FileCache::new(broker.segment_open_files_max),
+            prepared: Mutex::new(HashMap::new()),
             broker,
             partitions: RwLock::new(HashMap::new()),
             offline: RwLock::new(HashSet::new()),
@@ -136,6 +155,57 @@ impl ReplicaManager {
         }
     }
 
+    /// Opens (creating their directories) the logs of the partitions that `new` adds to `old` and this broker
+    /// leads, before the change is committed: a change whose partitions cannot have their storage (no space, no
+    /// descriptors left, a file in the way) is refused whole, instead of committing a topic whose partitions are
+    /// offline. On failure the logs opened so far are closed and the directories this call created removed, and the
+    /// error names the partition. Blocking.
+    pub fn prepare(&self, old: &MetadataImage, new: &MetadataImage) -> std::io::Result<PreparedPartitions> {
+        let broker = crate::broker::effective_config(&self.broker, new);
+        let mut opened: Vec<((Uuid, i32), Prepared)> = Vec::new();
+        for topic in new.topics.values() {
+            let before = old.topic_by_id(&topic.topic_id);
+            let mut config = None;
+            for (&index, p) in &topic.partitions {
+                if before.is_some_and(|b| b.partitions.contains_key(&index)) || p.leader != self.broker.node_id {
+                    continue;
+                }
+                let config = config.get_or_insert_with(|| TopicConfig::resolve(&broker, &topic.configs));
+                let dir = self.log_dir.join(partition_dir_name(&topic.name, index));
+                let created = std::fs::symlink_metadata(&dir).is_err();
+                match Log::open_with_cache(&dir, config.log.clone(), self.open_files.clone()) {
+                    Ok((log, report)) => opened.push(((topic.topic_id, index), Prepared { log, report, dir, created })),
+                    Err(e) => {
+                        tracing::error!(
+                            topic = %topic.name, partition = index, dir = %dir.display(), error = %e,
+                            "cannot create the partition's log; the change that adds it is not committed"
+                        );
+                        discard(opened.into_iter().map(|(_, p)| p).collect(), created.then(|| dir.clone()));
+                        return Err(std::io::Error::other(format!(
+                            "cannot create the log of partition {index} of topic {} in {}: {e}",
+                            topic.name,
+                            dir.display()
+                        )));
+                    }
+                }
+            }
+        }
+        let keys = opened.iter().map(|(k, _)| *k).collect();
+        if let Ok(mut m) = self.prepared.lock() {
+            m.extend(opened);
+        }
+        Ok(PreparedPartitions(keys))
+    }
+
+    /// Undoes `prepare` for a change that was not committed after all.
+    pub fn discard_prepared(&self, prepared: PreparedPartitions) {
+        let taken: Vec<Prepared> = match self.prepared.lock() {
+            Ok(mut m) => prepared.0.iter().filter_map(|k| m.remove(k)).collect(),
+            Err(_) => Vec::new(),
+        };
+        discard(taken, None);
+    }
+
     /// Whether this broker should host the partition but could not open its log.
     pub fn is_offline(&self, topic: &str, partition: i32) -> bool {
         self.offline.read().is_ok_and(|m| m.contains(&(topic.to_string(), partition)))
@@ -159,7 +229,16 @@ impl ReplicaManager {
         config: TopicConfig,
     ) -> std::io::Result<()> {
         let dir = self.log_dir.join(partition_dir_name(&topic.name, index));
-        let (log, report) = Log::open(&dir, config.log.clone()).map_err(std::io::Error::other)?;
+        let prepared = self.prepared.lock().ok().and_then(|mut m| m.remove(&(topic.topic_id, index)));
+        let (log, report) = match prepared {
+            Some(p) => {
+                // A config change may have been committed since.
+                p.log.update_config(config.log.clone());
+                (p.log, p.report)
+            }
+            None => Log::open_with_cache(&dir, config.log.clone(), self.open_files.clone())
+                .map_err(std::io::Error::other)?,
+        };
         if !report.clean_shutdown && (report.truncated_bytes > 0 || report.rebuilt_indexes > 0) {
             tracing::warn!(
                 topic = %topic.name, partition = index, truncated_bytes = report.truncated_bytes,
@@ -179,6 +258,7 @@ impl ReplicaManager {
         let mut dirs = Vec::new();
         for p in removed.into_iter().flat_map(|ps| ps.into_values()) {
             p.close();
+            p.log().detach_files();
             dirs.push(p.log().dir().to_path_buf());
         }
         // An offline partition's directory goes too, so a topic created again under the name never opens it.
@@ -245,6 +325,35 @@ impl ReplicaManager {
 
     pub fn log_dir(&self) -> &Path {
         &self.log_dir
+    }
+}
+
+/// Closes prepared logs, then removes the directories created for them (and `also_created`, that of a log that
+/// failed to open): a partition directory that was there before is never removed.
+fn discard(prepared: Vec<Prepared>, also_created: Option<PathBuf>) {
+    let mut dirs = Vec::new();
+    for p in prepared {
+        if p.created {
+            dirs.push(p.dir);
+        }
+        // Dropped before the removals, which need descriptors too.
+        drop(p.log);
+    }
+    dirs.extend(also_created);
+    for dir in &dirs {
+        match std::fs::remove_dir_all(dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => tracing::error!(
+                dir = %dir.display(), error = %e,
+                "cannot remove the directory of a partition that was not created; it is set aside at the next start"
+            ),
+        }
+    }
+    if let Some(parent) = dirs.first().and_then(|d| d.parent()) {
+        if let Err(e) = std::fs::File::open(parent).and_then(|d| d.sync_all()) {
+            tracing::warn!(dir = %parent.display(), error = %e, "cannot sync the data directory");
+        }
     }
 }
 

@@ -9,8 +9,10 @@
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::unix::fs::FileExt;
-use std::path::Path;
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use crate::file_cache::{FileCache, LazyFile};
 
 pub(crate) trait IndexEntry: Copy + PartialEq + std::fmt::Debug {
     const SIZE: usize;
@@ -22,7 +24,7 @@ pub(crate) trait IndexEntry: Copy + PartialEq + std::fmt::Debug {
 const SCAN_ENTRIES: usize = 512;
 
 pub(crate) struct IndexFile<E> {
-    file: File,
+    file: LazyFile,
     state: Mutex<State<E>>,
 }
 
@@ -48,7 +50,7 @@ fn decode_all<E: IndexEntry>(buf: &[u8]) -> Vec<E> {
 }
 
 impl<E: IndexEntry> IndexFile<E> {
-    fn with_state(file: File, mem: Option<Vec<E>>, len: usize, last: Option<E>) -> Self {
+    fn with_state(file: LazyFile, mem: Option<Vec<E>>, len: usize, last: Option<E>) -> Self {
         IndexFile { file, state: Mutex::new(State { mem, len, persisted: len, last }) }
     }
 
@@ -57,22 +59,25 @@ impl<E: IndexEntry> IndexFile<E> {
     }
 
     /// Creates an empty index (truncating any stale file) for a new active segment.
-    pub(crate) fn create(path: &Path) -> io::Result<Self> {
+    /// `reopen_path` is the name the file will have once the segment is in place (the cleaner writes under another).
+    pub(crate) fn create(path: &Path, reopen_path: PathBuf, cache: &Arc<FileCache>) -> io::Result<Self> {
         let file = OpenOptions::new().read(true).write(true).create(true).truncate(true).open(path)?;
+        let file = LazyFile::pinned(reopen_path, file, cache);
         Ok(Self::with_state(file, Some(Vec::new()), 0, None))
     }
 
     /// Opens an index to be rebuilt: entries are re-added in memory and `persist_rebuilt` rewrites
     /// the file only if it differs.
-    pub(crate) fn open_for_rebuild(path: &Path) -> io::Result<Self> {
+    pub(crate) fn open_for_rebuild(path: &Path, cache: &Arc<FileCache>) -> io::Result<Self> {
         let file = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(path)?;
+        let file = LazyFile::pinned(path.to_path_buf(), file, cache);
         let index = Self::with_state(file, Some(Vec::new()), 0, None);
         Ok(index)
     }
 
     /// Opens an existing index, file-backed. `None` if it is missing or not a whole number of
     /// entries (the caller then rebuilds it).
-    pub(crate) fn open_existing(path: &Path) -> io::Result<Option<Self>> {
+    pub(crate) fn open_existing(path: &Path, cache: &Arc<FileCache>) -> io::Result<Option<Self>> {
         let file = match OpenOptions::new().read(true).write(true).open(path) {
             Ok(f) => f,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
@@ -84,7 +89,7 @@ impl<E: IndexEntry> IndexFile<E> {
         }
         let len = (bytes / E::SIZE as u64) as usize;
         let last = if len > 0 { Some(read_entry(&file, len - 1)?) } else { None };
-        Ok(Some(Self::with_state(file, None, len, last)))
+        Ok(Some(Self::with_state(LazyFile::pinned(path.to_path_buf(), file, cache), None, len, last)))
     }
 
     pub(crate) fn len(&self) -> usize {
@@ -100,7 +105,7 @@ impl<E: IndexEntry> IndexFile<E> {
         match &st.mem {
             Some(mem) => Ok(mem.first().copied()),
             None if st.len == 0 => Ok(None),
-            None => read_entry(&self.file, 0).map(Some),
+            None => read_entry(&*self.file.get()?, 0).map(Some),
         }
     }
 
@@ -111,7 +116,7 @@ impl<E: IndexEntry> IndexFile<E> {
             Some(mem) => Ok(mem.clone()),
             None => {
                 let mut buf = vec![0u8; st.len * E::SIZE];
-                self.file.read_exact_at(&mut buf, 0)?;
+                self.file.get()?.read_exact_at(&mut buf, 0)?;
                 Ok(decode_all(&buf))
             }
         }
@@ -127,7 +132,7 @@ impl<E: IndexEntry> IndexFile<E> {
                 debug_assert!(false, "push to a sealed index");
                 let mut buf = vec![0u8; E::SIZE];
                 entry.encode(&mut buf);
-                if self.file.write_all_at(&buf, (st.len * E::SIZE) as u64).is_err() {
+                if self.file.get().and_then(|f| f.write_all_at(&buf, (st.len * E::SIZE) as u64)).is_err() {
                     return;
                 }
                 st.persisted += 1;
@@ -145,17 +150,18 @@ impl<E: IndexEntry> IndexFile<E> {
         }
         let len = st.len;
         drop(st);
+        let file = self.file.get()?;
         let (mut lo, mut hi) = (0usize, len);
         while lo < hi {
             let mid = lo + (hi - lo) / 2;
-            if pred(&read_entry(&self.file, mid)?) {
+            if pred(&read_entry(&file, mid)?) {
                 lo = mid + 1;
             } else {
                 hi = mid;
             }
         }
         if lo < len {
-            read_entry(&self.file, lo).map(Some)
+            read_entry(&file, lo).map(Some)
         } else {
             Ok(None)
         }
@@ -171,11 +177,15 @@ impl<E: IndexEntry> IndexFile<E> {
         // Sealed: the file no longer changes, so search it without holding the lock.
         let len = st.len;
         drop(st);
+        if len == 0 {
+            return Ok(None);
+        }
+        let file = self.file.get()?;
         let (mut lo, mut hi) = (0usize, len);
         let mut best = None;
         while hi - lo > SCAN_ENTRIES {
             let mid = lo + (hi - lo) / 2;
-            let e = read_entry(&self.file, mid)?;
+            let e = read_entry(&file, mid)?;
             if pred(&e) {
                 best = Some(e);
                 lo = mid + 1;
@@ -185,7 +195,7 @@ impl<E: IndexEntry> IndexFile<E> {
         }
         if hi > lo {
             let mut buf = vec![0u8; (hi - lo) * E::SIZE];
-            self.file.read_exact_at(&mut buf, (lo * E::SIZE) as u64)?;
+            file.read_exact_at(&mut buf, (lo * E::SIZE) as u64)?;
             for e in decode_all::<E>(&buf) {
                 if !pred(&e) {
                     break;
@@ -202,13 +212,13 @@ impl<E: IndexEntry> IndexFile<E> {
         Self::write_pending_locked(&self.file, &mut st)
     }
 
-    fn write_pending_locked(file: &File, st: &mut State<E>) -> io::Result<bool> {
+    fn write_pending_locked(file: &LazyFile, st: &mut State<E>) -> io::Result<bool> {
         if st.persisted >= st.len {
             return Ok(false);
         }
         let Some(mem) = &st.mem else { return Ok(false) };
         let buf = encode_all(&mem[st.persisted..st.len]);
-        file.write_all_at(&buf, (st.persisted * E::SIZE) as u64)?;
+        file.get()?.write_all_at(&buf, (st.persisted * E::SIZE) as u64)?;
         st.persisted = st.len;
         Ok(true)
     }
@@ -227,7 +237,7 @@ impl<E: IndexEntry> IndexFile<E> {
         let mut st = self.state();
         if st.mem.is_none() {
             let mut buf = vec![0u8; st.len * E::SIZE];
-            self.file.read_exact_at(&mut buf, 0)?;
+            self.file.get()?.read_exact_at(&mut buf, 0)?;
             st.mem = Some(decode_all(&buf));
         }
         Ok(())
@@ -239,23 +249,29 @@ impl<E: IndexEntry> IndexFile<E> {
         let mut st = self.state();
         let Some(mem) = &st.mem else { return Ok(false) };
         let wanted = encode_all(&mem[..]);
-        let current_len = self.file.metadata()?.len();
+        let file = self.file.get()?;
+        let current_len = file.metadata()?.len();
         let same = current_len == wanted.len() as u64 && {
             let mut current = vec![0u8; wanted.len()];
-            self.file.read_exact_at(&mut current, 0)?;
+            file.read_exact_at(&mut current, 0)?;
             current == wanted
         };
         if !same {
-            self.file.write_all_at(&wanted, 0)?;
-            self.file.set_len(wanted.len() as u64)?;
-            self.file.sync_data()?;
+            file.write_all_at(&wanted, 0)?;
+            file.set_len(wanted.len() as u64)?;
+            file.sync_data()?;
         }
         st.persisted = st.len;
         Ok(!same)
     }
 
     pub(crate) fn sync(&self) -> io::Result<()> {
-        self.file.sync_data()
+        self.file.get()?.sync_data()
+    }
+
+    /// The file handle, pinned open while the segment is active and cached otherwise.
+    pub(crate) fn file(&self) -> &LazyFile {
+        &self.file
     }
 }
 
@@ -279,7 +295,7 @@ mod tests {
     fn memory_and_file_searches_agree() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("x.index");
-        let index = IndexFile::<OffsetEntry>::create(&path).unwrap();
+        let index = IndexFile::<OffsetEntry>::create(&path, path.clone(), &FileCache::shared()).unwrap();
         for i in 0..3000 {
             index.push(entry(i));
         }
@@ -293,14 +309,14 @@ mod tests {
         assert_eq!(on_file[8], Some(entry(2999)));
         assert_eq!(index.search(|e| e.position > 1_000_000).unwrap(), None);
 
-        let reopened = IndexFile::<OffsetEntry>::open_existing(&path).unwrap().unwrap();
+        let reopened = IndexFile::<OffsetEntry>::open_existing(&path, &FileCache::shared()).unwrap().unwrap();
         assert_eq!(reopened.len(), 3000);
         assert_eq!(reopened.last(), Some(entry(2999)));
         assert_eq!(reopened.first().unwrap(), Some(entry(0)));
         reopened.activate().unwrap();
         reopened.push(entry(3000));
         assert!(reopened.write_pending().unwrap());
-        assert_eq!(IndexFile::<OffsetEntry>::open_existing(&path).unwrap().unwrap().len(), 3001);
+        assert_eq!(IndexFile::<OffsetEntry>::open_existing(&path, &FileCache::shared()).unwrap().unwrap().len(), 3001);
     }
 
     #[test]
@@ -308,14 +324,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("x.index");
         std::fs::write(&path, [0u8; 13]).unwrap();
-        assert!(IndexFile::<OffsetEntry>::open_existing(&path).unwrap().is_none());
+        assert!(IndexFile::<OffsetEntry>::open_existing(&path, &FileCache::shared()).unwrap().is_none());
 
-        let rebuilt = IndexFile::<OffsetEntry>::open_for_rebuild(&path).unwrap();
+        let rebuilt = IndexFile::<OffsetEntry>::open_for_rebuild(&path, &FileCache::shared()).unwrap();
         rebuilt.push(entry(0));
         rebuilt.push(entry(1));
         assert!(rebuilt.persist_rebuilt().unwrap());
         assert_eq!(std::fs::metadata(&path).unwrap().len(), 16);
-        let again = IndexFile::<OffsetEntry>::open_for_rebuild(&path).unwrap();
+        let again = IndexFile::<OffsetEntry>::open_for_rebuild(&path, &FileCache::shared()).unwrap();
         again.push(entry(0));
         again.push(entry(1));
         assert!(!again.persist_rebuilt().unwrap());

@@ -8,6 +8,7 @@
 //! - `config`, `error`: public configuration and errors
 //! - `index`, `offset_index`, `time_index`: index files
 //! - `segment`: one `.log` file and its indexes
+//! - `file_cache`: the bound on the files inactive segments hold open (opened on demand, closed when idle)
 //! - `log`: the partition log (appends, reads, flush, retention, lifecycle)
 //! - `recovery`: opening a directory, crash recovery and index rebuilds
 //! - `retention`: which segments retention may delete
@@ -27,6 +28,7 @@ mod codec;
 mod config;
 mod control;
 mod error;
+mod file_cache;
 mod index;
 mod log;
 mod offset_index;
@@ -47,6 +49,7 @@ pub use codec::{decoder, decompressed_limit};
 pub use config::{CleanupPolicy, LogConfig, TimestampType};
 pub use control::{ControlType, EndTxnMarker};
 pub use error::LogError;
+pub use file_cache::{FileCache, DEFAULT_OPEN_FILES_MAX};
 pub use log::{AppendInfo, Log, LogTransactions, ReadResult, RecoveryReport, RetentionReport};
 pub use producer_state::{ActiveProducer, BatchMetadata};
 pub use record_walk::{RecordInfo, RecordWalker};

@@ -21,6 +21,7 @@ use crate::cleaner::state::CleanerState;
 use crate::config::{LogConfig, TimestampType};
 use crate::control::{self, EndTxnMarker};
 use crate::error::{closed_error, LogError};
+use crate::file_cache::{self, FileCache};
 use crate::producer_state::{ActiveProducer, Origin, Prepared, ProducerStateManager};
 use crate::recovery;
 use crate::retention::{self, SizeBudget};
@@ -95,6 +96,8 @@ struct Lifecycle {
 
 pub struct Log {
     dir: PathBuf,
+    /// Where inactive segments' files are held open (shared by every log of a broker).
+    cache: Arc<FileCache>,
     config: RwLock<LogConfig>,
     append_lock: Mutex<Lifecycle>,
     /// Copy-on-write, so readers never wait for an append.
@@ -124,15 +127,26 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Log {
-    /// Opens or creates the partition directory and recovers it.
+    /// Opens or creates the partition directory and recovers it, with inactive segments' files in the process-wide
+    /// [`FileCache::shared`].
     pub fn open(dir: &Path, config: LogConfig) -> Result<(Log, RecoveryReport), LogError> {
-        let loaded = recovery::load(dir, &config)?;
+        Log::open_with_cache(dir, config, FileCache::shared())
+    }
+
+    /// `open`, with inactive segments' files held in `cache` (the broker's `log.segment.open.files.max`).
+    pub fn open_with_cache(
+        dir: &Path,
+        config: LogConfig,
+        cache: Arc<FileCache>,
+    ) -> Result<(Log, RecoveryReport), LogError> {
+        let loaded = recovery::load(dir, &config, &cache)?;
         let log_end = loaded.report.log_end_offset;
         let producers = rebuild_producer_state(dir, &loaded.segments, log_end)?;
         let first_unstable = producers.first_unstable_offset().unwrap_or(NO_UNSTABLE);
         tracing::debug!(dir = %dir.display(), segments = loaded.segments.len(), log_start = loaded.log_start_offset, log_end, "opened log");
         let log = Log {
             dir: dir.to_path_buf(),
+            cache,
             config: RwLock::new(config),
             append_lock: Mutex::new(Lifecycle { closed: false, producers }),
             segments: RwLock::new(Arc::new(loaded.segments)),
@@ -200,6 +214,29 @@ impl Log {
 
     pub(crate) fn snapshot(&self) -> SegmentList {
         self.segments.read().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
+    pub(crate) fn file_cache(&self) -> &Arc<FileCache> {
+        &self.cache
+    }
+
+    /// Runs a read against the current segment list, again if it found a segment that left the list (retention, a
+    /// cleaner swap) after the snapshot and whose files were closed since: such changes are made under the append
+    /// lock, so once it has been taken the next snapshot no longer holds that segment.
+    fn retry_gone<T>(&self, mut read: impl FnMut(&SegmentList) -> Result<T, LogError>) -> Result<T, LogError> {
+        loop {
+            let segments = self.snapshot();
+            match read(&segments) {
+                Err(LogError::Io(e)) if file_cache::is_segment_gone(&e) => {
+                    drop(lock(&self.append_lock));
+                    // Unchanged: the log was deleted, or a failed swap left a removed segment in the list.
+                    if Arc::ptr_eq(&segments, &self.snapshot()) {
+                        return Err(LogError::Io(e));
+                    }
+                }
+                other => return other,
+            }
+        }
     }
 
     fn active(&self) -> Arc<Segment> {
@@ -447,7 +484,10 @@ impl Log {
     /// LocalLog.addAbortedTransactions): the first indexed batch after the bytes read, else the end of the
     /// segment read from (the next segment's base offset, or the log end offset).
     pub fn fetch_upper_bound(&self, offset: i64, read_len: usize) -> Result<i64, LogError> {
-        let segments = self.snapshot();
+        self.retry_gone(|segments| self.fetch_upper_bound_in(segments, offset, read_len))
+    }
+
+    fn fetch_upper_bound_in(&self, segments: &SegmentList, offset: i64, read_len: usize) -> Result<i64, LogError> {
         let idx = segments.partition_point(|s| s.base_offset() <= offset);
         if let Some(seg) = idx.checked_sub(1).and_then(|i| segments.get(i)) {
             if let Some(bound) = seg.fetch_upper_bound(offset, read_len as u64)? {
@@ -477,11 +517,12 @@ impl Log {
         let base = self.log_end.load(Ordering::Acquire);
         producers.write_snapshot(&self.dir, base)?;
         // Create first so that a failure leaves the old segment active and untouched.
-        let new = Arc::new(Segment::create(&self.dir, base)?);
+        let new = Arc::new(Segment::create(&self.dir, base, &self.cache)?);
         if let Err(e) = old.seal() {
             new.delete_files();
             return Err(e.into());
         }
+        old.release();
         self.publish(|list| list.push(new.clone()));
         self.dir_dirty.store(true, Ordering::Release);
         tracing::debug!(dir = %self.dir.display(), base_offset = base, "rolled new segment");
@@ -531,8 +572,18 @@ impl Log {
         max_offset: i64,
         min_one_batch: bool,
     ) -> Result<ReadResult, LogError> {
+        self.retry_gone(|segments| self.read_in(segments, offset, max_bytes, max_offset, min_one_batch))
+    }
+
+    fn read_in(
+        &self,
+        segments: &SegmentList,
+        offset: i64,
+        max_bytes: usize,
+        max_offset: i64,
+        min_one_batch: bool,
+    ) -> Result<ReadResult, LogError> {
         let log_end = self.log_end_offset();
-        let segments = self.snapshot();
         let log_start = self.log_start_offset();
         let out_of_range = || LogError::OffsetOutOfRange { requested: offset, log_start, log_end };
         if offset < log_start || offset > log_end {
@@ -557,7 +608,15 @@ impl Log {
     /// First batch whose maxTimestamp >= `ts`, among batches with offsets in [log start,
     /// `max_offset`). The broker decodes it to find the exact record.
     pub fn find_batch_by_timestamp(&self, ts: i64, max_offset: i64) -> Result<Option<ReadResult>, LogError> {
-        let segments = self.snapshot();
+        self.retry_gone(|segments| self.find_batch_by_timestamp_in(segments, ts, max_offset))
+    }
+
+    fn find_batch_by_timestamp_in(
+        &self,
+        segments: &SegmentList,
+        ts: i64,
+        max_offset: i64,
+    ) -> Result<Option<ReadResult>, LogError> {
         let log_start = self.log_start_offset();
         for seg in segments.iter() {
             if seg.base_offset() >= max_offset {
@@ -576,7 +635,10 @@ impl Log {
     /// The batch holding the largest timestamp (the first such batch if tied), among batches with
     /// offsets in [log start, `max_offset`).
     pub fn max_timestamp_batch(&self, max_offset: i64) -> Result<Option<ReadResult>, LogError> {
-        let segments = self.snapshot();
+        self.retry_gone(|segments| self.max_timestamp_batch_in(segments, max_offset))
+    }
+
+    fn max_timestamp_batch_in(&self, segments: &SegmentList, max_offset: i64) -> Result<Option<ReadResult>, LogError> {
         let log_start = self.log_start_offset();
         let mut best: Option<(&Arc<Segment>, u64, BatchHeader)> = None;
         for seg in segments.iter() {
@@ -703,6 +765,9 @@ impl Log {
             removed = list.drain(..n).collect();
             new_first = list[0].base_offset();
         });
+        for seg in &removed {
+            seg.mark_removed();
+        }
         self.log_start.fetch_max(new_first, Ordering::AcqRel);
         Ok(removed)
     }
@@ -746,7 +811,11 @@ impl Log {
             renamed(ext, CLEANED_SUFFIX, SWAP_SUFFIX)?;
         }
         checkpoint::sync_dir(&self.dir)?;
-        // Committed: from here on recovery finishes the swap if we crash.
+        // Committed: from here on recovery finishes the swap if we crash. The old segments' names are about to
+        // change hands, so they must not be opened by name again.
+        for seg in old {
+            seg.mark_removed();
+        }
         let mut doomed = Vec::new();
         for seg in old {
             for ext in [LOG_EXT, INDEX_EXT, TIME_INDEX_EXT] {
@@ -768,6 +837,8 @@ impl Log {
         for seg in &old[1..] {
             let _ = std::fs::remove_file(seg.path(crate::txn_index::TXN_INDEX_EXT));
         }
+        // Its files now have their final names: they may be closed and opened again by them.
+        new.release();
         self.publish(|l| {
             l.splice(start..start + old.len(), [new]);
         });
@@ -802,12 +873,25 @@ impl Log {
         Ok(())
     }
 
+    /// The directory is about to be renamed or removed by someone else (topic deletion): segments' files are never
+    /// opened by name again, since the name may come to hold another log's files (a topic created again). Readers
+    /// still holding open files keep reading them; the others get an I/O error.
+    pub fn detach_files(&self) {
+        let _state = lock(&self.append_lock);
+        for seg in self.snapshot().iter() {
+            seg.mark_removed();
+        }
+    }
+
     /// Removes the directory and everything in it. Readers still holding segments keep reading
     /// the unlinked files.
     pub fn delete(&self) -> Result<(), LogError> {
         let mut state = lock(&self.append_lock);
         state.closed = true;
         self.deleted.store(true, Ordering::Release);
+        for seg in self.snapshot().iter() {
+            seg.mark_removed();
+        }
         // Wait out in-flight flushes and checkpoint writes so nothing is recreated in the directory.
         let _flush = lock(&self.flush_lock);
         let _checkpoint = lock(&self.checkpoint_lock);

@@ -14,6 +14,7 @@ use crate::batch::{self, BatchHeader, HEADER_SIZE, MAGIC_V2, MIN_BATCH_LENGTH};
 use crate::checkpoint;
 use crate::config::LogConfig;
 use crate::error::LogError;
+use crate::file_cache::{FileCache, LazyFile};
 use crate::log::RecoveryReport;
 use crate::offset_index::{self, OffsetEntry, OffsetIndex};
 use crate::segment::{self, Parts, Segment, TimestampOffset, INDEX_EXT, LOG_EXT, TIME_INDEX_EXT};
@@ -42,7 +43,7 @@ pub(crate) fn wall_clock_ms() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
 
-pub(crate) fn load(dir: &Path, config: &LogConfig) -> Result<Loaded, LogError> {
+pub(crate) fn load(dir: &Path, config: &LogConfig, cache: &Arc<FileCache>) -> Result<Loaded, LogError> {
     let existed = dir.is_dir();
     fs::create_dir_all(dir)?;
     if !existed {
@@ -55,7 +56,7 @@ pub(crate) fn load(dir: &Path, config: &LogConfig) -> Result<Loaded, LogError> {
     let mut clean = None;
     if let Some(marker_end) = marker {
         let mut attempt = RecoveryReport::default();
-        let segments = load_segments(dir, &list_segments(dir)?, interval, Trust::Clean, &mut attempt)?;
+        let segments = load_segments(dir, &list_segments(dir)?, interval, Trust::Clean, cache, &mut attempt)?;
         let end = segments.last().map(|s| s.next_offset());
         if attempt.truncated_bytes == 0 && end.is_none_or(|e| e == marker_end) {
             attempt.clean_shutdown = true;
@@ -69,7 +70,7 @@ pub(crate) fn load(dir: &Path, config: &LogConfig) -> Result<Loaded, LogError> {
         Some(segments) => segments,
         None => {
             let recovery_point = checkpoint::read_offset(dir, checkpoint::RECOVERY_POINT)?.unwrap_or(0);
-            load_segments(dir, &list_segments(dir)?, interval, Trust::Below(recovery_point), &mut report)?
+            load_segments(dir, &list_segments(dir)?, interval, Trust::Below(recovery_point), cache, &mut report)?
         }
     };
     // The marker must not outlive this open, or a later crash would pass for a clean shutdown.
@@ -91,7 +92,7 @@ pub(crate) fn load(dir: &Path, config: &LogConfig) -> Result<Loaded, LogError> {
     }
     if segments.is_empty() {
         let base = checkpointed_start.unwrap_or(0).max(0);
-        segments.push(Arc::new(Segment::create(dir, base)?));
+        segments.push(Arc::new(Segment::create(dir, base, cache)?));
         checkpoint::sync_dir(dir)?;
     }
 
@@ -99,6 +100,7 @@ pub(crate) fn load(dir: &Path, config: &LogConfig) -> Result<Loaded, LogError> {
     for seg in closed {
         // Drops in-memory entries of rebuilt segments; their files are already complete.
         seg.seal()?;
+        seg.release();
     }
     active.activate()?;
     if active.size() > 0 {
@@ -123,7 +125,7 @@ pub(crate) fn load(dir: &Path, config: &LogConfig) -> Result<Loaded, LogError> {
 
 fn first_batch_timestamp(seg: &Segment) -> io::Result<i64> {
     let mut header = [0u8; HEADER_SIZE];
-    seg.log_file().read_exact_at(&mut header, 0)?;
+    seg.log_file()?.read_exact_at(&mut header, 0)?;
     Ok(BatchHeader::parse(&header).map_or(-1, |h| h.max_timestamp))
 }
 
@@ -221,27 +223,34 @@ fn load_segments(
     bases: &[i64],
     interval: u64,
     trust: Trust,
+    cache: &Arc<FileCache>,
     report: &mut RecoveryReport,
 ) -> Result<Vec<Arc<Segment>>, LogError> {
-    let mut out = Vec::with_capacity(bases.len());
+    let mut out: Vec<Arc<Segment>> = Vec::with_capacity(bases.len());
     for (i, &base) in bases.iter().enumerate() {
         let next_base = bases.get(i + 1).copied();
         let trusted = match trust {
             Trust::Clean => true,
             Trust::Below(recovery_point) => next_base.is_some_and(|nb| nb <= recovery_point),
         };
-        let opened = if trusted { open_trusted(dir, base, next_base)? } else { None };
+        let opened = if trusted { open_trusted(dir, base, next_base, cache)? } else { None };
         let seg = match opened {
             Some(seg) => seg,
             None => {
                 report.recovered_segments += 1;
-                let (seg, outcome) = recover_segment(dir, base, interval)?;
+                let (seg, outcome) = recover_segment(dir, base, interval, cache)?;
                 report.truncated_bytes += outcome.truncated_bytes;
                 report.rebuilt_indexes += usize::from(outcome.rebuilt_indexes);
                 seg
             }
         };
         let end = seg.next_offset();
+        // The one before is not the last: seal it now, so its files join the cache instead of every segment's files
+        // being open at once.
+        if let Some(prev) = out.last() {
+            prev.seal()?;
+            prev.release();
+        }
         out.push(Arc::new(seg));
         if let Some(next_base) = next_base {
             if end != next_base {
@@ -275,18 +284,25 @@ fn delete_segment_files(dir: &Path, base: i64, log_end: i64) -> u64 {
 /// (as Kafka does: whole entries, first entry at the start, last entry inside the file). `None`
 /// means "rescan and rebuild instead". For the last segment the bytes after the last index entry
 /// are verified, which also yields the log end offset.
-fn open_trusted(dir: &Path, base: i64, next_base: Option<i64>) -> Result<Option<Segment>, LogError> {
-    let log = OpenOptions::new().read(true).write(true).open(dir.join(segment::file_name(base, LOG_EXT)))?;
+fn open_trusted(
+    dir: &Path,
+    base: i64,
+    next_base: Option<i64>,
+    cache: &Arc<FileCache>,
+) -> Result<Option<Segment>, LogError> {
+    let log_path = dir.join(segment::file_name(base, LOG_EXT));
+    let log = OpenOptions::new().read(true).write(true).open(&log_path)?;
     let size = log.metadata()?.len();
-    let Some(offset_index) = OffsetIndex::open_existing(&dir.join(segment::file_name(base, INDEX_EXT)))? else {
+    let Some(offset_index) = OffsetIndex::open_existing(&dir.join(segment::file_name(base, INDEX_EXT)), cache)? else {
         return Ok(None);
     };
-    let Some(time_index) = TimeIndex::open_existing(&dir.join(segment::file_name(base, TIME_INDEX_EXT)))? else {
+    let Some(time_index) = TimeIndex::open_existing(&dir.join(segment::file_name(base, TIME_INDEX_EXT)), cache)? else {
         return Ok(None);
     };
     let (Some(last), Some(last_time)) = (offset_index.last(), time_index.last()) else {
         // A non-empty segment always has index entries; an empty one is only valid at the end.
         if size == 0 && offset_index.len() == 0 && time_index.len() == 0 && next_base.is_none() {
+            let log = LazyFile::pinned(log_path, log, cache);
             let parts = Parts { log, size, next_offset: base, offset_index, time_index, max: None };
             return Ok(Some(Segment::from_parts(dir, base, parts)?));
         }
@@ -324,6 +340,7 @@ fn open_trusted(dir: &Path, base: i64, next_base: Option<i64>) -> Result<Option<
             tail.next_offset
         }
     };
+    let log = LazyFile::pinned(log_path, log, cache);
     let parts = Parts { log, size, next_offset, offset_index, time_index, max: Some(max) };
     Ok(Some(Segment::from_parts(dir, base, parts)?))
 }
@@ -336,23 +353,31 @@ struct Outcome {
 
 /// Scans a whole segment, truncating it at the first torn or invalid batch, and rebuilds its
 /// indexes from what remains.
-fn recover_segment(dir: &Path, base: i64, interval: u64) -> Result<(Segment, Outcome), LogError> {
-    let log = OpenOptions::new().read(true).write(true).open(dir.join(segment::file_name(base, LOG_EXT)))?;
+fn recover_segment(
+    dir: &Path,
+    base: i64,
+    interval: u64,
+    cache: &Arc<FileCache>,
+) -> Result<(Segment, Outcome), LogError> {
+    let log_path = dir.join(segment::file_name(base, LOG_EXT));
+    let log = OpenOptions::new().read(true).write(true).open(&log_path)?;
     let file_size = log.metadata()?.len();
-    let offset_index = OffsetIndex::open_for_rebuild(&dir.join(segment::file_name(base, INDEX_EXT)))?;
-    let time_index = TimeIndex::open_for_rebuild(&dir.join(segment::file_name(base, TIME_INDEX_EXT)))?;
+    let log = LazyFile::pinned(log_path, log, cache);
+    let offset_index = OffsetIndex::open_for_rebuild(&dir.join(segment::file_name(base, INDEX_EXT)), cache)?;
+    let time_index = TimeIndex::open_for_rebuild(&dir.join(segment::file_name(base, TIME_INDEX_EXT)), cache)?;
     let parts = Parts { log, size: 0, next_offset: base, offset_index, time_index, max: None };
     let seg = Segment::from_parts(dir, base, parts)?;
-    let scan = scan_batches(seg.log_file(), 0, file_size, base, base, |pos, h| seg.track_batch(pos, h, interval))?;
+    let log = seg.log_file()?;
+    let scan = scan_batches(&log, 0, file_size, base, base, |pos, h| seg.track_batch(pos, h, interval))?;
     let mut outcome = Outcome::default();
     if let Some(reason) = &scan.error {
         let bytes = file_size - scan.valid_end;
         tracing::warn!(dir = %dir.display(), segment = base, position = scan.valid_end, bytes, reason = %reason, "truncating log segment at the first invalid batch");
-        seg.log_file().set_len(scan.valid_end)?;
+        log.set_len(scan.valid_end)?;
         outcome.truncated_bytes = bytes;
     }
     // What survived recovery counts as flushed, so make it so.
-    seg.log_file().sync_data()?;
+    log.sync_data()?;
     seg.set_recovered_end(scan.valid_end, scan.next_offset);
     seg.add_final_time_entry();
     let offsets_rewritten = seg.offset_index().persist_rebuilt()?;

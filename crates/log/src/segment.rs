@@ -6,13 +6,14 @@ use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::UNIX_EPOCH;
 
 use bytes::Bytes;
 
 use crate::batch::{BatchHeader, HEADER_SIZE, MIN_BATCH_LENGTH};
 use crate::error::LogError;
+use crate::file_cache::{FileCache, LazyFile};
 use crate::log::ReadResult;
 use crate::offset_index::{self, OffsetEntry, OffsetIndex};
 use crate::time_index::{self, TimeEntry, TimeIndex};
@@ -62,7 +63,7 @@ struct Stats {
 
 /// What recovery assembled for a segment.
 pub(crate) struct Parts {
-    pub log: File,
+    pub log: LazyFile,
     pub size: u64,
     pub next_offset: i64,
     pub offset_index: OffsetIndex,
@@ -73,7 +74,9 @@ pub(crate) struct Parts {
 pub(crate) struct Segment {
     base_offset: i64,
     dir: PathBuf,
-    log: File,
+    /// Pinned open while the segment is active (or being built or recovered); afterwards opened on demand and
+    /// closed by the broker's [`FileCache`], as are the index files.
+    log: LazyFile,
     /// Committed size: readers never look past it, so a half-written batch is never served.
     size: AtomicU64,
     /// Offset after the last batch.
@@ -93,17 +96,25 @@ pub(crate) struct Segment {
 
 impl Segment {
     /// A new, empty active segment (stale files of the same name are truncated).
-    pub(crate) fn create(dir: &Path, base_offset: i64) -> io::Result<Segment> {
-        Segment::create_with_suffix(dir, base_offset, "")
+    pub(crate) fn create(dir: &Path, base_offset: i64, cache: &Arc<FileCache>) -> io::Result<Segment> {
+        Segment::create_with_suffix(dir, base_offset, "", cache)
     }
 
     /// A new, empty segment whose files carry `suffix` after their usual names (the log cleaner writes
-    /// `.cleaned` segments and renames them into place). `path()` always names the final files.
-    pub(crate) fn create_with_suffix(dir: &Path, base_offset: i64, suffix: &str) -> io::Result<Segment> {
+    /// `.cleaned` segments and renames them into place). `path()` always names the final files, and the files stay
+    /// pinned open until `release`, since reopening by the final name before the rename would find another file.
+    pub(crate) fn create_with_suffix(
+        dir: &Path,
+        base_offset: i64,
+        suffix: &str,
+        cache: &Arc<FileCache>,
+    ) -> io::Result<Segment> {
         let named = |ext: &str| dir.join(format!("{}{suffix}", file_name(base_offset, ext)));
+        let final_name = |ext: &str| dir.join(file_name(base_offset, ext));
         let log = OpenOptions::new().read(true).write(true).create(true).truncate(true).open(named(LOG_EXT))?;
-        let offset_index = OffsetIndex::create(&named(INDEX_EXT))?;
-        let time_index = TimeIndex::create(&named(TIME_INDEX_EXT))?;
+        let log = LazyFile::pinned(final_name(LOG_EXT), log, cache);
+        let offset_index = OffsetIndex::create(&named(INDEX_EXT), final_name(INDEX_EXT), cache)?;
+        let time_index = TimeIndex::create(&named(TIME_INDEX_EXT), final_name(TIME_INDEX_EXT), cache)?;
         let parts = Parts { log, size: 0, next_offset: base_offset, offset_index, time_index, max: None };
         let txn_path = dir.join(file_name(base_offset, TXN_INDEX_EXT));
         // A cleaned segment gets its entries when it is swapped in; a new one starts empty (a stale file of the
@@ -155,8 +166,30 @@ impl Segment {
         self.next_offset.load(Ordering::Acquire)
     }
 
-    pub(crate) fn log_file(&self) -> &File {
-        &self.log
+    /// The log file, opened if the cache had closed it.
+    pub(crate) fn log_file(&self) -> io::Result<Arc<File>> {
+        self.log.get()
+    }
+
+    fn handles(&self) -> [&LazyFile; 3] {
+        [&self.log, self.offset_index.file(), self.time_index.file()]
+    }
+
+    /// The segment is no longer active (or no longer being built or checked): its files may be closed when idle.
+    /// What is not yet fsynced is fsynced through whatever descriptor is open at the next flush (the kernel flushes
+    /// the file, not the descriptor, and reports a write-back error not yet seen to a descriptor opened later).
+    pub(crate) fn release(&self) {
+        for h in self.handles() {
+            h.unpin();
+        }
+    }
+
+    /// The segment left its log: its files are never opened by name again (the name may now be another
+    /// segment's); reads that find them closed fail with `file_cache::segment_gone` and are retried by the log.
+    pub(crate) fn mark_removed(&self) {
+        for h in self.handles() {
+            h.mark_removed();
+        }
     }
 
     pub(crate) fn offset_index(&self) -> &OffsetIndex {
@@ -249,9 +282,10 @@ impl Segment {
         now_ms: i64,
     ) -> io::Result<()> {
         let start = self.size.load(Ordering::Acquire);
-        if let Err(e) = self.log.write_all_at(data, start) {
+        let log = self.log.get()?;
+        if let Err(e) = log.write_all_at(data, start) {
             // Drop any partial write so the file never holds bytes past the committed size.
-            let _ = self.log.set_len(start);
+            let _ = log.set_len(start);
             return Err(e);
         }
         let mut pos = start;
@@ -268,7 +302,8 @@ impl Segment {
         Ok(())
     }
 
-    /// The segment stops being active: indexes go to disk and leave memory.
+    /// The segment stops being active: indexes go to disk and leave memory. The caller then `release`s its files
+    /// (once they carry their final names).
     pub(crate) fn seal(&self) -> io::Result<()> {
         self.add_final_time_entry();
         let wrote_offsets = self.offset_index.seal()?;
@@ -290,6 +325,9 @@ impl Segment {
 
     /// Loads the indexes into memory so the segment can take appends.
     pub(crate) fn activate(&self) -> io::Result<()> {
+        for h in self.handles() {
+            h.pin()?;
+        }
         self.offset_index.activate()?;
         self.time_index.activate()?;
         let last_indexed = self.offset_index.last().map_or(0, |e| u64::from(e.position));
@@ -301,7 +339,7 @@ impl Segment {
     /// is sealed: the active segment's indexes are rebuilt by crash recovery anyway.
     pub(crate) fn sync_if_dirty(&self, include_indexes: bool) -> io::Result<()> {
         if self.dirty_log.swap(false, Ordering::AcqRel) {
-            if let Err(e) = self.log.sync_data() {
+            if let Err(e) = self.log.get().and_then(|f| f.sync_data()) {
                 self.dirty_log.store(true, Ordering::Release);
                 return Err(e);
             }
@@ -324,7 +362,8 @@ impl Segment {
             Some(m) if m.timestamp >= 0 => m.timestamp,
             _ => self
                 .log
-                .metadata()
+                .get()
+                .and_then(|f| f.metadata())
                 .and_then(|m| m.modified())
                 .ok()
                 .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
@@ -334,7 +373,7 @@ impl Segment {
 
     /// fdatasyncs the log and both index files (a cleaned segment before it is swapped in).
     pub(crate) fn sync_all_files(&self) -> io::Result<()> {
-        self.log.sync_data()?;
+        self.log.get()?.sync_data()?;
         self.offset_index.sync()?;
         self.time_index.sync()?;
         self.dirty_log.store(false, Ordering::Release);
@@ -351,7 +390,7 @@ impl Segment {
     /// Reads `len` bytes at `pos` (whole batches the caller located with `walk_all`).
     pub(crate) fn read_at(&self, pos: u64, len: usize) -> io::Result<Vec<u8>> {
         let mut buf = vec![0u8; len];
-        self.log.read_exact_at(&mut buf, pos)?;
+        self.log.get()?.read_exact_at(&mut buf, pos)?;
         Ok(buf)
     }
 
@@ -376,19 +415,19 @@ impl Segment {
         ))
     }
 
-    fn cursor(&self, committed: u64) -> HeaderCursor<'_> {
-        HeaderCursor { seg: self, limit: committed, buf: Vec::new(), buf_start: 0 }
+    fn cursor(&self, committed: u64) -> io::Result<HeaderCursor<'_>> {
+        Ok(HeaderCursor { seg: self, file: self.log.get()?, limit: committed, buf: Vec::new(), buf_start: 0 })
     }
 
     /// Visits batches from `pos` (a batch start) until `visit` returns false or `committed`.
     fn walk(&self, pos: u64, committed: u64, visit: impl FnMut(u64, &BatchHeader) -> bool) -> Result<(), LogError> {
-        self.cursor(committed).walk(pos, visit)
+        self.cursor(committed)?.walk(pos, visit)
     }
 
     /// Position and header of the first batch whose last offset is >= `offset`: one index
     /// search, then a short header walk.
     pub(crate) fn find_batch(&self, offset: i64, committed: u64) -> Result<Option<(u64, BatchHeader)>, LogError> {
-        let mut cursor = self.cursor(committed);
+        let mut cursor = self.cursor(committed)?;
         self.find_batch_with(&mut cursor, offset)
     }
 
@@ -428,7 +467,7 @@ impl Segment {
         offset: i64,
         mut visit: impl FnMut(u64, &BatchHeader),
     ) -> Result<(), LogError> {
-        let mut cursor = self.cursor(self.size());
+        let mut cursor = self.cursor(self.size())?;
         let Some((pos, _)) = self.find_batch_with(&mut cursor, offset)? else {
             return Ok(());
         };
@@ -448,7 +487,7 @@ impl Segment {
         min_one_batch: bool,
     ) -> Result<Option<ReadResult>, LogError> {
         let committed = self.size();
-        let mut cursor = self.cursor(committed);
+        let mut cursor = self.cursor(committed)?;
         let Some((pos, first)) = self.find_batch_with(&mut cursor, offset)? else {
             return Ok(None);
         };
@@ -469,7 +508,7 @@ impl Segment {
             Some(bytes) => bytes,
             None => {
                 let mut buf = vec![0u8; len];
-                self.log.read_exact_at(&mut buf, pos)?;
+                cursor.file.read_exact_at(&mut buf, pos)?;
                 Bytes::from(buf)
             }
         };
@@ -492,7 +531,7 @@ impl Segment {
     /// Reads exactly the batch at `pos`.
     pub(crate) fn read_batch(&self, pos: u64, header: &BatchHeader) -> Result<ReadResult, LogError> {
         let mut buf = vec![0u8; header.total_size()];
-        self.log.read_exact_at(&mut buf, pos)?;
+        self.log.get()?.read_exact_at(&mut buf, pos)?;
         Ok(ReadResult {
             records: Bytes::from(buf),
             first_offset: header.base_offset,
@@ -580,6 +619,8 @@ impl Segment {
 /// Reads batch headers through a small window over the committed part of the file.
 struct HeaderCursor<'a> {
     seg: &'a Segment,
+    /// Taken once per read so the cache cannot close it in the middle.
+    file: Arc<File>,
     limit: u64,
     buf: Vec<u8>,
     buf_start: u64,
@@ -617,7 +658,7 @@ impl HeaderCursor<'_> {
         if pos < self.buf_start || header_end > self.buf_start + self.buf.len() as u64 {
             let n = CURSOR_CHUNK.min(self.limit - pos) as usize;
             self.buf.resize(n, 0);
-            self.seg.log.read_exact_at(&mut self.buf, pos)?;
+            self.file.read_exact_at(&mut self.buf, pos)?;
             self.buf_start = pos;
         }
         let off = (pos - self.buf_start) as usize;

@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use common::keyed::{decode, keyed_batch, rec, BatchInfo, In, Rec};
 use common::{open, read_everything};
-use strom_log::{CleanStats, CleanerConfig, CleanupPolicy, Log, LogConfig, NoTransactions, Throttler};
+use strom_log::{CleanStats, CleanerConfig, CleanupPolicy, FileCache, Log, LogConfig, NoTransactions, Throttler};
 
 const NOW: i64 = 1_700_000_000_000;
 
@@ -393,4 +393,36 @@ fn a_batch_the_cleaner_cannot_read_fails_the_pass_naming_it_and_deletes_nothing(
     assert!(msg.contains("zstd"), "{msg}");
     assert_eq!(read_everything(&log), before, "the failed pass changed the log");
     assert!(common::files_with_ext(dir.path(), "cleaned").is_empty());
+}
+
+/// With room for a single open file, every segment's files are closed and opened again as the cleaner reads and
+/// swaps (the cleaned segment takes the first replaced one's file names): the result is the same as with room for
+/// all of them, and so are the reads after a restart.
+#[test]
+fn cleaning_with_one_open_file_allowed_matches_cleaning_with_many() {
+    let roomy = tempfile::tempdir().unwrap();
+    let tight = tempfile::tempdir().unwrap();
+    let cache = FileCache::new(1);
+    let logs = [
+        Log::open_with_cache(roomy.path(), compact_config(), FileCache::new(10_000)).unwrap().0,
+        Log::open_with_cache(tight.path(), compact_config(), cache.clone()).unwrap().0,
+    ];
+    for log in &logs {
+        for round in 0..12 {
+            for key in 0..8 {
+                let value = format!("{round}-{}", "v".repeat(60));
+                append(log, &[rec(&format!("k{key}"), Some(&value), NOW)], 0);
+            }
+        }
+        assert!(log.segment_count() > 4);
+        assert!(clean(log, NOW).is_some_and(|s| s.segments_cleaned > 0));
+    }
+    assert!(cache.open_files() <= 1);
+    assert_same(&contents(&logs[1]).1, &contents(&logs[0]).1, "cleaned with one open file");
+    let (_, cleaned) = contents(&logs[1]);
+    logs[1].close().unwrap();
+    let [_, tight_log] = logs;
+    drop(tight_log);
+    let (reopened, _) = Log::open_with_cache(tight.path(), compact_config(), cache.clone()).unwrap();
+    assert_same(&contents(&reopened).1, &cleaned, "after a restart");
 }

@@ -368,6 +368,10 @@ pub static INTERNAL_BROKER_KEYS: &[(&str, &str)] = &[
     // transactions v2 (KIP-890 part 2) at 2, v1 below. As in Kafka, requests are served by their version whatever
     // the level.
     ("transaction.version", "2"),
+    // Strom's own, so not listed by DescribeConfigs (Kafka has no such key): how many files of inactive (not
+    // active) log segments the broker keeps open, across all partitions; beyond it the least recently used are
+    // closed and opened again on the next read. Read at start.
+    ("log.segment.open.files.max", "1024"),
 ];
 
 /// Kafka broker keys Strom accepts in a server.properties but does not use (they tune parts of Kafka that Strom

@@ -56,6 +56,8 @@ pub struct BrokerConfig {
     pub queued_max_request_bytes: Option<usize>,
     /// `fetch.max.bytes`
     pub fetch_max_bytes: usize,
+    /// `log.segment.open.files.max` (Strom's own): files of inactive segments held open, broker-wide.
+    pub segment_open_files_max: usize,
     pub retention_check_interval_ms: u64,
     /// `producer.id.expiration.check.interval.ms`
     pub producer_id_expiration_check_interval_ms: u64,
@@ -184,7 +186,17 @@ impl BrokerConfig {
                 "queued.max.request.bytes must be larger or equal to socket.request.max.bytes".into(),
             ));
         }
+        let open_files = get("log.segment.open.files.max").unwrap_or_default();
+        let segment_open_files_max = match open_files.trim().parse::<i64>() {
+            Ok(v) if v >= 1 => v as usize,
+            _ => {
+                return Err(ConfigError::Invalid(format!(
+                    "Invalid value {open_files} for configuration log.segment.open.files.max: Value must be an integer of at least 1"
+                )))
+            }
+        };
         let cfg = BrokerConfig {
+            segment_open_files_max,
             max_connections: max_connections as usize,
             max_connections_per_ip: max_connections_per_ip as usize,
             max_connections_per_ip_overrides: overrides,
@@ -360,6 +372,7 @@ mod tests {
         assert_eq!(c.queued_max_requests, 500);
         assert_eq!(c.queued_max_request_bytes, None);
         assert_eq!(c.fetch_max_bytes, 57_671_680);
+        assert_eq!(c.segment_open_files_max, strom_log::DEFAULT_OPEN_FILES_MAX);
         let with = |pairs: &[(&str, &str)]| {
             BrokerConfig::from_values(pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect())
         };
@@ -378,6 +391,10 @@ mod tests {
         assert!(with(&[("queued.max.requests", "0")]).is_err());
         assert!(with(&[("fetch.max.bytes", "100")]).is_err());
         assert_eq!(with(&[("connections.max.idle.ms", "-1")]).unwrap().connections_max_idle, None);
+        assert_eq!(with(&[("log.segment.open.files.max", "64")]).unwrap().segment_open_files_max, 64);
+        assert!(with(&[("log.segment.open.files.max", "0")]).is_err());
+        assert!(with(&[("log.segment.open.files.max", "many")]).is_err());
+        assert!(with(&[("log.segment.open.files.max", "64")]).unwrap().ignored_keys.is_empty());
     }
 
     #[test]

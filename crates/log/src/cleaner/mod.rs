@@ -213,6 +213,23 @@ impl Log {
         throttler: &Throttler,
         txns: &dyn TransactionIndex,
     ) -> Result<Option<CleanStats>, LogError> {
+        match self.clean_pass(now_ms, cleaner, throttler, txns) {
+            // Retention removed a segment of the pass meanwhile (and its files were closed): the next pass starts over.
+            Err(LogError::Io(e)) if crate::file_cache::is_segment_gone(&e) => {
+                tracing::debug!(dir = %self.dir().display(), error = %e, "log changed during cleaning; pass abandoned");
+                Ok(Some(CleanStats::default()))
+            }
+            other => other,
+        }
+    }
+
+    fn clean_pass(
+        &self,
+        now_ms: i64,
+        cleaner: &CleanerConfig,
+        throttler: &Throttler,
+        txns: &dyn TransactionIndex,
+    ) -> Result<Option<CleanStats>, LogError> {
         let started = Instant::now();
         let config = self.config();
         match self.cleanability(now_ms, txns)? {
@@ -521,7 +538,7 @@ fn clean_group(
     tombstones: &mut Vec<i64>,
 ) -> Result<Option<Arc<Segment>>, LogError> {
     let base = group[0].base_offset();
-    let cleaned = Segment::create_with_suffix(log.dir(), base, CLEANED_SUFFIX)?;
+    let cleaned = Segment::create_with_suffix(log.dir(), base, CLEANED_SUFFIX, log.file_cache())?;
     let result = (|| -> Result<(), LogError> {
         let chunk = throttler.chunk_bytes(cleaner.io_buffer_bytes);
         let interval = u64::from(config.index_interval_bytes);

@@ -508,7 +508,7 @@ impl Segment {
             Some(bytes) => bytes,
             None => {
                 let mut buf = vec![0u8; len];
-                cursor.file.read_exact_at(&mut buf, pos)?;
+                crate::page_cache::read_exact_at(&cursor.file, &mut buf, pos)?;
                 Bytes::from(buf)
             }
         };
@@ -658,7 +658,7 @@ impl HeaderCursor<'_> {
         if pos < self.buf_start || header_end > self.buf_start + self.buf.len() as u64 {
             let n = CURSOR_CHUNK.min(self.limit - pos) as usize;
             self.buf.resize(n, 0);
-            self.file.read_exact_at(&mut self.buf, pos)?;
+            crate::page_cache::read_exact_at(&self.file, &mut self.buf, pos)?;
             self.buf_start = pos;
         }
         let off = (pos - self.buf_start) as usize;

@@ -81,19 +81,25 @@ pub async fn handle(ctx: &Arc<ConnectionContext>, version: i16, req: FetchReques
         let mut watchers: Vec<_> =
             wanted.iter().filter_map(|w| w.partition.as_ref().ok().map(|p| p.subscribe_end_offset())).collect();
         // Tail reads (consumers keeping up) hit the page cache and the in-memory index of the active segment:
-        // read on this runtime thread. That saves a thread hop per fetch, and the 1 MiB read buffers no longer
-        // come from the blocking threads' allocator arenas (the broker's RSS after scripts/bench was 30-50 MiB
-        // lower). Reads of older segments may go to the disk, so they stay on the blocking pool, off the threads
-        // that serve every connection.
-        let results = if wanted.iter().all(reads_tail) {
-            read_all(&wanted, max_bytes, read_committed)
+        // read on this runtime thread. That saves a thread hop per fetch, and the read buffers no longer come from
+        // the blocking threads' allocator arenas (the broker's RSS after scripts/bench was lower). They read only
+        // what is in the page cache, though: if a byte would have to come from the disk, the whole read is redone
+        // on the blocking pool, as reads of older segments always are, so no runtime thread waits for the disk.
+        let inline = if wanted.iter().all(reads_tail) {
+            strom_log::without_blocking(|| read_all(&wanted, max_bytes, read_committed, true))
         } else {
-            let w = wanted.clone();
-            match tokio::task::spawn_blocking(move || read_all(&w, max_bytes, read_committed)).await {
-                Ok(r) => r,
-                Err(e) => {
-                    tracing::error!(error = %e, "fetch read task failed");
-                    return FetchResponse::default().with_error_code(ResponseError::UnknownServerError.code());
+            None
+        };
+        let results = match inline {
+            Some(r) => r,
+            None => {
+                let w = wanted.clone();
+                match tokio::task::spawn_blocking(move || read_all(&w, max_bytes, read_committed, false)).await {
+                    Ok(Some(r)) => r,
+                    Ok(None) | Err(_) => {
+                        tracing::error!("fetch read task failed");
+                        return FetchResponse::default().with_error_code(ResponseError::UnknownServerError.code());
+                    }
                 }
             }
         };
@@ -122,8 +128,14 @@ fn reads_tail(w: &Wanted) -> bool {
     }
 }
 
-/// Reads every partition once, sharing the request's byte budget in order.
-fn read_all(wanted: &[Wanted], max_bytes: usize, read_committed: bool) -> Vec<PartitionData> {
+/// Reads every partition once, sharing the request's byte budget in order. With `page_cache_only` (inside
+/// `strom_log::without_blocking`), None as soon as a read would wait for the disk.
+fn read_all(
+    wanted: &[Wanted],
+    max_bytes: usize,
+    read_committed: bool,
+    page_cache_only: bool,
+) -> Option<Vec<PartitionData>> {
     let mut remaining = max_bytes;
     let mut any_data = false;
     wanted
@@ -147,7 +159,7 @@ fn read_all(wanted: &[Wanted], max_bytes: usize, read_committed: bool) -> Vec<Pa
             };
             let p = match &w.partition {
                 Ok(p) => p,
-                Err(e) => return failed(*e, false),
+                Err(e) => return Some(failed(*e, false)),
             };
             let hw = p.high_watermark();
             let base = base
@@ -155,7 +167,7 @@ fn read_all(wanted: &[Wanted], max_bytes: usize, read_committed: bool) -> Vec<Pa
                 .with_last_stable_offset(p.last_stable_offset())
                 .with_log_start_offset(p.log_start_offset());
             if let Some(e) = crate::handlers::leader_epoch_error(w.current_leader_epoch, p.leader_epoch()) {
-                return failed(e, true);
+                return Some(failed(e, true));
             }
             let limit = w.max_bytes.min(remaining);
             // KIP-74: the first batch of the first partition with data comes back whole, so progress is always made.
@@ -181,9 +193,10 @@ fn read_all(wanted: &[Wanted], max_bytes: usize, read_committed: bool) -> Vec<Pa
                         )),
                         None => base,
                     };
-                    base.with_records(Some(r.records))
+                    Some(base.with_records(Some(r.records)))
                 }
-                Err(e) => failed(log_error_code(&e), true),
+                Err(e) if page_cache_only && strom_log::would_block(&e) => None,
+                Err(e) => Some(failed(log_error_code(&e), true)),
             }
         })
         .collect()

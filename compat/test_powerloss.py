@@ -55,11 +55,11 @@ def powerloss_mount(tmp_path, *extra):
         log.close()
 
 
-def read_all(bootstrap, topic):
+def read_all(bootstrap, topic, **conf):
     """Every record of every partition, as {(partition, offset): value}; a missing topic reads as empty."""
     out = {}
     c = Consumer({"bootstrap.servers": bootstrap, "group.id": unique("g"), "enable.auto.commit": False,
-                  "enable.partition.eof": True})
+                  "enable.partition.eof": True, **conf})
     try:
         md = c.list_topics(topic, timeout=10).topics.get(topic)
         if md is None or md.error is not None:
@@ -216,20 +216,7 @@ def test_committed_transaction_survives_power_loss(tmp_path, broker_class):
             broker.start()
             p2 = Producer({"bootstrap.servers": broker.bootstrap, "transactional.id": tid})
             p2.init_transactions(30)
-            c = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": unique("g"),
-                          "isolation.level": "read_committed", "auto.offset.reset": "earliest",
-                          "enable.partition.eof": True})
-            c.assign([TopicPartition(topic, i, 0) for i in range(PARTITIONS)])
-            got, eof, deadline = set(), set(), time.monotonic() + 30
-            while len(eof) < PARTITIONS and time.monotonic() < deadline:
-                for m in c.consume(num_messages=100, timeout=0.5):
-                    if m.error():
-                        if m.error().code() == KafkaError._PARTITION_EOF:
-                            eof.add(m.partition())
-                            continue
-                        raise AssertionError(m.error())
-                    got.add(m.value())
-            c.close()
+            got = set(read_all(broker.bootstrap, topic, **{"isolation.level": "read_committed"}).values())
         finally:
             broker.close()
     assert got == {f"r{i}".encode() for i in range(60)}, f"{len(got)} of 60 committed records read back"

@@ -111,6 +111,30 @@ pub(crate) fn section(batch: &[u8], header: &BatchHeader, limit: u64) -> Result<
     codec::decompress(header.compression(), body, limit)
 }
 
+/// One record of a stored batch with its offset, key and value, for readers that rebuild state from a log (the
+/// coordinators loading their partitions).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeyedRecord {
+    pub offset: i64,
+    pub key: Option<Vec<u8>>,
+    pub value: Option<Vec<u8>>,
+}
+
+/// The records of one whole batch (validated into `header`), decompressed to at most `limit` bytes (see
+/// [`crate::decompressed_limit`]): a stored batch that claims more is refused, never inflated without bound.
+pub fn keyed_records(batch: &[u8], header: &BatchHeader, limit: u64) -> Result<Vec<KeyedRecord>, LogError> {
+    let section = section(batch, header, limit)?;
+    let records = parse(&section, header.record_count)?;
+    Ok(records
+        .into_iter()
+        .map(|r| KeyedRecord {
+            offset: header.base_offset.wrapping_add(i64::from(r.offset_delta)),
+            key: r.key.map(<[u8]>::to_vec),
+            value: r.value.map(<[u8]>::to_vec),
+        })
+        .collect())
+}
+
 /// The decompression limit for a stored batch: the one produce validated it with, or more if `max_message_bytes`
 /// has since been lowered below the batch's own size.
 pub(crate) fn stored_limit(header: &BatchHeader, max_message_bytes: u32) -> u64 {

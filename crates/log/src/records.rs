@@ -159,4 +159,14 @@ mod tests {
         assert!(parse(&s, 4).is_err());
         assert!(parse(&s[..s.len() - 1], 3).is_err());
     }
+
+    /// Keyed records carry their absolute offsets and values (the limit binds compressed sections: `codec`'s tests).
+    #[test]
+    fn keyed_records_have_offsets_and_values() {
+        let b = build(&BatchSpec { base_offset: 40, record_count: 3, value_len: 7, ..Default::default() });
+        let h = validate_batches(&b, u32::MAX).unwrap()[0];
+        let recs = keyed_records(&b, &h, u64::MAX).unwrap();
+        assert_eq!(recs.iter().map(|r| r.offset).collect::<Vec<_>>(), vec![40, 41, 42]);
+        assert!(recs.iter().all(|r| r.value.as_ref().is_some_and(|v| v.len() == 7)));
+    }
 }

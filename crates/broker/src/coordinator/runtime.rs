@@ -696,7 +696,7 @@ impl<S: CoordinatorShard> Runner<S> {
             let groups = by_producer(txn_records);
             let appended = tokio::task::spawn_blocking(move || {
                 let plain = (!records.is_empty()).then(|| (append(&*log, &records, None), records));
-                let txns: Vec<(i64, Vec<(Bytes, Option<Bytes>)>, Result<i64, ResponseError>)> = groups
+                let txns: Vec<ProducerAppend> = groups
                     .into_iter()
                     .map(|g| {
                         let result = append(&*log, &g.records, Some(g.producer));
@@ -768,6 +768,9 @@ impl<S: CoordinatorShard> Runner<S> {
         }
     }
 }
+
+/// One producer's transactional records as appended: (producer id, records, the append's end offset or error).
+type ProducerAppend = (i64, Vec<(Bytes, Option<Bytes>)>, Result<i64, ResponseError>);
 
 /// One producer's transactional records of a write.
 struct ProducerRecords {

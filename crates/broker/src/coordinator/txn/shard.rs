@@ -194,7 +194,7 @@ impl Writes<Shard> {
     /// Writes the transition's record; once it is durable (or failed) the transition completes in `on_appended`.
     fn write(&mut self, transactional_id: &str, transit: TxnTransit, then: After) {
         let value = if transit.state == TxnState::Dead { None } else { Some(transit.to_record().encode()) };
-        self.append_record(encode_key(transactional_id).into(), value.map(Into::into));
+        self.append_record(encode_key(transactional_id), value);
         let id = transactional_id.to_string();
         self.on_complete(move |shard: &mut Shard, result, fx| shard.on_appended(&id, transit, result.err(), then, fx));
     }

@@ -419,15 +419,26 @@ impl Shard {
                 tracing::info!(group = %group_id, offsets = expired.len(), "expired committed offsets");
             }
         }
-        // Groups with no members and no offsets left are deleted, as Kafka does.
+        // Groups with no members and no offsets left are deleted, as Kafka does (not while a commit for them is in
+        // flight: it is an offset they will have).
+        let committing: HashSet<&str> = self.in_flight_commits.keys().map(|(g, _, _)| g.as_str()).collect();
         let empty: Vec<String> = self
             .groups
             .iter()
-            .filter(|(id, g)| g.is_empty() && (!self.offsets.has_offsets(id) || emptied.contains(*id)))
+            .filter(|(id, g)| {
+                g.is_empty()
+                    && (!self.offsets.has_offsets(id) || emptied.contains(*id))
+                    && !committing.contains(id.as_str())
+            })
             .map(|(id, _)| id.clone())
             .collect();
         for id in empty {
-            self.delete_group_records(&id, fx);
+            if emptied.contains(&id) {
+                // Its offsets' tombstones were just written.
+                self.delete_group_metadata(&id, fx);
+            } else {
+                self.delete_group_records(&id, fx);
+            }
             tracing::info!(group = %id, "removed empty group without offsets");
         }
     }

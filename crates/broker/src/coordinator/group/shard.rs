@@ -537,6 +537,11 @@ impl Shard {
         for (t, p) in keys {
             fx.write(CoordinatorKey::OffsetCommit { group: group_id.to_string(), topic: t, partition: p }, None);
         }
+        self.delete_group_metadata(group_id, fx);
+    }
+
+    /// Removes the group and writes the tombstones of its metadata (not of its offsets).
+    pub fn delete_group_metadata(&mut self, group_id: &str, fx: &mut Effects) {
         match self.groups.remove(group_id) {
             Some(Group::Classic(_)) => fx.write(CoordinatorKey::GroupMetadata { group: group_id.to_string() }, None),
             Some(Group::Consumer(_)) => self.persist_consumer_group(group_id, fx),

@@ -45,9 +45,9 @@ use crate::partition::Partition;
 use crate::txn_markers::TransactionResult;
 
 /// How many requests may wait in one shard's queue before callers wait for room. Kafka bounds the requests a broker
-/// holds with `queued.max.requests` (500) on its request channel rather than in the runtime; one queue per shard
-/// bounded alike keeps a hot group from holding every connection's memory, and one turn of the loop takes a whole
-/// queue ([`MAX_BATCH`]) into one write.
+/// holds with `queued.max.requests` on its request channel rather than in the runtime; a bound of the same order per
+/// shard keeps a hot group from holding memory without limit, and one turn of the loop takes a whole queue
+/// ([`MAX_BATCH`]) into one write.
 pub const REQUEST_QUEUE_CAPACITY: usize = 512;
 
 /// How many queued requests (and own events) one turn of the loop handles before it writes: their records share one

@@ -114,10 +114,6 @@ pub enum Request {
         transactional_id: String,
         transit: TxnTransit,
     },
-    /// Parked requests of this id may have passed their deadline.
-    ParkExpired {
-        transactional_id: String,
-    },
 }
 
 /// What to do once a transition's record is durable.
@@ -380,7 +376,6 @@ impl Shard {
             Request::List { filter, tx } => {
                 let _ = tx.send(self.list(&filter));
             }
-            Request::ParkExpired { transactional_id } => self.expire_parked(&transactional_id),
             Request::MarkersWritten { transactional_id, transit } => {
                 tracing::debug!(transactional_id = %transactional_id, state = transit.state.name(), "markers written; completing");
                 fx.write(&transactional_id, transit, After::Completed);
@@ -842,19 +837,19 @@ impl Shard {
     fn park(&mut self, r: Request) {
         let Request::AddPartitions { transactional_id, .. } = &r else { return };
         let id = transactional_id.clone();
-        self.parked.entry(id.clone()).or_default().push((Instant::now() + PARK_WAIT, r));
-        let weak = self.self_tx.clone();
-        tokio::spawn(async move {
-            tokio::time::sleep(PARK_WAIT).await;
-            if let Some(tx) = weak.upgrade() {
-                let _ = tx.send(Request::ParkExpired { transactional_id: id });
-            }
-        });
+        // Answered by `on_timers` past the deadline, if the completion has not released it by then.
+        self.parked.entry(id).or_default().push((Instant::now() + PARK_WAIT, r));
+    }
+
+    /// The earliest deadline of a parked request.
+    fn next_park_deadline(&self) -> Option<Instant> {
+        self.parked.values().flatten().map(|(deadline, _)| *deadline).min()
     }
 
     fn expire_parked(&mut self, id: &str) {
         let Some(list) = self.parked.get_mut(id) else { return };
         let now = Instant::now();
+        // `now` is read after the timer's: a request due at the timer is due here.
         let (expired, waiting): (Vec<_>, Vec<_>) =
             std::mem::take(list).into_iter().partition(|(deadline, _)| *deadline <= now);
         *list = waiting;
@@ -968,10 +963,20 @@ impl CoordinatorShard for Shard {
     }
 
     fn next_deadline(&self) -> Option<tokio::time::Instant> {
-        Some(self.next_abort.min(self.next_expire))
+        let periodic = self.next_abort.min(self.next_expire);
+        Some(self.next_park_deadline().map_or(periodic, |d| periodic.min(tokio::time::Instant::from_std(d))))
     }
 
     fn on_timers(&mut self, now: tokio::time::Instant, writes: &mut Effects) {
+        let due: Vec<String> = self
+            .parked
+            .iter()
+            .filter(|(_, list)| list.iter().any(|(deadline, _)| *deadline <= now.into_std()))
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in due {
+            self.expire_parked(&id);
+        }
         if self.next_abort <= now {
             self.abort_timed_out(writes);
             self.next_abort = now + Duration::from_millis(self.config.abort_timed_out_interval_ms);

@@ -132,6 +132,11 @@ impl Partition {
         Ok(info)
     }
 
+    /// Every offset below this one is on disk.
+    pub fn flushed_offset(&self) -> i64 {
+        *self.flushed.borrow()
+    }
+
     /// Resolves once every offset below `end_offset` is on disk.
     pub async fn wait_durable(&self, end_offset: i64) {
         let mut rx = self.flushed.subscribe();

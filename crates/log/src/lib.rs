@@ -14,6 +14,7 @@
 //! - `retention`: which segments retention may delete
 //! - `cleaner`: log compaction (the log cleaner), its checkpoint and I/O throttle
 //! - `records`, `codec`: records inside a batch and the compression codecs (streaming, bounded), for the cleaner
+//!   and the coordinators' loads
 //! - `record_walk`: a streaming walk of a batch's records, for produce validation and timestamp lookups
 //! - `checkpoint`: small atomically written state files
 //! - `producer_state`: idempotent producers' epochs and last batches (dedupe, sequence and epoch checks) and
@@ -55,4 +56,5 @@ pub use log::{AppendInfo, Log, LogTransactions, ReadResult, RecoveryReport, Rete
 pub use page_cache::{without_blocking, would_block};
 pub use producer_state::{ActiveProducer, BatchMetadata};
 pub use record_walk::{RecordInfo, RecordWalker};
+pub use records::{keyed_records, KeyedRecord};
 pub use txn_index::AbortedTxn;

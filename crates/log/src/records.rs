@@ -111,6 +111,30 @@ pub(crate) fn section(batch: &[u8], header: &BatchHeader, limit: u64) -> Result<
     codec::decompress(header.compression(), body, limit)
 }
 
+/// One record of a stored batch with its offset, key and value, for readers that rebuild state from a log (the
+/// coordinators loading their partitions).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeyedRecord {
+    pub offset: i64,
+    pub key: Option<Vec<u8>>,
+    pub value: Option<Vec<u8>>,
+}
+
+/// The records of one whole batch (validated into `header`), decompressed to at most `limit` bytes (see
+/// [`crate::decompressed_limit`]): a stored batch that claims more is refused, never inflated without bound.
+pub fn keyed_records(batch: &[u8], header: &BatchHeader, limit: u64) -> Result<Vec<KeyedRecord>, LogError> {
+    let section = section(batch, header, limit)?;
+    let records = parse(&section, header.record_count)?;
+    Ok(records
+        .into_iter()
+        .map(|r| KeyedRecord {
+            offset: header.base_offset.wrapping_add(i64::from(r.offset_delta)),
+            key: r.key.map(<[u8]>::to_vec),
+            value: r.value.map(<[u8]>::to_vec),
+        })
+        .collect())
+}
+
 /// The decompression limit for a stored batch: the one produce validated it with, or more if `max_message_bytes`
 /// has since been lowered below the batch's own size.
 pub(crate) fn stored_limit(header: &BatchHeader, max_message_bytes: u32) -> u64 {
@@ -134,5 +158,15 @@ mod tests {
         assert_eq!(recs.iter().map(|r| r.raw.len()).sum::<usize>(), s.len());
         assert!(parse(&s, 4).is_err());
         assert!(parse(&s[..s.len() - 1], 3).is_err());
+    }
+
+    /// Keyed records carry their absolute offsets and values (the limit binds compressed sections: `codec`'s tests).
+    #[test]
+    fn keyed_records_have_offsets_and_values() {
+        let b = build(&BatchSpec { base_offset: 40, record_count: 3, value_len: 7, ..Default::default() });
+        let h = validate_batches(&b, u32::MAX).unwrap()[0];
+        let recs = keyed_records(&b, &h, u64::MAX).unwrap();
+        assert_eq!(recs.iter().map(|r| r.offset).collect::<Vec<_>>(), vec![40, 41, 42]);
+        assert!(recs.iter().all(|r| r.value.as_ref().is_some_and(|v| v.len() == 7)));
     }
 }

@@ -2,4 +2,5 @@
 //! so that they can later move between brokers with partition leadership.
 
 pub mod group;
+pub mod runtime;
 pub mod txn;

@@ -2,9 +2,9 @@
 //! ConsumerGroupHeartbeat) and their committed offsets.
 //!
 //! A group belongs to the `__consumer_offsets` partition its id hashes to (Kafka's `partitionFor`), and is served
-//! by that partition's shard (`shard.rs`), which keeps all of its state in that partition. This type only routes:
-//! it creates the topic on the first FindCoordinator, starts a shard for each hosted partition, and hands requests
-//! to the right shard.
+//! by that partition's shard (`shard.rs`), which keeps all of its state in that partition. The shards run on the
+//! coordinator runtime (`coordinator/runtime.rs`); this type creates the topic on the first FindCoordinator, says
+//! which partitions it hosts, and hands requests to the runtime.
 
 mod admin;
 pub mod assignor;
@@ -22,11 +22,11 @@ mod shard;
 mod timer;
 mod txn_offsets;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, OnceLock};
 
 use kafka_protocol::ResponseError;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
 pub use config::GroupConfig;
 pub(crate) use offsets::commit_response;
@@ -36,20 +36,11 @@ pub use txn_offsets::txn_offset_commit_failed;
 use crate::broker::Broker;
 use crate::config::BrokerConfig;
 use crate::controller::{ensure_internal_topic, ApiError};
-use crate::partition::Partition;
+use crate::coordinator::runtime::{CoordinatorLog, CoordinatorRuntime, ShardRef};
 
 pub use crate::topic_name::GROUP_METADATA_TOPIC_NAME;
 
-/// Kafka's `partitionFor`: `Utils.abs(groupId.hashCode()) % partitions`, with Java's String.hashCode over UTF-16
-/// code units, so a group lands on the same partition number as in Kafka.
-pub fn partition_for(group_id: &str, partitions: i32) -> i32 {
-    let mut h: i32 = 0;
-    for unit in group_id.encode_utf16() {
-        h = h.wrapping_mul(31).wrapping_add(unit as i32);
-    }
-    let abs = if h == i32::MIN { 0 } else { h.abs() };
-    abs % partitions.max(1)
-}
+pub use crate::coordinator::runtime::partition_for;
 
 /// One partition's lag as the broker sees it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -73,12 +64,9 @@ fn partition_lag(log_end_offset: i64, committed: Option<i64>, log_start_offset: 
     }
 }
 
-/// A running shard's request channel and the partition it was loaded from.
-type ShardHandle = (mpsc::UnboundedSender<Request>, Arc<Partition>);
-
 pub struct GroupCoordinator {
     config: Arc<GroupConfig>,
-    shards: Mutex<HashMap<i32, ShardHandle>>,
+    runtime: CoordinatorRuntime<shard::Shard>,
     partition_count: OnceLock<i32>,
 }
 
@@ -86,7 +74,7 @@ impl GroupCoordinator {
     pub fn new(broker: &BrokerConfig) -> GroupCoordinator {
         GroupCoordinator {
             config: Arc::new(GroupConfig::from_broker(broker)),
-            shards: Mutex::new(HashMap::new()),
+            runtime: CoordinatorRuntime::default(),
             partition_count: OnceLock::new(),
         }
     }
@@ -135,29 +123,24 @@ impl GroupCoordinator {
         }
     }
 
-    fn shard_for_partition(&self, broker: &Broker, p: i32) -> Result<mpsc::UnboundedSender<Request>, ResponseError> {
-        let mut shards = self.shards.lock().unwrap_or_else(|e| e.into_inner());
-        let current = broker.replicas.get(GROUP_METADATA_TOPIC_NAME, p);
-        if let Some((tx, loaded_from)) = shards.get(&p) {
-            if !tx.is_closed() && current.as_ref().is_some_and(|c| Arc::ptr_eq(c, loaded_from)) {
-                return Ok(tx.clone());
-            }
-        }
-        // No shard yet, or its partition was deleted (and maybe created again): dropping the old sender stops the
-        // old shard, and its groups are gone with the records they were loaded from, as in Kafka.
-        shards.remove(&p);
-        let partition = current.ok_or(ResponseError::NotCoordinator)?;
-        let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(shard::run(
-            shard::Shard::new(p, self.config.clone()).with_image(broker.image()),
-            partition.clone(),
-            rx,
-        ));
-        shards.insert(p, (tx.clone(), partition));
-        Ok(tx)
+    /// The shard of partition `p` as this broker hosts it now: started (loading) if not running; a partition
+    /// deleted (and maybe created again) replaces the old shard, whose groups are gone with the records they were
+    /// loaded from, as in Kafka.
+    fn shard_for_partition(&self, broker: &Broker, p: i32) -> Result<ShardRef<Request>, ResponseError> {
+        let current = broker.replicas.get(GROUP_METADATA_TOPIC_NAME, p).map(|l| l as Arc<dyn CoordinatorLog>);
+        let config = self.config.clone();
+        self.runtime.shard(p, current, |_| shard::Shard::new(p, config).with_image(broker.image()))
     }
 
-    /// Sends a request to the group's shard and waits for its answer.
+    /// This broker no longer coordinates partition `p` of `__consumer_offsets`: its shard stops and its groups are
+    /// dropped from memory (they are rebuilt from the partition wherever it is loaded next). The shard's task, to
+    /// wait for it to end.
+    pub fn unload(&self, p: i32) -> Option<tokio::task::JoinHandle<()>> {
+        self.runtime.unload(p)
+    }
+
+    /// Sends a request to the group's shard and waits for its answer. While the shard's queue is full the caller
+    /// waits for room.
     pub async fn call<T>(
         &self,
         broker: &Broker,
@@ -165,9 +148,9 @@ impl GroupCoordinator {
         make: impl FnOnce(oneshot::Sender<T>) -> Request,
     ) -> Result<T, ResponseError> {
         let p = self.partition_of(broker, group_id);
-        let tx = self.shard_for_partition(broker, p)?;
+        let shard = self.shard_for_partition(broker, p)?;
         let (otx, orx) = oneshot::channel();
-        tx.send(make(otx)).map_err(|_| ResponseError::NotCoordinator)?;
+        shard.send(make(otx)).await?;
         crate::dispatch::handed_off();
         // A dropped answer means the shard stopped (its partition went away): the client looks again.
         orx.await.map_err(|_| ResponseError::NotCoordinator)
@@ -185,9 +168,9 @@ impl GroupCoordinator {
         let mut waits = Vec::new();
         for &p in partitions {
             match self.shard_for_partition(broker, p) {
-                Ok(tx) => {
+                Ok(shard) => {
                     let (otx, orx) = oneshot::channel();
-                    if tx.send(Request::CompleteTransaction { producer_id, result, tx: otx }).is_ok() {
+                    if shard.send_internal(Request::CompleteTransaction { producer_id, result, tx: otx }).is_ok() {
                         waits.push(orx);
                     }
                 }
@@ -209,19 +192,16 @@ impl GroupCoordinator {
             return;
         }
         let topics: std::collections::HashSet<String> = topics.iter().cloned().collect();
-        let shards = self.shards.lock().unwrap_or_else(|e| e.into_inner());
-        for (tx, _) in shards.values() {
-            let _ = tx.send(Request::TopicsDeleted { topics: topics.clone() });
-        }
+        self.runtime.send_internal_to_all(|| Request::TopicsDeleted { topics: topics.clone() });
     }
 
     /// Every group on every hosted shard.
     pub async fn list_groups(&self, broker: &Broker) -> Vec<ListedGroup> {
         let mut receivers = Vec::new();
         for p in 0..self.num_partitions(broker) {
-            if let Ok(tx) = self.shard_for_partition(broker, p) {
+            if let Ok(shard) = self.shard_for_partition(broker, p) {
                 let (otx, orx) = oneshot::channel();
-                if tx.send(Request::ListGroups { tx: otx }).is_ok() {
+                if shard.send(Request::ListGroups { tx: otx }).await.is_ok() {
                     receivers.push(orx);
                 }
             }
@@ -279,7 +259,7 @@ impl GroupCoordinator {
 
 #[cfg(test)]
 mod tests {
-    use super::{partition_for, partition_lag};
+    use super::partition_lag;
 
     #[test]
     fn lag_of_any_committed_offset_does_not_overflow() {
@@ -290,16 +270,5 @@ mod tests {
         assert_eq!(partition_lag(100, Some(i64::MIN), 0), i64::MAX);
         assert_eq!(partition_lag(100, Some(i64::MAX), 0), 0);
         assert_eq!(partition_lag(100, Some(-1), 0), 101);
-    }
-
-    #[test]
-    fn partition_for_matches_kafka() {
-        // Java: "my-group".hashCode() = -1906497762 → 1906497762 % 50 = 12.
-        assert_eq!(partition_for("my-group", 50), 12);
-        // "".hashCode() = 0
-        assert_eq!(partition_for("", 50), 0);
-        // Negative hash codes use the absolute value: "polygenelubricants".hashCode() == Integer.MIN_VALUE → 0.
-        assert_eq!(partition_for("polygenelubricants", 50), 0);
-        assert!(partition_for("группа", 7) < 7);
     }
 }

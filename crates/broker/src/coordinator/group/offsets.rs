@@ -156,6 +156,7 @@ impl Shard {
         let expire_timestamp =
             (version <= 4 && req.retention_time_ms != -1).then(|| now.saturating_add(req.retention_time_ms));
         let mut errors: HashMap<(String, i32), ResponseError> = HashMap::new();
+        let mut written = Vec::new();
         for t in &req.topics {
             let topic = t.name.0.to_string();
             for p in &t.partitions {
@@ -180,9 +181,24 @@ impl Shard {
                     },
                     Some(value.encode()),
                 );
-                self.txn_offsets.supersede(&group_id, &topic, p.partition_index);
-                self.offsets.put(&group_id, topic.clone(), p.partition_index, value);
+                // Applied once durable (the runtime hands the record back to `on_committed`), not here.
+                written.push((group_id.clone(), topic.clone(), p.partition_index));
             }
+        }
+        for k in &written {
+            *self.in_flight_commits.entry(k.clone()).or_default() += 1;
+        }
+        if !written.is_empty() {
+            fx.on_complete(move |shard: &mut Shard, _, _| {
+                for k in written {
+                    if let std::collections::hash_map::Entry::Occupied(mut e) = shard.in_flight_commits.entry(k) {
+                        *e.get_mut() -= 1;
+                        if *e.get() == 0 {
+                            e.remove();
+                        }
+                    }
+                }
+            });
         }
         // A commit for a group nobody created (a standalone consumer, an admin tool) creates an Empty group, as
         // Kafka does, so that ListGroups and DescribeGroups show it.
@@ -314,7 +330,8 @@ impl Shard {
                 let error = if subscribed.contains(&name) {
                     ResponseError::GroupSubscribedToTopic.code()
                 } else {
-                    if self.offsets.remove(&group_id, &name, p.partition_index).is_some() {
+                    // Deleted once the tombstone is durable.
+                    if self.offsets.get(&group_id, &name, p.partition_index).is_some() {
                         fx.write(
                             CoordinatorKey::OffsetCommit {
                                 group: group_id.clone(),
@@ -348,9 +365,8 @@ impl Shard {
         keys.extend(self.txn_offsets.keys_of_topics(topics));
         keys.sort();
         keys.dedup();
+        // Committed and pending offsets go when the tombstones are durable (their replay removes both).
         for (group, topic, partition) in keys {
-            self.offsets.remove(&group, &topic, partition);
-            self.txn_offsets.remove_all(&group, &topic, partition);
             fx.write(CoordinatorKey::OffsetCommit { group, topic, partition }, None);
         }
     }
@@ -358,6 +374,8 @@ impl Shard {
     pub fn expire_offsets(&mut self, fx: &mut Effects) {
         let now = now_ms();
         let retention = self.config.offsets_retention_ms;
+        // Groups whose every offset expires now: their tombstones are not durable yet, so they still have offsets.
+        let mut emptied: HashSet<String> = HashSet::new();
         for group_id in self.offsets.group_ids() {
             // (base timestamp for offsets without an explicit expiry, topics that must be kept)
             let condition: Option<(Option<i64>, HashSet<String>)> = match self.groups.get(&group_id) {
@@ -376,8 +394,10 @@ impl Shard {
                 .group(&group_id)
                 .into_iter()
                 .flatten()
-                .filter(|((t, _), v)| {
+                .filter(|((t, p), v)| {
                     !keep.contains(t)
+                        // A commit in flight replaces the value seen here.
+                        && !self.in_flight_commits.contains_key(&(group_id.clone(), t.clone(), *p))
                         && match v.expire_timestamp {
                             Some(at) => now >= at,
                             None => now - base.unwrap_or(v.commit_timestamp) >= retention,
@@ -385,8 +405,11 @@ impl Shard {
                 })
                 .map(|(k, _)| k.clone())
                 .collect();
+            if !expired.is_empty() && self.offsets.group(&group_id).is_some_and(|o| o.len() == expired.len()) {
+                emptied.insert(group_id.clone());
+            }
+            // Removed once the tombstones are durable.
             for (t, p) in &expired {
-                self.offsets.remove(&group_id, t, *p);
                 fx.write(
                     CoordinatorKey::OffsetCommit { group: group_id.clone(), topic: t.clone(), partition: *p },
                     None,
@@ -396,15 +419,26 @@ impl Shard {
                 tracing::info!(group = %group_id, offsets = expired.len(), "expired committed offsets");
             }
         }
-        // Groups with no members and no offsets left are deleted, as Kafka does.
+        // Groups with no members and no offsets left are deleted, as Kafka does (not while a commit for them is in
+        // flight: it is an offset they will have).
+        let committing: HashSet<&str> = self.in_flight_commits.keys().map(|(g, _, _)| g.as_str()).collect();
         let empty: Vec<String> = self
             .groups
             .iter()
-            .filter(|(id, g)| g.is_empty() && !self.offsets.has_offsets(id))
+            .filter(|(id, g)| {
+                g.is_empty()
+                    && (!self.offsets.has_offsets(id) || emptied.contains(*id))
+                    && !committing.contains(id.as_str())
+            })
             .map(|(id, _)| id.clone())
             .collect();
         for id in empty {
-            self.delete_group_records(&id, fx);
+            if emptied.contains(&id) {
+                // Its offsets' tombstones were just written.
+                self.delete_group_metadata(&id, fx);
+            } else {
+                self.delete_group_records(&id, fx);
+            }
             tracing::info!(group = %id, "removed empty group without offsets");
         }
     }
@@ -464,8 +498,14 @@ mod tests {
             0,
             OffsetCommitValue { expire_timestamp: Some(now - 1), ..value(8, now) },
         );
+        // An old offset whose new commit is in flight is left to that commit.
+        shard.offsets.put("busy", "t".into(), 0, value(9, now - 120_000));
+        shard.in_flight_commits.insert(("busy".into(), "t".into(), 0), 1);
         let mut fx = Effects::default();
         shard.expire_offsets(&mut fx);
+        assert!(shard.offsets.get("solo", "t", 0).is_some(), "removed once the tombstone is durable");
+        fx.complete(&mut shard, Ok(()));
+        assert!(shard.offsets.get("busy", "t", 0).is_some());
         assert!(shard.offsets.get("solo", "t", 0).is_none());
         assert!(shard.offsets.get("solo", "t", 1).is_some());
         assert!(shard.offsets.get("empty", "t", 0).is_some(), "the group became empty only a second ago");

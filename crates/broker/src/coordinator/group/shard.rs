@@ -1,7 +1,13 @@
-//! One coordinator shard per hosted `__consumer_offsets` partition (Kafka's GroupCoordinatorShard run by its
-//! CoordinatorRuntime): a single task owns the state of every group that hashes to the partition, handles the
-//! requests and timers one at a time (so no rebalance race needs a lock), and writes the records that each change
-//! produces to the partition. Answers that depend on a write are released once the write is durable.
+//! One coordinator shard per hosted `__consumer_offsets` partition (Kafka's GroupCoordinatorShard run by the
+//! CoordinatorRuntime, `coordinator/runtime.rs`): a single task owns the state of every group that hashes to the
+//! partition, handles the requests and timers one at a time (so no rebalance race needs a lock), and writes the
+//! records that each change produces to the partition. Answers that depend on a write are released once the write
+//! is durable.
+//!
+//! Committed offsets (plain and transactional) change only when their records are durable: the runtime hands the
+//! written records back (`on_committed`) and they are replayed as the load replays them, so OffsetFetch never sees an
+//! offset whose write has not completed, and a failed write changes nothing. Group membership is applied when a
+//! request is handled, as before: rebalances are driven by it, and no read exposes it as durable.
 //!
 //! The state is rebuilt from the partition when the shard starts, so a shard can later start on whichever
 //! broker leads the partition.
@@ -12,11 +18,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use kafka_protocol::messages::*;
-use kafka_protocol::records::{
-    Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-};
 use kafka_protocol::ResponseError;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
 use super::classic_group::{ClassicGroup, ClassicGroupState};
 use super::config::GroupConfig;
@@ -26,9 +29,8 @@ use super::offsets::OffsetStore;
 use super::records::{CoordinatorKey, GroupMetadataValue, OffsetCommitValue};
 use super::timer::Timers;
 use super::txn_offsets::PendingTxnOffsets;
-use crate::clock::now_ms;
+use crate::coordinator::runtime::{CoordinatorRecord, CoordinatorShard, Writes};
 use crate::metadata::MetadataImage;
-use crate::partition::Partition;
 use crate::txn_markers::TransactionResult;
 
 /// A group of either protocol; one id names one group.
@@ -69,32 +71,16 @@ impl Group {
     }
 }
 
-type AfterWrite = Box<dyn FnOnce(Option<ResponseError>) + Send>;
+/// What handling requests produced: records to write and answers released once they are written (the runtime's
+/// `Writes`, with the group coordinator's record keys).
+pub type Effects = Writes<Shard>;
 
-/// What handling one batch of requests produced: records to append, and answers to release after the append.
-#[derive(Default)]
-pub struct Effects {
-    records: Vec<(Bytes, Option<Bytes>)>,
-    /// Records of a producer's transaction (TxnOffsetCommit): written as that producer's transactional batch.
-    txn_records: Vec<TxnRecord>,
-    after_write: Vec<AfterWrite>,
-    /// Answers that depend only on one producer's transactional records (its batch is appended on its own, so a
-    /// fenced producer fails alone).
-    txn_after_write: Vec<(i64, AfterWrite)>,
-}
-
-struct TxnRecord {
-    producer_id: i64,
-    producer_epoch: i16,
-    key: Bytes,
-    value: Option<Bytes>,
-}
-
-impl Effects {
+impl Writes<Shard> {
     pub fn write(&mut self, key: CoordinatorKey, value: Option<Bytes>) {
-        self.records.push((key.encode(), value));
+        self.append_record(key.encode(), value);
     }
 
+    /// A record of a producer's transaction (TxnOffsetCommit): written as that producer's transactional batch.
     pub fn write_transactional(
         &mut self,
         producer_id: i64,
@@ -102,48 +88,13 @@ impl Effects {
         key: CoordinatorKey,
         value: Option<Bytes>,
     ) {
-        self.txn_records.push(TxnRecord { producer_id, producer_epoch, key: key.encode(), value });
+        self.append_transactional(producer_id, producer_epoch, key.encode(), value);
     }
 
     /// A record whose key is already encoded.
     pub fn write_encoded(&mut self, key: Bytes, value: Option<Bytes>) {
-        self.records.push((key, value));
+        self.append_record(key, value);
     }
-
-    /// Sends `resp` once this batch's records are durable; if the write fails, `on_error` rewrites it first.
-    pub fn reply<T: Send + 'static>(
-        &mut self,
-        tx: oneshot::Sender<T>,
-        resp: T,
-        on_error: impl FnOnce(T, ResponseError) -> T + Send + 'static,
-    ) {
-        self.after_write.push(after_write(tx, resp, on_error));
-    }
-
-    /// `reply` for an answer that depends only on `producer_id`'s transactional records.
-    pub fn reply_transactional<T: Send + 'static>(
-        &mut self,
-        producer_id: i64,
-        tx: oneshot::Sender<T>,
-        resp: T,
-        on_error: impl FnOnce(T, ResponseError) -> T + Send + 'static,
-    ) {
-        self.txn_after_write.push((producer_id, after_write(tx, resp, on_error)));
-    }
-}
-
-fn after_write<T: Send + 'static>(
-    tx: oneshot::Sender<T>,
-    resp: T,
-    on_error: impl FnOnce(T, ResponseError) -> T + Send + 'static,
-) -> AfterWrite {
-    Box::new(move |err| {
-        let resp = match err {
-            None => resp,
-            Some(e) => on_error(resp, e),
-        };
-        let _ = tx.send(resp);
-    })
 }
 
 /// Named deadlines, as Kafka names its coordinator timers.
@@ -306,11 +257,10 @@ pub struct Shard {
     /// The metadata when the shard started: offsets loaded for topics it does not have belong to topics deleted
     /// while the shard was not running (or before tombstones were written), and are deleted after the load.
     image_at_start: Option<Arc<MetadataImage>>,
+    /// Offsets whose commit is written but not yet durable, with how many such commits: offset expiry leaves them
+    /// alone (the committed value it sees is about to be replaced).
+    pub(super) in_flight_commits: HashMap<(String, String, i32), u32>,
 }
-
-/// How many queued requests one loop iteration handles before writing: their records share one append and one
-/// fsync (the coordinator runtime's batching), which is what makes many small commits cheap.
-const MAX_BATCH: usize = 512;
 
 impl Shard {
     pub fn new(partition_index: i32, config: Arc<GroupConfig>) -> Shard {
@@ -324,6 +274,7 @@ impl Shard {
             consumer_records: HashMap::new(),
             loading: HashMap::new(),
             image_at_start: None,
+            in_flight_commits: HashMap::new(),
         }
     }
 
@@ -408,7 +359,7 @@ impl Shard {
 
     /// After loading: members of loaded groups must heartbeat within their session timeout (Kafka's onLoaded),
     /// and offset expiry starts ticking.
-    pub fn on_loaded(&mut self) {
+    pub fn rebuild_after_load(&mut self) {
         // KIP-848 groups take the place of any classic placeholder an offset record created; their members must
         // heartbeat within the session timeout (and revoke within the rebalance timeout), as after a join.
         let mut consumer_sessions = Vec::new();
@@ -582,10 +533,15 @@ impl Shard {
     pub fn delete_group_records(&mut self, group_id: &str, fx: &mut Effects) {
         let keys: Vec<(String, i32)> =
             self.offsets.group(group_id).map(|o| o.keys().cloned().collect()).unwrap_or_default();
+        // The offsets go when the tombstones are durable.
         for (t, p) in keys {
-            self.offsets.remove(group_id, &t, p);
             fx.write(CoordinatorKey::OffsetCommit { group: group_id.to_string(), topic: t, partition: p }, None);
         }
+        self.delete_group_metadata(group_id, fx);
+    }
+
+    /// Removes the group and writes the tombstones of its metadata (not of its offsets).
+    pub fn delete_group_metadata(&mut self, group_id: &str, fx: &mut Effects) {
         match self.groups.remove(group_id) {
             Some(Group::Classic(_)) => fx.write(CoordinatorKey::GroupMetadata { group: group_id.to_string() }, None),
             Some(Group::Consumer(_)) => self.persist_consumer_group(group_id, fx),
@@ -628,6 +584,61 @@ impl Shard {
             None => Vec::new(),
         };
         Some((committed, topics))
+    }
+}
+
+impl CoordinatorShard for Shard {
+    type Request = Request;
+
+    fn replay(&mut self, record: CoordinatorRecord) {
+        match record {
+            CoordinatorRecord::Record { key, value } => Shard::replay(self, &key, value.as_deref()),
+            CoordinatorRecord::Transactional { producer_id, key, value } => {
+                self.replay_transactional(producer_id, &key, value.as_deref())
+            }
+            CoordinatorRecord::Marker { producer_id, result } => self.complete_transaction(producer_id, result),
+        }
+    }
+
+    fn on_loaded(&mut self, writes: &mut Effects) {
+        self.rebuild_after_load();
+        self.drop_offsets_of_deleted_topics(writes);
+    }
+
+    fn handle(&mut self, request: Request, writes: &mut Effects) {
+        Shard::handle(self, request, writes)
+    }
+
+    fn next_deadline(&self) -> Option<tokio::time::Instant> {
+        self.timers.next_deadline()
+    }
+
+    fn on_timers(&mut self, now: tokio::time::Instant, writes: &mut Effects) {
+        while let Some(action) = self.timers.pop_expired(now) {
+            self.on_timer(action, writes);
+        }
+    }
+
+    /// Offsets (plain, transactional, tombstones) are applied from their durable records, as on load. The group
+    /// records were applied when their request was handled.
+    fn on_committed(&mut self, records: &[CoordinatorRecord]) {
+        for r in records {
+            match r {
+                CoordinatorRecord::Record { key, value } => {
+                    if matches!(CoordinatorKey::decode(key), Ok(CoordinatorKey::OffsetCommit { .. })) {
+                        Shard::replay(self, key, value.as_deref());
+                    }
+                }
+                CoordinatorRecord::Transactional { producer_id, key, value } => {
+                    self.replay_transactional(*producer_id, key, value.as_deref())
+                }
+                CoordinatorRecord::Marker { .. } => {}
+            }
+        }
+    }
+
+    fn loaded_summary(&self) -> String {
+        format!("groups={}", self.groups.len())
     }
 }
 
@@ -676,299 +687,6 @@ fn refuse_oversized_strings(r: Request) -> Option<Request> {
     }
 }
 
-/// One thing the load replays, in log order.
-enum Loaded {
-    Record(Bytes, Option<Bytes>),
-    /// A record of a producer's transaction (a TxnOffsetCommit).
-    Transactional(i64, Bytes, Option<Bytes>),
-    /// A COMMIT or ABORT marker of a producer's transaction.
-    Marker(i64, TransactionResult),
-}
-
-/// Reads the whole partition in log order. Blocking.
-fn read_partition(p: &Partition) -> Result<Vec<Loaded>, String> {
-    let mut out = Vec::new();
-    let mut offset = p.log_start_offset();
-    let end = p.high_watermark();
-    while offset < end {
-        let r = p.read(offset, 1 << 20, true).map_err(|e| e.to_string())?;
-        if r.is_empty() {
-            break;
-        }
-        let mut bytes = r.records.clone();
-        let sets = RecordBatchDecoder::decode_all(&mut bytes).map_err(|e| e.to_string())?;
-        for set in sets {
-            for rec in set.records {
-                if rec.offset < offset {
-                    continue;
-                }
-                if rec.control {
-                    // EndTransactionMarker key: version (i16), type (i16: 0 abort, 1 commit).
-                    match rec.key.as_deref().map(|k| k.get(2..4).map(|t| i16::from_be_bytes([t[0], t[1]]))) {
-                        Some(Some(0)) => out.push(Loaded::Marker(rec.producer_id, TransactionResult::Abort)),
-                        Some(Some(1)) => out.push(Loaded::Marker(rec.producer_id, TransactionResult::Commit)),
-                        _ => {}
-                    }
-                    continue;
-                }
-                if let Some(k) = rec.key {
-                    if rec.transactional {
-                        out.push(Loaded::Transactional(rec.producer_id, k, rec.value));
-                    } else {
-                        out.push(Loaded::Record(k, rec.value));
-                    }
-                }
-            }
-        }
-        offset = r.last_offset + 1;
-    }
-    Ok(out)
-}
-
-/// One batch of records; with a producer (id, epoch) a transactional batch of that producer.
-fn encode_batch(records: &[(Bytes, Option<Bytes>)], producer: Option<(i64, i16)>, now: i64) -> Result<Vec<u8>, String> {
-    let (producer_id, producer_epoch) = producer.unwrap_or((-1, -1));
-    let recs: Vec<Record> = records
-        .iter()
-        .enumerate()
-        .map(|(i, (k, v))| Record {
-            transactional: producer.is_some(),
-            control: false,
-            delete_horizon: false,
-            partition_leader_epoch: -1,
-            producer_id,
-            producer_epoch,
-            timestamp_type: TimestampType::Creation,
-            offset: i as i64,
-            // One batch: kafka-protocol splits batches where offset - sequence changes.
-            sequence: i as i32,
-            timestamp: now,
-            key: Some(k.clone()),
-            value: v.clone(),
-            headers: Default::default(),
-        })
-        .collect();
-    let mut buf = bytes::BytesMut::new();
-    RecordBatchEncoder::encode(
-        &mut buf,
-        recs.iter(),
-        &RecordEncodeOptions { version: 2, compression: Compression::None },
-    )
-    .map_err(|e| e.to_string())?;
-    Ok(buf.to_vec())
-}
-
-/// Appends the records as one batch (a transactional batch of `producer` if given); returns the offset after the
-/// last one. Blocking.
-fn append(
-    p: &Partition,
-    records: &[(Bytes, Option<Bytes>)],
-    producer: Option<(i64, i16)>,
-) -> Result<i64, ResponseError> {
-    let mut buf = encode_batch(records, producer, now_ms()).map_err(|e| {
-        tracing::error!(error = %e, "cannot encode coordinator records");
-        ResponseError::UnknownServerError
-    })?;
-    let headers = strom_log::validate_batches(&buf, u32::MAX).map_err(|e| crate::errors::log_error_code(&e))?;
-    let info = p.append_coordinator(&mut buf, headers).map_err(|e| crate::errors::log_error_code(&e))?;
-    Ok(info.last_offset + 1)
-}
-
-/// One producer's transactional records of a flush.
-struct ProducerRecords {
-    producer: (i64, i16),
-    records: Vec<(Bytes, Option<Bytes>)>,
-}
-
-fn by_producer(txn_records: Vec<TxnRecord>) -> Vec<ProducerRecords> {
-    let mut out: Vec<ProducerRecords> = Vec::new();
-    for r in txn_records {
-        let producer = (r.producer_id, r.producer_epoch);
-        match out.iter_mut().find(|g| g.producer == producer) {
-            Some(g) => g.records.push((r.key, r.value)),
-            None => out.push(ProducerRecords { producer, records: vec![(r.key, r.value)] }),
-        }
-    }
-    out
-}
-
-/// How often a failing write of coordinator records is logged: clients retry it many times a second, and a line
-/// per failure buried the log (a full disk).
-const WRITE_FAILURE_LOG_INTERVAL: Duration = Duration::from_secs(10);
-
-/// One log line per interval for a repeated failure, with how many were not logged since the last one.
-#[derive(Default)]
-pub struct LogLimiter {
-    last: Option<std::time::Instant>,
-    suppressed: u64,
-}
-
-impl LogLimiter {
-    /// Some(failures not logged since the last line) when this one is to be logged.
-    pub fn admit(&mut self, now: std::time::Instant, interval: Duration) -> Option<u64> {
-        if self.last.is_some_and(|l| now.duration_since(l) < interval) {
-            self.suppressed += 1;
-            return None;
-        }
-        self.last = Some(now);
-        Some(std::mem::take(&mut self.suppressed))
-    }
-}
-
-/// The shard's task: load, then serve requests and timers until the coordinator drops the sender.
-pub async fn run(mut shard: Shard, partition: Arc<Partition>, mut rx: mpsc::UnboundedReceiver<Request>) {
-    let started = std::time::Instant::now();
-    let p = partition.clone();
-    match tokio::task::spawn_blocking(move || read_partition(&p)).await {
-        Ok(Ok(records)) => {
-            let n = records.len();
-            for loaded in &records {
-                match loaded {
-                    Loaded::Record(k, v) => shard.replay(k, v.as_deref()),
-                    Loaded::Transactional(pid, k, v) => shard.replay_transactional(*pid, k, v.as_deref()),
-                    Loaded::Marker(pid, result) => shard.complete_transaction(*pid, *result),
-                }
-            }
-            shard.on_loaded();
-            tracing::info!(
-                partition = shard.partition_index,
-                records = n,
-                groups = shard.groups.len(),
-                elapsed_ms = started.elapsed().as_millis() as u64,
-                "group coordinator shard loaded"
-            );
-        }
-        Ok(Err(e)) => {
-            // Serving from a partial state would hand out offsets that are not the committed ones.
-            tracing::error!(partition = shard.partition_index, error = %e, "cannot load __consumer_offsets partition; shard stays down");
-            return;
-        }
-        Err(e) => {
-            tracing::error!(partition = shard.partition_index, error = %e, "shard load task failed");
-            return;
-        }
-    }
-    let mut write_failures = LogLimiter::default();
-    let mut fx = Effects::default();
-    shard.drop_offsets_of_deleted_topics(&mut fx);
-    for (producer_id, keys) in flush(&partition, fx, &mut write_failures).await {
-        shard.discard_unwritten_txn_offsets(producer_id, &keys);
-    }
-    let mut batch = Vec::with_capacity(MAX_BATCH);
-    loop {
-        let deadline = shard.timers.next_deadline();
-        tokio::select! {
-            r = rx.recv() => match r {
-                Some(r) => batch.push(r),
-                None => return,
-            },
-            _ = async { if let Some(d) = deadline { tokio::time::sleep_until(d).await } else { std::future::pending::<()>().await } } => {}
-        }
-        while batch.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(r) => batch.push(r),
-                Err(_) => break,
-            }
-        }
-        let mut fx = Effects::default();
-        for r in batch.drain(..) {
-            shard.handle(r, &mut fx);
-        }
-        let now = tokio::time::Instant::now();
-        while let Some(action) = shard.timers.pop_expired(now) {
-            shard.on_timer(action, &mut fx);
-        }
-        for (producer_id, keys) in flush(&partition, fx, &mut write_failures).await {
-            // Not written (a fenced epoch, a storage error): these offsets were never part of the transaction.
-            shard.discard_unwritten_txn_offsets(producer_id, &keys);
-        }
-    }
-}
-
-/// Writes what one loop iteration produced and releases the answers once durable: the plain records as one batch,
-/// each producer's transactional records as a batch of its own (a fenced producer fails alone). Returns the
-/// producers whose transactional records were not written, with the keys of those records.
-async fn flush(partition: &Arc<Partition>, fx: Effects, write_failures: &mut LogLimiter) -> Vec<(i64, Vec<Bytes>)> {
-    let Effects { records, txn_records, after_write, txn_after_write } = fx;
-    if records.is_empty() && txn_records.is_empty() {
-        for f in after_write.into_iter().chain(txn_after_write.into_iter().map(|(_, f)| f)) {
-            f(None);
-        }
-        return Vec::new();
-    }
-    let p = partition.clone();
-    let groups = by_producer(txn_records);
-    let appended = tokio::task::spawn_blocking(move || {
-        let plain = (!records.is_empty()).then(|| append(&p, &records, None));
-        let txns: Vec<(i64, Vec<Bytes>, Result<i64, ResponseError>)> = groups
-            .into_iter()
-            .map(|g| {
-                let result = append(&p, &g.records, Some(g.producer));
-                (g.producer.0, g.records.into_iter().map(|(k, _)| k).collect(), result)
-            })
-            .collect();
-        (plain, txns)
-    })
-    .await;
-    let (plain, txns) = match appended {
-        Ok(r) => r,
-        Err(e) => {
-            tracing::error!(error = %e, "coordinator append task failed");
-            for f in after_write.into_iter().chain(txn_after_write.into_iter().map(|(_, f)| f)) {
-                f(Some(ResponseError::UnknownServerError));
-            }
-            return Vec::new();
-        }
-    };
-    let mut end = None;
-    let mut now_failed: Vec<(AfterWrite, ResponseError)> = Vec::new();
-    let mut durable: Vec<AfterWrite> = Vec::new();
-    match plain {
-        Some(Err(e)) => {
-            if let Some(suppressed) = write_failures.admit(std::time::Instant::now(), WRITE_FAILURE_LOG_INTERVAL) {
-                tracing::error!(topic = %partition.topic, partition = partition.index, error = %e, suppressed, "writing coordinator records failed (suppressed: further failures since the last line)");
-            }
-            now_failed.extend(after_write.into_iter().map(|f| (f, e)));
-        }
-        Some(Ok(e)) => {
-            end = Some(e);
-            durable.extend(after_write);
-        }
-        None => durable.extend(after_write),
-    }
-    let mut failed_producers = Vec::new();
-    let mut txn_errors: HashMap<i64, ResponseError> = HashMap::new();
-    for (producer_id, keys, result) in txns {
-        match result {
-            Ok(e) => end = end.max(Some(e)),
-            Err(e) => {
-                tracing::debug!(producer_id, error = %e, "transactional offset commit not written");
-                txn_errors.insert(producer_id, e);
-                failed_producers.push((producer_id, keys));
-            }
-        }
-    }
-    for (producer_id, f) in txn_after_write {
-        match txn_errors.get(&producer_id) {
-            Some(e) => now_failed.push((f, *e)),
-            None => durable.push(f),
-        }
-    }
-    for (f, e) in now_failed {
-        f(Some(e));
-    }
-    let p = partition.clone();
-    tokio::spawn(async move {
-        if let Some(end) = end {
-            p.wait_durable(end).await;
-        }
-        for f in durable {
-            f(None);
-        }
-    });
-    failed_producers
-}
-
 #[cfg(test)]
 mod tests {
     use kafka_protocol::messages::offset_commit_request::{OffsetCommitRequestPartition, OffsetCommitRequestTopic};
@@ -1014,12 +732,11 @@ mod tests {
             Request::OffsetCommit { req: commit_request("t", 5), version: 8, image: image_with("t"), tx },
             &mut fx,
         );
-        assert_eq!(fx.records.len(), 1);
-        for f in fx.after_write {
-            f(Some(ResponseError::KafkaStorageError));
-        }
+        assert_eq!(fx.records().len(), 1);
+        fx.complete(&mut shard, Err(ResponseError::KafkaStorageError));
         let resp = rx.try_recv().unwrap();
         assert_eq!(resp.topics[0].partitions[0].error_code, ResponseError::CoordinatorNotAvailable.code());
+        assert!(shard.offsets.get("g", "t", 0).is_none(), "a failed write changes nothing");
     }
 
     /// Strings longer than a record string can hold are refused, not truncated into the record.
@@ -1035,10 +752,8 @@ mod tests {
         let (tx, mut rx) = oneshot::channel();
         let mut fx = Effects::default();
         shard.handle(Request::OffsetCommit { req, version: 8, image: image_with("t"), tx }, &mut fx);
-        assert!(fx.records.is_empty());
-        for f in fx.after_write {
-            f(None);
-        }
+        assert!(fx.records().is_empty());
+        fx.complete(&mut shard, Ok(()));
         let resp = rx.try_recv().unwrap();
         assert_eq!(resp.topics[0].partitions[0].error_code, ResponseError::OffsetMetadataTooLarge.code());
 
@@ -1047,7 +762,7 @@ mod tests {
         let (tx, mut rx) = oneshot::channel();
         let mut fx = Effects::default();
         shard.handle(Request::OffsetCommit { req, version: 8, image: image_with("t"), tx }, &mut fx);
-        assert!(fx.records.is_empty());
+        assert!(fx.records().is_empty());
         let resp = rx.try_recv().unwrap();
         assert_eq!(resp.topics[0].partitions[0].error_code, ResponseError::InvalidRequest.code());
 
@@ -1083,9 +798,7 @@ mod tests {
         let (tx, mut rx) = oneshot::channel();
         let mut fx = Effects::default();
         shard.handle(Request::OffsetCommit { req, version: 2, image: image_with("t"), tx }, &mut fx);
-        for f in fx.after_write {
-            f(None);
-        }
+        fx.complete(&mut shard, Ok(()));
         assert_eq!(rx.try_recv().unwrap().topics[0].partitions[0].error_code, 0);
         assert_eq!(shard.offsets.get("g", "t", 0).unwrap().expire_timestamp, Some(i64::MAX));
     }
@@ -1111,8 +824,10 @@ mod tests {
         shard.txn_offsets.put(9, "g", "gone".into(), 1, committed(4));
         let mut fx = Effects::default();
         shard.drop_offsets_of_deleted_topics(&mut fx);
-        assert_eq!(fx.records.len(), 3, "a tombstone per committed and pending offset of the deleted topic");
-        assert!(fx.records.iter().all(|(_, v)| v.is_none()));
+        assert_eq!(fx.records().len(), 3, "a tombstone per committed and pending offset of the deleted topic");
+        assert!(fx.records().iter().all(|(_, v)| v.is_none()));
+        assert!(shard.offsets.get("g", "gone", 0).is_some(), "deleted once the tombstones are durable");
+        fx.complete(&mut shard, Ok(()));
         assert!(shard.offsets.get("g", "t", 0).is_some());
         assert!(shard.offsets.get("g", "gone", 0).is_none() && !shard.offsets.has_offsets("h"));
         assert!(shard.txn_offsets.pending_partitions("g").is_empty());
@@ -1120,19 +835,117 @@ mod tests {
         // A live deletion of the other topic.
         let mut fx = Effects::default();
         shard.on_topics_deleted(&["t".to_string()].into(), &mut fx);
-        assert_eq!(fx.records.len(), 1);
+        assert_eq!(fx.records().len(), 1);
+        fx.complete(&mut shard, Ok(()));
         assert!(!shard.offsets.has_offsets("g"));
     }
 
-    #[test]
-    fn a_repeated_failure_is_logged_once_per_interval_with_a_count() {
-        let mut l = LogLimiter::default();
-        let t0 = std::time::Instant::now();
-        let interval = Duration::from_secs(10);
-        assert_eq!(l.admit(t0, interval), Some(0));
-        assert_eq!(l.admit(t0 + Duration::from_secs(1), interval), None);
-        assert_eq!(l.admit(t0 + Duration::from_secs(2), interval), None);
-        assert_eq!(l.admit(t0 + Duration::from_secs(10), interval), Some(2));
-        assert_eq!(l.admit(t0 + Duration::from_secs(11), interval), None);
+    use crate::coordinator::runtime::testlog::MemLog;
+    use crate::coordinator::runtime::{CoordinatorLog, CoordinatorRuntime, ShardRef};
+
+    fn start(runtime: &CoordinatorRuntime<Shard>, log: &Arc<MemLog>) -> ShardRef<Request> {
+        let log: Arc<dyn CoordinatorLog> = log.clone();
+        runtime
+            .shard(0, Some(log), |_| Shard::new(0, Arc::new(GroupConfig::default())).with_image(image_with("t")))
+            .unwrap()
+    }
+
+    fn send_commit(shard: &ShardRef<Request>, group: &str, offset: i64) -> oneshot::Receiver<OffsetCommitResponse> {
+        let (tx, rx) = oneshot::channel();
+        let req = commit_request("t", offset).with_group_id(GroupId(StrBytes::from_string(group.to_string())));
+        shard.send_internal(Request::OffsetCommit { req, version: 8, image: image_with("t"), tx }).unwrap();
+        rx
+    }
+
+    async fn commit(shard: &ShardRef<Request>, group: &str, offset: i64) -> i16 {
+        send_commit(shard, group, offset).await.unwrap().topics[0].partitions[0].error_code
+    }
+
+    /// What OffsetFetch answers for the group's partition t-0.
+    async fn fetch(shard: &ShardRef<Request>, group: &str) -> Option<i64> {
+        let (tx, rx) = oneshot::channel();
+        let r = Request::OffsetFetch {
+            group_id: group.to_string(),
+            topics: Some(vec![("t".to_string(), vec![0])]),
+            member: None,
+            tx,
+        };
+        shard.send(r).await.unwrap();
+        let fetched = rx.await.unwrap().unwrap();
+        fetched[0].2.as_ref().map(|v| v.offset)
+    }
+
+    /// A commit whose append fails is answered with the mapped error and is not applied: OffsetFetch still returns
+    /// the offset committed before it, and a later commit works.
+    #[tokio::test]
+    async fn a_failed_commit_is_not_visible_to_offset_fetch() {
+        let runtime = CoordinatorRuntime::default();
+        let log = Arc::new(MemLog::default());
+        let shard = start(&runtime, &log);
+        assert_eq!(commit(&shard, "g", 3).await, 0);
+        *log.fail.lock().unwrap() = Some(ResponseError::KafkaStorageError);
+        assert_eq!(commit(&shard, "g", 5).await, ResponseError::CoordinatorNotAvailable.code());
+        assert_eq!(fetch(&shard, "g").await, Some(3), "the failed commit changed nothing");
+        *log.fail.lock().unwrap() = None;
+        assert_eq!(commit(&shard, "g", 7).await, 0);
+        assert_eq!(fetch(&shard, "g").await, Some(7));
+        // A group's first commit failing leaves it without an offset.
+        *log.fail.lock().unwrap() = Some(ResponseError::NotEnoughReplicas);
+        assert_eq!(commit(&shard, "fresh", 1).await, ResponseError::CoordinatorNotAvailable.code());
+        assert_eq!(fetch(&shard, "fresh").await, None);
+    }
+
+    /// While a commit is written but not yet durable, OffsetFetch answers the committed offset, not the pending one;
+    /// once it is durable, the commit is answered and visible.
+    #[tokio::test]
+    async fn offset_fetch_does_not_see_a_commit_in_flight() {
+        let runtime = CoordinatorRuntime::default();
+        let log = Arc::new(MemLog::default());
+        let shard = start(&runtime, &log);
+        assert_eq!(commit(&shard, "g", 3).await, 0);
+        log.hold.store(true, std::sync::atomic::Ordering::SeqCst);
+        let appends = log.appends.load(std::sync::atomic::Ordering::SeqCst);
+        let mut pending = send_commit(&shard, "g", 5);
+        while log.appends.load(std::sync::atomic::Ordering::SeqCst) == appends {
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(fetch(&shard, "g").await, Some(3), "a commit that is not durable is not visible");
+        assert!(pending.try_recv().is_err(), "nor answered");
+        log.release();
+        assert_eq!(pending.await.unwrap().topics[0].partitions[0].error_code, 0);
+        assert_eq!(fetch(&shard, "g").await, Some(5));
+    }
+
+    /// Unloading the partition drops its state; loading it again rebuilds the same state from the log.
+    #[tokio::test]
+    async fn unload_then_reload_rebuilds_the_same_state() {
+        let runtime = CoordinatorRuntime::default();
+        let log = Arc::new(MemLog::default());
+        let shard = start(&runtime, &log);
+        for (g, o) in [("a", 1), ("b", 2), ("a", 3), ("c", 4)] {
+            assert_eq!(commit(&shard, g, o).await, 0);
+        }
+        let (tx, rx) = oneshot::channel();
+        shard.send(Request::DeleteGroup { group_id: "c".into(), tx }).await.unwrap();
+        assert_eq!(rx.await.unwrap(), None);
+        let state = |shard: ShardRef<Request>| async move {
+            let (tx, rx) = oneshot::channel();
+            shard.send(Request::ListGroups { tx }).await.unwrap();
+            let mut groups: Vec<(String, &str)> =
+                rx.await.unwrap().into_iter().map(|g| (g.group_id, g.state)).collect();
+            groups.sort();
+            let mut offsets = Vec::new();
+            for g in ["a", "b", "c"] {
+                offsets.push(fetch(&shard, g).await);
+            }
+            (groups, offsets)
+        };
+        let before = state(start(&runtime, &log)).await;
+        assert_eq!(before.1, vec![Some(3), Some(2), None]);
+        runtime.unload(0).unwrap().await.unwrap();
+        assert!(shard.send(Request::ListGroups { tx: oneshot::channel().0 }).await.is_err(), "unloaded");
+        let reloaded = start(&runtime, &log);
+        assert!(reloaded.started);
+        assert_eq!(state(reloaded).await, before);
     }
 }

@@ -183,7 +183,7 @@ impl Shard {
                     },
                     Some(value.encode()),
                 );
-                self.txn_offsets.put(producer_id, &group_id, topic.clone(), p.partition_index, value);
+                // Pending once durable (the runtime hands the record back to `on_committed`), not here.
             }
         }
         if !self.groups.contains_key(&group_id) {
@@ -244,15 +244,6 @@ impl Shard {
                     ResponseError::StaleMemberEpoch => ResponseError::IllegalGeneration,
                     other => other,
                 })
-            }
-        }
-    }
-
-    /// The producer's transactional records with these keys were not written: forget them as pending.
-    pub fn discard_unwritten_txn_offsets(&mut self, producer_id: i64, keys: &[bytes::Bytes]) {
-        for key in keys {
-            if let Ok(CoordinatorKey::OffsetCommit { group, topic, partition }) = CoordinatorKey::decode(key) {
-                self.txn_offsets.remove(producer_id, &group, &topic, partition);
             }
         }
     }

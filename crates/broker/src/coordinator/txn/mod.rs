@@ -3,8 +3,8 @@
 //!
 //! A transactional id belongs to the `__transaction_state` partition its id hashes to (the same Java-hash rule as
 //! groups), and is served by that partition's shard (`shard.rs`), which keeps every state change in the partition
-//! and rebuilds its state from it on start. This type only routes: it creates the topic on first use, starts a
-//! shard per hosted partition, and hands requests to the right shard.
+//! and rebuilds its state from it on start. The shards run on the coordinator runtime (`coordinator/runtime.rs`);
+//! this type creates the topic on first use, says which partitions it hosts, and hands requests to the runtime.
 
 pub mod config;
 mod markers;
@@ -12,19 +12,19 @@ pub mod metadata;
 pub mod records;
 mod shard;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Weak};
 
 use kafka_protocol::ResponseError;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
 pub use config::TxnConfig;
 pub use shard::{DescribedTransaction, ListFilter, ListedTransaction, Request};
 
 use crate::broker::Broker;
 use crate::controller::{ensure_internal_topic, ApiError};
-use crate::coordinator::group::partition_for;
+use crate::coordinator::runtime::{partition_for, CoordinatorLog, CoordinatorRuntime, ShardRef};
 
 /// Kafka's internal topic for transaction state.
 pub use crate::topic_name::TRANSACTION_STATE_TOPIC_NAME;
@@ -34,14 +34,9 @@ pub use crate::topic_name::TRANSACTION_STATE_TOPIC_NAME;
 /// EndTxn v5 (the epoch moves on with every transaction) and let the broker add partitions implicitly.
 pub const TRANSACTION_VERSION: i16 = 2;
 
-struct ShardHandle {
-    tx: mpsc::UnboundedSender<Request>,
-    loaded: Arc<AtomicBool>,
-}
-
 pub struct TransactionCoordinator {
     config: Arc<TxnConfig>,
-    shards: Mutex<HashMap<i32, ShardHandle>>,
+    runtime: CoordinatorRuntime<shard::Shard>,
     /// Kafka's verification guard, coordinator side: a verified transactional append holds its producer's stripe
     /// for reading from the check to the end of the append, and markers are written holding it for writing. So a
     /// marker never lands between a write's verification and the write itself (which would leave the write
@@ -61,7 +56,7 @@ impl TransactionCoordinator {
     pub fn new(broker: &crate::config::BrokerConfig) -> TransactionCoordinator {
         TransactionCoordinator {
             config: Arc::new(TxnConfig::from_broker(broker)),
-            shards: Mutex::new(HashMap::new()),
+            runtime: CoordinatorRuntime::default(),
             append_guards: (0..APPEND_GUARD_STRIPES).map(|_| Arc::new(tokio::sync::RwLock::new(()))).collect(),
             partition_verification: AtomicBool::new(config::partition_verification(broker)),
         }
@@ -150,30 +145,26 @@ impl TransactionCoordinator {
         }
     }
 
-    fn shard_for_partition(
-        &self,
-        broker: &Arc<Broker>,
-        p: i32,
-    ) -> Result<mpsc::UnboundedSender<Request>, ResponseError> {
-        let mut shards = self.shards.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(h) = shards.get(&p) {
-            if !h.tx.is_closed() {
-                if !h.loaded.load(Ordering::Acquire) {
-                    return Err(ResponseError::CoordinatorLoadInProgress);
-                }
-                return Ok(h.tx.clone());
-            }
-        }
-        let partition = broker.replicas.get(TRANSACTION_STATE_TOPIC_NAME, p).ok_or(ResponseError::NotCoordinator)?;
-        let (tx, rx) = mpsc::unbounded_channel();
-        let loaded = Arc::new(AtomicBool::new(false));
-        let shard =
-            shard::Shard::new(p, self.config.clone(), Arc::downgrade(broker), tx.downgrade(), partition.leader_epoch());
-        tokio::spawn(shard::run(shard, partition, rx, loaded.clone()));
-        shards.insert(p, ShardHandle { tx: tx.clone(), loaded });
+    fn shard_for_partition(&self, broker: &Arc<Broker>, p: i32) -> Result<ShardRef<Request>, ResponseError> {
+        let current = broker.replicas.get(TRANSACTION_STATE_TOPIC_NAME, p);
+        let epoch = current.as_ref().map_or(0, |l| l.leader_epoch());
+        let current = current.map(|l| l as Arc<dyn CoordinatorLog>);
+        let config = self.config.clone();
+        let shard = self
+            .runtime
+            .shard(p, current, |self_tx| shard::Shard::new(p, config, Arc::downgrade(broker), self_tx, epoch))?;
         // The request that started the shard waits in its queue for the load; later ones are told to retry until
         // it is done, as Kafka answers while it loads a partition.
-        Ok(tx)
+        if !shard.loaded && !shard.started {
+            return Err(ResponseError::CoordinatorLoadInProgress);
+        }
+        Ok(shard)
+    }
+
+    /// This broker no longer coordinates partition `p` of `__transaction_state`: its shard stops and its state is
+    /// dropped from memory (rebuilt from the partition wherever it is loaded next). The shard's task, to wait for it.
+    pub fn unload(&self, p: i32) -> Option<tokio::task::JoinHandle<()>> {
+        self.runtime.unload(p)
     }
 
     /// Sends a request to the transactional id's shard and waits for its answer. The error is Kafka's answer when
@@ -189,9 +180,9 @@ impl TransactionCoordinator {
             return Err(ResponseError::NotCoordinator);
         }
         let p = self.partition_of(broker, transactional_id);
-        let tx = self.shard_for_partition(broker, p)?;
+        let shard = self.shard_for_partition(broker, p)?;
         let (otx, orx) = oneshot::channel();
-        tx.send(make(otx)).map_err(|_| ResponseError::NotCoordinator)?;
+        shard.send(make(otx)).await?;
         crate::dispatch::handed_off();
         orx.await.map_err(|_| ResponseError::NotCoordinator)
     }
@@ -210,9 +201,9 @@ impl TransactionCoordinator {
         let mut loading = false;
         for p in 0..self.num_partitions(broker) {
             match self.shard_for_partition(broker, p) {
-                Ok(tx) => {
+                Ok(shard) => {
                     let (otx, orx) = oneshot::channel();
-                    if tx.send(Request::List { filter: filter.clone(), tx: otx }).is_ok() {
+                    if shard.send(Request::List { filter: filter.clone(), tx: otx }).await.is_ok() {
                         receivers.push(orx);
                     }
                 }
@@ -504,7 +495,10 @@ mod tests {
         let prepared: TxnTransit = m.prepare_abort_or_commit(TxnState::PrepareCommit, 0, -1, 3, false, false).unwrap();
         let p = broker.replicas.get(TRANSACTION_STATE_TOPIC_NAME, broker.txns.partition_of(&broker, id)).unwrap();
         let records = vec![(encode_key(id), Some(prepared.to_record().encode()))];
-        let end = tokio::task::spawn_blocking(move || shard::append(&p, &records)).await.unwrap().unwrap();
+        let end = tokio::task::spawn_blocking(move || crate::coordinator::runtime::append(&*p, &records, None))
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(end, 1);
 
         broker.txns.start_hosted(&broker);

@@ -3,20 +3,16 @@
 //! races another.
 //!
 //! A change is prepared (the id's `pending_state` blocks others: CONCURRENT_TRANSACTIONS), its record appended,
-//! and the change completed when the record is durable (`Request::Appended` comes back into this task). EndTxn
+//! and the change completed when the record is durable (the coordinator runtime, `coordinator/runtime.rs`, runs the
+//! write's completion on this shard: `on_appended`). EndTxn
 //! writes PrepareCommit/PrepareAbort, answers the client, has the markers written (`markers.rs`), then writes
 //! CompleteCommit/CompleteAbort. Loading replays the partition; prepared transactions found there are completed,
 //! ongoing ones time out.
 
 use std::collections::{BTreeSet, HashMap};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use kafka_protocol::records::{
-    Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-};
 use kafka_protocol::ResponseError;
 use tokio::sync::{mpsc, oneshot};
 
@@ -28,7 +24,7 @@ use super::metadata::{
 use super::records::{decode_key, encode_key, TransactionLogValue, TxnState};
 use super::BrokerRef;
 use crate::clock::now_ms;
-use crate::partition::Partition;
+use crate::coordinator::runtime::{CoordinatorRecord, CoordinatorShard, Writes};
 
 /// An InitProducerId or EndTxn answer: (producer id, epoch) or an error, or a request for a fresh producer id,
 /// which the handler allocates off this task (it may commit a new id block to the metadata log) and sends again.
@@ -113,21 +109,10 @@ pub enum Request {
         filter: Arc<ListFilter>,
         tx: oneshot::Sender<Vec<ListedTransaction>>,
     },
-    /// A prepared transition's record was appended (durably, or not: `error`).
-    Appended {
-        transactional_id: String,
-        transit: TxnTransit,
-        error: Option<ResponseError>,
-        then: After,
-    },
     /// Every marker of a prepared transaction is written: persist its completion.
     MarkersWritten {
         transactional_id: String,
         transit: TxnTransit,
-    },
-    /// Parked requests of this id may have passed their deadline.
-    ParkExpired {
-        transactional_id: String,
     },
 }
 
@@ -198,18 +183,16 @@ enum EndDecision {
     NeedProducerId,
 }
 
-/// Records to append and the transitions waiting on them.
-#[derive(Default)]
-struct Effects {
-    records: Vec<(Bytes, Option<Bytes>)>,
-    appended: Vec<(String, TxnTransit, After)>,
-}
+/// Records to append and the transitions waiting on them (the runtime's `Writes`).
+pub type Effects = Writes<Shard>;
 
-impl Effects {
+impl Writes<Shard> {
+    /// Writes the transition's record; once it is durable (or failed) the transition completes in `on_appended`.
     fn write(&mut self, transactional_id: &str, transit: TxnTransit, then: After) {
         let value = if transit.state == TxnState::Dead { None } else { Some(transit.to_record().encode()) };
-        self.records.push((encode_key(transactional_id), value));
-        self.appended.push((transactional_id.to_string(), transit, then));
+        self.append_record(encode_key(transactional_id), value);
+        let id = transactional_id.to_string();
+        self.on_complete(move |shard: &mut Shard, result, fx| shard.on_appended(&id, transit, result.err(), then, fx));
     }
 }
 
@@ -228,6 +211,9 @@ pub struct Shard {
     /// transactions at ~40/s; holding them for the few milliseconds the completion takes answers them as soon as it
     /// is done. Past the deadline they get Kafka's CONCURRENT_TRANSACTIONS.
     parked: HashMap<String, Vec<(Instant, Request)>>,
+    /// When the two periodic jobs run next (Kafka's abortTimedOutTransactions and removeExpiredTransactionalIds).
+    next_abort: tokio::time::Instant,
+    next_expire: tokio::time::Instant,
 }
 
 /// How long an AddPartitionsToTxn waits for the previous transaction's completion before CONCURRENT_TRANSACTIONS.
@@ -263,6 +249,8 @@ impl Shard {
             coordinator_epoch,
             txns: HashMap::new(),
             parked: HashMap::new(),
+            next_abort: tokio::time::Instant::now(),
+            next_expire: tokio::time::Instant::now(),
         }
     }
 
@@ -292,7 +280,7 @@ impl Shard {
 
     /// After loading: transactions whose PrepareCommit/PrepareAbort is in the log get their markers written and
     /// are completed (Kafka's loadTransactionsForTxnTopicPartition). Ongoing ones are left to the timeout.
-    fn on_loaded(&mut self) {
+    fn complete_prepared_after_load(&mut self) {
         let now = now_ms();
         let prepared: Vec<String> = self
             .txns
@@ -388,10 +376,6 @@ impl Shard {
             Request::List { filter, tx } => {
                 let _ = tx.send(self.list(&filter));
             }
-            Request::Appended { transactional_id, transit, error, then } => {
-                self.on_appended(&transactional_id, transit, error, then, fx)
-            }
-            Request::ParkExpired { transactional_id } => self.expire_parked(&transactional_id),
             Request::MarkersWritten { transactional_id, transit } => {
                 tracing::debug!(transactional_id = %transactional_id, state = transit.state.name(), "markers written; completing");
                 fx.write(&transactional_id, transit, After::Completed);
@@ -853,19 +837,19 @@ impl Shard {
     fn park(&mut self, r: Request) {
         let Request::AddPartitions { transactional_id, .. } = &r else { return };
         let id = transactional_id.clone();
-        self.parked.entry(id.clone()).or_default().push((Instant::now() + PARK_WAIT, r));
-        let weak = self.self_tx.clone();
-        tokio::spawn(async move {
-            tokio::time::sleep(PARK_WAIT).await;
-            if let Some(tx) = weak.upgrade() {
-                let _ = tx.send(Request::ParkExpired { transactional_id: id });
-            }
-        });
+        // Answered by `on_timers` past the deadline, if the completion has not released it by then.
+        self.parked.entry(id).or_default().push((Instant::now() + PARK_WAIT, r));
+    }
+
+    /// The earliest deadline of a parked request.
+    fn next_park_deadline(&self) -> Option<Instant> {
+        self.parked.values().flatten().map(|(deadline, _)| *deadline).min()
     }
 
     fn expire_parked(&mut self, id: &str) {
         let Some(list) = self.parked.get_mut(id) else { return };
         let now = Instant::now();
+        // `now` is read after the timer's: a request due at the timer is due here.
         let (expired, waiting): (Vec<_>, Vec<_>) =
             std::mem::take(list).into_iter().partition(|(deadline, _)| *deadline <= now);
         *list = waiting;
@@ -958,169 +942,53 @@ impl Shard {
     }
 }
 
-/// Reads the whole partition into (key, value) pairs. Blocking.
-fn read_partition(p: &Partition) -> Result<Vec<(Bytes, Option<Bytes>)>, String> {
-    let mut out = Vec::new();
-    let mut offset = p.log_start_offset();
-    let end = p.high_watermark();
-    while offset < end {
-        let r = p.read(offset, 1 << 20, true).map_err(|e| e.to_string())?;
-        if r.is_empty() {
-            break;
-        }
-        let mut bytes = r.records.clone();
-        let sets = RecordBatchDecoder::decode_all(&mut bytes).map_err(|e| e.to_string())?;
-        for set in sets {
-            for rec in set.records {
-                if rec.control || rec.offset < offset {
-                    continue;
-                }
-                if let Some(k) = rec.key {
-                    out.push((k, rec.value));
-                }
-            }
-        }
-        offset = r.last_offset + 1;
-    }
-    Ok(out)
-}
+impl CoordinatorShard for Shard {
+    type Request = Request;
 
-/// Appends the records as one uncompressed batch; returns the offset after it. Blocking.
-pub(super) fn append(p: &Partition, records: &[(Bytes, Option<Bytes>)]) -> Result<i64, ResponseError> {
-    let now = now_ms();
-    let recs: Vec<Record> = records
-        .iter()
-        .enumerate()
-        .map(|(i, (k, v))| Record {
-            transactional: false,
-            control: false,
-            delete_horizon: false,
-            partition_leader_epoch: -1,
-            producer_id: -1,
-            producer_epoch: -1,
-            timestamp_type: TimestampType::Creation,
-            offset: i as i64,
-            // One batch: kafka-protocol splits batches where offset - sequence changes.
-            sequence: i as i32,
-            timestamp: now,
-            key: Some(k.clone()),
-            value: v.clone(),
-            headers: Default::default(),
-        })
-        .collect();
-    let mut buf = bytes::BytesMut::new();
-    RecordBatchEncoder::encode(
-        &mut buf,
-        recs.iter(),
-        &RecordEncodeOptions { version: 2, compression: Compression::None },
-    )
-    .map_err(|e| {
-        tracing::error!(error = %e, "cannot encode transaction state records");
-        ResponseError::UnknownServerError
-    })?;
-    let mut buf = buf.to_vec();
-    let headers = strom_log::validate_batches(&buf, u32::MAX).map_err(|e| crate::errors::log_error_code(&e))?;
-    let info = p.append(&mut buf, headers).map_err(|e| crate::errors::log_error_code(&e))?;
-    Ok(info.last_offset + 1)
-}
+    fn replay(&mut self, record: CoordinatorRecord) {
+        if let CoordinatorRecord::Record { key, value } = record {
+            Shard::replay(self, &key, value.as_deref());
+        }
+    }
 
-/// The shard's task: load, then serve requests and the two periodic jobs until the coordinator drops the sender.
-pub async fn run(
-    mut shard: Shard,
-    partition: Arc<Partition>,
-    mut rx: mpsc::UnboundedReceiver<Request>,
-    loaded: Arc<AtomicBool>,
-) {
-    let started = std::time::Instant::now();
-    let p = partition.clone();
-    match tokio::task::spawn_blocking(move || read_partition(&p)).await {
-        Ok(Ok(records)) => {
-            let n = records.len();
-            for (k, v) in &records {
-                shard.replay(k, v.as_deref());
-            }
-            shard.on_loaded();
-            loaded.store(true, Ordering::Release);
-            tracing::info!(
-                partition = shard.partition_index,
-                records = n,
-                transactional_ids = shard.txns.len(),
-                elapsed_ms = started.elapsed().as_millis() as u64,
-                "transaction coordinator shard loaded"
-            );
-        }
-        Ok(Err(e)) => {
-            tracing::error!(partition = shard.partition_index, error = %e, "cannot load __transaction_state partition; shard stays down");
-            return;
-        }
-        Err(e) => {
-            tracing::error!(partition = shard.partition_index, error = %e, "transaction shard load task failed");
-            return;
-        }
+    fn on_loaded(&mut self, _writes: &mut Effects) {
+        self.complete_prepared_after_load();
+        let now = tokio::time::Instant::now();
+        self.next_abort = now + Duration::from_millis(self.config.abort_timed_out_interval_ms);
+        self.next_expire = now + Duration::from_millis(self.config.remove_expired_interval_ms);
     }
-    let mut abort_tick = tokio::time::interval(Duration::from_millis(shard.config.abort_timed_out_interval_ms));
-    let mut expire_tick = tokio::time::interval(Duration::from_millis(shard.config.remove_expired_interval_ms));
-    abort_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    expire_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    // Both fire at once on the first tick; skip that.
-    abort_tick.tick().await;
-    expire_tick.tick().await;
-    let mut batch = Vec::new();
-    loop {
-        let mut fx = Effects::default();
-        tokio::select! {
-            r = rx.recv() => match r {
-                Some(r) => batch.push(r),
-                None => return,
-            },
-            _ = abort_tick.tick() => shard.abort_timed_out(&mut fx),
-            _ = expire_tick.tick() => shard.remove_expired(&mut fx),
-        }
-        while batch.len() < 512 {
-            match rx.try_recv() {
-                Ok(r) => batch.push(r),
-                Err(_) => break,
-            }
-        }
-        for r in batch.drain(..) {
-            shard.handle(r, &mut fx);
-        }
-        flush(&partition, &shard.self_tx, fx).await;
-    }
-}
 
-/// Appends the batch's records; each waiting transition learns the outcome through the shard's queue, after the
-/// records are durable.
-async fn flush(partition: &Arc<Partition>, self_tx: &mpsc::WeakUnboundedSender<Request>, fx: Effects) {
-    let Effects { records, appended } = fx;
-    if records.is_empty() {
-        return;
+    fn handle(&mut self, request: Request, writes: &mut Effects) {
+        Shard::handle(self, request, writes)
     }
-    let p = partition.clone();
-    let result = match tokio::task::spawn_blocking(move || append(&p, &records)).await {
-        Ok(r) => r,
-        Err(e) => {
-            tracing::error!(error = %e, "transaction state append task failed");
-            Err(ResponseError::UnknownServerError)
+
+    fn next_deadline(&self) -> Option<tokio::time::Instant> {
+        let periodic = self.next_abort.min(self.next_expire);
+        Some(self.next_park_deadline().map_or(periodic, |d| periodic.min(tokio::time::Instant::from_std(d))))
+    }
+
+    fn on_timers(&mut self, now: tokio::time::Instant, writes: &mut Effects) {
+        let due: Vec<String> = self
+            .parked
+            .iter()
+            .filter(|(_, list)| list.iter().any(|(deadline, _)| *deadline <= now.into_std()))
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in due {
+            self.expire_parked(&id);
         }
-    };
-    let Some(tx) = self_tx.upgrade() else { return };
-    match result {
-        Ok(end) => {
-            let p = partition.clone();
-            tokio::spawn(async move {
-                p.wait_durable(end).await;
-                for (id, transit, then) in appended {
-                    let _ = tx.send(Request::Appended { transactional_id: id, transit, error: None, then });
-                }
-            });
+        if self.next_abort <= now {
+            self.abort_timed_out(writes);
+            self.next_abort = now + Duration::from_millis(self.config.abort_timed_out_interval_ms);
         }
-        Err(e) => {
-            tracing::error!(topic = %partition.topic, partition = partition.index, error = ?e, "writing transaction state failed");
-            for (id, transit, then) in appended {
-                let _ = tx.send(Request::Appended { transactional_id: id, transit, error: Some(e), then });
-            }
+        if self.next_expire <= now {
+            self.remove_expired(writes);
+            self.next_expire = now + Duration::from_millis(self.config.remove_expired_interval_ms);
         }
+    }
+
+    fn loaded_summary(&self) -> String {
+        format!("transactional_ids={}", self.txns.len())
     }
 }
 
@@ -1155,11 +1023,7 @@ mod tests {
 
     /// Completes every write of `fx` as if it were durable.
     fn durable(s: &mut Shard, fx: Effects) -> Effects {
-        let mut next = Effects::default();
-        for (id, transit, then) in fx.appended {
-            s.on_appended(&id, transit, None, then, &mut next);
-        }
-        next
+        fx.complete(s, Ok(()))
     }
 
     #[test]
@@ -1169,7 +1033,7 @@ mod tests {
         let mut rx = init(&mut s, &mut fx, None, None);
         assert_eq!(rx.try_recv().unwrap(), Answer::NeedProducerId);
         let mut rx = init(&mut s, &mut fx, Some(7), None);
-        assert_eq!(fx.records.len(), 1);
+        assert_eq!(fx.records().len(), 1);
         durable(&mut s, fx);
         assert_eq!(rx.try_recv().unwrap(), Answer::Done(Ok((7, 0))));
 
@@ -1269,7 +1133,7 @@ mod tests {
         };
         s.handle(r, &mut fx);
         assert_eq!(rx.try_recv().unwrap(), Answer::Done(Err(ResponseError::InvalidRequest)));
-        assert!(fx.records.is_empty() && !s.txns.contains_key(&id));
+        assert!(fx.records().is_empty() && !s.txns.contains_key(&id));
     }
 
     #[test]
@@ -1279,9 +1143,7 @@ mod tests {
         let mut first = init(&mut s, &mut fx, Some(7), None);
         let mut second = init(&mut s, &mut Effects::default(), None, None);
         assert_eq!(second.try_recv().unwrap(), Answer::Done(Err(ResponseError::ConcurrentTransactions)));
-        for (id, transit, then) in fx.appended {
-            s.on_appended(&id, transit, Some(ResponseError::NotEnoughReplicas), then, &mut Effects::default());
-        }
+        fx.complete(&mut s, Err(ResponseError::NotEnoughReplicas));
         assert_eq!(first.try_recv().unwrap(), Answer::Done(Err(ResponseError::CoordinatorNotAvailable)));
         let m = &s.txns["t"];
         assert_eq!((m.producer_epoch, m.pending_state), (NO_PRODUCER_EPOCH, None));

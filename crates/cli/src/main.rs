@@ -48,13 +48,6 @@ enum Command {
     Perf(perf::PerfCommand),
 }
 
-/// The broker allocates and frees a fetch's read buffer and its encoded response (megabytes) for every fetch; glibc's
-/// malloc gave those pages back to the kernel after each one and faulted them in again for the next, which more than
-/// doubled the broker's CPU per byte read (measured with `perf`: page faults under the memcpy/memset of those
-/// buffers). mimalloc keeps freed pages for reuse.
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
